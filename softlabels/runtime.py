@@ -1,0 +1,66 @@
+"""Where code runs: device choice, mixed precision, CPU threads, and "which rank am I"."""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """`auto` picks CUDA when present, else CPU; `cuda[:i]` must exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:INDEX") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:INDEX")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} requested but CUDA is not available here; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r} does not exist: {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def autocast(device: torch.device, enabled: bool):
+    """fp16 autocast on CUDA only: on CPUs without AMX, bf16 autocast is many times slower."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Move to the device in channels_last (faster convolutions on CUDA and on x86 CPUs)."""
+    return model.to(device).to(memory_format=torch.channels_last)
+
+
+def default_workers() -> int:
+    """DataLoader workers: leave a core for the main process, cap at 8."""
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+@dataclass(frozen=True)
+class Rank:
+    """This process's place in a torchrun job (rank 0 of 1 when not distributed)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def current_rank() -> Rank:
+    """Read torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK)."""
+    env = os.environ
+    return Rank(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
