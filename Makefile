@@ -1,0 +1,43 @@
+# The two commands a newcomer needs: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch lies on this machine's disk for these versions (a CUDA build that also runs on CPU).
+ifeq ($(shell uname -m),aarch64)
+TORCH_PKGS ?= torch==2.9.1 torchvision==0.24.1
+else
+TORCH_PKGS ?= torch==2.14.1 torchvision==0.29.1
+endif
+STAMP := $(VENV)/.installed
+DEMO := data/demo
+
+.PHONY: install test test-fast demo demo-data bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check $(TORCH_PKGS)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+# Fashion-MNIST: Debian's package where apt works and we are root, else torchvision's download.
+demo-data:
+	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then \
+		echo "Fashion-MNIST: found Debian's dataset-fashion-mnist"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) || true; \
+	fi
+
+demo: $(STAMP) demo-data
+	@mkdir -p $(DEMO)
+	$(PY) -m trainer.demo --out $(DEMO)
+
+clean:
+	rm -rf $(DEMO) .pytest_cache

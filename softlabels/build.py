@@ -1,0 +1,312 @@
+"""The teacher pass: run a teacher once over a dataset and write its logits to a cache."""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from softlabels import format as fmt
+from softlabels.datasets import DatasetSource, open_dataset
+from softlabels.runtime import autocast, default_workers, prepare_model, resolve_device
+from softlabels.teachers import Teacher, load_teacher
+from softlabels.transforms import Preprocessing, get_augment, make_views, sample_views
+
+DEFAULT_BLOCK_ROWS = 1024
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything `softlabels build` needs; the CLI fills it from its options."""
+
+    dataset: str
+    teacher: str
+    out: str
+    split: str = "train"
+    weights: str | None = None
+    num_classes: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    image_size: int | None = None
+    batch_size: int = 128
+    workers: int = field(default_factory=default_workers)
+    device: str = "auto"
+    amp: bool = True
+    dtype: str = "float16"
+    data_root: str = "data"
+    download: bool = False
+    views: int = 1
+    augment: str = "none"
+    seed: int = 0
+    topk: int | None = None
+    compression: str = "none"
+    trust_checkpoint: bool = False
+    resume: bool = False
+    overwrite: bool = False
+    block_rows: int | None = None
+    progress: bool = True
+
+
+@dataclass
+class BuildResult:
+    path: Path
+    num_samples: int
+    num_views: int
+    teacher_accuracy: float
+    seconds: float
+    images_per_second: float
+    resumed_from: int = 0
+
+
+class BuildInterrupted(RuntimeError):
+    """The pass stopped early (Ctrl-C); the partial file is flushed and resumable."""
+
+
+def resolve_preprocessing(config: BuildConfig, teacher: Teacher, source: DatasetSource) -> Preprocessing:
+    """Flags override the teacher's zoo entry, which overrides the dataset's defaults."""
+    chosen = dict(source.defaults)
+    chosen.update({k: v for k, v in (teacher.preprocessing or {}).items() if v is not None})
+    flags = {"mean": config.mean, "std": config.std, "image_size": config.image_size}
+    chosen.update({k: v for k, v in flags.items() if v is not None})
+    prep = Preprocessing(tuple(chosen["mean"]), tuple(chosen["std"]), int(chosen["image_size"]))
+    if len(prep.mean) != len(prep.std) or len(prep.mean) not in (1, 3):
+        raise ValueError(f"--mean and --std need 1 or 3 values each, got {prep.mean} and {prep.std}")
+    return prep
+
+
+class TeacherInputs(Dataset):
+    """Sample i -> (i, its V views as one (V, C, S, S) tensor, their (V, P) parameters).
+
+    The image is decoded once for all its views; parameters come from (seed, key) alone, so the
+    file is the same whatever the batch size, worker count or rank.
+    """
+
+    def __init__(self, source: DatasetSource, prep: Preprocessing, augment: str, views: int, seed: int):
+        self.source, self.prep, self.views, self.seed = source, prep, views, seed
+        self.augment = get_augment(augment)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int):
+        image = self.source.load(index)
+        width, height = image.size
+        params = sample_views(self.augment, self.seed, self.source.keys[index], self.views,
+                              height, width, self.prep.image_size)
+        return index, make_views(image, self.augment, params, self.prep), torch.from_numpy(params)
+
+
+def _check_paths(config: BuildConfig) -> Path:
+    out = Path(config.out)
+    if not out.parent.exists():
+        raise FileNotFoundError(f"output directory {out.parent} does not exist")
+    partial = fmt.partial_path(out)
+    if out.exists() and not config.overwrite:
+        raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
+    if partial.exists() and not (config.resume or config.overwrite):
+        raise FileExistsError(f"a partial build exists at {partial}: add --resume to continue it "
+                              f"or --overwrite to start again")
+    return out
+
+
+def _cache_attrs(config: BuildConfig, teacher: Teacher, source: DatasetSource, prep: Preprocessing) -> dict:
+    dataset = source.describe()
+    dataset["fingerprint"] = fmt.dataset_fingerprint(source.keys, source.labels)
+    augment = get_augment(config.augment)
+    return {
+        "teacher": teacher.describe(),
+        "dataset": dataset,
+        "preprocessing": prep.to_dict(),
+        "augment": {"name": augment.name, "seed": config.seed, "views": config.views,
+                    "param_names": list(augment.param_names)},
+        "build": {"dtype": config.dtype, "storage": "topk" if config.topk else "logits", "topk": config.topk,
+                  "amp": config.amp, "compression": config.compression},
+    }
+
+
+# What must agree between a partial file and the command resuming it.
+_RESUME_CHECKS = {
+    "teacher": ("spec", "weights_sha256", "num_params"),
+    "dataset": ("spec", "split", "fingerprint"),
+    "preprocessing": None,
+    "augment": None,
+    "build": None,
+}
+
+
+def _resume_differences(writer: fmt.CacheWriter, attrs: dict) -> list[str]:
+    differences = []
+    for name, fields in _RESUME_CHECKS.items():
+        stored = fmt.read_json_attr(writer.file, name)
+        wanted = attrs[name]
+        for key in fields or sorted(set(stored) | set(wanted)):
+            if stored.get(key) != wanted.get(key):
+                differences.append(f"{name}.{key}: partial has {stored.get(key)!r}, this command {wanted.get(key)!r}")
+    return differences
+
+
+def _open_writer(config, out, layout: fmt.Layout, source, attrs) -> fmt.CacheWriter:
+    partial = fmt.partial_path(out)
+    if config.resume and partial.exists() and not config.overwrite:
+        writer = fmt.CacheWriter.resume(out)
+        differences = _resume_differences(writer, attrs)
+        if writer.layout != layout:
+            differences.append(f"layout: partial has {writer.layout}, this command {layout}")
+        if differences:
+            writer.close()
+            raise ValueError(f"cannot resume {partial}: it was built with other settings ({differences[0]}); "
+                             f"use the original options or --overwrite")
+        return writer
+    return fmt.CacheWriter.create(out, layout, source.keys, source.labels, attrs)
+
+
+def _probe_classes(teacher: Teacher, prep: Preprocessing, device) -> int:
+    probe = torch.zeros(1, prep.channels, prep.image_size, prep.image_size, device=device)
+    try:
+        with torch.inference_mode():
+            out = teacher.model(probe.contiguous(memory_format=torch.channels_last))
+    except RuntimeError as err:
+        raise ValueError(f"the teacher cannot run on {prep.channels}x{prep.image_size}x{prep.image_size} "
+                         f"inputs ({str(err).splitlines()[0]}); check --image-size, --mean/--std") from None
+    if out.ndim != 2:
+        raise ValueError(f"the teacher must return (batch, classes) logits, got shape {tuple(out.shape)}")
+    return int(out.shape[1])
+
+
+class _BackgroundWriter:
+    """Writes blocks on a thread so the teacher never waits for the disk (torch and h5py release the GIL)."""
+
+    def __init__(self, writer: fmt.CacheWriter):
+        self.writer = writer
+        self.queue: queue.Queue = queue.Queue(maxsize=4)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while (arrays := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self.writer.write(arrays)
+                except BaseException as err:  # reported to the main thread on its next put/close
+                    self.error = err
+
+    def put(self, arrays: dict) -> None:
+        self._raise()
+        self.queue.put(arrays)
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        self._raise()
+
+    def _raise(self):
+        if self.error is not None:
+            raise self.error
+
+
+def build_cache(config: BuildConfig) -> BuildResult:
+    """Run the teacher pass described by `config`; returns where the verified cache is."""
+    if config.views < 1:
+        raise ValueError(f"--views must be at least 1, got {config.views}")
+    if config.views > 1 and config.augment == "none":
+        raise ValueError("--views > 1 needs an augmentation (--augment cifar|imagenet|flip): "
+                         "views of the un-augmented image would all be identical")
+    if config.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {config.batch_size}")
+    out = _check_paths(config)
+    device = resolve_device(config.device)
+    source = open_dataset(config.dataset, config.split, config.data_root, config.download)
+    teacher = load_teacher(config.teacher, weights=config.weights, num_classes=config.num_classes or len(source.classes),
+                           trust_checkpoint=config.trust_checkpoint, in_channels=len(config.mean or source.defaults["mean"]),
+                           image_size=config.image_size or source.defaults["image_size"])
+    prep = resolve_preprocessing(config, teacher, source)
+    model = prepare_model(teacher.model, device).eval()
+    num_classes = _probe_classes(teacher, prep, device)
+    if num_classes != len(source.classes):
+        raise ValueError(f"the teacher outputs {num_classes} classes but {config.dataset} has "
+                         f"{len(source.classes)}; use a teacher for this dataset (or --num-classes {len(source.classes)})")
+    augment = get_augment(config.augment)
+    block_rows = config.block_rows or config.batch_size * max(1, DEFAULT_BLOCK_ROWS // config.batch_size)
+    layout = fmt.Layout(num_samples=len(source), num_classes=num_classes, num_views=config.views,
+                        storage="topk" if config.topk else "logits", dtype=config.dtype, topk=config.topk,
+                        param_names=tuple(augment.param_names), compression=config.compression,
+                        block_rows=block_rows)
+    attrs = _cache_attrs(config, teacher, source, prep)
+    writer = _open_writer(config, out, layout, source, attrs)
+    return _run_pass(config, writer, source, prep, model, device)
+
+
+def _run_pass(config, writer: fmt.CacheWriter, source, prep, model, device) -> BuildResult:
+    start_row = writer.done_rows
+    inputs = TeacherInputs(source, prep, config.augment, config.views, config.seed)
+    todo = torch.utils.data.Subset(inputs, range(start_row, len(source)))
+    loader = DataLoader(todo, batch_size=config.batch_size, num_workers=config.workers,
+                        pin_memory=device.type == "cuda", shuffle=False,
+                        persistent_workers=False, prefetch_factor=4 if config.workers else None)
+    background = _BackgroundWriter(writer)
+    started = time.perf_counter()
+    bar = tqdm(total=len(source), initial=start_row, unit="img", desc="teacher pass", disable=not config.progress,
+               dynamic_ncols=True)
+    try:
+        with torch.inference_mode():
+            for indices, views, params in loader:
+                logits = _forward(model, views, device, config.amp)
+                background.put(_encode(logits, params, indices, writer.layout, source))
+                bar.update(len(indices))
+        background.close()
+    except KeyboardInterrupt:
+        _stop(background, writer)
+        raise BuildInterrupted(f"interrupted: {writer.done_rows} of {len(source)} samples are saved in "
+                               f"{fmt.partial_path(writer.path)}; run the same command with --resume to continue") from None
+    except OSError as err:
+        _stop(background, writer)
+        raise OSError(f"writing {fmt.partial_path(writer.path)} failed ({err.strerror or err}); the "
+                      f"{writer.done_rows} samples written are kept: fix the cause and rerun with --resume") from None
+    except BaseException:
+        _stop(background, writer)
+        raise
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - started
+    writer.finish()
+    stats = fmt.read_info(writer.path).attrs
+    done = len(source) - start_row
+    return BuildResult(writer.path, len(source), config.views, float(stats["teacher_accuracy"]), seconds,
+                       done * config.views / max(seconds, 1e-9), resumed_from=start_row)
+
+
+def _stop(background: _BackgroundWriter, writer: fmt.CacheWriter) -> None:
+    """Drain what is queued (complete blocks get written), then close the partial cleanly."""
+    try:
+        background.close()
+    except BaseException:
+        pass
+    writer.close()
+
+
+def _forward(model, views: torch.Tensor, device, amp: bool) -> torch.Tensor:
+    batch, num_views = views.shape[:2]
+    images = views.flatten(0, 1).to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    with autocast(device, amp):
+        logits = model(images)
+    return logits.float().view(batch, num_views, -1)
+
+
+def _encode(logits, params, indices, layout: fmt.Layout, source: DatasetSource) -> dict:
+    try:
+        arrays = fmt.encode_outputs(logits, layout)
+    except fmt.NonFiniteOutputs as err:
+        keys = [source.keys[int(indices[row])] for row in err.rows[:5]]
+        raise ValueError(f"the teacher produced NaN/inf logits for {len(err.rows)} sample(s) in a batch, "
+                         f"first keys: {', '.join(keys)}; nothing was marked complete "
+                         f"(fp16 overflow? try --no-amp or --dtype float32)") from None
+    if layout.param_names:
+        arrays["views/params"] = params.numpy().astype(np.int32)
+    return arrays
