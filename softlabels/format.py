@@ -541,8 +541,10 @@ def open_cache_file(path) -> h5py.File:
             if partial_path(path).exists() else ""
         raise FileNotFoundError(f"cache not found: {path}{hint}")
     try:
-        # locking=False: caches are read-only data, shared by many readers, often on NFS.
-        return h5py.File(path, "r", locking=False)
+        # Default HDF5 locking: readers take shared locks, so many processes read one cache. On NFS,
+        # set HDF5_USE_FILE_LOCKING=BEST_EFFORT (docs/FORMAT.md). Passing our own flag here would
+        # clash with a user's own h5py handle on the same file ("locking flag values don't match").
+        return h5py.File(path, "r")
     except OSError as err:
         raise CacheError(f"{path} is not a readable HDF5 file (truncated or corrupt?): {err}") from None
 
