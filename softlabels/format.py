@@ -9,6 +9,7 @@ The final name only ever appears through `os.replace` of a complete, re-verified
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
 import json
 import os
@@ -207,10 +208,43 @@ def _create_allocated(group: h5py.Group, name: str, shape, dtype, compression="n
     if compression == "none":
         dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
         dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+        dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)  # reserve, don't write zeros we will overwrite
         kwargs["dcpl"] = dcpl
     else:
         kwargs.update(compression=compression, shuffle=True)
     return group.create_dataset(name, shape=shape, dtype=dtype, **kwargs)
+
+
+def layout_bytes(layout: Layout) -> int:
+    return sum(int(np.prod(shape)) * dtype.itemsize for shape, dtype in layout.row_datasets().values())
+
+
+def _reserve_space(path: Path) -> None:
+    """Make the file system hand over the blocks now, so a full disk shows at the start."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as err:
+        if err.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _short_reason(err: BaseException) -> str:
+    text = str(err)
+    for marker in ("error message = '", "errno = "):
+        if marker in text:
+            return text.split(marker, 1)[1].split("'")[0].split(",")[0]
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _close_quietly(file) -> None:
+    if file is not None:
+        try:
+            file.close()
+        except Exception:  # the file is being discarded; its own error was already reported
+            pass
 
 
 def _json(value) -> str:
@@ -240,13 +274,19 @@ class CacheWriter:
         if len(keys) != layout.num_samples or len(labels) != layout.num_samples:
             raise ValueError("keys and labels must have one entry per sample")
         tmp = partial_path(path)
+        file = None
         try:
             file = h5py.File(tmp, "w")
             _write_header(file, layout, keys, labels, attrs)
             file.flush()
-        except OSError as err:  # e.g. the disk cannot hold the preallocated file: nothing computed yet
+            _reserve_space(tmp)
+        except (OSError, ValueError, RuntimeError) as err:
+            # The disk or a file-size limit cannot hold the whole cache: say so before any teacher
+            # time is spent. Nothing was computed yet, so nothing is lost by removing the stub.
+            _close_quietly(file)
             tmp.unlink(missing_ok=True)
-            raise CacheError(f"cannot create {tmp}: {err}") from None
+            raise OSError(f"cannot create {tmp} ({layout_bytes(layout) / 2**20:.1f} MiB of targets): "
+                          f"{_short_reason(err)}") from None
         return cls(path, file, layout, 0)
 
     @classmethod
@@ -261,7 +301,7 @@ class CacheWriter:
         done = file["integrity/done"][:]
         missing = np.flatnonzero(done == 0)
         next_block = int(missing[0]) if len(missing) else layout.num_blocks
-        return cls(Path(path), file, layout, next_block * layout.block_rows)
+        return cls(Path(path), file, layout, min(next_block * layout.block_rows, layout.num_samples))
 
     # -- writing
     @property
@@ -610,8 +650,7 @@ class CacheTargets:
         self.path = str(path)
         self.layout = self.info.layout
         names = self.layout.row_datasets()
-        nbytes = sum(int(np.prod(shape)) * dtype.itemsize for shape, dtype in names.values())
-        self.in_memory = nbytes <= memory_budget
+        self.in_memory = layout_bytes(self.layout) <= memory_budget
         self._arrays: dict[str, np.ndarray] | None = None
         self._file: h5py.File | None = None
         if self.in_memory:
