@@ -1,10 +1,11 @@
 """The teacher pass: run a teacher once over a dataset and write its logits to a cache."""
 from __future__ import annotations
 
+import datetime
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,8 @@ from tqdm.auto import tqdm
 
 from softlabels import format as fmt
 from softlabels.datasets import DatasetSource, open_dataset
-from softlabels.runtime import autocast, default_workers, prepare_model, resolve_device
+from softlabels.runtime import autocast, current_rank, default_workers, prepare_model, resolve_device
+from softlabels.shards import merge_caches, rank_shard_path, shard_range, stale_rank_shards
 from softlabels.teachers import Teacher, load_teacher
 from softlabels.transforms import Preprocessing, get_augment, make_views, sample_views
 
@@ -50,6 +52,7 @@ class BuildConfig:
     resume: bool = False
     overwrite: bool = False
     block_rows: int | None = None
+    shard: tuple[int, int] | None = None
     progress: bool = True
 
 
@@ -102,17 +105,16 @@ class TeacherInputs(Dataset):
         return index, make_views(image, self.augment, params, self.prep), torch.from_numpy(params)
 
 
-def _check_paths(config: BuildConfig) -> Path:
-    out = Path(config.out)
+def _check_paths(config: BuildConfig, out: Path) -> None:
+    """Before any work: the output can be written and nothing finished would be silently replaced."""
     if not out.parent.exists():
         raise FileNotFoundError(f"output directory {out.parent} does not exist")
-    partial = fmt.partial_path(out)
     if out.exists() and not config.overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
+    partial = fmt.partial_path(out)
     if partial.exists() and not (config.resume or config.overwrite):
         raise FileExistsError(f"a partial build exists at {partial}: add --resume to continue it "
                               f"or --overwrite to start again")
-    return out
 
 
 def _cache_attrs(config: BuildConfig, teacher: Teacher, source: DatasetSource, prep: Preprocessing) -> dict:
@@ -151,7 +153,7 @@ def _resume_differences(writer: fmt.CacheWriter, attrs: dict) -> list[str]:
     return differences
 
 
-def _open_writer(config, out, layout: fmt.Layout, source, attrs) -> fmt.CacheWriter:
+def _open_writer(config, out, layout: fmt.Layout, source, rows, attrs) -> fmt.CacheWriter:
     partial = fmt.partial_path(out)
     if config.resume and partial.exists() and not config.overwrite:
         writer = fmt.CacheWriter.resume(out)
@@ -163,14 +165,14 @@ def _open_writer(config, out, layout: fmt.Layout, source, attrs) -> fmt.CacheWri
             raise ValueError(f"cannot resume {partial}: it was built with other settings ({differences[0]}); "
                              f"use the original options or --overwrite")
         return writer
-    return fmt.CacheWriter.create(out, layout, source.keys, source.labels, attrs)
+    return fmt.CacheWriter.create(out, layout, source.keys[rows[0]:rows[1]], source.labels[rows[0]:rows[1]], attrs)
 
 
-def _probe_classes(teacher: Teacher, prep: Preprocessing, device) -> int:
-    probe = torch.zeros(1, prep.channels, prep.image_size, prep.image_size, device=device)
+def _probe_classes(model: torch.nn.Module, prep: Preprocessing, device) -> int:
+    probe = torch.zeros(2, prep.channels, prep.image_size, prep.image_size, device=device)
     try:
         with torch.inference_mode():
-            out = teacher.model(probe.contiguous(memory_format=torch.channels_last))
+            out = model(probe.contiguous(memory_format=torch.channels_last))
     except RuntimeError as err:
         raise ValueError(f"the teacher cannot run on {prep.channels}x{prep.image_size}x{prep.image_size} "
                          f"inputs ({str(err).splitlines()[0]}); check --image-size, --mean/--std") from None
@@ -212,48 +214,114 @@ class _BackgroundWriter:
 
 
 def build_cache(config: BuildConfig) -> BuildResult:
-    """Run the teacher pass described by `config`; returns where the verified cache is."""
-    if config.views < 1:
-        raise ValueError(f"--views must be at least 1, got {config.views}")
+    """Run the teacher pass described by `config`; returns where the verified cache is.
+
+    Under torchrun every rank computes its own contiguous shard, then rank 0 merges them.
+    """
+    _check_options(config)
+    rank = current_rank()
+    if rank.distributed:
+        if config.shard:
+            raise ValueError("--shard is for separate jobs; under torchrun the ranks split the data themselves")
+        return _build_distributed(config, rank)
+    _check_paths(config, Path(config.out))
+    return _build_shard(config, Path(config.out), config.shard)
+
+
+def _check_options(config: BuildConfig) -> None:
     if config.views > 1 and config.augment == "none":
         raise ValueError("--views > 1 needs an augmentation (--augment cifar|imagenet|flip): "
                          "views of the un-augmented image would all be identical")
-    if config.batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {config.batch_size}")
-    out = _check_paths(config)
+    for name in ("views", "batch_size"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
+    get_augment(config.augment)
+    if config.dtype not in fmt.DTYPES:
+        raise ValueError(f"unknown --dtype {config.dtype!r}; choose one of: {', '.join(fmt.DTYPES)}")
+
+
+def _build_shard(config: BuildConfig, out: Path, shard: tuple[int, int] | None) -> BuildResult:
+    """One process's pass over the rows of `shard` (all rows when None), written to `out`."""
     device = resolve_device(config.device)
     source = open_dataset(config.dataset, config.split, config.data_root, config.download)
+    channels = len(config.mean or source.defaults["mean"])
     teacher = load_teacher(config.teacher, weights=config.weights, num_classes=config.num_classes or len(source.classes),
-                           trust_checkpoint=config.trust_checkpoint, in_channels=len(config.mean or source.defaults["mean"]),
+                           trust_checkpoint=config.trust_checkpoint, in_channels=channels,
                            image_size=config.image_size or source.defaults["image_size"])
     prep = resolve_preprocessing(config, teacher, source)
     model = prepare_model(teacher.model, device).eval()
-    num_classes = _probe_classes(teacher, prep, device)
+    num_classes = _probe_classes(model, prep, device)
     if num_classes != len(source.classes):
         raise ValueError(f"the teacher outputs {num_classes} classes but {config.dataset} has "
                          f"{len(source.classes)}; use a teacher for this dataset (or --num-classes {len(source.classes)})")
-    augment = get_augment(config.augment)
-    block_rows = config.block_rows or config.batch_size * max(1, DEFAULT_BLOCK_ROWS // config.batch_size)
-    layout = fmt.Layout(num_samples=len(source), num_classes=num_classes, num_views=config.views,
+    rows = shard_range(*shard, len(source)) if shard else (0, len(source))
+    layout = fmt.Layout(num_samples=rows[1] - rows[0], num_classes=num_classes, num_views=config.views,
                         storage="topk" if config.topk else "logits", dtype=config.dtype, topk=config.topk,
-                        param_names=tuple(augment.param_names), compression=config.compression,
-                        block_rows=block_rows)
+                        param_names=tuple(get_augment(config.augment).param_names), compression=config.compression,
+                        block_rows=config.block_rows or config.batch_size * max(1, DEFAULT_BLOCK_ROWS // config.batch_size))
     attrs = _cache_attrs(config, teacher, source, prep)
-    writer = _open_writer(config, out, layout, source, attrs)
-    return _run_pass(config, writer, source, prep, model, device)
+    if shard:
+        keys, labels = source.keys[rows[0]:rows[1]], source.labels[rows[0]:rows[1]]
+        attrs["shard"] = {"index": shard[0], "count": shard[1], "start": rows[0], "stop": rows[1],
+                          "fingerprint": fmt.dataset_fingerprint(keys, labels)}
+    writer = _open_writer(config, out, layout, source, rows, attrs)
+    return _run_pass(config, writer, source, rows[0], prep, model, device)
 
 
-def _run_pass(config, writer: fmt.CacheWriter, source, prep, model, device) -> BuildResult:
-    start_row = writer.done_rows
+def _build_distributed(config: BuildConfig, rank) -> BuildResult:
+    """torchrun: rank r writes shard r of world_size; rank 0 merges after a barrier."""
+    import torch.distributed as dist
+
+    out = Path(config.out)
+    _check_paths(config, out)
+    shard_out = rank_shard_path(out, rank.rank, rank.world_size)
+    if not (config.resume and shard_out.exists()):  # a finished shard of an earlier run is reused
+        _check_paths(config, shard_out)
+    stale = stale_rank_shards(out, rank.world_size)
+    if stale and not config.overwrite:
+        raise ValueError(f"shards of a run with another number of processes exist ({stale[0].name}): "
+                         f"rerun with that many processes to resume, or pass --overwrite to start again")
+    if config.device == "auto" and torch.cuda.is_available():
+        config = replace(config, device=f"cuda:{rank.local_rank}")
+    # gloo on every device: the ranks only ever meet at barriers, no tensors are exchanged.
+    dist.init_process_group("gloo", timeout=datetime.timedelta(hours=2))
+    try:
+        if config.resume and shard_out.exists():
+            fmt.verify(shard_out)
+            result = None
+        else:
+            result = _build_shard(replace(config, progress=config.progress and rank.is_main), shard_out,
+                                  (rank.rank, rank.world_size))
+        dist.barrier()
+        if rank.is_main:
+            shards = [rank_shard_path(out, r, rank.world_size) for r in range(rank.world_size)]
+            merge_caches(shards, out, overwrite=config.overwrite, progress=config.progress)
+            for path in shards:
+                path.unlink()
+            stale_partial = fmt.partial_path(out)
+            stale_partial.unlink(missing_ok=True)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    info = fmt.read_info(out)
+    return BuildResult(out, info.layout.num_samples, info.layout.num_views, float(info.attrs["teacher_accuracy"]),
+                       result.seconds if result else 0.0, result.images_per_second if result else 0.0,
+                       result.resumed_from if result else 0)
+
+
+def _run_pass(config, writer: fmt.CacheWriter, source, first_row: int, prep, model, device) -> BuildResult:
+    """Compute rows `first_row + writer.done_rows ...` of the dataset into `writer`, then finish it."""
+    resumed = writer.done_rows
+    total = writer.layout.num_samples
     inputs = TeacherInputs(source, prep, config.augment, config.views, config.seed)
-    todo = torch.utils.data.Subset(inputs, range(start_row, len(source)))
+    todo = torch.utils.data.Subset(inputs, range(first_row + resumed, first_row + total))
     loader = DataLoader(todo, batch_size=config.batch_size, num_workers=config.workers,
                         pin_memory=device.type == "cuda", shuffle=False,
-                        persistent_workers=False, prefetch_factor=4 if config.workers else None)
+                        prefetch_factor=4 if config.workers else None)
     background = _BackgroundWriter(writer)
     started = time.perf_counter()
-    bar = tqdm(total=len(source), initial=start_row, unit="img", desc="teacher pass", disable=not config.progress,
-               dynamic_ncols=True)
+    bar = tqdm(total=total, initial=resumed, unit="img", desc="teacher pass", disable=not config.progress,
+               dynamic_ncols=True, unit_scale=config.views if config.views > 1 else False)
     try:
         with torch.inference_mode():
             for indices, views, params in loader:
@@ -263,7 +331,7 @@ def _run_pass(config, writer: fmt.CacheWriter, source, prep, model, device) -> B
         background.close()
     except KeyboardInterrupt:
         _stop(background, writer)
-        raise BuildInterrupted(f"interrupted: {writer.done_rows} of {len(source)} samples are saved in "
+        raise BuildInterrupted(f"interrupted: {writer.done_rows} of {total} samples are saved in "
                                f"{fmt.partial_path(writer.path)}; run the same command with --resume to continue") from None
     except OSError as err:
         _stop(background, writer)
@@ -275,11 +343,19 @@ def _run_pass(config, writer: fmt.CacheWriter, source, prep, model, device) -> B
     finally:
         bar.close()
     seconds = time.perf_counter() - started
-    writer.finish()
-    stats = fmt.read_info(writer.path).attrs
-    done = len(source) - start_row
-    return BuildResult(writer.path, len(source), config.views, float(stats["teacher_accuracy"]), seconds,
-                       done * config.views / max(seconds, 1e-9), resumed_from=start_row)
+    path = _finish(writer)
+    accuracy = float(fmt.read_info(path).attrs["teacher_accuracy"])
+    return BuildResult(path, total, config.views, accuracy, seconds,
+                       (total - resumed) * config.views / max(seconds, 1e-9), resumed_from=resumed)
+
+
+def _finish(writer: fmt.CacheWriter) -> Path:
+    try:
+        return writer.finish()
+    except OSError as err:
+        writer.close()
+        raise OSError(f"finishing {writer.path} failed ({getattr(err, 'strerror', None) or err}); all rows are "
+                      f"kept in {fmt.partial_path(writer.path)}: fix the cause and rerun with --resume") from None
 
 
 def _stop(background: _BackgroundWriter, writer: fmt.CacheWriter) -> None:

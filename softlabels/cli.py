@@ -44,6 +44,8 @@ def _augment_help() -> str:
 @click.option("--topk", type=int_range(1), help="Store only the K largest logits per view (plus the log-sum-exp).")
 @click.option("--compression", type=click.Choice(fmt.COMPRESSIONS), default="none", help="HDF5 compression of the stored targets.")
 @click.option("--block-rows", type=int_range(1), help="Rows per checksum/resume block [default: ~1024, a multiple of --batch-size].")
+@click.option("--shard", "shard", metavar="I/N", help="Compute only shard I of N (contiguous rows) into --out; "
+              "combine the shards with `softlabels merge`. Under torchrun the ranks shard by themselves.")
 @click.option("--data-root", default="data", type=click.Path(file_okay=False), help="Root of the built-in datasets.")
 @click.option("--download", is_flag=True, help="Let torchvision download a built-in dataset (needs a network).")
 @click.option("--resume", is_flag=True, help="Continue the partial build of --out (or start one if none exists).")
@@ -55,6 +57,10 @@ def build(**options):
 
     if options["workers"] is None:
         options.pop("workers")
+    if options["shard"] is not None:
+        from softlabels.shards import parse_shard
+
+        options["shard"] = parse_shard(options["shard"])
     config = BuildConfig(**options)
     result = build_cache(config)
     click.echo(f"wrote {result.path}: {result.num_samples} samples x {result.num_views} view(s), "
@@ -82,6 +88,18 @@ def verify(file):
     """Check structure, completeness, block checksums and fingerprint; non-zero exit on any problem."""
     stats = fmt.verify(file)
     click.echo(f"ok: {file} ({stats.num_blocks} blocks verified, {stats.fingerprint[:19]}…)")
+
+
+@main.command()
+@click.argument("shards", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Merged cache to write.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing cache at --out.")
+def merge(shards, out, overwrite):
+    """Merge shard caches (from `build --shard I/N` jobs) into one self-contained cache."""
+    from softlabels.shards import merge_caches
+
+    path = merge_caches(list(shards), out, overwrite=overwrite)
+    click.echo(f"merged {len(shards)} shard(s) into {path}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -561,7 +561,9 @@ def check_file(file: h5py.File, require_complete: bool = True) -> CheckStats:
         correct += int((top1 == arrays["labels"][:, None]).sum())
     keys = [k.decode("utf-8") if isinstance(k, bytes) else k for k in file["keys"][:]]
     fingerprint = dataset_fingerprint(keys, file["labels"][:])
-    recorded = read_json_attr(file, "dataset").get("fingerprint")
+    # A shard holds some rows of the dataset: it records its own rows' fingerprint too.
+    shard = read_json_attr(file, "shard")
+    recorded = shard.get("fingerprint") if shard else read_json_attr(file, "dataset").get("fingerprint")
     if recorded and recorded != fingerprint:
         raise CacheError(f"{file.filename}: keys/labels do not match the recorded dataset fingerprint")
     return CheckStats(layout.num_blocks, correct / (layout.num_samples * layout.num_views), fingerprint)
