@@ -1,0 +1,261 @@
+"""Preprocessing and parametrised augmentations, shared by the teacher pass and the trainer's replay.
+
+An augmentation is split in two: `sample` draws a small int32 parameter vector, `apply` is an exact
+function of the image and those parameters. The teacher pass draws the parameters of view v of a
+sample as the v-th draw from `view_rng(seed, key)`, so they depend on nothing but the seed and the
+sample's key (not on batch size, worker count or rank), and stores them beside the logits. The
+trainer replays the stored parameters through the same `make_view` and gets bit-identical inputs.
+
+Random (uncached) augmentation is the same `sample` with any generator, e.g.
+`augment.sample(np.random.default_rng(), height, width, image_size)`, then `make_view`.
+
+Everything here works on float (C, H, W) tensors in [0, 1]; normalisation comes last (`finish`), so
+padding is black, as with torchvision's RandomCrop before Normalize.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision.transforms.v2 import functional as TF
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What turns an image into network input: size and normalisation; len(mean) is the channel count."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    image_size: int
+
+    def __post_init__(self):
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        object.__setattr__(self, "image_size", int(self.image_size))
+        if len(self.mean) != len(self.std) or len(self.mean) not in (1, 3):
+            raise ValueError(f"mean and std need 1 or 3 values each (one per channel), got {self.mean} and {self.std}")
+        if min(self.std) <= 0:
+            raise ValueError(f"std values must be positive, got {self.std}")
+        if self.image_size < 1:
+            raise ValueError(f"image_size must be at least 1, got {self.image_size}")
+
+    @property
+    def channels(self) -> int:
+        return len(self.mean)
+
+    def to_dict(self) -> dict:
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Preprocessing:
+        return cls(tuple(d["mean"]), tuple(d["std"]), int(d["image_size"]))
+
+
+def to_tensor(img: Image.Image, channels: int) -> torch.Tensor:
+    """A PIL image as float32 (C, H, W) in [0, 1], converted to grey ("L") or "RGB" to match `channels`."""
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    mode = "L" if channels == 1 else "RGB"
+    if img.mode != mode:
+        img = img.convert(mode)
+    return TF.pil_to_tensor(img).to(torch.float32).div_(255)
+
+
+def _resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == (height, width):
+        return x
+    return TF.resize(x, [height, width], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+
+
+def finish(x: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
+    """Bring (..., C, H, W) in [0, 1] to `prep.image_size` (shorter side, then centre crop; only when
+    the size differs) and normalise. Deterministic: the same input gives the same bits."""
+    if x.shape[-3] != prep.channels:
+        raise ValueError(f"image has {x.shape[-3]} channels but the preprocessing expects {prep.channels}")
+    size = prep.image_size
+    height, width = x.shape[-2:]
+    if (height, width) != (size, size):
+        short, long = sorted((height, width))
+        long = int(size * long / short)  # torchvision's Resize(int) rule
+        x = _resize(x, *((size, long) if height <= width else (long, size)))
+        x = TF.center_crop(x, [size, size])
+    mean = torch.tensor(prep.mean, dtype=x.dtype).view(-1, 1, 1)
+    std = torch.tensor(prep.std, dtype=x.dtype).view(-1, 1, 1)
+    return (x - mean) / std
+
+
+class Augment:
+    """One augmentation: `sample` draws int32 parameters, `apply` is an exact function of them."""
+
+    name: str = ""
+    param_names: tuple[str, ...] = ()
+    description: str = ""
+
+    def sample(self, rng: np.random.Generator, height: int, width: int, image_size: int) -> np.ndarray:
+        """Parameters of one view of an image of `height` x `width`, as int32 (P,)."""
+        raise NotImplementedError
+
+    def apply(self, x: torch.Tensor, params, image_size: int) -> torch.Tensor:
+        """The view of float (C, H, W) `x` (un-normalised) that `params` describe."""
+        raise NotImplementedError
+
+    def _unpack(self, params) -> tuple[int, ...]:
+        values = tuple(int(v) for v in np.asarray(params).reshape(-1))
+        if len(values) != len(self.param_names):
+            raise ValueError(f"augment {self.name!r} takes {len(self.param_names)} parameters "
+                             f"({', '.join(self.param_names) or 'none'}), got {len(values)}")
+        return values
+
+    def _out_of_bounds(self, params, height: int, width: int) -> ValueError:
+        return ValueError(f"augment {self.name!r} parameters {dict(zip(self.param_names, params))} do not fit "
+                          f"a {height}x{width} image (were they drawn for another image size?)")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, params={self.param_names})"
+
+
+def _params(*values: int) -> np.ndarray:
+    return np.array(values, dtype=np.int32)
+
+
+class NoAugment(Augment):
+    name = "none"
+    param_names = ()
+    description = "the plain image (one view)"
+
+    def sample(self, rng, height, width, image_size):
+        return _params()
+
+    def apply(self, x, params, image_size):
+        self._unpack(params)
+        return x
+
+
+class Flip(Augment):
+    name = "flip"
+    param_names = ("flip",)
+    description = "horizontal flip with probability 1/2"
+
+    def sample(self, rng, height, width, image_size):
+        return _params(rng.integers(0, 2))
+
+    def apply(self, x, params, image_size):
+        (flip,) = self._unpack(params)
+        return x.flip(-1) if flip else x
+
+
+class CifarCrop(Augment):
+    """torchvision's RandomCrop(size=(H, W), padding=4) (zero fill) then RandomHorizontalFlip."""
+
+    name = "cifar"
+    param_names = ("top", "left", "flip")
+    description = "random crop of the image padded by 4 black pixels, then horizontal flip with p=1/2"
+    padding = 4
+
+    def sample(self, rng, height, width, image_size):
+        top = rng.integers(0, 2 * self.padding + 1)
+        left = rng.integers(0, 2 * self.padding + 1)
+        return _params(top, left, rng.integers(0, 2))
+
+    def apply(self, x, params, image_size):
+        top, left, flip = self._unpack(params)
+        height, width = x.shape[-2:]
+        if not (0 <= top <= 2 * self.padding and 0 <= left <= 2 * self.padding):
+            raise self._out_of_bounds((top, left, flip), height, width)
+        pad = self.padding
+        x = F.pad(x, (pad, pad, pad, pad))[..., top:top + height, left:left + width]
+        return x.flip(-1) if flip else x
+
+
+class ImagenetCrop(Augment):
+    """torchvision's RandomResizedCrop(image_size, scale=(0.08, 1), ratio=(3/4, 4/3)) then flip.
+
+    Same sampling algorithm as `RandomResizedCrop.get_params` (ten tries, then the central-crop
+    fallback), drawing from a numpy generator instead of torch's global one.
+    """
+
+    name = "imagenet"
+    param_names = ("top", "left", "height", "width", "flip")
+    description = "random resized crop (scale 0.08-1, ratio 3/4-4/3) to the image size, then horizontal flip with p=1/2"
+    scale = (0.08, 1.0)
+    ratio = (3 / 4, 4 / 3)
+
+    def sample(self, rng, height, width, image_size):
+        top, left, h, w = self._crop(rng, height, width)
+        return _params(top, left, h, w, rng.integers(0, 2))
+
+    def _crop(self, rng, height: int, width: int) -> tuple[int, int, int, int]:
+        area = height * width
+        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        for _ in range(10):
+            target_area = area * rng.uniform(*self.scale)
+            aspect_ratio = math.exp(rng.uniform(*log_ratio))
+            w = int(round(math.sqrt(target_area * aspect_ratio)))
+            h = int(round(math.sqrt(target_area / aspect_ratio)))
+            if 0 < w <= width and 0 < h <= height:
+                return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+        in_ratio = width / height
+        if in_ratio < min(self.ratio):
+            w, h = width, int(round(width / min(self.ratio)))
+        elif in_ratio > max(self.ratio):
+            w, h = int(round(height * max(self.ratio))), height
+        else:
+            w, h = width, height
+        return (height - h) // 2, (width - w) // 2, h, w
+
+    def apply(self, x, params, image_size):
+        top, left, h, w, flip = self._unpack(params)
+        height, width = x.shape[-2:]
+        if not (0 <= top and 0 <= left and 0 < h and 0 < w and top + h <= height and left + w <= width):
+            raise self._out_of_bounds((top, left, h, w, flip), height, width)
+        x = _resize(x[..., top:top + h, left:left + w], image_size, image_size)
+        return x.flip(-1) if flip else x
+
+
+AUGMENTS: dict[str, Augment] = {augment.name: augment for augment in (NoAugment(), Flip(), CifarCrop(), ImagenetCrop())}
+
+
+def get_augment(name: str | Augment) -> Augment:
+    if isinstance(name, Augment):
+        return name
+    try:
+        return AUGMENTS[name]
+    except KeyError:
+        raise ValueError(f"unknown augment {name!r}; choose one of: {', '.join(AUGMENTS)}") from None
+
+
+def view_rng(seed: int, key: str) -> np.random.Generator:
+    """The generator of one sample's views: a function of (seed, key) alone, the same on every machine."""
+    digest = hashlib.sha256(f"{int(seed)}\0{key}".encode("utf-8")).digest()
+    return np.random.default_rng(np.frombuffer(digest, dtype="<u4").tolist())
+
+
+def sample_views(augment: str | Augment, seed: int, key: str, views: int, height: int, width: int,
+                 image_size: int) -> np.ndarray:
+    """Parameters of `views` views of the sample `key` as int32 (V, P): view v is the v-th draw."""
+    augment = get_augment(augment)
+    if views < 1:
+        raise ValueError(f"views must be at least 1, got {views}")
+    rng = view_rng(seed, key)
+    drawn = [augment.sample(rng, height, width, image_size) for _ in range(views)]
+    return np.stack(drawn).astype(np.int32, copy=False).reshape(views, len(augment.param_names))
+
+
+def make_view(x: torch.Tensor, augment: str | Augment, params, prep: Preprocessing) -> torch.Tensor:
+    """One network input from float (C, H, W) `x` in [0, 1]: the teacher pass and the replay both call this."""
+    return finish(get_augment(augment).apply(x, params, prep.image_size), prep)
+
+
+def make_views(img: Image.Image, augment: str | Augment, params, prep: Preprocessing) -> torch.Tensor:
+    """(V, C, S, S) views of `img` for (V, P) `params`, converting the image to a tensor only once."""
+    augment = get_augment(augment)
+    x = to_tensor(img, prep.channels)
+    params = np.asarray(params)
+    if params.ndim != 2:
+        raise ValueError(f"make_views needs (views, parameters) params, got shape {params.shape}")
+    return torch.stack([make_view(x, augment, row, prep) for row in params])
