@@ -105,6 +105,13 @@ class TeacherInputs(Dataset):
         return index, make_views(image, self.augment, params, self.prep), torch.from_numpy(params)
 
 
+def make_loader(inputs: TeacherInputs, rows: range, config: BuildConfig, device: torch.device) -> DataLoader:
+    """Batches of `rows` in order; pinned host memory feeds non-blocking copies on CUDA."""
+    return DataLoader(torch.utils.data.Subset(inputs, rows), batch_size=config.batch_size,
+                      num_workers=config.workers, pin_memory=device.type == "cuda", shuffle=False,
+                      prefetch_factor=4 if config.workers else None)
+
+
 def _check_paths(config: BuildConfig, out: Path) -> None:
     """Before any work: the output can be written and nothing finished would be silently replaced."""
     if not out.parent.exists():
@@ -314,10 +321,7 @@ def _run_pass(config, writer: fmt.CacheWriter, source, first_row: int, prep, mod
     resumed = writer.done_rows
     total = writer.layout.num_samples
     inputs = TeacherInputs(source, prep, config.augment, config.views, config.seed)
-    todo = torch.utils.data.Subset(inputs, range(first_row + resumed, first_row + total))
-    loader = DataLoader(todo, batch_size=config.batch_size, num_workers=config.workers,
-                        pin_memory=device.type == "cuda", shuffle=False,
-                        prefetch_factor=4 if config.workers else None)
+    loader = make_loader(inputs, range(first_row + resumed, first_row + total), config, device)
     background = _BackgroundWriter(writer)
     started = time.perf_counter()
     bar = tqdm(total=total, initial=resumed, unit="img", desc="teacher pass", disable=not config.progress,

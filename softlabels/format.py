@@ -296,8 +296,12 @@ class CacheWriter:
         try:
             file = h5py.File(tmp, "r+")
         except OSError as err:
-            raise CacheError(f"cannot open partial cache {tmp} ({err}); delete it or pass --overwrite") from None
-        layout = read_layout(file)
+            raise CacheError(f"cannot resume from {tmp} ({_short_reason(err)}); pass --overwrite to start again") from None
+        try:
+            layout = check_structure(file)
+        except CacheError as err:
+            _close_quietly(file)
+            raise CacheError(f"cannot resume from {tmp}: {err}; pass --overwrite to start again") from None
         done = file["integrity/done"][:]
         missing = np.flatnonzero(done == 0)
         next_block = int(missing[0]) if len(missing) else layout.num_blocks

@@ -332,7 +332,8 @@ class Teacher:
         """JSON-able provenance: spec, weights file name and hash, size and class of the model."""
         return {
             "spec": self.spec,
-            "weights": self.weights_name,
+            "weights": self.weights,
+            "weights_name": self.weights_name,
             "weights_sha256": self.weights_sha256,
             "num_params": self.num_params,
             "model_class": getattr(self.model, "original_name", type(self.model).__name__),

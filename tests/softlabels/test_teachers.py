@@ -226,7 +226,7 @@ def test_describe_is_json_able_and_hash_streams(tmp_path, small):
     torch.save(small.state_dict(), path)
     teacher = load_teacher("small_cnn", weights=path, num_classes=5, in_channels=1, image_size=8)
     info = json.loads(json.dumps(teacher.describe()))
-    assert info == {"spec": "small_cnn", "weights": "w.pt", "weights_sha256": teachers.sha256_file(path),
+    assert info == {"spec": "small_cnn", "weights": str(path), "weights_name": "w.pt", "weights_sha256": teachers.sha256_file(path),
                     "num_params": teacher.num_params, "model_class": "SmallCNN"}
     import hashlib
     assert teachers.sha256_file(path, chunk_bytes=7) == hashlib.sha256(path.read_bytes()).hexdigest()

@@ -1,0 +1,104 @@
+"""`softlabels` on the command line: results, and one clear line for every bad input."""
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from softlabels.cli import main
+
+
+def run(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+@pytest.fixture
+def build_args(image_folder, teacher_weights, tmp_path):
+    return ["build", "--dataset", f"imagefolder:{image_folder}", "--teacher", "small_cnn",
+            "--weights", teacher_weights, "--batch-size", "4", "--workers", "0", "--device", "cpu",
+            "--out", tmp_path / "cache.h5"]
+
+
+def test_build_info_verify(build_args, tmp_path):
+    result = run(*build_args)
+    assert result.exit_code == 0, result.output
+    assert "18 samples x 1 view(s)" in result.output
+    cache = tmp_path / "cache.h5"
+    result = run("verify", cache)
+    assert result.exit_code == 0 and result.output.startswith("ok:")
+    result = run("info", cache)
+    assert result.exit_code == 0
+    assert "small_cnn with teacher.pt" in result.output and "18 x 1 view(s), 3 classes" in result.output
+    summary = json.loads(run("info", cache, "--json").output)
+    assert summary["num_samples"] == 18 and summary["storage"]["dtype"] == "float16"
+    assert summary["complete"] is True and summary["fingerprint"].startswith("sha256:")
+
+
+def test_python_dash_m_works(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "softlabels", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "build" in done.stdout
+
+
+def test_build_help_documents_augmentations():
+    output = run("build", "--help").output
+    for name in ("none", "flip", "cifar", "imagenet"):
+        assert f"  {name}:" in output
+
+
+BAD_INPUTS = [
+    (["--dataset", "nope"], "unknown dataset 'nope'; choose one of: cifar10"),
+    (["--teacher", "resnet9000"], "unknown model 'resnet9000'"),
+    (["--weights", "/does/not/exist.pt"], "does not exist"),
+    (["--dataset", "imagefolder:/does/not/exist"], "/does/not/exist"),
+    (["--num-classes", "10", "--weights", ""], "outputs 10 classes"),
+    (["--views", "0"], "--views"),
+    (["--views", "3"], "needs an augmentation"),
+    (["--augment", "rotate", "--views", "2"], "unknown augment 'rotate'; choose one of"),
+    (["--topk", "4"], "between 1 and the number of classes (3)"),
+    (["--topk", "0"], "--topk"),
+    (["--mean", "a,b,c"], "not a comma-separated list"),
+    (["--mean", "0.1,0.2"], "1 or 3 values"),
+    (["--device", "cuda:7"], "cuda"),
+    (["--device", "tpu"], "device"),
+    (["--dtype", "int8"], "--dtype"),
+    (["--shard", "3/2"], "I/N"),
+    (["--out", "/does/not/exist/cache.h5"], "does not exist"),
+]
+
+
+@pytest.mark.parametrize("extra, message", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_gives_one_clear_line(build_args, extra, message):
+    args = list(build_args)
+    for flag, value in zip(extra[::2], extra[1::2]):
+        if flag in args:
+            index = args.index(flag)
+            if value == "":
+                del args[index:index + 2]
+                continue
+            args[index + 1] = value
+        elif value != "":
+            args += [flag, value]
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    assert message in result.output, result.output
+    assert len(result.output.strip().splitlines()) <= 4  # click usage errors add usage lines
+
+
+def test_verify_bad_files(tmp_path):
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5 at all")
+    for path, message in ((tmp_path / "missing.h5", "cache not found"), (tmp_path / "junk.h5", "not a readable HDF5")):
+        result = CliRunner().invoke(main, ["verify", str(path)])
+        assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+
+
+def test_existing_partial_needs_resume_or_overwrite(build_args, tmp_path):
+    (tmp_path / "cache.h5.partial").write_bytes(b"")
+    result = CliRunner().invoke(main, [str(a) for a in build_args])
+    assert result.exit_code == 1 and "--resume" in result.output and "--overwrite" in result.output
+    result = CliRunner().invoke(main, [str(a) for a in build_args] + ["--resume"])
+    assert result.exit_code == 1 and "cannot resume from" in result.output and "--overwrite" in result.output
+    result = CliRunner().invoke(main, [str(a) for a in build_args] + ["--overwrite"])
+    assert result.exit_code == 0, result.output
