@@ -232,6 +232,10 @@ def build_cache(config: BuildConfig) -> BuildResult:
             raise ValueError("--shard is for separate jobs; under torchrun the ranks split the data themselves")
         return _build_distributed(config, rank)
     _check_paths(config, Path(config.out))
+    stale = stale_rank_shards(config.out, 1)
+    if stale and not config.overwrite:
+        raise ValueError(f"shards of a torchrun build of {config.out} exist ({stale[0].name}): rerun it under "
+                         f"torchrun with as many processes to resume, or pass --overwrite to start again")
     return _build_shard(config, Path(config.out), config.shard)
 
 
@@ -252,6 +256,7 @@ def _build_shard(config: BuildConfig, out: Path, shard: tuple[int, int] | None) 
     device = resolve_device(config.device)
     source = open_dataset(config.dataset, config.split, config.data_root, config.download)
     channels = len(config.mean or source.defaults["mean"])
+    torch.manual_seed(0)  # a teacher without --weights is initialised identically in every process
     teacher = load_teacher(config.teacher, weights=config.weights, num_classes=config.num_classes or len(source.classes),
                            trust_checkpoint=config.trust_checkpoint, in_channels=channels,
                            image_size=config.image_size or source.defaults["image_size"])

@@ -63,9 +63,12 @@ def build(**options):
         options["shard"] = parse_shard(options["shard"])
     config = BuildConfig(**options)
     result = build_cache(config)
-    click.echo(f"wrote {result.path}: {result.num_samples} samples x {result.num_views} view(s), "
-               f"teacher accuracy {result.teacher_accuracy:.2%}, {result.images_per_second:.0f} images/s"
-               + (f" (resumed at sample {result.resumed_from})" if result.resumed_from else ""))
+    from softlabels.runtime import current_rank
+
+    if current_rank().is_main:
+        click.echo(f"wrote {result.path}: {result.num_samples} samples x {result.num_views} view(s), "
+                   f"teacher accuracy {result.teacher_accuracy:.2%}, {result.images_per_second:.0f} images/s"
+                   + (f" (resumed at sample {result.resumed_from})" if result.resumed_from else ""))
 
 
 build.help += "\n\n\b\n" + _augment_help()
