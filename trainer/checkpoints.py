@@ -1,0 +1,114 @@
+"""Run files: checkpoints (weights, config, fingerprint, resume state) and atomic writes of every output.
+
+Checkpoints hold tensors, numbers, strings, lists and dicts only, so `torch.load(weights_only=True)`
+reads them (no code runs). The weights sit under "model", which `softlabels build --weights` finds,
+so a teacher trained here builds a cache directly. `last.pt` adds what an exact resume needs: the
+optimizer, schedule, gradient scaler and RNG states and the metrics history.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import torch
+
+CHECKPOINT_VERSION = 1
+# Settings that may change between a run and its --resume: where and how fast it runs, not what it learns.
+RUN_ONLY_SETTINGS = ("out", "resume", "overwrite", "workers", "device", "progress", "stop_after", "start_method",
+                     "cache_memory_mb", "data_root", "download", "cache", "weights", "trust_checkpoint", "eval_dataset")
+
+
+def write_bytes_atomic(data: bytes, path: str | Path) -> Path:
+    """Write to a temporary name beside `path`, fsync, then rename: readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def write_text_atomic(text: str, path: str | Path) -> Path:
+    return write_bytes_atomic(text.encode("utf-8"), path)
+
+
+def write_json_atomic(obj, path: str | Path) -> Path:
+    return write_text_atomic(json.dumps(obj, indent=2, sort_keys=True) + "\n", path)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot fsync a directory; the rename is still atomic
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(state: dict, path: str | Path) -> Path:
+    buffer = io.BytesIO()
+    torch.save({"version": CHECKPOINT_VERSION, **state}, buffer)
+    return write_bytes_atomic(buffer.getvalue(), path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A run checkpoint, read with weights_only=True; errors say what to do."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}: nothing to resume (drop --resume to start a new run)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path} is not a readable trainer checkpoint ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else ''}); start again without --resume") from None
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise ValueError(f"{path} is not a trainer checkpoint (no 'model' and 'config' entries)")
+    return state
+
+
+def rng_state() -> dict:
+    """Torch's CPU and CUDA generator states, as tensors."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if torch.cuda.is_available() and state.get("cuda"):
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def resume_differences(saved: dict, current: dict) -> list[str]:
+    """Settings that shape training and differ between a checkpoint's config and this run's."""
+    keys = sorted((set(saved) | set(current)) - set(RUN_ONLY_SETTINGS))
+    return [f"{key}: checkpoint has {saved.get(key)!r}, this run {current.get(key)!r}"
+            for key in keys if saved.get(key) != current.get(key)]
+
+
+def check_resumable(state: dict, config: dict, identity: dict, path: str | Path) -> None:
+    """Refuse to resume a checkpoint made by another student, data, cache or schedule.
+
+    `identity` names what the run learns from: the training data's fingerprint and, with a cache,
+    the cache's teacher and view settings (the cache's path may change, its content may not).
+    """
+    differences = resume_differences(state.get("identity", {}), identity)
+    differences += resume_differences(state["config"], config)
+    if differences:
+        raise ValueError(f"cannot resume {path}: it was trained with other settings ({differences[0]}"
+                         f"{f' and {len(differences) - 1} more' if len(differences) > 1 else ''}); "
+                         f"use the original options, or another --out for a new run")

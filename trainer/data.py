@@ -1,0 +1,341 @@
+"""Training data: images joined with cached targets by a verified fingerprint, views, samplers, loaders.
+
+Datasets return UN-normalised views (float32 [0, 1], (C, S, S), already at the image size): each
+model normalises on its device (`trainer.students.Normalize`).
+
+A cached sample is addressed by (position, view, epoch), yielded by `EpochSampler`: the sampler
+shuffles positions each epoch from (seed, epoch) and picks the view from a `ViewSchedule`, a seeded
+per-sample permutation of the V stored views, so that every V consecutive epochs use each view once.
+`CachedDataset` replays exactly the stored augmentation parameters of that view (the build's
+`make_view` without the normalisation) and returns that view's dense teacher logits. The epoch also
+seeds random (uncached) augmentation per sample, so a run is reproducible whatever the worker count.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from softlabels.datasets import DatasetSource, eval_spec_for, open_dataset
+from softlabels.format import CacheInfo, CacheTargets, dataset_fingerprint, read_keys_labels
+from softlabels.transforms import Augment, Preprocessing, get_augment, make_view, to_tensor
+
+SHOWN = 3  # examples per kind of difference in a mismatch message
+START_METHODS = ("fork", "spawn", "forkserver")
+
+
+# ----------------------------------------------------------------------------- matching images and cache
+
+
+@dataclass
+class SampleDiff:
+    """How a dataset's (key, label) list differs from the one a cache was built on."""
+
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    renamed: list[tuple[str, str]] = field(default_factory=list)
+    relabelled: list[tuple[str, int, int]] = field(default_factory=list)
+    reordered: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.renamed or self.relabelled or self.reordered)
+
+    def describe(self, classes=None) -> str:
+        def name(label: int) -> str:
+            return classes[label] if classes is not None and 0 <= label < len(classes) else str(label)
+
+        parts = [_listed("added", self.added), _listed("removed", self.removed),
+                 _listed("renamed", [f"{a} -> {b}" for a, b in self.renamed]),
+                 _listed("relabelled", [f"{k}: {name(a)} -> {name(b)}" for k, a, b in self.relabelled])]
+        if self.reordered:
+            parts.append(f"{self.reordered} keys in another order")
+        return ", ".join(p for p in parts if p)
+
+
+def _listed(kind: str, items: list[str]) -> str:
+    if not items:
+        return ""
+    more = ", ..." if len(items) > SHOWN else ""
+    return f"{len(items)} {kind} (e.g. {', '.join(items[:SHOWN])}{more})"
+
+
+def compare_samples(cache_keys, cache_labels, keys, labels) -> SampleDiff:
+    """Added / removed / renamed (same position, another key) / relabelled / reordered samples."""
+    in_cache = {k: i for i, k in enumerate(cache_keys)}
+    in_data = {k: i for i, k in enumerate(keys)}
+    renamed = [(old, new) for old, new in zip(cache_keys, keys)
+               if old != new and old not in in_data and new not in in_cache]
+    old_names, new_names = {a for a, _ in renamed}, {b for _, b in renamed}
+    diff = SampleDiff(
+        added=[k for k in keys if k not in in_cache and k not in new_names],
+        removed=[k for k in cache_keys if k not in in_data and k not in old_names],
+        renamed=renamed,
+        relabelled=[(k, int(cache_labels[i]), int(labels[in_data[k]])) for i, k in enumerate(cache_keys)
+                    if k in in_data and int(cache_labels[i]) != int(labels[in_data[k]])],
+    )
+    if not (diff.added or diff.removed or diff.renamed):
+        diff.reordered = sum(1 for i, k in enumerate(cache_keys) if in_data[k] != i)
+    return diff
+
+
+def check_same_samples(cache_path: str, recorded_fingerprint: str | None, source: DatasetSource) -> str:
+    """Refuse images that are not the ones the cache was built on; returns the shared fingerprint."""
+    fingerprint = dataset_fingerprint(source.keys, source.labels)
+    if fingerprint == recorded_fingerprint:
+        return fingerprint
+    cache_keys, cache_labels = read_keys_labels(cache_path)
+    diff = compare_samples(cache_keys, cache_labels, source.keys, source.labels)
+    if not diff and fingerprint == dataset_fingerprint(cache_keys, cache_labels):
+        return fingerprint  # the cache records no fingerprint (or an older one) but its rows match
+    raise ValueError(f"the images of {source.spec} ({source.split}) do not match the cache {cache_path}: "
+                     f"{diff.describe(source.classes) or 'keys or labels differ'}; rebuild the cache from these "
+                     f"images (softlabels build) or pass the --dataset it was built from")
+
+
+def subset_indices(labels: np.ndarray, per_class: int | None) -> np.ndarray:
+    """The first `per_class` samples of each class in dataset order (all samples for None)."""
+    if per_class is None:
+        return np.arange(len(labels))
+    if per_class < 1:
+        raise ValueError(f"--subset must be at least 1, got {per_class}")
+    keep = np.zeros(len(labels), dtype=bool)
+    for label in np.unique(labels):
+        keep[np.flatnonzero(labels == label)[:per_class]] = True
+    return np.flatnonzero(keep)
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+class ViewSchedule:
+    """view(index, epoch) = perm_index[epoch % V], one seeded permutation of the V views per sample."""
+
+    def __init__(self, num_samples: int, num_views: int, seed: int):
+        self.num_views = num_views
+        rng = np.random.default_rng([int(seed), num_views, 0x71E5])
+        self.order = np.argsort(rng.random((num_samples, num_views)), axis=1).astype(np.int32)
+
+    def view(self, index: int, epoch: int) -> int:
+        return int(self.order[index, epoch % self.num_views])
+
+
+class EpochSampler(Sampler):
+    """Yields (position, view, epoch) for every position, reshuffled from (seed, epoch) by `set_epoch`.
+
+    Under torchrun rank r takes every world-th item of the shuffled order, padded by repetition so all
+    ranks run the same number of batches (harmless in training, and DDP would hang otherwise).
+    """
+
+    def __init__(self, indices: np.ndarray, seed: int, schedule: ViewSchedule | None = None,
+                 shuffle: bool = True, rank: int = 0, world_size: int = 1):
+        self.indices, self.seed, self.schedule, self.shuffle = np.asarray(indices), seed, schedule, shuffle
+        self.rank, self.world_size, self.epoch = rank, world_size, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-len(self.indices) // self.world_size)
+
+    def __iter__(self):
+        count = len(self.indices)
+        order = np.random.default_rng([int(self.seed), self.epoch]).permutation(count) if self.shuffle else np.arange(count)
+        order = np.resize(order, len(self) * self.world_size)[self.rank::self.world_size]
+        for position in order.tolist():
+            index = int(self.indices[position])
+            view = self.schedule.view(index, self.epoch) if self.schedule else 0
+            yield index, view, self.epoch
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+def _unpack(item) -> tuple[int, int, int]:
+    """(index, view, epoch) from a sampler's triple or a plain index (evaluation)."""
+    return (int(item), 0, 0) if isinstance(item, (int, np.integer)) else tuple(int(v) for v in item)
+
+
+def _plain(channels: int, image_size: int) -> Preprocessing:
+    """Resize-only preprocessing: `finish` with mean 0 and std 1 leaves the values bit-identical."""
+    return Preprocessing((0.0,) * channels, (1.0,) * channels, image_size)
+
+
+def random_view(x: torch.Tensor, augment: Augment, seed: int, index: int, epoch: int, plain: Preprocessing):
+    """A random (uncached) view, from a generator seeded by (seed, epoch, sample index)."""
+    rng = np.random.default_rng([int(seed), epoch, index, 0xA06])
+    params = augment.sample(rng, x.shape[-2], x.shape[-1], plain.image_size)
+    return make_view(x, augment, params, plain)
+
+
+class LabelledDataset(Dataset):
+    """(view, label) of a dataset: plain, or randomly augmented by `augment` (seeded per sample and epoch)."""
+
+    def __init__(self, source: DatasetSource, channels: int, image_size: int, augment: str = "none", seed: int = 0):
+        self.source, self.seed = source, seed
+        self.augment = get_augment(augment)
+        self.plain = _plain(channels, image_size)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, item):
+        index, _, epoch = _unpack(item)
+        x = to_tensor(self.source.load(index), self.plain.channels)
+        if self.augment.name == "none":
+            return make_view(x, self.augment, (), self.plain), int(self.source.labels[index])
+        return random_view(x, self.augment, self.seed, index, epoch, self.plain), int(self.source.labels[index])
+
+
+class CachedDataset(Dataset):
+    """(view, label, teacher logits): the stored view `v` of sample i replayed exactly, with its targets.
+
+    With `random_augment` (the explicit --inconsistent-augment choice) the image is a random view
+    instead, paired with the targets of cached view v: inconsistent teaching, kept for comparisons.
+    """
+
+    def __init__(self, source: DatasetSource, targets: CacheTargets, random_augment: str = "none", seed: int = 0):
+        if len(source) != len(targets):
+            raise ValueError(f"{source.spec} has {len(source)} samples but the cache {targets.path} {len(targets)}")
+        self.source, self.targets, self.seed = source, targets, seed
+        prep = Preprocessing.from_dict(targets.info.preprocessing)
+        self.plain = _plain(prep.channels, prep.image_size)
+        self.replay = get_augment(targets.info.augment.get("name", "none"))
+        self.random = get_augment(random_augment)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, item):
+        index, view, epoch = _unpack(item)
+        x = to_tensor(self.source.load(index), self.plain.channels)
+        if self.random.name != "none":
+            image = random_view(x, self.random, self.seed, index, epoch, self.plain)
+        else:
+            params = self.targets.params(index)[view] if self.replay.param_names else ()
+            image = make_view(x, self.replay, params, self.plain)
+        logits = torch.from_numpy(np.ascontiguousarray(self.targets.logits(index, view), dtype=np.float32))
+        return image, int(self.source.labels[index]), logits
+
+
+# ----------------------------------------------------------------------------- loaders
+
+
+def make_loader(dataset: Dataset, batch_size: int, workers: int, device: torch.device,
+                sampler: Sampler | None = None, start_method: str | None = None) -> DataLoader:
+    """A loader over `sampler` (in order when None); pinned memory on CUDA, persistent workers.
+
+    A lone trailing sample is dropped: BatchNorm cannot train on a batch of one.
+    """
+    if start_method is not None and start_method not in START_METHODS:
+        raise ValueError(f"unknown start method {start_method!r}; choose one of: {', '.join(START_METHODS)}")
+    count = len(sampler) if sampler is not None else len(dataset)
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+        pin_memory=device.type == "cuda", drop_last=sampler is not None and count % batch_size == 1 and count > 1,
+        persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
+        multiprocessing_context=start_method if workers else None,
+        generator=torch.Generator().manual_seed(0),  # worker seeds never draw from the global RNG
+    )
+
+
+# ----------------------------------------------------------------------------- assembling a run's data
+
+
+@dataclass
+class TrainingData:
+    """What a run trains on: the images, their targets, and the view geometry and default statistics."""
+
+    source: DatasetSource
+    dataset: Dataset
+    indices: np.ndarray
+    image_prep: Preprocessing  # channels and size of the views; mean/std: the student's default
+    fingerprint: str
+    schedule: ViewSchedule | None = None
+    cache: CacheInfo | None = None
+
+    @property
+    def identity(self) -> dict:
+        """What a checkpoint's resume must agree on (see trainer.checkpoints.check_resumable)."""
+        identity = {"dataset_fingerprint": self.fingerprint}
+        if self.cache is not None:
+            identity["cache"] = {"teacher": self.cache.teacher.get("weights_sha256") or self.cache.teacher.get("spec"),
+                                 "augment": self.cache.augment, "preprocessing": self.cache.preprocessing,
+                                 "storage": self.cache.build}
+        return identity
+
+
+def open_cache_dataset(info: CacheInfo, spec: str | None, data_root: str, download: bool) -> DatasetSource:
+    """The images a cache was built on: `spec` when given, else the recorded spec, else its recorded folder."""
+    recorded = info.dataset
+    split = recorded.get("split", "train")
+    if spec is not None:
+        return open_dataset(spec, split, data_root, download)
+    try:
+        return open_dataset(recorded["spec"], split, data_root, download)
+    except FileNotFoundError as err:
+        folder = Path(recorded.get("root", ""))
+        if not recorded["spec"].startswith("imagefolder:") or not folder.is_dir():
+            raise FileNotFoundError(f"{err}; pass --dataset to say where the cache's images are") from None
+    return open_dataset(f"imagefolder:{folder.parent if folder.name == split else folder}", split)
+
+
+def cached_training_data(cache: str, spec: str | None, data_root: str, download: bool, memory_budget: int,
+                         subset: int | None, augment: str, seed: int) -> TrainingData:
+    """Images joined with a cache's targets, after checking they are the samples it was built on."""
+    targets = CacheTargets(cache, memory_budget=memory_budget)
+    source = open_cache_dataset(targets.info, spec, data_root, download)
+    fingerprint = check_same_samples(cache, targets.info.fingerprint, source)
+    if targets.layout.num_classes != len(source.classes):
+        raise ValueError(f"the cache has {targets.layout.num_classes} classes but {source.spec} {len(source.classes)}")
+    cache_prep = Preprocessing.from_dict(targets.info.preprocessing)
+    defaults = Preprocessing(source.defaults["mean"], source.defaults["std"], cache_prep.image_size)
+    image_prep = defaults if defaults.channels == cache_prep.channels else cache_prep
+    schedule = ViewSchedule(len(source), targets.layout.num_views, seed)
+    return TrainingData(source, CachedDataset(source, targets, augment, seed), subset_indices(source.labels, subset),
+                        image_prep, fingerprint, schedule, targets.info)
+
+
+def labelled_training_data(source: DatasetSource, subset: int | None, augment: str, seed: int,
+                           channels: int | None = None, image_size: int | None = None) -> TrainingData:
+    """A dataset with its labels (and random augmentation), as views of `channels` x `image_size`
+    (the dataset's defaults when None)."""
+    mean, std = source.defaults["mean"], source.defaults["std"]
+    channels = channels or len(mean)
+    image_prep = Preprocessing(_fit(mean, channels), _fit(std, channels), image_size or source.defaults["image_size"])
+    dataset = LabelledDataset(source, image_prep.channels, image_prep.image_size, augment, seed)
+    return TrainingData(source, dataset, subset_indices(source.labels, subset), image_prep,
+                        dataset_fingerprint(source.keys, source.labels))
+
+
+def _fit(values, channels: int) -> tuple[float, ...]:
+    """Per-channel statistics for another channel count: grey repeated, or RGB averaged."""
+    values = tuple(values)
+    if len(values) == channels:
+        return values
+    return values * channels if len(values) == 1 else (sum(values) / len(values),)
+
+
+def eval_dataset(choice: str | None, train: DatasetSource, image_prep: Preprocessing, data_root: str,
+                 download: bool) -> LabelledDataset | None:
+    """The held-out set: `none`, a spec, or (None) the test split matching the training data."""
+    if choice == "none":
+        return None
+    if choice is None:
+        found = eval_spec_for(train.spec, data_root)
+        if found is None:
+            return None
+    else:
+        found = eval_spec_for(choice, data_root) or (choice, "test")
+    source = open_dataset(found[0], found[1], data_root, download)
+    if list(source.classes) != list(train.classes):
+        raise ValueError(f"the evaluation set {found[0]} ({found[1]}) has classes {_short(source.classes)} but the "
+                         f"training set has {_short(train.classes)}; pass a matching --eval-dataset or none")
+    return LabelledDataset(source, image_prep.channels, image_prep.image_size)
+
+
+def _short(classes) -> str:
+    classes = list(classes)
+    return ", ".join(classes[:5]) + (f", ... ({len(classes)})" if len(classes) > 5 else "")

@@ -1,0 +1,133 @@
+"""`trainer sweep`: every student x temperature x alpha from one cache, one run folder each, and a leaderboard.
+
+Runs go one after another in the same process; a run that fails is recorded with its error and the
+sweep goes on. The leaderboard (leaderboard.md, .csv, .png) is rewritten after every run, so an
+interrupted sweep still shows what it has, and `--resume` picks the runs up where they stopped.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import re
+import traceback
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from trainer import plots
+from trainer.checkpoints import write_text_atomic
+from softlabels.format import read_info
+from trainer.losses import check_kd_settings
+from trainer.loop import FitConfig, check_config, fit
+
+COLUMNS = ("rank", "run", "student", "loss", "temperature", "alpha", "test_accuracy", "best_accuracy", "epochs",
+           "wall_seconds", "images_per_second", "status", "error")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """The grid (students x temperatures x alphas, plus optional CE baselines) around one base FitConfig."""
+
+    base: FitConfig  # its student, temperature, alpha and out are replaced per run
+    students: tuple[str, ...]
+    temperatures: tuple[float, ...] = ()
+    alphas: tuple[float, ...] = ()
+    with_ce: bool = False
+
+    def runs(self) -> list[FitConfig]:
+        if not self.students:
+            raise ValueError("give at least one --student")
+        for t, a in itertools.product(self.temperatures or (1.0,), self.alphas or (0.0,)):
+            check_kd_settings(t, a)
+        out = Path(self.base.out)
+        grid = []
+        for student in dict.fromkeys(self.students):
+            if self.with_ce and self.base.loss_name != "ce":
+                grid.append(replace(self.base, student=student, loss="ce", out=str(out / _name(student, "ce"))))
+            if self.base.loss_name != "kd":  # temperature and alpha only shape the kd loss
+                grid.append(replace(self.base, student=student, out=str(out / _name(student, self.base.loss_name))))
+                continue
+            for t, a in itertools.product(self.temperatures or (self.base.temperature,), self.alphas or (self.base.alpha,)):
+                grid.append(replace(self.base, student=student, temperature=t, alpha=a,
+                                    out=str(out / _name(student, "kd", t, a))))
+        return grid
+
+
+def _name(student: str, loss: str, temperature: float | None = None, alpha: float | None = None) -> str:
+    name = f"{student}-{loss}" + (f"-T{temperature:g}-a{alpha:g}" if temperature is not None else "")
+    return re.sub(r"[^\w.+-]", "_", name)
+
+
+def run_one(config: FitConfig) -> dict:
+    """One run of the sweep as a leaderboard row; failures become rows too (status and error)."""
+    row = {"run": Path(config.out).name, "student": config.student, "loss": config.loss_name,
+           "temperature": config.temperature if config.loss_name == "kd" else None,
+           "alpha": config.alpha if config.loss_name == "kd" else None}
+    resume = config.resume and (Path(config.out) / "last.pt").exists()
+    try:
+        summary = fit(replace(config, resume=resume))
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:  # recorded, and the sweep goes on
+        message = " ".join(str(err).split()) or type(err).__name__
+        Path(config.out).mkdir(parents=True, exist_ok=True)
+        write_text_atomic(traceback.format_exc(), Path(config.out) / "error.txt")
+        return {**row, "status": "failed", "error": f"{type(err).__name__}: {message}"}
+    keep = ("test_accuracy", "best_accuracy", "epochs", "wall_seconds", "images_per_second")
+    return {**row, **{k: summary.get(k) for k in keep}, "status": "ok", "error": ""}
+
+
+def sweep(config: SweepConfig, on_result=None) -> list[dict]:
+    """Train every run of the grid in turn; returns the ranked rows (also written under base.out)."""
+    runs = config.runs()
+    check_config(runs[0])  # what every run would fail on (no data, bad loss settings) stops the sweep now
+    if config.base.cache:
+        read_info(config.base.cache)
+    out = Path(config.base.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for run in runs:
+        rows.append(run_one(run))
+        if on_result is not None:
+            on_result(rows[-1], len(rows), len(runs))
+        write_leaderboard(rank_rows(rows), out)
+    return rank_rows(rows)
+
+
+def rank_rows(rows: list[dict]) -> list[dict]:
+    """Best test accuracy first (best-epoch accuracy where there is no test set), failures last."""
+    def score(row):
+        value = row.get("test_accuracy")
+        return -1.0 if value is None else value
+
+    ranked = sorted(rows, key=score, reverse=True)
+    return [{**row, "rank": i + 1} for i, row in enumerate(ranked)]
+
+
+def write_leaderboard(rows: list[dict], out: Path) -> None:
+    write_text_atomic(_markdown(rows), out / "leaderboard.md")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: ("" if row.get(k) is None else row[k]) for k in COLUMNS} for row in rows)
+    write_text_atomic(buffer.getvalue(), out / "leaderboard.csv")
+    plots.plot_leaderboard(rows, out / "leaderboard.png")
+
+
+def _markdown(rows: list[dict]) -> str:
+    def cell(row, key):
+        value = row.get(key)
+        if value is None or value == "":
+            return ""
+        if key in ("test_accuracy", "best_accuracy"):
+            return f"{100 * value:.2f}"
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return str(value).replace("|", "\\|")
+
+    shown = [c for c in COLUMNS if c != "error"]
+    lines = ["| " + " | ".join(shown) + " |", "|" + "|".join(" --- " for _ in shown) + "|"]
+    lines += ["| " + " | ".join(cell(row, c) for c in shown) + " |" for row in rows]
+    failures = [f"- {row['run']}: {row['error']}" for row in rows if row.get("status") == "failed"]
+    return "\n".join(["# Sweep leaderboard", "", "Accuracies in %.", "", *lines,
+                      *(["", "## Failed runs", "", *failures] if failures else [])]) + "\n"
