@@ -261,7 +261,7 @@ class TrainingData:
         """What a checkpoint's resume must agree on (see trainer.checkpoints.check_resumable)."""
         identity = {"dataset_fingerprint": self.fingerprint}
         if self.cache is not None:
-            identity["cache"] = {"teacher": self.cache.teacher.get("weights_sha256") or self.cache.teacher.get("spec"),
+            identity["cache_targets"] = {"teacher": self.cache.teacher.get("weights_sha256") or self.cache.teacher.get("spec"),
                                  "augment": self.cache.augment, "preprocessing": self.cache.preprocessing,
                                  "storage": self.cache.build}
         return identity

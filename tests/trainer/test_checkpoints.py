@@ -1,0 +1,39 @@
+"""Atomic run files and safe, checked checkpoints."""
+import pytest
+import torch
+
+from trainer.checkpoints import (check_resumable, load_checkpoint, resume_differences, save_checkpoint,
+                                 write_json_atomic)
+
+
+def test_checkpoints_load_with_weights_only(tmp_path):
+    state = {"model": {"w": torch.ones(2)}, "config": {"student": "mlp", "mean": [0.5]}, "rng": {"torch": torch.get_rng_state()}}
+    path = save_checkpoint(state, tmp_path / "last.pt")
+    loaded = torch.load(path, weights_only=True)
+    assert torch.equal(loaded["model"]["w"], torch.ones(2)) and loaded["config"]["student"] == "mlp"
+    assert load_checkpoint(path)["version"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_unreadable_checkpoints_say_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        load_checkpoint(tmp_path / "last.pt")
+    (tmp_path / "bad.pt").write_bytes(b"truncated")
+    with pytest.raises(ValueError, match="not a readable trainer checkpoint"):
+        load_checkpoint(tmp_path / "bad.pt")
+
+
+def test_atomic_write_replaces_whole_files(tmp_path):
+    write_json_atomic({"a": 1}, tmp_path / "summary.json")
+    write_json_atomic({"a": 2}, tmp_path / "summary.json")
+    assert (tmp_path / "summary.json").read_text().strip().endswith("}")
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_run_only_settings_may_change_on_resume():
+    saved = {"student": "mlp", "workers": 0, "device": "cpu", "epochs": 4, "out": "a"}
+    assert resume_differences(saved, {**saved, "workers": 4, "device": "cuda", "out": "b"}) == []
+    assert resume_differences(saved, {**saved, "epochs": 8}) == ["epochs: checkpoint has 4, this run 8"]
+    with pytest.raises(ValueError, match="dataset_fingerprint"):
+        check_resumable({"config": saved, "identity": {"dataset_fingerprint": "x"}}, saved,
+                        {"dataset_fingerprint": "y"}, "last.pt")

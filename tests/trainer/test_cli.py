@@ -1,0 +1,70 @@
+"""`trainer` on the command line: a short real run, and one clear line for every bad input."""
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from trainer.cli import main
+
+QUICK = ["--epochs", "1", "--batch-size", "4", "--workers", "0", "--device", "cpu", "--no-progress"]
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_fit_from_a_cache(cache, tmp_path):
+    result = run("fit", "--cache", cache, "--student", "mlp", *QUICK, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("mlp [kd]: test accuracy ") and "wrote" in result.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["config"]["temperature"] == 1.0 and summary["config"]["alpha"] == 0.5
+
+
+def test_sweep_from_the_command_line(cache, tmp_path):
+    result = run("sweep", "--cache", cache, "--student", "linear", "--student", "mlp", "--temperature", "1",
+                 "--temperature", "2", *QUICK, "--out", tmp_path / "sweep")
+    assert result.exit_code == 0, result.output
+    assert "[4/4]" in result.output and "(4 runs, 0 failed)" in result.output
+    assert (tmp_path / "sweep" / "leaderboard.md").exists()
+
+
+def test_python_dash_m_trainer():
+    done = subprocess.run([sys.executable, "-m", "trainer", "fit", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "--inconsistent-augment" in done.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--cache", "{cache}", "--student", "resnet9000"], "unknown model 'resnet9000'; choose one of: cifar_resnet"),
+    (["--cache", "{tmp}/missing.h5", "--student", "mlp"], "cache not found: "),
+    (["--dataset", "imagefolder:{images}", "--student", "mlp", "--loss", "kd"], "--loss kd needs teacher outputs"),
+    (["--cache", "{cache}", "--student", "mlp", "--temperature", "0"], "temperature must be positive"),
+    (["--cache", "{cache}", "--student", "mlp", "--alpha", "1.5"], r"alpha must lie in [0, 1]"),
+    (["--cache", "{cache}", "--student", "mlp", "--augment", "cifar"], "inconsistent teaching"),
+    (["--dataset", "imagefolder:{images}", "--student", "mlp", "--teacher", "small_cnn"], "needs --weights"),
+    (["--student", "mlp"], "give --cache FILE"),
+    (["--cache", "{cache}", "--teacher", "small_cnn", "--student", "mlp"], "exclude each other"),
+    (["--dataset", "nosuchdata", "--student", "mlp"], "unknown dataset 'nosuchdata'"),
+])
+def test_bad_input_is_one_clear_line(args, message, cache, image_folder, tmp_path):
+    filled = [a.format(cache=cache, tmp=tmp_path, images=image_folder) for a in args]
+    result = run("fit", *filled, *QUICK, "--out", tmp_path / "run")
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.output
+    assert "Traceback" not in result.output
+
+
+def test_incomplete_cache_is_refused(build_options, tmp_path):
+    from softlabels import format as fmt
+
+    layout = fmt.Layout(num_samples=2, num_classes=3)
+    writer = fmt.CacheWriter.create(tmp_path / "cache.h5", layout, ["a", "b"], [0, 1], {})
+    writer.close()
+    result = run("fit", "--cache", tmp_path / "cache.h5", "--student", "mlp", *QUICK, "--out", tmp_path / "run")
+    assert result.exit_code == 1 and "partial build exists" in result.output
+    (tmp_path / "cache.h5.partial").rename(tmp_path / "renamed.h5")
+    result = run("fit", "--cache", tmp_path / "renamed.h5", "--student", "mlp", *QUICK, "--out", tmp_path / "run")
+    assert result.exit_code == 1 and "incomplete" in result.output

@@ -1,0 +1,111 @@
+"""fit end to end: outputs, exact resume, the teacher never needed with a cache, online KD, schedules."""
+import json
+import math
+
+import pytest
+import torch
+
+from softlabels.build import BuildConfig, build_cache
+from softlabels.teachers import load_teacher
+from trainer import FitConfig, fit
+from trainer.loop import InconsistentAugmentWarning, lr_factor
+
+
+def test_fit_from_a_cache_writes_every_output(cache, fit_options, tmp_path):
+    summary = fit(FitConfig(cache=cache, **fit_options))
+    out = tmp_path / "run"
+    assert {p.name for p in out.iterdir()} >= {"summary.json", "metrics.jsonl", "metrics.csv", "last.pt", "best.pt",
+                                                "curves.png"}
+    assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    assert summary["loss"] == "kd" and summary["epochs"] == 2 and summary["finished"]
+    assert 0 <= summary["test_accuracy"] <= 1 and summary["best_accuracy"] >= summary["test_accuracy"]
+    assert summary["images_per_second"] > 0 and summary["peak_rss_mb"] > 0
+    assert summary["cache_fingerprint"].startswith("sha256:")
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    assert (out / "metrics.csv").read_text().startswith("epoch,lr,train_loss")
+    for name in ("last.pt", "best.pt"):
+        state = torch.load(out / name, weights_only=True)
+        assert state["config"]["student"] == "small_cnn" and state["cache_fingerprint"] == summary["cache_fingerprint"]
+    assert "optimizer" in torch.load(out / "last.pt", weights_only=True)
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_a_trained_checkpoint_is_a_teacher_for_softlabels_build(fit_options, image_folder, tmp_path):
+    fit(FitConfig(dataset=f"imagefolder:{image_folder}", **fit_options))
+    teacher = load_teacher("small_cnn", weights=str(tmp_path / "run" / "best.pt"), num_classes=3, image_size=8)
+    assert teacher.weights_sha256
+
+
+def test_training_works_with_the_teachers_file_deleted(cache, fit_options, teacher_weights):
+    teacher_weights.unlink()
+    assert fit(FitConfig(cache=cache, **fit_options))["finished"]
+
+
+def test_resume_continues_exactly(multiview_cache, fit_options, tmp_path):
+    """2 epochs, stop, resume 2 more == 4 epochs straight: same weights, optimizer, schedule and history."""
+    straight = dict(fit_options, epochs=4, out=str(tmp_path / "straight"))
+    split = dict(fit_options, epochs=4, out=str(tmp_path / "split"))
+    fit(FitConfig(cache=multiview_cache, **straight))
+    first = fit(FitConfig(cache=multiview_cache, stop_after=2, **split))
+    assert first["epochs"] == 2 and not first["finished"]
+    resumed = fit(FitConfig(cache=multiview_cache, resume=True, **split))
+    assert resumed["epochs"] == 4 and resumed["finished"]
+    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"]
+    assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
+
+
+def test_resume_refuses_another_student_or_cache(cache, multiview_cache, fit_options):
+    fit(FitConfig(cache=cache, stop_after=1, **fit_options))
+    with pytest.raises(ValueError, match="cannot resume .*student: checkpoint has 'small_cnn', this run 'mlp'"):
+        fit(FitConfig(cache=cache, resume=True, **{**fit_options, "student": "mlp"}))
+    with pytest.raises(ValueError, match="cannot resume .*cache_targets"):
+        fit(FitConfig(cache=multiview_cache, resume=True, **fit_options))
+    with pytest.raises(FileExistsError, match="--resume"):
+        fit(FitConfig(cache=cache, **fit_options))
+
+
+def test_online_kd_with_augmentation(image_folder, teacher_weights, fit_options):
+    summary = fit(FitConfig(dataset=f"imagefolder:{image_folder}", teacher="small_cnn", weights=str(teacher_weights),
+                            augment="cifar", **fit_options))
+    assert summary["loss"] == "kd" and summary["finished"]
+
+
+def test_labels_only_with_adamw_and_cosine(image_folder, fit_options):
+    summary = fit(FitConfig(dataset=f"imagefolder:{image_folder}", optimizer="adamw", schedule="cosine",
+                            warmup_epochs=0.5, eval_dataset="none", subset=3, **fit_options))
+    assert summary["loss"] == "ce" and summary["test_accuracy"] is None and summary["finished"]
+
+
+def test_random_augmentation_with_a_cache_needs_the_explicit_flag(cache, fit_options):
+    with pytest.raises(ValueError, match="inconsistent"):
+        fit(FitConfig(cache=cache, augment="flip", **fit_options))
+    with pytest.warns(InconsistentAugmentWarning):
+        fit(FitConfig(cache=cache, augment="flip", inconsistent_augment=True, epochs=1,
+                      **{k: v for k, v in fit_options.items() if k != "epochs"}))
+
+
+def test_mismatched_images_are_refused_before_training(cache, image_folder, make_images, fit_options, tmp_path):
+    other = make_images(tmp_path / "other", per_class=(7, 5, 7))
+    with pytest.raises(ValueError, match="1 added"):
+        fit(FitConfig(cache=cache, dataset=f"imagefolder:{other}", **fit_options))
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine", "step", "constant"])
+def test_schedules(schedule):
+    factors = [lr_factor(step, 100, 10, schedule) for step in range(100)]
+    assert max(factors) == pytest.approx(1.0, abs=0.02)
+    assert all(0 <= f <= 1 for f in factors)
+    if schedule in ("onecycle", "cosine"):
+        assert factors[-1] < 0.01 and factors[0] < 0.15
+    if schedule == "step":
+        assert factors[-1] == pytest.approx(0.01)
+
+
+def test_onecycle_rises_over_a_quarter_without_warmup():
+    factors = [lr_factor(step, 100, 0, "onecycle") for step in range(100)]
+    assert factors.index(max(factors)) == 25 and math.isclose(factors[0], 1 / 25)

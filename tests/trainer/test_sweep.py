@@ -1,0 +1,34 @@
+"""trainer sweep: every combination in its own folder, failures recorded, a leaderboard."""
+import csv
+
+import pytest
+
+from trainer import FitConfig, SweepConfig, sweep
+
+
+def test_sweep_ranks_runs_and_records_failures(cache, fit_options, tmp_path):
+    base = FitConfig(cache=cache, **{**fit_options, "epochs": 1, "out": str(tmp_path / "sweep")})
+    config = SweepConfig(base, students=("linear", "no_such_model"), temperatures=(1.0, 4.0), alphas=(0.5,),
+                         with_ce=True)
+    assert [c.out.rsplit("/", 1)[1] for c in config.runs()] == [
+        "linear-ce", "linear-kd-T1-a0.5", "linear-kd-T4-a0.5",
+        "no_such_model-ce", "no_such_model-kd-T1-a0.5", "no_such_model-kd-T4-a0.5"]
+    rows = sweep(config)
+    assert [r["status"] for r in rows] == ["ok"] * 3 + ["failed"] * 3
+    assert "unknown model 'no_such_model'" in rows[-1]["error"]
+    out = tmp_path / "sweep"
+    assert (out / "linear-kd-T4-a0.5" / "summary.json").exists()
+    assert (out / "no_such_model-ce" / "error.txt").exists()
+    table = list(csv.DictReader((out / "leaderboard.csv").open()))
+    assert [r["run"] for r in table][:3] == [r["run"] for r in rows][:3] and table[0]["rank"] == "1"
+    text = (out / "leaderboard.md").read_text()
+    assert "| rank | run |" in text and "## Failed runs" in text
+    assert (out / "leaderboard.png").stat().st_size > 0
+
+
+def test_sweep_refuses_bad_grids_before_training(cache, fit_options):
+    base = FitConfig(cache=cache, **fit_options)
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        sweep(SweepConfig(base, students=("linear",), temperatures=(0.0,)))
+    with pytest.raises(FileNotFoundError, match="cache not found"):
+        sweep(SweepConfig(FitConfig(cache=cache + ".missing", **fit_options), students=("linear",)))
