@@ -77,3 +77,82 @@ def mean_spread(values: list[float]) -> str:
     if len(values) == 1:
         return f"{100 * values[0]:.2f} (n=1)"
     return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f} (n={len(values)})"
+
+
+def python() -> str:
+    import sys
+
+    return sys.executable
+
+
+def ensure_cache(root: Path, name: str, *extra: str) -> Path:
+    """A cache of `root`'s train split by the shared jpegft resnet56, built once (reused across runs)."""
+    import subprocess
+
+    out = DATA / "bench" / "caches" / f"{name}.h5"
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([python(), "-m", "softlabels", "build", "--dataset", f"imagefolder:{root}",
+                    "--teacher", "cifar_resnet56", "--weights", str(JPEGFT), "--out", str(out), "--resume",
+                    *extra], check=True)
+    return out
+
+
+def fit(out: Path, *args: str, quiet: bool = True) -> dict:
+    """Run `trainer fit` in its own process (clean peak-RSS figures) and return its summary.json."""
+    import json
+    import subprocess
+
+    command = [python(), "-m", "trainer", "fit", *map(str, args), "--out", str(out), "--overwrite"]
+    if quiet:
+        command.append("--no-progress")
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed: {done.stderr.strip()[-500:]}")
+    return json.loads((out / "summary.json").read_text())
+
+
+def run_grid(name: str, runs: list[tuple[str, str, int, list]], fresh: bool = False) -> list[dict]:
+    """Train every (student, arm, seed, fit args) run once; results go to data/bench/NAME/results.jsonl
+    as they finish, so an interrupted benchmark continues where it stopped (`fresh` starts again)."""
+    import json
+    import time
+
+    folder = DATA / "bench" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    log = folder / "results.jsonl"
+    if fresh:
+        log.unlink(missing_ok=True)
+    done = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    seen = {(r["student"], r["arm"], r["seed"]) for r in done}
+    for index, (student, arm, seed, args) in enumerate(runs):
+        if (student, arm, seed) in seen:
+            continue
+        started = time.perf_counter()
+        try:
+            summary = fit(folder / "run", "--student", student, "--seed", seed, *args)
+            record = {"student": student, "arm": arm, "seed": seed, "accuracy": summary["test_accuracy"],
+                      "best": summary["best_accuracy"], "images_per_second": summary["images_per_second"],
+                      "seconds": round(time.perf_counter() - started, 1)}
+        except RuntimeError as err:
+            record = {"student": student, "arm": arm, "seed": seed, "error": str(err)[-300:]}
+        print(f"[{index + 1}/{len(runs)}] {student} {arm} seed {seed}: "
+              f"{record.get('accuracy', record.get('error'))}", flush=True)
+        with log.open("a") as out:
+            out.write(json.dumps(record) + "\n")
+        done.append(record)
+    return done
+
+
+def summarise(results: list[dict], students, arms) -> list[list]:
+    """Rows: student, arm, mean ± std accuracy, seconds per run."""
+    rows = []
+    for student in students:
+        for arm in arms:
+            hits = [r for r in results if r["student"] == student and r["arm"] == arm and "accuracy" in r]
+            if not hits:
+                continue
+            seconds = statistics.mean(r["seconds"] for r in hits)
+            rows.append([student, arm, mean_spread([r["accuracy"] for r in hits]), f"{seconds:.0f}"])
+    return rows
