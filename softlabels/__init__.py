@@ -1,2 +1,43 @@
-"""softlabels: run a teacher once, keep its logits in a trustworthy HDF5 cache (docs/FORMAT.md)."""
+"""softlabels: run a teacher once, keep its logits in a trustworthy HDF5 cache (docs/FORMAT.md).
+
+What a training loop of your own needs:
+
+    import softlabels
+    cache = softlabels.open_cache("cache.h5")        # len, .keys, .labels, .classes
+    cache.check_dataset("cifar10")                   # the images are the cache's, or a clear error
+    soft = cache.targets(index_or_key, temperature=2.0)
+
+Names are imported on first use, so `import softlabels` stays fast (no torch until you build).
+"""
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "open_cache": "softlabels.reader",
+    "Cache": "softlabels.reader",
+    "verify": "softlabels.format",
+    "read_info": "softlabels.format",
+    "CacheInfo": "softlabels.format",
+    "CacheError": "softlabels.format",
+    "build_cache": "softlabels.build",
+    "BuildConfig": "softlabels.build",
+    "open_dataset": "softlabels.datasets",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'softlabels' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

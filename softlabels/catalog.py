@@ -1,39 +1,51 @@
-"""What is in a cache, for people: `softlabels info` (and later `ls`)."""
+"""What is in a cache, for people: `softlabels info` for one file, `softlabels ls` for a folder of them."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from softlabels import format as fmt
+from softlabels.shards import view_seeds
+
+# Names a cache can have: NAME.h5, its build's NAME.h5.partial, torchrun's NAME.h5.shard-R-of-W.
+CACHE_NAME = re.compile(r"\.(h5|hdf5|hdf)(\.shard-\d+-of-\d+)?(\.partial)?$", re.IGNORECASE)
+SHOWN_CLASSES = 10
 
 
 def describe(path) -> dict:
-    """A JSON-able summary of one cache: provenance, shapes, storage, size and accuracy."""
+    """A JSON-able summary of one cache: provenance, shapes, storage, size, accuracy, fingerprints."""
     info = fmt.read_info(path)
     layout = info.layout
     size = os.path.getsize(path)
-    teacher_accuracy = info.attrs.get("teacher_accuracy")
     return {
         "path": str(Path(path)),
+        "name": Path(path).name,
         "complete": info.complete,
+        "rows_written": layout.num_samples if info.complete else fmt.rows_written(path),
         "format_version": info.attrs.get("format_version"),
         "created": info.attrs.get("created"),
         "softlabels_version": info.attrs.get("softlabels_version"),
         "teacher": info.teacher,
         "dataset": {k: v for k, v in info.dataset.items() if k != "classes"},
+        "split": info.dataset.get("split"),
         "classes": info.dataset.get("classes", []),
         "num_samples": layout.num_samples,
         "num_classes": layout.num_classes,
         "num_views": layout.num_views,
+        "view_seeds": view_seeds(info),
         "storage": {"kind": layout.storage, "dtype": layout.dtype, "topk": layout.topk,
                     "compression": layout.compression},
         "augment": info.augment,
         "preprocessing": info.preprocessing,
+        "build": info.build,
         "size_bytes": size,
         "bytes_per_sample": size / layout.num_samples,
         "bytes_per_view": size / (layout.num_samples * layout.num_views),
-        "teacher_accuracy": teacher_accuracy,
+        "teacher_accuracy": info.attrs.get("teacher_accuracy"),
         "fingerprint": info.fingerprint,
+        "fingerprints": {"dataset": info.fingerprint, "teacher_weights": info.teacher.get("weights_sha256"),
+                         "shard_rows": info.shard.get("fingerprint") if info.shard else None},
         "shard": info.shard or None,
     }
 
@@ -46,26 +58,179 @@ def human_size(num_bytes: float) -> str:
     return f"{num_bytes:.1f} TiB"
 
 
+def storage_text(storage: dict, short: bool = False) -> str:
+    """`float16 top-5 gzip` (short) or `top-5 logits + logsumexp, float16, compression gzip`."""
+    kind = "full" if storage["kind"] == "logits" else f"top-{storage['topk']}"
+    if short:
+        compression = "" if storage["compression"] == "none" else f" {storage['compression']}"
+        return f"{storage['dtype']} {kind}{compression}"
+    kind = "full logits" if kind == "full" else f"{kind} logits + logsumexp"
+    return f"{kind}, {storage['dtype']}, compression {storage['compression']}"
+
+
+def seeds_text(seeds: list[int]) -> str:
+    """[1, 1] -> `seed 1`; [0, 0, 1, 1] -> `seed 0: views 0-1, seed 1: views 2-3` (merged view sets)."""
+    parts: list[list[int]] = []  # [seed, first view, last view]
+    for view, seed in enumerate(seeds):
+        if parts and parts[-1][0] == seed:
+            parts[-1][2] = view
+        else:
+            parts.append([seed, view, view])
+    if len(parts) == 1:
+        return f"seed {parts[0][0]}"
+    return ", ".join(f"seed {seed}: view{'s' if last > first else ''} {first}"
+                     + (f"-{last}" if last > first else "") for seed, first, last in parts)
+
+
+def classes_text(classes: list[str]) -> str:
+    shown = ", ".join(classes[:SHOWN_CLASSES])
+    return shown + (f", ... (+{len(classes) - SHOWN_CLASSES} more)" if len(classes) > SHOWN_CLASSES else "")
+
+
+def teacher_text(teacher: dict) -> str:
+    text = str(teacher.get("spec"))
+    if teacher.get("weights_name"):
+        text += f" with {teacher['weights_name']}"
+    if teacher.get("num_params"):
+        text += f" ({teacher['num_params'] / 1e6:.2f}M params)"
+    return text
+
+
 def render_info(summary: dict) -> str:
-    teacher, dataset, storage = summary["teacher"], summary["dataset"], summary["storage"]
-    kind = "full logits" if storage["kind"] == "logits" else f"top-{storage['topk']} logits + logsumexp"
+    """`softlabels info`: one aligned `name  value` line per fact."""
+    dataset, augment = summary["dataset"], summary["augment"]
     accuracy = summary["teacher_accuracy"]
+    status = "complete" if summary["complete"] else \
+        f"INCOMPLETE: {summary['rows_written']} of {summary['num_samples']} rows written (finish with --resume)"
+    views = "the plain image (no augmentation)"
+    if augment.get("name", "none") != "none":
+        views = f"{augment['name']} augmentation, {seeds_text(summary['view_seeds'])}"
     rows = [
-        ("cache", f"{summary['path']} ({'complete' if summary['complete'] else 'INCOMPLETE'})"),
-        ("teacher", f"{teacher.get('spec')}" + (f" with {teacher.get('weights_name')}" if teacher.get("weights_name") else "")
-         + (f" ({teacher.get('num_params', 0) / 1e6:.2f}M params)" if teacher.get("num_params") else "")),
-        ("dataset", f"{dataset.get('spec')} / {dataset.get('split')} at {dataset.get('root')}"),
+        ("cache", f"{summary['path']} ({status})"),
+        ("teacher", teacher_text(summary["teacher"])),
+        ("dataset", f"{dataset.get('spec')} at {dataset.get('root')}"),
+        ("split", str(summary["split"])),
         ("samples", f"{summary['num_samples']} x {summary['num_views']} view(s), {summary['num_classes']} classes"),
-        ("augment", f"{summary['augment'].get('name', 'none')} (seed {summary['augment'].get('seed', 0)})"),
-        ("storage", f"{kind}, {storage['dtype']}, compression {storage['compression']}"),
+        ("classes", classes_text(summary["classes"])),
+        ("views", views),
+        ("storage", storage_text(summary["storage"])),
         ("size", f"{human_size(summary['size_bytes'])} ({summary['bytes_per_sample']:.0f} bytes/sample, "
                  f"{summary['bytes_per_view']:.0f} bytes/view)"),
-        ("teacher acc.", "n/a" if accuracy is None else f"{accuracy:.2%} on this split"),
+        ("teacher acc.", "n/a" if accuracy is None else f"{accuracy:.2%} on this split (all views)"),
         ("preprocess", ", ".join(f"{k}={v}" for k, v in sorted(summary["preprocessing"].items()))),
         ("created", f"{summary['created']} by softlabels {summary['softlabels_version']} (format v{summary['format_version']})"),
-        ("fingerprint", str(summary["fingerprint"])),
     ]
-    if teacher.get("weights_sha256"):
-        rows.append(("weights sha", teacher["weights_sha256"]))
+    if summary["shard"]:
+        shard = summary["shard"]
+        rows.append(("shard", f"{shard.get('index')} of {shard.get('count')}: rows {shard.get('start')}..{shard.get('stop')}"))
+    fingerprints = summary["fingerprints"]
+    rows.append(("dataset fp", str(fingerprints["dataset"])))
+    if fingerprints["shard_rows"]:
+        rows.append(("shard fp", fingerprints["shard_rows"]))
+    if fingerprints["teacher_weights"]:
+        rows.append(("weights sha", fingerprints["teacher_weights"]))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+# ----------------------------------------------------------------------------- ls
+
+
+def find_cache_files(root) -> list[Path]:
+    """Files under `root` (recursively, sorted, not following links) named like caches or their partials."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a directory")
+    found = []
+    for folder, _, files in os.walk(root):
+        found.extend(Path(folder) / name for name in files if CACHE_NAME.search(name))
+    return sorted(found, key=lambda path: path.relative_to(root).parts)
+
+
+def list_caches(root) -> tuple[list[dict], list[dict]]:
+    """(one catalogue row per cache found under `root`, files skipped with the reason)."""
+    rows, skipped = [], []
+    for path in find_cache_files(root):
+        name = str(path.relative_to(root))
+        if not fmt.looks_like_cache(path):
+            if path.name.endswith(fmt.PARTIAL_SUFFIX):
+                rows.append(_unreadable_row(name, path, "cannot be opened: a build may be writing it"))
+            else:
+                skipped.append({"name": name, "reason": "not a softlabels cache"})
+            continue
+        try:
+            rows.append(catalog_row(name, describe(path)))
+        except (fmt.CacheError, OSError) as err:
+            rows.append(_unreadable_row(name, path, str(err).replace(str(path), name)))
+    return rows, skipped
+
+
+def catalog_row(name: str, summary: dict) -> dict:
+    dataset = summary["dataset"]
+    status = "complete" if summary["complete"] else \
+        f"partial {summary['rows_written'] / summary['num_samples']:.0%}"
+    if summary["shard"]:
+        status += f", shard {summary['shard'].get('index')}/{summary['shard'].get('count')}"
+    return {
+        "name": name, "path": summary["path"], "complete": summary["complete"], "status": status,
+        "teacher": short_spec(str(summary["teacher"].get("spec"))), "weights": summary["teacher"].get("weights_name"),
+        "dataset": short_spec(str(dataset.get("spec"))), "split": summary["split"],
+        "num_samples": summary["num_samples"], "num_views": summary["num_views"],
+        "num_classes": summary["num_classes"], "storage": storage_text(summary["storage"], short=True),
+        "size_bytes": summary["size_bytes"], "teacher_accuracy": summary["teacher_accuracy"],
+        "fingerprint": summary["fingerprint"], "error": None,
+    }
+
+
+def _unreadable_row(name: str, path: Path, reason: str) -> dict:
+    return {"name": name, "path": str(path), "complete": False, "status": "unreadable", "teacher": None,
+            "weights": None, "dataset": None, "split": None, "num_samples": None, "num_views": None,
+            "num_classes": None, "storage": None, "size_bytes": path.stat().st_size, "teacher_accuracy": None,
+            "fingerprint": None, "error": reason}
+
+
+def short_spec(spec: str) -> str:
+    """`imagefolder:/data/x/cifar` -> `imagefolder:cifar`, `/m/nets.py:make` -> `nets.py:make`."""
+    head, sep, tail = spec.partition(":")
+    if sep and "/" not in head:  # imagefolder:PATH, torchvision:NAME
+        return f"{head}:{Path(tail).name or tail}" if "/" in tail else spec
+    head, sep, tail = spec.rpartition(":")
+    if sep and "/" not in tail:  # FILE.py:FUNC
+        return f"{Path(head).name}:{tail}"
+    return Path(spec).name or spec
+
+
+COLUMNS = (("name", "NAME"), ("teacher", "TEACHER"), ("data", "DATASET/SPLIT"), ("num_samples", "N"),
+           ("num_views", "V"), ("storage", "STORAGE"), ("size", "SIZE"), ("accuracy", "TEACHER ACC"),
+           ("status", "STATUS"))
+
+
+def render_table(rows: list[dict], skipped: list[dict]) -> str:
+    """`softlabels ls`: an aligned table, then what was skipped."""
+    if not rows:
+        table = "no softlabels caches found"
+    else:
+        cells = [[title for _, title in COLUMNS]] + [_cells(row) for row in rows]
+        widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
+        table = "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip()
+                          for line in cells)
+    notes = [f"{row['name']}: {row['error']}" for row in rows if row["error"]]
+    if skipped:
+        notes.append(f"skipped {len(skipped)} HDF5 file(s) that are not caches: "
+                     + ", ".join(item["name"] for item in skipped[:5]) + (", ..." if len(skipped) > 5 else ""))
+    return "\n".join([table, *notes])
+
+
+def _cells(row: dict) -> list[str]:
+    teacher = row["teacher"] or "?"
+    if row["weights"]:
+        teacher += f" ({row['weights']})"
+    accuracy = row["teacher_accuracy"]
+    values = {
+        "name": row["name"], "teacher": teacher if row["status"] != "unreadable" else "?",
+        "data": f"{row['dataset']}/{row['split']}" if row["dataset"] else "?",
+        "num_samples": str(row["num_samples"] or "?"), "num_views": str(row["num_views"] or "?"),
+        "storage": row["storage"] or "?", "size": human_size(row["size_bytes"]),
+        "accuracy": "-" if accuracy is None else f"{accuracy:.2%}", "status": row["status"],
+    }
+    return [values[key] for key, _ in COLUMNS]

@@ -78,11 +78,50 @@ build.help += "\n\n\b\n" + _augment_help()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def info(file, as_json):
-    """Summarise a cache: teacher, dataset, shapes, storage, accuracy, provenance."""
+    """Summarise a cache: teacher, dataset, split, classes, views, storage, size, accuracy, provenance, fingerprints."""
     from softlabels.catalog import describe, render_info
 
     summary = describe(file)
     click.echo(json.dumps(summary, indent=2, sort_keys=True) if as_json else render_info(summary))
+
+
+@main.command("ls")
+@click.argument("directory", default=".", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON ({caches: [...], skipped: [...]}).")
+def ls_(directory, as_json):
+    """List the caches under DIRECTORY (recursively): one row each, with partial builds as incomplete.
+
+    Files named *.h5 / *.hdf5 (and their .partial and torchrun .shard-R-of-W files) are opened;
+    HDF5 files that are not softlabels caches are skipped and counted.
+    """
+    from softlabels.catalog import list_caches, render_table
+
+    rows, skipped = list_caches(directory)
+    click.echo(json.dumps({"caches": rows, "skipped": skipped}, indent=2) if as_json else render_table(rows, skipped))
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), help="Folder for report.md, report.json and the PNG plots "
+              "[default: ./NAME-inspect for a cache NAME.h5].")
+@click.option("--temperature", "-t", "temperatures", multiple=True, type=click.FloatRange(min=0, min_open=True),
+              default=(1.0, 2.0, 4.0), help="Temperatures whose soft targets to describe (repeat the option).")
+@click.option("--max-samples", default=50_000, type=int_range(1),
+              help="Use at most this many samples (evenly spaced rows; also capped at 32M logits).")
+@click.option("--bins", default=15, type=int_range(2), help="Confidence bins of the reliability diagrams and ECE.")
+def inspect(file, out, temperatures, max_samples, bins):
+    """Report what the teacher knows: accuracy per class, confusions, confidence, calibration and the
+    temperature that fits it best, top-k mass, view agreement, soft-target entropy (PNG + markdown + JSON)."""
+    from pathlib import Path
+
+    from softlabels.inspection import InspectConfig, inspect_cache
+
+    out = Path(out) if out else Path(Path(file).name.split(".")[0] + "-inspect")
+    report = inspect_cache(file, out, InspectConfig(tuple(temperatures), max_samples, bins))
+    calibration = report["calibration"]
+    click.echo(f"accuracy {report['accuracy']['accuracy']:.2%}, ECE {calibration['at_1']['ece']:.2%} at T=1, "
+               f"best temperature {calibration['fitted']['temperature']:.2f} (ECE {calibration['fitted']['ece']:.2%})")
+    click.echo(f"wrote {out / 'report.md'}, report.json and {len(report['plots'])} plots")
 
 
 @main.command()
@@ -94,15 +133,46 @@ def verify(file):
 
 
 @main.command()
-@click.argument("shards", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("caches", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Merged cache to write.")
+@click.option("--kind", type=click.Choice(("auto", "rows", "views")), default="auto",
+              help="rows: shards of the samples (from `build --shard I/N`); views: extra views of the same "
+                   "samples (builds with other --seed values); auto: rows when every input is a shard, else views.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing cache at --out.")
-def merge(shards, out, overwrite):
-    """Merge shard caches (from `build --shard I/N` jobs) into one self-contained cache."""
-    from softlabels.shards import merge_caches
+def merge(caches, out, kind, overwrite):
+    """Merge caches of one teacher and dataset into one self-contained cache.
 
-    path = merge_caches(list(shards), out, overwrite=overwrite)
-    click.echo(f"merged {len(shards)} shard(s) into {path}")
+    \b
+    Row shards:  softlabels merge part0.h5 part1.h5 --out all.h5
+    View sets:   softlabels merge views-seed0.h5 views-seed1.h5 --out more-views.h5
+    View sets keep the inputs' order (the first file's views come first) and record each view's seed.
+    Anything inconsistent (teacher, data, preprocessing, augmentation, storage, repeated seeds,
+    missing or overlapping rows) is refused.
+    """
+    from softlabels.shards import merge as merge_any
+
+    kind, path = merge_any(list(caches), out, kind=kind, overwrite=overwrite)
+    info = fmt.read_info(path)
+    what = "shard(s)" if kind == "rows" else "view set(s)"
+    click.echo(f"merged {len(caches)} {what} into {path}: {info.layout.num_samples} samples x "
+               f"{info.layout.num_views} view(s), teacher accuracy {info.attrs['teacher_accuracy']:.2%}")
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--format", "format_", type=click.Choice(("npz",)), default="npz", help="Output format.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="File to write.")
+@click.option("--keep-topk", is_flag=True, help="Top-k caches: write topk_values/topk_indices/topk_logsumexp "
+              "instead of dense (N, V, C) logits.")
+@click.option("--compress", is_flag=True, help="Compress the arrays (np.savez_compressed).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing file at --out.")
+def export(file, format_, out, keep_topk, compress, overwrite):
+    """Write a cache as plain numpy arrays: keys, labels, classes, float32 logits (N, V, C), view
+    parameters and a JSON `metadata` string. Read it with np.load(PATH) (no pickle needed)."""
+    from softlabels.export import export_npz
+
+    path = export_npz(file, out, keep_topk=keep_topk, compress=compress, overwrite=overwrite)
+    click.echo(f"wrote {path}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -595,6 +595,34 @@ def open_cache_file(path) -> h5py.File:
         raise CacheError(f"{path} is not a readable HDF5 file (truncated or corrupt?): {err}") from None
 
 
+def looks_like_cache(path) -> bool:
+    """True when `path` opens as HDF5 and says it is a softlabels cache (complete or not)."""
+    try:
+        with h5py.File(path, "r") as file:
+            return _attr(file, "format") == FORMAT_NAME
+    except OSError:
+        return False
+
+
+def rows_written(path) -> int:
+    """Rows in blocks marked done: how far a partial build got (every row for a complete cache)."""
+    with open_cache_file(path) as file:
+        layout = read_layout(file)
+        done = np.flatnonzero(file["integrity/done"][:])
+        return sum(stop - start for start, stop in (layout.block_range(int(b)) for b in done))
+
+
+def iter_rows(path, step: int | None = None):
+    """Yield (start, stop, arrays) over a cache's rows in order: `labels` and every row dataset."""
+    with open_cache_file(path) as file:
+        layout = read_layout(file)
+        step = step or layout.block_rows
+        names = ["labels", *layout.row_datasets()]
+        for start in range(0, layout.num_samples, step):
+            stop = min(start + step, layout.num_samples)
+            yield start, stop, {name: file[name][start:stop] for name in names}
+
+
 def verify(path) -> CheckStats:
     """Check structure, completeness, every block checksum and the fingerprint of a cache file."""
     with open_cache_file(path) as file:

@@ -1,9 +1,11 @@
-"""Shards: splitting a teacher pass across processes or jobs, and merging the pieces into one cache.
+"""Shards and view sets: splitting teacher passes into pieces, and merging the pieces into one cache.
 
 A shard is an ordinary cache file holding the contiguous rows `[start, stop)` of the dataset, with a
-`shard` attribute saying so. Merging copies every shard into one self-contained file (no virtual
-datasets or external links: a cache that depends on other files is not something to hand a team)
-after checking that the shards agree and cover every sample exactly once.
+`shard` attribute saying so. A view set is a whole cache built with its own `--seed`: merging view
+sets gives every sample the views of all of them (more views without recomputing the old ones).
+Merging copies everything into one self-contained file (no virtual datasets or external links: a
+cache that depends on other files is not something to hand a team) after checking that the pieces
+agree, and that shards cover every sample exactly once or view sets never repeat a seed.
 """
 from __future__ import annotations
 
@@ -17,6 +19,9 @@ from softlabels import format as fmt
 
 # What every shard of one cache must share (the dataset JSON is compared without the shard rows).
 _SAME = ("teacher", "preprocessing", "augment", "build")
+# What identifies a teacher across machines (the weights path as typed may differ).
+_TEACHER_IDENTITY = ("spec", "weights_sha256", "num_params", "model_class")
+MERGE_KINDS = ("auto", "rows", "views")
 
 
 def shard_range(index: int, count: int, num_samples: int) -> tuple[int, int]:
@@ -132,3 +137,123 @@ def _copy_rows(info: fmt.CacheInfo, writer: fmt.CacheWriter, bar) -> None:
             stop = min(start + step, info.layout.num_samples)
             writer.write({name: file[name][start:stop] for name in names})
             bar.update(stop - start)
+
+
+# ----------------------------------------------------------------------------- view sets
+
+
+def view_seeds(info: fmt.CacheInfo) -> list[int]:
+    """The `--seed` behind each of a cache's V views (merged view sets record one per view)."""
+    augment = info.augment
+    seeds = augment.get("seeds")
+    return [int(s) for s in seeds] if seeds else [int(augment.get("seed", 0))] * info.layout.num_views
+
+
+def merge_views(paths: list[str | Path], out: str | Path, overwrite: bool = False, progress: bool = True) -> Path:
+    """Merge caches of the same samples built with different seeds into one cache holding all their views.
+
+    View order follows `paths`: the first cache's views come first. The merged `augment` attribute
+    records the seed of every view (`seeds`, one per view) so each view's origin stays known.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
+    if len(paths) < 2:
+        raise ValueError("give at least two caches whose views to merge")
+    infos = [_complete_info(p) for p in paths]
+    _check_view_sets(infos)
+    first = infos[0]
+    seeds = [seed for info in infos for seed in view_seeds(info)]
+    layout = fmt.Layout(**{**_layout_fields(first.layout), "num_views": len(seeds)})
+    augment = {**first.augment, "views": len(seeds), "seed": seeds[0], "seeds": seeds}
+    attrs = {"teacher": first.teacher, "dataset": first.dataset, "preprocessing": first.preprocessing,
+             "augment": augment, "build": first.build}
+    keys, labels = fmt.read_keys_labels(first.path)
+    writer = fmt.CacheWriter.create(out, layout, keys, labels, attrs)
+    try:
+        with tqdm(total=layout.num_samples, unit="row", desc="merging views", disable=not progress) as bar:
+            _copy_views(infos, writer, bar)
+        writer.finish()
+    except BaseException:
+        writer.close()
+        raise
+    return out
+
+
+def _check_view_sets(infos: list[fmt.CacheInfo]) -> None:
+    first, first_name = infos[0], Path(infos[0].path).name
+    seen: dict[int, str] = {}
+    for info in infos:
+        name = Path(info.path).name
+        if info.shard:
+            raise ValueError(f"{name} is a shard (rows {info.shard.get('start')}..{info.shard.get('stop')}): "
+                             f"merge its shards into one cache first, then merge views")
+        if info.augment.get("name", "none") == "none":
+            raise ValueError(f"{name} has no augmentation: its views are the plain image, nothing new to merge "
+                             f"(build extra views with --augment and another --seed)")
+        problems = _view_set_differences(first, info)
+        if problems:
+            raise ValueError(f"{name} and {first_name} differ in {problems[0]}: refusing to merge their views")
+        for seed in sorted(set(view_seeds(info))):
+            if seed in seen:
+                raise ValueError(f"{seen[seed]} and {name} both hold views of seed {seed}, which would repeat "
+                                 f"the same views; build the extra views with another --seed")
+            seen[seed] = name
+
+
+def _view_set_differences(first: fmt.CacheInfo, info: fmt.CacheInfo) -> list[str]:
+    """What makes two caches' views not views of one teacher on one dataset (empty when they agree)."""
+    checks = [(f"teacher.{key}", first.teacher.get(key), info.teacher.get(key)) for key in _TEACHER_IDENTITY]
+    checks += [(f"dataset.{key}", first.dataset.get(key), info.dataset.get(key))
+               for key in ("fingerprint", "split", "classes")]
+    checks += [("preprocessing", first.preprocessing, info.preprocessing),
+               ("augment.name", first.augment.get("name"), info.augment.get("name")),
+               ("augment.param_names", first.augment.get("param_names"), info.augment.get("param_names"))]
+    checks += [(f"build.{key}", first.build.get(key), info.build.get(key))
+               for key in sorted(set(first.build) | set(info.build))]
+    mine, theirs = (_storage_fields(i.layout) for i in (first, info))
+    checks += [(f"layout.{key}", mine[key], theirs[key]) for key in mine]
+    return [f"{what} ({a!r} vs {b!r})" for what, a, b in checks if a != b]
+
+
+def _storage_fields(layout: fmt.Layout) -> dict:
+    fields = _layout_fields(layout)
+    for name in ("num_views", "block_rows"):
+        fields.pop(name)
+    return fields
+
+
+def _copy_views(infos: list[fmt.CacheInfo], writer: fmt.CacheWriter, bar) -> None:
+    names = list(writer.layout.row_datasets())
+    readers = [fmt.iter_rows(info.path, writer.layout.block_rows) for info in infos]
+    for blocks in zip(*readers):
+        # Every row dataset is (N, V, ...): the views of all inputs line up along axis 1.
+        writer.write({name: np.concatenate([arrays[name] for _, _, arrays in blocks], axis=1) for name in names})
+        bar.update(blocks[0][1] - blocks[0][0])
+
+
+# ----------------------------------------------------------------------------- either
+
+
+def merge_kind(paths: list[str | Path]) -> str:
+    """`rows` when every input is a shard, `views` when none is; mixed inputs are refused."""
+    shards = [bool(fmt.read_info(p).shard) for p in paths]
+    if all(shards):
+        return "rows"
+    if not any(shards):
+        return "views"
+    names = ", ".join(Path(p).name for p, is_shard in zip(paths, shards) if not is_shard)
+    raise ValueError(f"cannot mix shards and whole caches ({names} not a shard): merge the shards first, "
+                     f"then merge views")
+
+
+def merge(paths: list[str | Path], out: str | Path, kind: str = "auto", overwrite: bool = False,
+          progress: bool = True) -> tuple[str, Path]:
+    """Merge row shards or view sets (`kind` auto decides from the inputs); returns (kind, path)."""
+    if kind not in MERGE_KINDS:
+        raise ValueError(f"unknown merge kind {kind!r}; choose one of: {', '.join(MERGE_KINDS)}")
+    if not paths:
+        raise ValueError("give at least one cache to merge")
+    kind = merge_kind(paths) if kind == "auto" else kind
+    function = merge_caches if kind == "rows" else merge_views
+    return kind, function(paths, out, overwrite=overwrite, progress=progress)

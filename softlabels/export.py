@@ -1,0 +1,76 @@
+"""`softlabels export`: a cache as plain numpy arrays in one `.npz` file, for tools that do not read HDF5.
+
+    data = np.load("cache.npz")                    # no pickle needed: every array is numeric or text
+    X_keys, y = data["keys"], data["labels"]
+    logits = data["logits"][:, 0]                  # (N, C) teacher logits of view 0
+    meta = json.loads(str(data["metadata"]))       # teacher, dataset, preprocessing, augment, ...
+
+Arrays: `keys` (N,) str, `labels` (N,) int64, `classes` (C,) str, then either `logits` (N, V, C)
+float32 (top-k caches expanded as in docs/FORMAT.md) or, with `keep_topk`, `topk_values` (N, V, K)
+float32, `topk_indices` (N, V, K) int64 and `topk_logsumexp` (N, V) float32; `view_params` (N, V, P)
+int32 and `view_param_names` (P,) str when views are augmented; `metadata`, a JSON string.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from softlabels import format as fmt
+from softlabels.shards import view_seeds
+
+FORMATS = ("npz",)
+
+
+def export_npz(path, out, keep_topk: bool = False, compress: bool = False, overwrite: bool = False) -> Path:
+    """Write a complete cache's arrays to `out` (written to a temporary name, then renamed)."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"output directory {out.parent} does not exist")
+    info = fmt.read_info(path)
+    if not info.complete:
+        raise fmt.CacheError(f"{path} is incomplete (complete=false): finish the build with --resume")
+    if keep_topk and info.layout.storage != "topk":
+        raise ValueError(f"{path} stores full logits: --keep-topk only applies to top-k caches")
+    arrays = export_arrays(path, info, keep_topk)
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "wb") as file:  # a file object: numpy would otherwise append `.npz` to the name
+        (np.savez_compressed if compress else np.savez)(file, **arrays)
+    os.replace(tmp, out)
+    return out
+
+
+def export_arrays(path, info: fmt.CacheInfo, keep_topk: bool = False) -> dict[str, np.ndarray]:
+    """The arrays `export_npz` writes, gathered block by block."""
+    keys, labels = fmt.read_keys_labels(path)
+    layout = info.layout
+    classes = info.dataset.get("classes") or [str(c) for c in range(layout.num_classes)]
+    out = {"keys": np.array(keys, dtype=str), "labels": labels.astype(np.int64), "classes": np.array(classes, dtype=str)}
+    blocks = [arrays for _, _, arrays in fmt.iter_rows(path)]
+    if keep_topk:
+        out["topk_values"] = np.concatenate([b["topk/values"] for b in blocks]).astype(np.float32)
+        out["topk_indices"] = np.concatenate([b["topk/indices"] for b in blocks]).astype(np.int64)
+        out["topk_logsumexp"] = np.concatenate([b["topk/logsumexp"] for b in blocks]).astype(np.float32)
+    else:
+        out["logits"] = np.concatenate([fmt.dense_logits(b, layout.num_classes) for b in blocks])
+    if layout.param_names:
+        out["view_params"] = np.concatenate([b["views/params"] for b in blocks]).astype(np.int32)
+        out["view_param_names"] = np.array(layout.param_names, dtype=str)
+    out["metadata"] = np.array(json.dumps(_metadata(info), sort_keys=True))
+    return out
+
+
+def _metadata(info: fmt.CacheInfo) -> dict:
+    layout = info.layout
+    return {
+        "source": str(info.path), "format_version": info.attrs.get("format_version"),
+        "created": info.attrs.get("created"), "softlabels_version": info.attrs.get("softlabels_version"),
+        "teacher": info.teacher, "dataset": {k: v for k, v in info.dataset.items() if k != "classes"},
+        "preprocessing": info.preprocessing, "augment": info.augment, "view_seeds": view_seeds(info),
+        "storage": layout.storage, "dtype": layout.dtype, "topk": layout.topk,
+        "teacher_accuracy": info.attrs.get("teacher_accuracy"),
+    }

@@ -1,0 +1,68 @@
+"""`softlabels export --format npz`: plain arrays that numpy (and scikit-learn) read without pickle."""
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from softlabels import format as fmt
+from softlabels.cli import main
+from softlabels.export import export_npz
+
+
+def export(*args):
+    return CliRunner().invoke(main, ["export", *map(str, args)])
+
+
+@pytest.mark.parametrize("kind", ["full", "topk", "multiview", "merged_views", "merged_rows"])
+def test_npz_holds_the_cache(cache_of, dense, tmp_path, kind):
+    cache = cache_of(kind)
+    out = tmp_path / "cache.npz"
+    result = export(cache, "--format", "npz", "--out", out)
+    assert result.exit_code == 0, result.output
+    data = np.load(out, allow_pickle=False)
+    keys, labels = fmt.read_keys_labels(cache)
+    assert data["keys"].tolist() == keys and data["labels"].dtype == np.int64
+    np.testing.assert_array_equal(data["labels"], labels)
+    assert data["classes"].tolist() == ["cat", "dog", "frog"]
+    assert data["logits"].dtype == np.float32
+    np.testing.assert_array_equal(data["logits"], dense(cache))
+    metadata = json.loads(str(data["metadata"]))
+    assert metadata["teacher"]["spec"] == "small_cnn" and metadata["format_version"] == 1
+    info = fmt.read_info(cache)
+    if info.layout.param_names:
+        assert data["view_param_names"].tolist() == ["flip"]
+        assert data["view_params"].shape == (18, info.layout.num_views, 1)
+        np.testing.assert_array_equal(data["view_params"][3], fmt.CacheTargets(cache).params(3))
+        assert metadata["view_seeds"] == ([0, 0, 1, 1] if kind == "merged_views" else [0, 0])
+    else:
+        assert "view_params" not in data
+
+
+def test_keep_topk_writes_the_stored_arrays(cache_of, tmp_path):
+    cache = cache_of("topk")
+    out = tmp_path / "topk-arrays"  # no .npz suffix: the file is written exactly where asked
+    assert export(cache, "--out", out, "--keep-topk", "--compress").exit_code == 0
+    data = np.load(out, allow_pickle=False)
+    assert "logits" not in data and data["topk_values"].shape == (18, 1, 2)
+    stored = next(fmt.iter_rows(cache, 18))[2]
+    np.testing.assert_array_equal(data["topk_indices"], stored["topk/indices"])
+    np.testing.assert_array_equal(data["topk_logsumexp"], stored["topk/logsumexp"])
+    rebuilt = fmt.dense_logits({"topk/values": data["topk_values"], "topk/indices": data["topk_indices"],
+                                "topk/logsumexp": data["topk_logsumexp"]}, 3)
+    np.testing.assert_array_equal(rebuilt, np.load(export_npz(cache, tmp_path / "dense.npz"))["logits"])
+
+
+def test_export_refusals(cache_of, write_partial, tmp_path):
+    full = cache_of("full")
+    result = export(full, "--out", tmp_path / "x.npz", "--keep-topk")
+    assert result.exit_code == 1 and "--keep-topk only applies to top-k caches" in result.output
+    assert export(full, "--out", tmp_path / "x.npz").exit_code == 0
+    result = export(full, "--out", tmp_path / "x.npz")
+    assert result.exit_code == 1 and "--overwrite" in result.output
+    assert export(full, "--out", tmp_path / "x.npz", "--overwrite").exit_code == 0
+    result = export(full, "--format", "csv", "--out", tmp_path / "x.csv")
+    assert result.exit_code == 2 and "'csv' is not 'npz'" in result.output
+    partial = write_partial(full, tmp_path / "stopped.h5")
+    result = export(partial, "--out", tmp_path / "p.npz")
+    assert result.exit_code == 1 and "incomplete" in result.output and "Traceback" not in result.output
