@@ -1,0 +1,58 @@
+"""Caches written by format version 1 (committed in tests/data, see its README) stay readable forever."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import softlabels
+from softlabels import format as fmt
+from softlabels.catalog import describe
+from softlabels.cli import main
+from softlabels.export import export_arrays
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+EXPECTED = json.loads((DATA / "v1-expected.json").read_text())
+
+
+@pytest.fixture(params=sorted(EXPECTED))
+def v1_cache(request, tmp_path):
+    """A copy of one committed file (HDF5 readers must never need write access, but stay safe)."""
+    copy = tmp_path / request.param
+    shutil.copyfile(DATA / request.param, copy)
+    return copy, EXPECTED[request.param]
+
+
+def test_committed_files_are_tiny():
+    for path in DATA.glob("*.h5"):
+        assert path.stat().st_size < 50_000, path
+
+
+def test_v1_info_and_verify(v1_cache):
+    path, expected = v1_cache
+    info = fmt.read_info(path)
+    assert info.attrs["format_version"] == 1 and info.complete
+    assert info.fingerprint == expected["fingerprint"]
+    assert fmt.verify(path).fingerprint == expected["fingerprint"]
+    summary = describe(path)
+    assert summary["num_samples"] == len(expected["keys"]) and summary["classes"] == ["cat", "dog", "frog"]
+    for command in (["info", str(path)], ["verify", str(path)], ["ls", str(path.parent)]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 0, result.output
+
+
+def test_v1_targets_read_back_exactly(v1_cache):
+    path, expected = v1_cache
+    keys, labels = fmt.read_keys_labels(path)
+    assert keys == expected["keys"] and labels.tolist() == expected["labels"]
+    targets = fmt.CacheTargets(path)
+    for index, logits in enumerate(expected["logits"]):
+        np.testing.assert_array_equal(targets.logits(index), np.array(logits, dtype=np.float32))
+        if expected["params"] is not None:
+            np.testing.assert_array_equal(targets.params(index), expected["params"][index])
+    with softlabels.open_cache(path) as cache:
+        np.testing.assert_array_equal(cache.logits(keys[-1], view=None), np.array(expected["logits"][-1], np.float32))
+    arrays = export_arrays(path, fmt.read_info(path))
+    np.testing.assert_array_equal(arrays["logits"], np.array(expected["logits"], dtype=np.float32))
