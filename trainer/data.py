@@ -12,6 +12,7 @@ seeds random (uncached) augmentation per sample, so a run is reproducible whatev
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -200,6 +201,7 @@ class CachedDataset(Dataset):
         if len(source) != len(targets):
             raise ValueError(f"{source.spec} has {len(source)} samples but the cache {targets.path} {len(targets)}")
         self.source, self.targets, self.seed = source, targets, seed
+        self._pid = os.getpid()
         prep = Preprocessing.from_dict(targets.info.preprocessing)
         self.plain = _plain(prep.channels, prep.image_size)
         self.replay = get_augment(targets.info.augment.get("name", "none"))
@@ -208,15 +210,23 @@ class CachedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
+    def _own_targets(self) -> CacheTargets:
+        """The targets, never through an HDF5 handle inherited across fork (each process opens its own)."""
+        if self._pid != os.getpid():
+            self.targets.close()
+            self._pid = os.getpid()
+        return self.targets
+
     def __getitem__(self, item):
         index, view, epoch = _unpack(item)
+        targets = self._own_targets()
         x = to_tensor(self.source.load(index), self.plain.channels)
         if self.random.name != "none":
             image = random_view(x, self.random, self.seed, index, epoch, self.plain)
         else:
-            params = self.targets.params(index)[view] if self.replay.param_names else ()
+            params = targets.params(index)[view] if self.replay.param_names else ()
             image = make_view(x, self.replay, params, self.plain)
-        logits = torch.from_numpy(np.ascontiguousarray(self.targets.logits(index, view), dtype=np.float32))
+        logits = torch.from_numpy(np.ascontiguousarray(targets.logits(index, view), dtype=np.float32))
         return image, int(self.source.labels[index]), logits
 
 

@@ -101,9 +101,15 @@ class FitConfig:
     def objective(self) -> Objective:
         return Objective(self.loss_name, self.temperature, self.alpha, self.label_smoothing)
 
+    @property
+    def decay(self) -> float:
+        return self.weight_decay if self.weight_decay is not None else DEFAULT_WEIGHT_DECAY[self.optimizer]
+
     def to_dict(self) -> dict:
-        """Plain JSON types (tuples become lists), as stored in checkpoints and summary.json."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        """The settings as used (defaults resolved), in plain JSON types: checkpoints and summary.json."""
+        settings = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        settings.update(loss=self.loss_name, lr=self.peak_lr, weight_decay=self.decay)
+        return settings
 
 
 def check_config(config: FitConfig) -> None:
@@ -122,6 +128,8 @@ def check_config(config: FitConfig) -> None:
     if objective.needs_teacher and not (config.cache or config.teacher):
         raise ValueError(f"--loss {objective.name} needs teacher outputs: pass --cache FILE, or --teacher SPEC "
                          f"--weights PATH for online distillation (or use --loss ce)")
+    if config.teacher and not objective.needs_teacher:
+        raise ValueError(f"--loss {objective.name} does not use --teacher; drop it or use --loss kd/hard")
     _check_numbers(config)
     _check_augment(config)
 
@@ -227,7 +235,9 @@ def build_run(config: FitConfig, rank: Rank, device: torch.device) -> Run:
     eval_loader = make_loader(held_out, max(config.batch_size, 256), config.workers, device,
                               start_method=config.start_method) if held_out is not None and rank.is_main else None
     torch.manual_seed(config.seed)
-    student = _on_device(create_student(config.student, len(data.source.classes), prep.channels, prep.image_size), device)
+    # channels_last everywhere: on this 2-core CPU a small_cnn training step ran 1.7x faster, cifar_resnet20 1.2x.
+    student = prepare_model(create_student(config.student, len(data.source.classes), prep.channels, prep.image_size),
+                            device)
     if rank.distributed:
         student = nn.parallel.DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None)
     if teacher is not None:
@@ -239,18 +249,12 @@ def build_run(config: FitConfig, rank: Rank, device: torch.device) -> Run:
                prep, teacher, config.objective(), optimizer, scheduler, scaler)
 
 
-def _on_device(model: nn.Module, device: torch.device) -> nn.Module:
-    """channels_last on CUDA only (measured no help for these students on this CPU)."""
-    model = model.to(device)
-    return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
-
-
 def make_optimizer(model: nn.Module, config: FitConfig) -> torch.optim.Optimizer:
     """SGD (momentum 0.9, Nesterov) or AdamW, with the per-optimizer default lr and weight decay."""
-    decay = config.weight_decay if config.weight_decay is not None else DEFAULT_WEIGHT_DECAY[config.optimizer]
     if config.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=config.peak_lr, momentum=0.9, nesterov=True, weight_decay=decay)
-    return torch.optim.AdamW(model.parameters(), lr=config.peak_lr, weight_decay=decay)
+        return torch.optim.SGD(model.parameters(), lr=config.peak_lr, momentum=0.9, nesterov=True,
+                               weight_decay=config.decay)
+    return torch.optim.AdamW(model.parameters(), lr=config.peak_lr, weight_decay=config.decay)
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
@@ -286,9 +290,7 @@ def make_scheduler(optimizer, config: FitConfig, steps_per_epoch: int) -> torch.
 
 def _to_device(batch, device: torch.device):
     images, labels, *rest = batch
-    images = images.to(device, non_blocking=True)
-    if device.type == "cuda":
-        images = images.contiguous(memory_format=torch.channels_last)
+    images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
     targets = rest[0].to(device, non_blocking=True) if rest else None
     return images, labels.to(device, non_blocking=True), targets
 

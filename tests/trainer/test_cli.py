@@ -45,6 +45,8 @@ def test_python_dash_m_trainer():
     (["--cache", "{cache}", "--student", "mlp", "--augment", "cifar"], "inconsistent teaching"),
     (["--dataset", "imagefolder:{images}", "--student", "mlp", "--teacher", "small_cnn"], "needs --weights"),
     (["--student", "mlp"], "give --cache FILE"),
+    (["--dataset", "imagefolder:{images}", "--student", "mlp", "--teacher", "small_cnn", "--weights", "{tmp}/t.pt",
+      "--loss", "ce"], "does not use --teacher"),
     (["--cache", "{cache}", "--teacher", "small_cnn", "--student", "mlp"], "exclude each other"),
     (["--dataset", "nosuchdata", "--student", "mlp"], "unknown dataset 'nosuchdata'"),
 ])

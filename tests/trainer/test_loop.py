@@ -109,3 +109,16 @@ def test_schedules(schedule):
 def test_onecycle_rises_over_a_quarter_without_warmup():
     factors = [lr_factor(step, 100, 0, "onecycle") for step in range(100)]
     assert factors.index(max(factors)) == 25 and math.isclose(factors[0], 1 / 25)
+
+
+def test_top_k_cache_and_hard_loss(build_options, fit_options, tmp_path):
+    topk = str(build_cache(BuildConfig(**{**build_options, "out": str(tmp_path / "top2.h5"), "topk": 2,
+                                          "dtype": "float16"})).path)
+    summary = fit(FitConfig(cache=topk, loss="hard", **fit_options))
+    assert summary["loss"] == "hard" and summary["finished"]
+
+
+def test_resuming_a_finished_run_trains_no_more(cache, fit_options):
+    first = fit(FitConfig(cache=cache, **fit_options))
+    again = fit(FitConfig(cache=cache, resume=True, loss="kd", **fit_options))  # the default, now explicit
+    assert again["epochs"] == 2 and again["test_accuracy"] == first["test_accuracy"]
