@@ -120,7 +120,8 @@ def inspect(file, out, temperatures, max_samples, bins):
     report = inspect_cache(file, out, InspectConfig(tuple(temperatures), max_samples, bins))
     calibration = report["calibration"]
     click.echo(f"accuracy {report['accuracy']['accuracy']:.2%}, ECE {calibration['at_1']['ece']:.2%} at T=1, "
-               f"best temperature {calibration['fitted']['temperature']:.2f} (ECE {calibration['fitted']['ece']:.2%})")
+               f"best temperature {calibration['fitted']['temperature']:.2f} (ECE {calibration['fitted']['ece']:.2%}"
+               + (", end of the searched range)" if calibration["fitted"]["at_limit"] else ")"))
     click.echo(f"wrote {out / 'report.md'}, report.json and {len(report['plots'])} plots")
 
 

@@ -113,7 +113,7 @@ def compute_report(path, config: InspectConfig = InspectConfig()) -> tuple[dict,
         "calibration": {
             "at_1": {"temperature": 1.0, "nll": nll(logits, labels, 1.0),
                      **reliability(softmax(logits).max(axis=-1), correct, config.bins)},
-            "fitted": {"temperature": fitted, "nll": nll(logits, labels, fitted),
+            "fitted": {"temperature": fitted, "nll": nll(logits, labels, fitted), "at_limit": _limit(fitted),
                        **reliability(softmax(logits, fitted).max(axis=-1), correct, config.bins)},
             "nll_curve": curve,
         },
@@ -177,6 +177,13 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> tuple[float, dict
         else:
             low = a
     return float(np.exp((low + high) / 2)), {"temperatures": grid.tolist(), "nll": curve}
+
+
+def _limit(temperature: float) -> str | None:
+    """`lower`/`upper` when the fit ran into the end of the searched range (the NLL keeps falling)."""
+    if temperature <= T_RANGE[0] * 1.01:
+        return "lower"
+    return "upper" if temperature >= T_RANGE[1] * 0.99 else None
 
 
 def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int) -> dict:
@@ -338,8 +345,9 @@ def _key_numbers(report: dict) -> list[tuple[str, str]]:
                                f"{max(per_class.values()):.1%}"),
         ("mean confidence", f"{conf['mean']:.3f} (right: {_fmt(conf['mean_correct'])}, wrong: {_fmt(conf['mean_wrong'])})"),
         ("calibration at T = 1", f"ECE {cal['at_1']['ece']:.2%}, NLL {cal['at_1']['nll']:.3f}"),
-        ("best temperature (NLL)", f"**T = {cal['fitted']['temperature']:.2f}**: ECE {cal['fitted']['ece']:.2%}, "
-                                   f"NLL {cal['fitted']['nll']:.3f}"),
+        ("best temperature (NLL)", f"**T = {cal['fitted']['temperature']:.2f}**"
+                                   + (" (end of the searched range)" if cal["fitted"]["at_limit"] else "")
+                                   + f": ECE {cal['fitted']['ece']:.2%}, NLL {cal['fitted']['nll']:.3f}"),
         ("mass in top-" + "/".join(report["coverage"]["mass"]), " / ".join(f"{m:.3f}" for m in report["coverage"]["mass"].values())),
         ("target entropy (nats)", ", ".join(f"T = {t['temperature']:g}: {t['entropy_mean']:.3f} "
                                             f"({t['entropy_fraction_of_max']:.0%} of max)" for t in temps)),
@@ -354,7 +362,14 @@ def _key_numbers(report: dict) -> list[tuple[str, str]]:
 def _advice(report: dict) -> list[str]:
     fitted = report["calibration"]["fitted"]["temperature"]
     at_1 = report["calibration"]["at_1"]
-    if fitted > 1.1:
+    limit = report["calibration"]["fitted"]["at_limit"]
+    if limit == "upper":
+        calibration = (f"The NLL keeps falling up to T = {fitted:.0f}: a near-uniform guess predicts these labels as "
+                       f"well as the teacher does. It knows little about this split; distilling it is unlikely to help.")
+    elif limit == "lower":
+        calibration = (f"The NLL keeps falling down to T = {fitted:.2f}: the teacher is right on (almost) every sample "
+                       f"of this split, so calibration cannot pick a temperature here; use a held-out split.")
+    elif fitted > 1.1:
         calibration = (f"Over-confident at T = 1 (ECE {at_1['ece']:.1%}): its probabilities are honest at "
                        f"T = {fitted:.2f}. Soft targets at about that temperature carry its real uncertainty.")
     elif fitted < 0.9:

@@ -34,6 +34,13 @@ def draw_plots(report: dict, confusion: np.ndarray, out: Path) -> list[str]:
     return written
 
 
+def _count_scale(axis, counts) -> None:
+    """Log-like y axis when counts span orders of magnitude (a strong teacher's histograms), else linear."""
+    if max(counts, default=0) > 100:
+        axis.set_yscale("symlog", linthresh=10)
+        axis.set_ylim(0, max(counts) * 1.6)
+
+
 def _title(figure, report: dict, what: str) -> None:
     figure.suptitle(f"{what} — {report['name']} ({report['teacher']} on {report['dataset']}/{report['split']})",
                     fontsize=11, fontweight="bold")
@@ -107,8 +114,8 @@ def _stacked(axis, histogram: dict, xlabel: str) -> None:
     axis.bar(edges[:-1], histogram["wrong"], widths, align="edge", bottom=histogram["correct"], color=WRONG,
              label="wrong")
     axis.set_xlabel(xlabel)
-    axis.set_ylabel("predictions")
-    axis.set_yscale("symlog", linthresh=10)
+    axis.set_ylabel("predictions" + (" (log scale above 10)" if max(np.add(histogram["correct"], histogram["wrong"])) > 100 else ""))
+    _count_scale(axis, np.add(histogram["correct"], histogram["wrong"]))
     axis.legend(fontsize=8)
 
 
@@ -211,7 +218,7 @@ def views_figure(report: dict):
     others = views["num_views"] - 1
     axes[0].bar(range(len(counts)), counts, 0.7, color=RIGHT)
     axes[0].set_xticks(range(len(counts)), [f"{k} of {others}" for k in range(len(counts))])
-    axes[0].set_yscale("symlog", linthresh=10)
+    _count_scale(axes[0], counts)
     axes[0].set_xlabel("other views whose arg-max equals view 0's")
     axes[0].set_ylabel("samples")
     axes[0].set_title(f"agreement with view 0: {views['agree_with_view0']:.1%} "
@@ -221,14 +228,16 @@ def views_figure(report: dict):
     axes[1].bar(index[1:] + 0.2, views["agree_with_view0_per_view"][1:], 0.4, color=ACCENT, label="agrees with view 0")
     axes[1].set_xticks(index, [f"{v}\nseed {s}" for v, s in zip(index, views["seeds"])], fontsize=8)
     low = min(views["accuracy_per_view"] + views["agree_with_view0_per_view"])
-    axes[1].set_ylim(max(0, low - 0.1), 1.0)
+    bottom = max(0, low - 0.05)
+    axes[1].set_ylim(bottom, 1 + 0.3 * (1 - bottom))  # headroom for the legend
+    axes[1].set_yticks([t for t in axes[1].get_yticks() if t <= 1])
     axes[1].set_xlabel("view")
     axes[1].set_title(f"per view (majority vote: {views['majority_vote_accuracy']:.1%})", fontsize=10)
-    axes[1].legend(fontsize=8, loc="lower right")
+    axes[1].legend(fontsize=8, loc="upper center", ncol=2)
     histogram = views["kl_histogram"]
     edges = np.array(histogram["edges"])
     axes[2].bar(edges[:-1], histogram["counts"], np.diff(edges), align="edge", color=WRONG, edgecolor="white")
-    axes[2].set_yscale("symlog", linthresh=10)
+    _count_scale(axes[2], histogram["counts"])
     axes[2].set_xlabel("mean pairwise KL of a sample's views (nats, T = 1; last bin: top 1%)")
     axes[2].set_ylabel("samples")
     axes[2].set_title(f"how much the views' targets differ (mean {views['mean_pairwise_kl']:.3f})", fontsize=10)

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from softlabels import format as fmt
 from softlabels.cli import main
-from softlabels.inspection import (InspectConfig, compute_report, entropy, fit_temperature, reliability,
+from softlabels.inspection import (T_RANGE, InspectConfig, compute_report, entropy, fit_temperature, reliability,
                                    views_section)
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -109,3 +109,11 @@ def test_max_samples_takes_evenly_spaced_rows(cache_of):
     report, confusion = compute_report(cache_of("full"), InspectConfig(max_samples=6))
     assert report["samples_used"] == 6 and confusion.sum() == 6
     assert all(count == 2 for count in report["accuracy"]["support"].values())  # every class kept
+
+
+def test_fit_reports_when_no_temperature_is_best():
+    logits = np.random.default_rng(2).normal(0, 3, (2000, 4)).astype(np.float32)
+    always_right = logits.argmax(1)  # the NLL keeps falling as T -> 0
+    unrelated = np.random.default_rng(3).integers(0, 4, 2000)  # ... or as T -> infinity
+    assert fit_temperature(logits, always_right)[0] == pytest.approx(T_RANGE[0], rel=0.01)
+    assert fit_temperature(logits, unrelated)[0] == pytest.approx(T_RANGE[1], rel=0.01)
