@@ -104,15 +104,16 @@ def compute_report(path, config: InspectConfig = InspectConfig()) -> tuple[dict,
     accuracy["view0"] = float((sample.logits[:, 0].argmax(axis=-1) == sample.labels).mean())
     accuracy["stored_teacher_accuracy"] = info.attrs.get("teacher_accuracy")
     correct = pred == labels
+    confidence = softmax(logits).max(axis=-1)
     fitted, curve = fit_temperature(logits, labels)
     temperatures = [temperature_section(logits, labels, t) for t in sorted({1.0, *config.temperatures})]
     report = _header(path, info, sample, classes)
     report.update({
         "accuracy": accuracy,
-        "confidence": confidence_section(softmax(logits).max(axis=-1), correct, entropy(logits), len(classes)),
+        "confidence": confidence_section(confidence, correct, entropy(logits), len(classes)),
         "calibration": {
             "at_1": {"temperature": 1.0, "nll": nll(logits, labels, 1.0),
-                     **reliability(softmax(logits).max(axis=-1), correct, config.bins)},
+                     **reliability(confidence, correct, config.bins)},
             "fitted": {"temperature": fitted, "nll": nll(logits, labels, fitted), "at_limit": _limit(fitted),
                        **reliability(softmax(logits, fitted).max(axis=-1), correct, config.bins)},
             "nll_curve": curve,
