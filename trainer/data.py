@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from softlabels.datasets import DatasetSource, eval_spec_for, open_dataset
-from softlabels.format import CacheInfo, CacheTargets, dataset_fingerprint, read_keys_labels
+from softlabels.format import CacheInfo, CacheTargets, dataset_fingerprint, dense_logits, read_keys_labels
 from softlabels.transforms import Augment, Preprocessing, get_augment, make_view, to_tensor
 
 SHOWN = 3  # examples per kind of difference in a mismatch message
@@ -206,6 +206,7 @@ class CachedDataset(Dataset):
         self.plain = _plain(prep.channels, prep.image_size)
         self.replay = get_augment(targets.info.augment.get("name", "none"))
         self.random = get_augment(random_augment)
+        self.num_classes = targets.layout.num_classes
 
     def __len__(self) -> int:
         return len(self.source)
@@ -219,14 +220,14 @@ class CachedDataset(Dataset):
 
     def __getitem__(self, item):
         index, view, epoch = _unpack(item)
-        targets = self._own_targets()
+        rows = self._own_targets().rows(index)  # one read for the targets and view parameters
         x = to_tensor(self.source.load(index), self.plain.channels)
         if self.random.name != "none":
             image = random_view(x, self.random, self.seed, index, epoch, self.plain)
         else:
-            params = targets.params(index)[view] if self.replay.param_names else ()
+            params = rows["views/params"][view] if self.replay.param_names else ()
             image = make_view(x, self.replay, params, self.plain)
-        logits = torch.from_numpy(np.ascontiguousarray(targets.logits(index, view), dtype=np.float32))
+        logits = torch.from_numpy(np.ascontiguousarray(dense_logits(rows, self.num_classes)[view], dtype=np.float32))
         return image, int(self.source.labels[index]), logits
 
 

@@ -28,6 +28,23 @@ def create_student(spec: str, num_classes: int, in_channels: int, image_size: in
     return model
 
 
+def probe_student(model: nn.Module, spec: str, prep: Preprocessing, num_classes: int) -> None:
+    """Run a 2-image batch through a fresh student so a shape problem reads as a clear error."""
+    probe = torch.zeros(2, prep.channels, prep.image_size, prep.image_size, device=next(model.parameters()).device)
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(probe.contiguous(memory_format=torch.channels_last))
+    except RuntimeError as err:
+        raise ValueError(f"student {spec} cannot run on {prep.channels}x{prep.image_size}x{prep.image_size} images "
+                         f"({str(err).splitlines()[0]})") from None
+    finally:
+        model.train(was_training)
+    if tuple(out.shape) != (2, num_classes):
+        raise ValueError(f"student {spec} returned shape {tuple(out.shape)} for 2 images; expected (2, {num_classes}) "
+                         f"logits, one per class")
+
+
 def zoo_preprocessing(spec: str) -> dict | None:
     """The preprocessing a zoo entry declares (the published weights' statistics), else None."""
     entry = ZOO.get(spec)

@@ -43,3 +43,13 @@ def test_preprocessing_precedence():
     assert model_preprocessing("cifar_resnet20", grey).mean == (0.3,)  # RGB zoo statistics do not fit grey data
     with pytest.raises(ValueError, match="channel"):
         model_preprocessing("small_cnn", grey, mean=(0.1, 0.2, 0.3), std=(1.0, 1.0, 1.0))
+
+
+def test_a_student_that_cannot_run_on_the_images_is_a_clear_error(tmp_path):
+    from trainer.students import probe_student
+
+    prep = Preprocessing((0.5,), (0.25,), 8)
+    with pytest.raises(ValueError, match="cannot run on 1x8x8 images"):
+        probe_student(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(10, 3)), "mine.py:make", prep, 3)
+    with pytest.raises(ValueError, match=r"expected \(2, 3\) logits"):
+        probe_student(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 5)), "mine.py:make", prep, 3)
