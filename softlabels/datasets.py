@@ -17,12 +17,8 @@ underlying torchvision or user dataset is dropped when pickled and rebuilt on fi
 from __future__ import annotations
 
 import gzip
-import hashlib
-import importlib.util
 import os
-import re
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from softlabels.userfiles import import_user_file
 
 DATASET_NAMES = ("cifar10", "cifar100", "mnist", "fashion-mnist")
 SPLITS = ("train", "test")
@@ -301,29 +298,8 @@ def _open_image_folder(spec: str, path: Path, split: str) -> DatasetSource:
 # --- user factories ------------------------------------------------------------------------------
 
 
-def _import_file(path: Path):
-    """Import a user's .py file by path (registered in sys.modules so its classes pickle)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"dataset file {str(path)!r} does not exist")
-    resolved = path.resolve()
-    stem, digest = re.sub(r"\W", "_", path.stem), hashlib.sha1(str(resolved).encode()).hexdigest()[:8]
-    name = f"softlabels_user_dataset_{stem}_{digest}"
-    module_spec = importlib.util.spec_from_file_location(name, resolved)
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[name] = module
-    sys.path.insert(0, str(resolved.parent))  # the file may import its neighbours
-    try:
-        module_spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(name, None)
-        raise
-    finally:
-        sys.path.remove(str(resolved.parent))
-    return module
-
-
 def _call_factory(path: Path, func: str, split: str, root: str):
-    factory = getattr(_import_file(path), func, None)
+    factory = getattr(import_user_file(path, "dataset"), func, None)
     if not callable(factory):
         raise ValueError(f"{path} has no function {func!r}")
     dataset = factory(split=split, root=root)

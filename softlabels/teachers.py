@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import importlib.util
 import inspect
 import pickle
 import re
-import sys
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ import torch
 from torch import nn
 
 from softlabels.zoo import ZOO, list_models
+from softlabels.userfiles import import_user_file
 
 TORCHVISION_PREFIX = "torchvision:"
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
@@ -98,29 +97,8 @@ def _torchvision_model(name: str, num_classes: int, in_channels: int) -> nn.Modu
     return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
 
 
-def _import_file(path: Path):
-    if not path.is_file():
-        raise FileNotFoundError(f"model file {str(path)!r} does not exist")
-    resolved = path.resolve()
-    digest = hashlib.sha1(str(resolved).encode()).hexdigest()[:8]
-    stem = re.sub(r"\W", "_", path.stem)
-    name = f"softlabels_user_{stem}_{digest}"
-    module_spec = importlib.util.spec_from_file_location(name, resolved)
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[name] = module  # so classes defined there can be pickled and introspected
-    sys.path.insert(0, str(resolved.parent))  # the file may import its neighbours
-    try:
-        module_spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(name, None)
-        raise
-    finally:
-        sys.path.remove(str(resolved.parent))
-    return module
-
-
 def _factory_model(path: Path, func: str, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
-    module = _import_file(path)
+    module = import_user_file(path, "model")
     factory = getattr(module, func, None)
     if not callable(factory):
         available = sorted(
