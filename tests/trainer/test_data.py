@@ -119,3 +119,16 @@ def test_lazy_cache_reads_the_same_in_workers(multiview_cache, image_folder, wor
     assert torch.equal(torch.cat([b[2] for b in got]), torch.stack([e[2] for e in expected]))
     assert len(_epoch(loader, sampler, 1)) == 4  # persistent workers serve the next epoch
     targets.close()
+
+
+def test_evaluation_set_defaults_to_the_test_split_and_must_share_classes(image_folder, make_images, tmp_path):
+    from trainer.data import eval_dataset
+
+    train = open_dataset(f"imagefolder:{image_folder}")
+    prep = Preprocessing((0.5,) * 3, (0.25,) * 3, 8)
+    assert eval_dataset(None, train, prep, "data", False).source.split == "test"
+    assert eval_dataset("none", train, prep, "data", False) is None
+    other = make_images(tmp_path / "other", splits=("test",))
+    (other / "test" / "frog").rename(other / "test" / "toad")
+    with pytest.raises(ValueError, match="has classes cat, dog, toad but the training set has cat, dog, frog"):
+        eval_dataset(f"imagefolder:{other}", train, prep, "data", False)
