@@ -344,7 +344,7 @@ def _run_pass(config, writer: fmt.CacheWriter, source, first_row: int, prep, mod
                                f"{fmt.partial_path(writer.path)}; run the same command with --resume to continue") from None
     except OSError as err:
         _stop(background, writer)
-        raise OSError(f"writing {fmt.partial_path(writer.path)} failed ({err.strerror or err}); the "
+        raise OSError(f"writing {fmt.partial_path(writer.path)} failed ({fmt.short_reason(err)}); the "
                       f"{writer.done_rows} samples written are kept: fix the cause and rerun with --resume") from None
     except BaseException:
         _stop(background, writer)
@@ -362,8 +362,8 @@ def _finish(writer: fmt.CacheWriter) -> Path:
     try:
         return writer.finish()
     except OSError as err:
-        writer.close()
-        raise OSError(f"finishing {writer.path} failed ({getattr(err, 'strerror', None) or err}); all rows are "
+        _close_quietly(writer)
+        raise OSError(f"finishing {writer.path} failed ({fmt.short_reason(err)}); all rows are "
                       f"kept in {fmt.partial_path(writer.path)}: fix the cause and rerun with --resume") from None
 
 
@@ -373,7 +373,15 @@ def _stop(background: _BackgroundWriter, writer: fmt.CacheWriter) -> None:
         background.close()
     except BaseException:
         pass
-    writer.close()
+    _close_quietly(writer)
+
+
+def _close_quietly(writer: fmt.CacheWriter) -> None:
+    """Close after a failure: a second error from the same cause (a flush to a full disk) would hide the first."""
+    try:
+        writer.close()
+    except Exception:
+        pass
 
 
 def _forward(model, views: torch.Tensor, device, amp: bool) -> torch.Tensor:

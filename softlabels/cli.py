@@ -127,10 +127,24 @@ def inspect(file, out, temperatures, max_samples, bins):
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-def verify(file):
+@click.option("--dataset", help="Also check that these are the samples the cache was built on (keys and labels; "
+              "says which were added, removed, renamed or relabelled). Same specs as `build --dataset`.")
+@click.option("--split", help="Split of --dataset [default: the cache's].")
+@click.option("--data-root", default="data", type=click.Path(file_okay=False), help="Root of the built-in datasets.")
+@click.option("--recompute", type=int_range(1), metavar="N", help="Re-run the teacher on N random samples and "
+              "compare with the stored targets (tolerance: 2% of a view's largest logit for float16 or AMP "
+              "builds, else 0.5%). Images come from --dataset, else from where the cache says.")
+@click.option("--teacher", help="Teacher for --recompute [default: the one recorded in the cache].")
+@click.option("--weights", type=click.Path(dir_okay=False), help="Its checkpoint [default: the recorded path].")
+@click.option("--trust-checkpoint", is_flag=True, help="Allow full unpickling of --weights (runs code from the file).")
+@click.option("--device", default="auto", help="Device for --recompute: auto, cpu, cuda or cuda:INDEX.")
+@click.option("--seed", default=0, type=int, help="Seed that picks the --recompute samples.")
+def verify(file, **options):
     """Check structure, completeness, block checksums and fingerprint; non-zero exit on any problem."""
-    stats = fmt.verify(file)
-    click.echo(f"ok: {file} ({stats.num_blocks} blocks verified, {stats.fingerprint[:19]}…)")
+    from softlabels.checks import VerifyConfig, verify_cache
+
+    for line in verify_cache(VerifyConfig(path=file, **options)):
+        click.echo(line)
 
 
 @main.command()

@@ -13,6 +13,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -188,6 +189,15 @@ def _checksummed(layout: Layout) -> list[str]:
     return ["labels", *layout.row_datasets()]
 
 
+def _read_block(file, layout: Layout, block: int) -> dict[str, np.ndarray]:
+    start, stop = layout.block_range(block)
+    return {name: file[name][start:stop] for name in _checksummed(layout)}
+
+
+def _stored_digest(file, block: int) -> bytes:
+    return file["integrity/block_sha256"][block].tobytes()
+
+
 # ----------------------------------------------------------------------------- writing
 
 
@@ -219,6 +229,27 @@ def layout_bytes(layout: Layout) -> int:
     return sum(int(np.prod(shape)) * dtype.itemsize for shape, dtype in layout.row_datasets().values())
 
 
+def _size_estimate(layout: Layout, keys: Sequence[str], attrs: dict) -> int:
+    """An upper bound on the size of a new partial: targets, keys, labels, checksums, metadata."""
+    keys_bytes = sum(len(key.encode("utf-8")) + 32 for key in keys)
+    attrs_bytes = sum(len(_json(value)) for value in attrs.values())
+    return layout_bytes(layout) + keys_bytes + attrs_bytes + 41 * layout.num_samples + 33 * layout.num_blocks + (64 << 10)
+
+
+def _probe_space(path: Path, size: int) -> None:
+    """Claim `size` bytes before HDF5 writes anything: a full disk or a file-size limit then fails
+    here, cleanly, rather than inside HDF5, whose failed writes cannot be unwound quietly."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as err:
+        if err.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise
+        os.ftruncate(fd, size)  # no fallocate on this file system: a file-size limit still shows
+    finally:
+        os.close(fd)
+
+
 def _reserve_space(path: Path) -> None:
     """Make the file system hand over the blocks now, so a full disk shows at the start."""
     fd = os.open(path, os.O_RDWR)
@@ -231,11 +262,20 @@ def _reserve_space(path: Path) -> None:
         os.close(fd)
 
 
-def _short_reason(err: BaseException) -> str:
+def _errno_of(err: BaseException) -> int | None:
+    """The errno inside an h5py error's text ("... errno = 28, error message = ...")."""
+    found = re.search(r"errno = (\d+)", str(err))
+    return int(found.group(1)) if found else getattr(err, "errno", None)
+
+
+def short_reason(err: BaseException) -> str:
+    """The OS's words for an error (h5py wraps them in a page of HDF5 context)."""
     text = str(err)
     for marker in ("error message = '", "errno = "):
         if marker in text:
             return text.split(marker, 1)[1].split("'")[0].split(",")[0]
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
     return text.splitlines()[0] if text else type(err).__name__
 
 
@@ -276,7 +316,8 @@ class CacheWriter:
         tmp = partial_path(path)
         file = None
         try:
-            file = h5py.File(tmp, "w")
+            _probe_space(tmp, _size_estimate(layout, keys, attrs))
+            file = h5py.File(tmp, "w", rdcc_nbytes=0)  # no chunk cache: see `_write`
             _write_header(file, layout, keys, labels, attrs)
             file.flush()
             _reserve_space(tmp)
@@ -286,7 +327,7 @@ class CacheWriter:
             _close_quietly(file)
             tmp.unlink(missing_ok=True)
             raise OSError(f"cannot create {tmp} ({layout_bytes(layout) / 2**20:.1f} MiB of targets): "
-                          f"{_short_reason(err)}") from None
+                          f"{short_reason(err)}") from None
         return cls(path, file, layout, 0)
 
     @classmethod
@@ -294,17 +335,15 @@ class CacheWriter:
         """Reopen `path`'s partial file; writing continues at the first block not yet done."""
         tmp = partial_path(path)
         try:
-            file = h5py.File(tmp, "r+")
+            file = h5py.File(tmp, "r+", rdcc_nbytes=0)  # no chunk cache: see `_write`
         except OSError as err:
-            raise CacheError(f"cannot resume from {tmp} ({_short_reason(err)}); pass --overwrite to start again") from None
+            raise CacheError(f"cannot resume from {tmp} ({short_reason(err)}); pass --overwrite to start again") from None
         try:
             layout = check_structure(file)
         except CacheError as err:
             _close_quietly(file)
             raise CacheError(f"cannot resume from {tmp}: {err}; pass --overwrite to start again") from None
-        done = file["integrity/done"][:]
-        missing = np.flatnonzero(done == 0)
-        next_block = int(missing[0]) if len(missing) else layout.num_blocks
+        next_block = _first_block_to_write(file, layout)
         return cls(Path(path), file, layout, min(next_block * layout.block_rows, layout.num_samples))
 
     # -- writing
@@ -336,12 +375,22 @@ class CacheWriter:
         block = self.next_row // self.layout.block_rows
         start, stop = self.layout.block_range(block)
         for name, value in arrays.items():
-            self.file[name][start:stop] = value
-        self.file["integrity/block_sha256"][block] = np.frombuffer(
-            _block_digest(self._block_arrays(start, stop, arrays)), dtype=np.uint8)
-        self.file["integrity/done"][block] = 1
+            self._write(name, slice(start, stop), value)
+        digest = _block_digest(self._block_arrays(start, stop, arrays))
+        self._write("integrity/block_sha256", block, np.frombuffer(digest, dtype=np.uint8))
+        self._write("integrity/done", block, 1)
         self.file.flush()
         self.next_row = stop
+
+    def _write(self, name: str, where, value) -> None:
+        """Write rows of one dataset. The file has no chunk cache, so each write reaches the file now,
+        in order (rows before their done flag), and a failed one (full disk, file-size limit) raises
+        here and leaves nothing dirty behind: with a cache, HDF5 would report it later or not at all,
+        and retry it at every flush and close."""
+        try:
+            self.file[name][where] = value
+        except (OSError, RuntimeError) as err:
+            raise OSError(_errno_of(err), f"{name}: {short_reason(err)}") from None
 
     def _block_arrays(self, start, stop, row_arrays) -> dict[str, np.ndarray]:
         arrays = dict(row_arrays)
@@ -357,21 +406,37 @@ class CacheWriter:
             self.file.attrs[name] = _json(value) if name in JSON_ATTRS else value
         self.file.flush()
         stats = check_file(self.file, require_complete=False)
-        self.file.attrs["teacher_accuracy"] = stats.teacher_accuracy
-        self.file.attrs["complete"] = True
+        # Rewrite the attributes reserved at creation in place: `attrs[name] = value` deletes and
+        # re-creates, allocating new metadata, and a failed write there (full disk, file-size limit)
+        # or a kill leaves a partial that HDF5 cannot open any more.
+        self.file.attrs.modify("teacher_accuracy", stats.teacher_accuracy)
+        self.file.attrs.modify("complete", True)
         self.close()
         tmp = partial_path(self.path)
-        if self.layout.compression != "none":
-            tmp = _repack_compressed(tmp, self.layout.compression)
-        _fsync(tmp)
-        os.replace(tmp, self.path)
+        final = tmp if self.layout.compression == "none" else _repack_compressed(tmp, self.layout.compression)
+        _fsync(final)
+        os.replace(final, self.path)
         _fsync_dir(self.path.parent)
+        tmp.unlink(missing_ok=True)  # a compressed build keeps its partial until the packed file is in place
         return self.path
 
     def close(self) -> None:
         if self.file.id.valid:
-            self.file.flush()
-            self.file.close()
+            try:
+                self.file.flush()
+            finally:
+                self.file.close()
+
+
+def _first_block_to_write(file, layout: Layout) -> int:
+    """The first block not marked done, or whose rows do not match their checksum: a block's rows reach
+    the file before its flag, but after a machine crash (not just a killed process) the flag can be
+    on disk without the rows."""
+    done = file["integrity/done"][:]
+    for block in range(layout.num_blocks):
+        if not done[block] or _block_digest(_read_block(file, layout, block)) != _stored_digest(file, block):
+            return block
+    return layout.num_blocks
 
 
 def _write_header(file, layout: Layout, keys, labels, attrs: dict) -> None:
@@ -385,6 +450,7 @@ def _write_header(file, layout: Layout, keys, labels, attrs: dict) -> None:
     root["storage"] = layout.storage
     root["dtype"] = layout.dtype
     root["compression"] = layout.compression
+    root["teacher_accuracy"] = np.nan  # reserved now so that finishing only rewrites it in place
     if layout.topk:
         root["topk"] = layout.topk
     root["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -410,6 +476,15 @@ def _repack_compressed(tmp: Path, compression: str) -> Path:
     """Copy a finished uncompressed partial into a compressed one (a compressed file cannot be
     pre-allocated, so it is only ever written whole, after the teacher pass)."""
     packed = Path(str(tmp) + ".packing")
+    try:
+        _copy_compressed(tmp, packed, compression)
+    except BaseException:
+        packed.unlink(missing_ok=True)  # the partial is untouched: finishing again starts over
+        raise
+    return packed
+
+
+def _copy_compressed(tmp: Path, packed: Path, compression: str) -> None:
     with h5py.File(tmp, "r") as src, h5py.File(packed, "w") as dst:
         for name, value in src.attrs.items():
             dst.attrs[name] = value
@@ -427,8 +502,6 @@ def _repack_compressed(tmp: Path, compression: str) -> Path:
             out.attrs.update(dict(obj.attrs))
 
         src.visititems(copy)
-    os.remove(tmp)
-    return packed
 
 
 def _fsync(path: Path) -> None:
@@ -525,7 +598,7 @@ def check_structure(file: h5py.File) -> Layout:
     """Header, trust and the shapes/types of every dataset the layout promises."""
     layout = read_layout(file)
     check_trust(file)
-    n, v = layout.num_samples, layout.num_views
+    n = layout.num_samples
     expected = {"keys": (n,), "labels": (n,), "integrity/done": (layout.num_blocks,),
                 "integrity/block_sha256": (layout.num_blocks, 32)}
     expected.update({name: shape for name, (shape, _) in layout.row_datasets().items()})
@@ -556,8 +629,12 @@ def check_file(file: h5py.File, require_complete: bool = True) -> CheckStats:
     correct = 0
     for block in range(layout.num_blocks):
         start, stop = layout.block_range(block)
-        arrays = {name: file[name][start:stop] for name in _checksummed(layout)}
-        if _block_digest(arrays).hex() != file["integrity/block_sha256"][block].tobytes().hex():
+        try:
+            arrays = _read_block(file, layout, block)
+        except OSError as err:  # e.g. a damaged compressed chunk
+            raise CacheError(f"{file.filename}: block {block} (rows {start}..{stop - 1}) cannot be read "
+                             f"({short_reason(err)})") from None
+        if _block_digest(arrays) != _stored_digest(file, block):
             raise CacheError(f"{file.filename}: checksum mismatch in block {block} (rows {start}..{stop - 1})")
         top1 = _top1(arrays)
         if not np.isfinite(arrays[layout.target_datasets[0]].astype(np.float32)).all():
@@ -660,6 +737,8 @@ def read_info(path) -> CacheInfo:
         layout = check_structure(file)
         json_attrs = {name: read_json_attr(file, name) for name in JSON_ATTRS}
         plain = {name: _attr(file, name) for name in file.attrs if name not in JSON_ATTRS}
+        if plain.get("teacher_accuracy") != plain.get("teacher_accuracy"):  # NaN: reserved, not yet known
+            plain["teacher_accuracy"] = None
         return CacheInfo(str(path), layout, plain.get("complete") is True, attrs=plain, **json_attrs)
 
 

@@ -12,7 +12,6 @@ seeds random (uncached) augmentation per sample, so a run is reproducible whatev
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -201,7 +200,6 @@ class CachedDataset(Dataset):
         if len(source) != len(targets):
             raise ValueError(f"{source.spec} has {len(source)} samples but the cache {targets.path} {len(targets)}")
         self.source, self.targets, self.seed = source, targets, seed
-        self._pid = os.getpid()
         prep = Preprocessing.from_dict(targets.info.preprocessing)
         self.plain = _plain(prep.channels, prep.image_size)
         self.replay = get_augment(targets.info.augment.get("name", "none"))
@@ -211,16 +209,9 @@ class CachedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def _own_targets(self) -> CacheTargets:
-        """The targets, never through an HDF5 handle inherited across fork (each process opens its own)."""
-        if self._pid != os.getpid():
-            self.targets.close()
-            self._pid = os.getpid()
-        return self.targets
-
     def __getitem__(self, item):
         index, view, epoch = _unpack(item)
-        rows = self._own_targets().rows(index)  # one read for the targets and view parameters
+        rows = self.targets.rows(index)  # one read for the targets and view parameters
         x = to_tensor(self.source.load(index), self.plain.channels)
         if self.random.name != "none":
             image = random_view(x, self.random, self.seed, index, epoch, self.plain)
