@@ -1,0 +1,286 @@
+"""Checks of a cache against what lies outside it: the samples it says it describes (which keys were
+added, removed, renamed or relabelled since) and the teacher it says produced it (recomputing a few
+samples). `softlabels verify --dataset / --recompute` runs them; the trainer reuses `compare_samples`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+
+from softlabels import format as fmt
+from softlabels.datasets import DatasetSource, open_dataset
+
+SHOWN = 3  # examples per kind of difference in a message
+# Allowed |stored - recomputed| logit difference, as a fraction of the view's largest |logit| (at least
+# 1): half precision (float16 storage or an AMP pass) keeps ~3 digits, float32 passes on another
+# device or kernel (TF32 convolutions) still differ in the fourth.
+RELATIVE_TOLERANCE = {"half": 2e-2, "float32": 5e-3}
+
+
+# ----------------------------------------------------------------------------- samples
+
+
+@dataclass
+class SampleDiff:
+    """How a dataset's (key, label) list differs from the one a cache was built on (empty: the same)."""
+
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    renamed: list[tuple[str, str]] = field(default_factory=list)
+    relabelled: list[tuple[str, str, int, int]] = field(default_factory=list)  # old key, new key, old, new label
+    reordered: int = 0
+    classes: tuple[list[str], list[str]] | None = None  # (cache's, dataset's) class names when they differ
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.renamed or self.relabelled or self.reordered
+                    or self.classes)
+
+    def describe(self, classes=None) -> str:
+        """One line: counts of each kind with a few examples; labels named with `classes`."""
+        def name(label: int) -> str:
+            return str(classes[label]) if classes is not None and 0 <= label < len(classes) else str(label)
+
+        def moved(old: str, new: str, a: int, b: int) -> str:
+            return f"{old}{'' if new == old else f' -> {new}'}: {name(a)} -> {name(b)}"
+
+        parts = [_listed("added", self.added), _listed("removed", self.removed),
+                 _listed("renamed", [f"{a} -> {b}" for a, b in self.renamed]),
+                 _listed("relabelled", [moved(*item) for item in self.relabelled])]
+        if self.reordered:
+            parts.append(f"{self.reordered} samples in another order")
+        if self.classes:
+            parts.insert(0, f"classes differ (cache: {_short(self.classes[0])}; dataset: {_short(self.classes[1])})")
+        return ", ".join(p for p in parts if p)
+
+
+def _listed(kind: str, items: list[str]) -> str:
+    if not items:
+        return ""
+    more = ", ..." if len(items) > SHOWN else ""
+    return f"{len(items)} {kind} (e.g. {', '.join(items[:SHOWN])}{more})"
+
+
+def _short(names: list[str], limit: int = 6) -> str:
+    return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def compare_samples(cache_keys, cache_labels, keys, labels) -> SampleDiff:
+    """What changed from the cache's (keys, labels) to a dataset's, both in dataset order.
+
+    A key gone and a new one with the same file name (`cat/7.png` -> `dog/7.png`), or at the same
+    position, count as one sample renamed (same label) or relabelled (moved to another class).
+    """
+    cached = {k: int(v) for k, v in zip(cache_keys, cache_labels)}
+    current = {k: int(v) for k, v in zip(keys, labels)}
+    gone = [k for k in cache_keys if k not in current]
+    new = [k for k in keys if k not in cached]
+    diff = SampleDiff(relabelled=[(k, k, cached[k], current[k]) for k in cache_keys
+                                  if k in current and cached[k] != current[k]])
+    pairs = _renames(gone, new, list(cache_keys), list(keys))
+    for old, renamed in pairs:
+        if cached[old] == current[renamed]:
+            diff.renamed.append((old, renamed))
+        else:
+            diff.relabelled.append((old, renamed, cached[old], current[renamed]))
+    paired_old, paired_new = {a for a, _ in pairs}, {b for _, b in pairs}
+    diff.removed = [k for k in gone if k not in paired_old]
+    diff.added = [k for k in new if k not in paired_new]
+    if not (gone or new):
+        diff.reordered = sum(1 for a, b in zip(cache_keys, keys) if a != b)
+    return diff
+
+
+def _renames(gone: list[str], new: list[str], cache_keys: list[str], keys: list[str]) -> list[tuple[str, str]]:
+    """Pair vanished keys with new ones: by a file name unique on both sides, else by position."""
+    def by_name(names):
+        found: dict[str, list[str]] = {}
+        for key in names:
+            found.setdefault(PurePosixPath(key).name, []).append(key)
+        return {n: ks[0] for n, ks in found.items() if len(ks) == 1}
+
+    old_names, new_names = by_name(gone), by_name(new)
+    pairs = [(old_names[n], new_names[n]) for n in old_names if n in new_names]
+    taken_old, taken_new = {a for a, _ in pairs}, {b for _, b in pairs}
+    position = {k: i for i, k in enumerate(keys)}
+    new_set = set(new)
+    for i, old in enumerate(cache_keys):
+        if old in taken_old or old in position or i >= len(keys):
+            continue
+        candidate = keys[i]
+        if candidate in new_set and candidate not in taken_new:
+            pairs.append((old, candidate))
+            taken_new.add(candidate)
+    return pairs
+
+
+def check_against_dataset(path, source: DatasetSource) -> SampleDiff:
+    """Compare a cache's keys and labels (its shard's rows, for a shard) with a dataset's."""
+    info = fmt.read_info(path)
+    cache_keys, cache_labels = fmt.read_keys_labels(path)
+    keys, labels = source.keys, source.labels
+    if info.shard:
+        keys, labels = keys[info.shard["start"]:info.shard["stop"]], labels[info.shard["start"]:info.shard["stop"]]
+    diff = compare_samples(cache_keys, cache_labels, keys, labels)
+    recorded = info.dataset.get("classes")
+    if recorded is not None and list(recorded) != list(source.classes):
+        diff.classes = (list(recorded), list(source.classes))
+    if not diff and info.fingerprint not in (None, fmt.dataset_fingerprint(keys, labels)):
+        raise fmt.CacheError(f"{path}: its keys and labels do not match its own recorded fingerprint")
+    return diff
+
+
+def require_same_samples(path, source: DatasetSource) -> None:
+    """Raise ValueError saying what differs when `source` is not the data the cache was built on."""
+    diff = check_against_dataset(path, source)
+    if diff:
+        raise ValueError(f"{path} was not built from {source.spec} ({source.split}): "
+                         f"{diff.describe(source.classes)}; rebuild the cache for these samples "
+                         f"or point --dataset at the ones it was built from")
+
+
+# ----------------------------------------------------------------------------- teacher
+
+
+@dataclass
+class Recomputed:
+    """The outcome of re-running the teacher on some samples of a cache."""
+
+    keys: list[str]
+    num_views: int
+    worst: float  # largest |difference| / tolerance over every compared value (<= 1 passes)
+    mismatches: list[tuple[str, int, float, float]]  # key, view, largest |difference|, tolerance
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+
+def recompute(path, n: int, teacher: str | None = None, weights: str | None = None, *,
+              source: DatasetSource | None = None, trust_checkpoint: bool = False, device: str = "auto",
+              seed: int = 0) -> Recomputed:
+    """Re-run a teacher (default: the recorded one) on `n` random samples (chosen by `seed`) and
+    compare with the stored targets, replaying each view from its stored parameters. The images come
+    from `source` (default: the recorded dataset), matched by key."""
+    from softlabels.runtime import prepare_model, resolve_device
+    from softlabels.transforms import Preprocessing
+
+    targets = fmt.CacheTargets(path)
+    info, layout = targets.info, targets.layout
+    source = source or open_dataset(info.dataset["spec"], info.dataset.get("split", "train"),
+                                    info.dataset.get("root") or "data")
+    prep = Preprocessing.from_dict(info.preprocessing)
+    model = _load_teacher(info, teacher, weights, trust_checkpoint, prep)
+    target = resolve_device(device)
+    model = prepare_model(model, target).eval()
+    rows = np.sort(np.random.default_rng(seed).choice(layout.num_samples, min(n, layout.num_samples), replace=False))
+    keys = [str(k) for k in fmt.read_keys_labels(path)[0]]
+    index = {k: i for i, k in enumerate(source.keys)}
+    tolerance = RELATIVE_TOLERANCE["half" if layout.dtype == "float16" or info.build.get("amp") else "float32"]
+    worst, mismatches = 0.0, []
+    for row in rows:
+        key = keys[row]
+        if key not in index:
+            raise ValueError(f"sample {key!r} of {path} is not in {source.spec} ({source.split}); "
+                             f"point --dataset at the images the cache was built from")
+        views = _views(source, index[key], key, targets, int(row), info, prep)
+        with torch.inference_mode():
+            fresh = model(views.to(target).contiguous(memory_format=torch.channels_last)).float().cpu().numpy()
+        for view, (difference, allowed) in enumerate(_differences(targets.rows(int(row)), fresh, tolerance)):
+            worst = max(worst, difference / allowed)
+            if difference > allowed:
+                mismatches.append((key, view, difference, allowed))
+    return Recomputed([keys[r] for r in rows], layout.num_views, worst, mismatches)
+
+
+def _load_teacher(info: fmt.CacheInfo, spec: str | None, weights: str | None, trust: bool, prep):
+    from softlabels.teachers import archive_path, load_teacher
+
+    spec = spec or info.teacher.get("spec")
+    if not spec:
+        raise ValueError("the cache records no teacher: pass --teacher (and --weights)")
+    if weights is None and spec == info.teacher.get("spec") and archive_path(spec) is None:
+        weights = info.teacher.get("weights")  # the recorded checkpoint, when it is still there
+        if weights is not None and not Path(weights).is_file():
+            raise FileNotFoundError(f"the cache's teacher weights {weights} are not here; pass --weights")
+    return load_teacher(spec, weights=weights, num_classes=info.layout.num_classes, trust_checkpoint=trust,
+                        in_channels=prep.channels, image_size=prep.image_size).model
+
+
+def _views(source, index: int, key: str, targets: fmt.CacheTargets, row: int, info, prep) -> torch.Tensor:
+    """The (V, C, S, S) teacher inputs of one sample, replayed from the stored view parameters."""
+    from softlabels.transforms import make_views, sample_views
+
+    augment = info.augment.get("name", "none")
+    image = source.load(index)
+    if targets.layout.param_names:
+        params = targets.params(row)
+    else:
+        width, height = image.size
+        params = sample_views(augment, int(info.augment.get("seed", 0)), key, targets.layout.num_views,
+                              height, width, prep.image_size)
+    return make_views(image, augment, params, prep)
+
+
+def _differences(stored: dict[str, np.ndarray], fresh: np.ndarray, tolerance: float):
+    """(largest |difference|, allowed) per view: full logits, or the stored top-k and log-sum-exp."""
+    scale = np.maximum(1.0, np.abs(fresh).max(axis=-1))  # (V,)
+    if "logits" in stored:
+        difference = np.abs(stored["logits"].astype(np.float32) - fresh).max(axis=-1)
+    else:
+        head = np.take_along_axis(fresh, stored["topk/indices"].astype(np.int64), axis=-1)
+        lse = torch.logsumexp(torch.from_numpy(fresh), dim=-1).numpy()
+        difference = np.maximum(np.abs(stored["topk/values"].astype(np.float32) - head).max(axis=-1),
+                                np.abs(stored["topk/logsumexp"] - lse))
+    return [(float(d), float(tolerance * s)) for d, s in zip(difference, scale)]
+
+
+# ----------------------------------------------------------------------------- `softlabels verify`
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """What `softlabels verify` checks: always the file itself; optionally the samples and the teacher."""
+
+    path: str
+    dataset: str | None = None
+    split: str | None = None
+    data_root: str = "data"
+    recompute: int = 0
+    teacher: str | None = None
+    weights: str | None = None
+    trust_checkpoint: bool = False
+    device: str = "auto"
+    seed: int = 0
+
+
+def verify_cache(config: VerifyConfig) -> list[str]:
+    """Run the checks in order, raising at the first failure; returns one line per check passed."""
+    if (config.teacher or config.weights) and not config.recompute:
+        raise ValueError("--teacher and --weights choose the teacher for --recompute N; add --recompute")
+    stats = fmt.verify(config.path)
+    lines = [f"ok: {config.path} ({stats.num_blocks} blocks verified, {stats.fingerprint[:19]}…)"]
+    source = None
+    if config.dataset:
+        split = config.split or fmt.read_info(config.path).dataset.get("split", "train")
+        source = open_dataset(config.dataset, split, config.data_root)
+        require_same_samples(config.path, source)
+        lines.append(f"ok: the same {len(source)} samples and labels as {config.dataset} ({split})")
+    if config.recompute:
+        result = recompute(config.path, config.recompute, config.teacher, config.weights, source=source,
+                           trust_checkpoint=config.trust_checkpoint, device=config.device, seed=config.seed)
+        if not result.ok:
+            raise ValueError(_mismatch_message(config.path, result))
+        lines.append(f"ok: the teacher reproduces {len(result.keys)} samples x {result.num_views} view(s) "
+                     f"(largest difference {result.worst:.0%} of the tolerance)")
+    return lines
+
+
+def _mismatch_message(path, result: Recomputed) -> str:
+    key, view, difference, allowed = result.mismatches[0]
+    samples = len({m[0] for m in result.mismatches})
+    return (f"{path}: the teacher's logits differ from the stored ones for {samples} of {len(result.keys)} "
+            f"samples (first: {key} view {view}, |difference| {difference:.3g} > {allowed:.3g}); the cache was "
+            f"built with another teacher, weights or preprocessing, or its data was altered")

@@ -1,0 +1,346 @@
+"""The fault battery of the build and verify side (issue 5): real kills, signals, file-size limits,
+damaged files and broken teachers, each followed by what a user does next (verify, resume), and the
+result compared bit for bit with an uninterrupted build.
+
+Tests that start `python -m softlabels` processes are marked slow (each start costs seconds); CI runs
+them too. Every build here: 18 images, batches and blocks of 2 rows (9 blocks), float32 storage.
+"""
+import math
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from softlabels import format as fmt
+from softlabels.checks import compare_samples
+from softlabels.cli import main
+
+NUM_BLOCKS = 9
+PROGRESS = "teacher pass:"  # the progress bar's lines, written before any error
+DELAY = 0.15  # seconds per teacher forward in the processes we stop: a pass of ~1.5 s
+
+# One small_cnn teacher with faults switched on by environment variables, counted in forward calls
+# (call 1 is the shape probe, call b + 1 computes batch b).
+FAULTY_TEACHER = '''
+import os, signal, time
+from softlabels.zoo import SmallCNN
+
+class Faulty(SmallCNN):
+    calls = 0
+
+    def forward(self, x):
+        Faulty.calls += 1
+        if Faulty.calls == int(os.environ.get("FAULT_SIGINT_AT", 0)):
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C in the middle of the pass
+        time.sleep(float(os.environ.get("FAULT_DELAY", 0)))
+        out = super().forward(x)
+        if Faulty.calls == int(os.environ.get("FAULT_NAN_AT", 0)):
+            out[1, 0] = float("nan")
+        return out
+
+def make(num_classes, in_channels=3, image_size=8):
+    return Faulty(num_classes, in_channels=in_channels, image_size=image_size)
+'''
+
+
+@pytest.fixture
+def argv(image_folder, teacher_weights, tmp_path):
+    """`softlabels build` arguments for the faulty teacher writing to `out`."""
+    teacher = tmp_path / "faulty.py"
+    teacher.write_text(FAULTY_TEACHER)
+
+    def make(out, *extra):
+        return ["build", "--dataset", f"imagefolder:{image_folder}", "--teacher", f"{teacher}:make",
+                "--weights", str(teacher_weights), "--batch-size", "2", "--block-rows", "2", "--workers", "0",
+                "--device", "cpu", "--dtype", "float32", "--out", str(out), *extra]
+    return make
+
+
+@pytest.fixture
+def out(tmp_path):
+    return tmp_path / "cache.h5"
+
+
+def run(*args, **env):
+    """`softlabels ARGS` in this process, with fault switches set for the call."""
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update({name: str(value) for name, value in env.items()})
+    try:
+        return CliRunner().invoke(main, [str(a) for a in args])
+    finally:
+        for name, value in saved.items():
+            os.environ.pop(name) if value is None else os.environ.__setitem__(name, value)
+
+
+def start(args, delay=0.0, limit_kib=None) -> subprocess.Popen:
+    """`python -m softlabels ARGS` as a real process, optionally under `ulimit -f` (in KiB)."""
+    env = dict(os.environ, FAULT_DELAY=str(delay), OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "softlabels", *map(str, args)]
+    if limit_kib is not None:  # Python ignores SIGXFSZ, so writes past the limit fail with EFBIG
+        command = ["bash", "-c", f'ulimit -f {limit_kib} && exec "$@"', "ulimit", *command]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(process, timeout=120) -> tuple[int, str]:
+    """Exit status and last stderr line (the progress bar writes the lines before it)."""
+    _, err = process.communicate(timeout=timeout)
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    return process.returncode, lines[-1] if lines else ""
+
+
+def done_mask(partial):
+    """The partial's integrity/done flags as the writer left them (None until it can be read).
+    The writer holds HDF5's lock, so poll without locking."""
+    try:
+        with h5py.File(partial, "r", locking=False) as file:
+            return file["integrity/done"][:]
+    except (OSError, KeyError):
+        return None
+
+
+def blocks_done(partial) -> int:
+    mask = done_mask(partial)
+    return -1 if mask is None else int(mask.sum())
+
+
+def wait_for(condition, process, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not condition() and process.poll() is None:
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("the build never reached the point where the test stops it")
+        time.sleep(0.01)
+
+
+def reference(argv, tmp_path, *extra):
+    """The uninterrupted build to compare with."""
+    path = tmp_path / ("reference" + "-".join(extra) + ".h5")
+    result = run(*argv(path, *extra))
+    assert result.exit_code == 0, result.output
+    return path
+
+
+def assert_identical(path, expected):
+    """Same datasets, bytes and attributes (but the start time) as the uninterrupted build."""
+    fmt.verify(path)
+    with h5py.File(path, "r") as got, h5py.File(expected, "r") as want:
+        names = []
+        want.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+        assert set(names) >= {"keys", "labels", "logits", "integrity/block_sha256", "integrity/done"}
+        for name in names:
+            assert got[name].dtype == want[name].dtype, name
+            np.testing.assert_array_equal(got[name][:], want[name][:], err_msg=name)
+        attrs = [{k: v for k, v in f.attrs.items() if k != "created"} for f in (got, want)]
+        assert attrs[0].keys() == attrs[1].keys()
+        for name, value in attrs[1].items():
+            assert np.array_equal(attrs[0][name], value), name
+    assert not fmt.partial_path(path).exists()
+
+
+def assert_refused(result, *fragments):
+    """A non-zero exit with one clear line and no traceback."""
+    assert result.exit_code != 0, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.strip().splitlines() if not line.startswith(PROGRESS)]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for fragment in fragments:
+        assert fragment in lines[0], result.output
+
+
+def interrupted_partial(argv, out, sigint_at=5, *extra):
+    """A partial left by a real Ctrl-C (the teacher signals its own process) after some batches."""
+    result = run(*argv(out, *extra), FAULT_SIGINT_AT=sigint_at)
+    assert_refused(result, "interrupted", "--resume")
+    assert not out.exists()
+    return fmt.partial_path(out)
+
+
+# ----------------------------------------------------------------------------- killed builds
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_points_then_resume_is_bit_identical(argv, out, tmp_path):
+    rng = random.Random(5)
+    partial = fmt.partial_path(out)
+    for attempt, blocks in enumerate(sorted(rng.sample(range(NUM_BLOCKS), 3))):
+        process = start(argv(out, *(["--resume"] if attempt else [])), delay=DELAY)
+        wait_for(lambda: blocks_done(partial) >= blocks, process)
+        time.sleep(rng.uniform(0, DELAY))  # anywhere in the next batch: forward, encode, write, flush
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        if out.exists():  # the kill came after the rename: then it is the finished cache
+            break
+        mask = done_mask(partial)
+        assert mask is None or list(mask) == sorted(mask, reverse=True)  # blocks land in order
+        assert_refused(run("verify", out), "cache not found", "--resume")
+    result = run(*argv(out, "--resume"))
+    assert result.exit_code == 0, result.output
+    assert_identical(out, reference(argv, tmp_path))
+
+
+@pytest.mark.slow
+def test_sigint_to_a_build_process_then_resume(argv, out, tmp_path):
+    partial = fmt.partial_path(out)
+    process = start(argv(out), delay=DELAY)
+    wait_for(lambda: blocks_done(partial) >= 3, process)
+    process.send_signal(signal.SIGINT)
+    status, line = finish(process)
+    assert status == 1 and line.startswith("error: interrupted:") and "run the same command with --resume" in line
+    saved = int(re.search(r"(\d+) of 18 samples are saved", line).group(1))
+    assert saved == 2 * blocks_done(partial) >= 6  # the message tells the truth about the partial
+    assert not out.exists()
+    result = run(*argv(out, "--resume"))
+    assert result.exit_code == 0 and f"(resumed at sample {saved})" in result.output, result.output
+    assert_identical(out, reference(argv, tmp_path))
+
+
+# ----------------------------------------------------------------------------- write errors
+
+
+def chunk_offsets(path, names):
+    """(first byte, end) of every chunk of these datasets in the file."""
+    spans = []
+    with h5py.File(path, "r") as file:
+        for name in names:
+            dataset = file[name].id
+            for i in range(dataset.get_num_chunks()):
+                info = dataset.get_chunk_info(i)
+                spans.append((info.byte_offset, info.byte_offset + info.size))
+    return spans
+
+
+@pytest.mark.slow
+def test_file_size_limit_at_start_mid_pass_and_at_finish_then_resume(argv, out, tmp_path):
+    partial = fmt.partial_path(out)
+    # At the start: the whole partial is reserved at creation, so nothing is computed in vain.
+    status, line = finish(start(argv(out, "--compression", "gzip"), limit_kib=4))
+    assert status == 1 and line.startswith(f"error: cannot create {partial}") and "File too large" in line
+    assert not out.exists() and not partial.exists()
+
+    # Mid-pass: a Ctrl-C'd partial resumed under a limit that ends before its logits.
+    interrupted_partial(argv, out, 5, "--compression", "gzip")
+    before = blocks_done(partial)
+    logits_start = min(start for start, _ in chunk_offsets(partial, ["logits"]))
+    status, line = finish(start(argv(out, "--compression", "gzip", "--resume"), limit_kib=logits_start // 1024))
+    assert status == 1 and line.startswith(f"error: writing {partial} failed") and "File too large" in line
+    assert f"the {2 * before} samples written are kept" in line and "--resume" in line
+    assert blocks_done(partial) == before and not out.exists()
+
+    # At the finish: every row fits under the limit, the compressed copy made at the end does not.
+    expected = reference(argv, tmp_path, "--compression", "gzip")
+    data_end = max(end for _, end in chunk_offsets(partial, ["labels", "logits", "integrity/done",
+                                                             "integrity/block_sha256"]))
+    limit_kib = math.ceil(data_end / 1024)
+    assert limit_kib * 1024 < expected.stat().st_size
+    status, line = finish(start(argv(out, "--compression", "gzip", "--resume"), limit_kib=limit_kib))
+    assert status == 1 and line.startswith(f"error: finishing {out} failed") and "too large" in line
+    assert f"all rows are kept in {partial}" in line and blocks_done(partial) == NUM_BLOCKS
+    assert not out.exists() and sorted(p.name for p in tmp_path.glob("cache.h5*")) == ["cache.h5.partial"]
+
+    result = run(*argv(out, "--compression", "gzip", "--resume"))
+    assert result.exit_code == 0, result.output
+    assert_identical(out, expected)
+
+
+# ----------------------------------------------------------------------------- damaged partials
+
+
+def test_resume_rewrites_a_block_whose_rows_never_reached_the_disk(argv, out, tmp_path):
+    """After a machine crash a done flag can be on disk without its rows: resume must not trust it."""
+    partial = interrupted_partial(argv, out, 6)
+    last = int(np.flatnonzero(done_mask(partial))[-1])
+    start_byte = min(start for start, _ in chunk_offsets(partial, ["logits"]))
+    row_bytes = 3 * 4
+    with open(partial, "r+b") as file:  # the rows of the last done block back to zeros
+        file.seek(start_byte + 2 * last * row_bytes)
+        file.write(bytes(2 * row_bytes))
+    result = run(*argv(out, "--resume"))
+    assert result.exit_code == 0 and f"(resumed at sample {2 * last})" in result.output, result.output
+    assert_identical(out, reference(argv, tmp_path))
+
+
+def test_truncated_partial_is_refused_with_the_way_out(argv, out):
+    partial = interrupted_partial(argv, out)
+    data = partial.read_bytes()
+    partial.write_bytes(data[: len(data) * 2 // 3])
+    assert_refused(run(*argv(out, "--resume")), f"cannot resume from {partial}", "--overwrite")
+    assert run(*argv(out, "--overwrite")).exit_code == 0
+    fmt.verify(out)
+
+
+def test_nan_teacher_is_refused_and_the_partial_resumes_once_fixed(argv, out, tmp_path):
+    result = run(*argv(out), FAULT_NAN_AT=4)  # batch 3 = rows 4, 5: row 5 is NaN
+    assert_refused(result, "NaN/inf logits for 1 sample(s)", "first keys: cat/0005.png")
+    assert not out.exists()
+    assert_refused(run("verify", out), "cache not found")
+    assert blocks_done(fmt.partial_path(out)) == 2  # the blocks before it are kept
+    result = run(*argv(out, "--resume"))
+    assert result.exit_code == 0 and "(resumed at sample 4)" in result.output, result.output
+    assert_identical(out, reference(argv, tmp_path))
+
+
+# ----------------------------------------------------------------------------- damaged caches
+
+
+@pytest.fixture
+def cache(argv, out):
+    result = run(*argv(out))
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def flip_byte(path, offset):
+    with open(path, "r+b") as file:
+        file.seek(offset)
+        byte = file.read(1)[0]
+        file.seek(offset)
+        file.write(bytes([byte ^ 0x5A]))
+
+
+@pytest.mark.parametrize("name, row_bytes", [("logits", 12), ("labels", 8)])
+def test_verify_names_the_block_of_a_flipped_byte(cache, name, row_bytes):
+    rng = random.Random(name)
+    for _ in range(3):
+        damaged = cache.with_name(f"damaged-{name}.h5")
+        shutil.copy(cache, damaged)
+        row = rng.randrange(18)
+        (first, _), = chunk_offsets(damaged, [name])  # one chunk holds all 18 rows
+        flip_byte(damaged, first + row * row_bytes + rng.randrange(row_bytes))
+        assert_refused(run("verify", damaged), f"checksum mismatch in block {row // 2} ")
+
+
+def test_verify_refuses_truncated_caches(cache):
+    data = cache.read_bytes()
+    rng = random.Random(3)
+    for size in sorted({0, 100, len(data) // 2, len(data) - 1, *rng.sample(range(len(data)), 3)}):
+        damaged = cache.with_name(f"cut-{size}.h5")
+        damaged.write_bytes(data[:size])
+        assert_refused(run("verify", damaged), str(damaged))
+
+
+def test_an_incomplete_file_at_the_final_name_is_never_accepted(argv, out, tmp_path):
+    partial = interrupted_partial(argv, out)
+    moved = tmp_path / "moved.h5"
+    shutil.copy(partial, moved)  # renamed by hand
+    assert_refused(run("verify", moved), "incomplete", "--resume")
+    with h5py.File(moved, "r+") as file:
+        file.attrs["complete"] = True  # claimed complete, but blocks are missing
+    first_missing = int(np.flatnonzero(done_mask(partial) == 0)[0])
+    assert_refused(run("verify", moved), f"block {first_missing} ", "never written")
+
+
+def test_compressed_cache_with_a_flipped_byte_is_refused(argv, out):
+    assert run(*argv(out, "--compression", "gzip")).exit_code == 0
+    (first, end), = chunk_offsets(out, ["logits"])
+    flip_byte(out, (first + end) // 2)
+    assert_refused(run("verify", out), "block")
