@@ -140,7 +140,9 @@ def inspect(file, out, temperatures, max_samples, bins):
 @click.option("--device", default="auto", help="Device for --recompute: auto, cpu, cuda or cuda:INDEX.")
 @click.option("--seed", default=0, type=int, help="Seed that picks the --recompute samples.")
 def verify(file, **options):
-    """Check structure, completeness, block checksums and fingerprint; non-zero exit on any problem."""
+    """Check structure, completeness, block checksums and fingerprint; with --dataset, that the samples
+    are the ones the cache was built on; with --recompute N, that the teacher reproduces N of them.
+    Non-zero exit on any problem."""
     from softlabels.checks import VerifyConfig, verify_cache
 
     for line in verify_cache(VerifyConfig(path=file, **options)):

@@ -39,6 +39,8 @@ class Preprocessing:
         object.__setattr__(self, "image_size", int(self.image_size))
         if len(self.mean) != len(self.std) or len(self.mean) not in (1, 3):
             raise ValueError(f"mean and std need 1 or 3 values each (one per channel), got {self.mean} and {self.std}")
+        if not all(math.isfinite(value) for value in (*self.mean, *self.std)):
+            raise ValueError(f"mean and std must be finite numbers, got {self.mean} and {self.std}")
         if min(self.std) <= 0:
             raise ValueError(f"std values must be positive, got {self.std}")
         if self.image_size < 1:

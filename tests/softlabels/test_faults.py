@@ -344,3 +344,137 @@ def test_compressed_cache_with_a_flipped_byte_is_refused(argv, out):
     (first, end), = chunk_offsets(out, ["logits"])
     flip_byte(out, (first + end) // 2)
     assert_refused(run("verify", out), "block")
+
+
+# ----------------------------------------------------------------------------- the samples behind a cache
+
+
+def change_images(folder, change):
+    """One change a teammate might make to an image folder after the cache was built."""
+    train = folder / "train"
+    if change == "remove":
+        (train / "cat" / "0003.png").unlink()
+    elif change == "rename":
+        (train / "cat" / "0003.png").rename(train / "cat" / "0003b.png")
+    elif change == "relabel":
+        (train / "cat" / "0006.png").rename(train / "dog" / "0006.png")
+    elif change == "add":
+        shutil.copy(train / "frog" / "0000.png", train / "frog" / "0099.png")
+    elif change == "new class":
+        (train / "ant").mkdir()
+        shutil.copy(train / "frog" / "0000.png", train / "ant" / "0000.png")
+
+
+@pytest.mark.parametrize("change, message", [
+    ("remove", "1 removed (e.g. cat/0003.png)"),
+    ("rename", "1 renamed (e.g. cat/0003.png -> cat/0003b.png)"),
+    ("relabel", "1 relabelled (e.g. cat/0006.png -> dog/0006.png: cat -> dog)"),
+    ("add", "1 added (e.g. frog/0099.png)"),
+    ("new class", "classes differ (cache: cat, dog, frog; dataset: ant, cat, dog, frog)"),
+])
+def test_verify_dataset_says_what_changed(cache, image_folder, change, message):
+    result = run("verify", cache, "--dataset", f"imagefolder:{image_folder}")
+    assert result.exit_code == 0 and "the same 18 samples and labels" in result.output, result.output
+    change_images(image_folder, change)
+    assert_refused(run("verify", cache, "--dataset", f"imagefolder:{image_folder}"),
+                   f"was not built from imagefolder:{image_folder} (train)", message)
+
+
+def test_compare_samples_in_indexed_datasets():
+    keys = [str(i) for i in range(6)]
+    assert not compare_samples(keys, [0, 1, 2, 0, 1, 2], keys, [0, 1, 2, 0, 1, 2])
+    diff = compare_samples(keys, [0, 1, 2, 0, 1, 2], keys, [0, 1, 1, 0, 1, 2])
+    assert diff.relabelled == [("2", "2", 2, 1)] and diff.describe(["a", "b", "c"]) == "1 relabelled (e.g. 2: c -> b)"
+    diff = compare_samples(keys, [0] * 6, keys[::-1], [0] * 6)
+    assert diff.reordered == 6 and not (diff.added or diff.removed or diff.renamed)
+    diff = compare_samples(keys, [0] * 6, keys[:5], [0] * 5)
+    assert diff.removed == ["5"] and not diff.renamed
+
+
+# ----------------------------------------------------------------------------- recomputing the teacher
+
+
+def test_recompute_replays_views_and_catches_what_the_fingerprint_cannot(argv, out, image_folder, tmp_path):
+    assert run(*argv(out, "--augment", "cifar", "--views", "2")).exit_code == 0
+    result = run("verify", out, "--recompute", 5, "--dataset", f"imagefolder:{image_folder}")
+    assert result.exit_code == 0 and "reproduces 5 samples x 2 view(s)" in result.output, result.output
+    # An image replaced by another under the same name: same keys and labels, other logits.
+    shutil.copy(image_folder / "train" / "dog" / "0001.png", image_folder / "train" / "cat" / "0002.png")
+    assert run("verify", out, "--dataset", f"imagefolder:{image_folder}").exit_code == 0
+    assert_refused(run("verify", out, "--recompute", 18), "differ from the stored ones for 1 of 18 samples",
+                   "first: cat/0002.png view 0")
+
+
+def test_recompute_refuses_other_weights(argv, out, tmp_path):
+    import torch
+
+    from softlabels.teachers import create_model
+
+    assert run(*argv(out, "--topk", "2")).exit_code == 0
+    assert run("verify", out, "--recompute", 4).exit_code == 0
+    torch.manual_seed(1)
+    other = tmp_path / "other.pt"
+    torch.save(create_model("small_cnn", num_classes=3, in_channels=3, image_size=8)[0].state_dict(), other)
+    assert_refused(run("verify", out, "--recompute", 4, "--weights", other), "differ from the stored ones",
+                   "another teacher, weights or preprocessing")
+    assert_refused(run("verify", out, "--weights", other), "--recompute")
+    (tmp_path / "teacher.pt").rename(tmp_path / "moved.pt")
+    assert_refused(run("verify", out, "--recompute", 4), "teacher.pt are not here; pass --weights")
+
+
+# ----------------------------------------------------------------------------- bad options
+
+# Beyond tests/softlabels/test_cli.py's table: every other `softlabels build` option given a bad value.
+BAD_OPTIONS = [
+    (["--split", "nope"], "has no 'nope' split folder; it has: train, test"),
+    (["--dataset", "imagefolder:{images}/train/cat"], "Couldn't find any class folder"),
+    (["--dataset", "/does/not/exist.py:make"], "dataset file '/does/not/exist.py' does not exist"),
+    (["--dataset", "cifar10", "--data-root", "{tmp}/nowhere"], "cifar10 not found"),
+    (["--teacher", "/does/not/exist.py:make"], "model file '/does/not/exist.py' does not exist"),
+    (["--teacher", "{tmp}/nofunc.py:make"], "has no function 'make'"),
+    (["--weights", "{tmp}/junk.pt"], "is not a readable torch checkpoint"),
+    (["--weights", "{tmp}/mlp.pt"], "checkpoint does not match the SmallCNN model"),
+    (["--mean", "0.5", "--std", "0.2"], "shape mismatches"),  # grey inputs for an RGB teacher
+    (["--mean", "nan,nan,nan"], "mean and std must be finite"),
+    (["--std", "inf,1,1"], "mean and std must be finite"),
+    (["--std", "0,0,0"], "std values must be positive"),
+    (["--image-size", "1"], "small_cnn needs image_size >= 4"),
+    (["--image-size", "0"], "'--image-size': 0 is not in the range x>=1"),
+    (["--num-classes", "0"], "'--num-classes': 0 is not in the range x>=1"),
+    (["--batch-size", "0"], "'--batch-size': 0 is not in the range x>=1"),
+    (["--workers", "-1"], "'--workers': -1 is not in the range x>=0"),
+    (["--block-rows", "0"], "'--block-rows': 0 is not in the range x>=1"),
+    (["--topk", "-1"], "'--topk': -1 is not in the range x>=1"),
+    (["--compression", "zstd"], "'zstd' is not one of 'none', 'lzf', 'gzip'"),
+    (["--dtype", "bfloat16"], "'bfloat16' is not one of 'float16', 'float32'"),
+    (["--seed", "x"], "'x' is not a valid integer"),
+    (["--shard", "0/0"], "--shard must look like I/N"),
+    (["--shard", "abc"], "--shard must look like I/N"),
+    (["--out", "{tmp}"], "is a directory"),
+]
+
+
+@pytest.fixture
+def bad_files(tmp_path):
+    import torch
+
+    from softlabels.teachers import create_model
+
+    (tmp_path / "nofunc.py").write_text("def other():\n    pass\n")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    torch.save(create_model("mlp", num_classes=3, in_channels=3, image_size=8)[0].state_dict(), tmp_path / "mlp.pt")
+    return tmp_path
+
+
+@pytest.mark.parametrize("extra, message", BAD_OPTIONS, ids=[" ".join(a) for a, _ in BAD_OPTIONS])
+def test_bad_build_option_gives_one_clear_line(image_folder, teacher_weights, bad_files, out, extra, message):
+    options = {"--dataset": f"imagefolder:{image_folder}", "--teacher": "small_cnn", "--weights": str(teacher_weights),
+               "--workers": "0", "--device": "cpu", "--out": str(out)}
+    for flag, value in zip(extra[::2], extra[1::2]):
+        options[flag] = value.format(images=image_folder, tmp=bad_files)
+    result = run("build", *[item for pair in options.items() for item in pair])
+    assert result.exit_code in (1, 2) and "Traceback" not in result.output, result.output
+    assert message in result.output, result.output
+    if result.exit_code == 1:  # our errors: one line; click's usage errors (2) add usage lines
+        assert_refused(result)
+    assert not out.exists() and not fmt.partial_path(out).exists()
