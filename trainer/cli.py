@@ -52,6 +52,8 @@ _OPTIONS = [
     click.option("--schedule", type=click.Choice(SCHEDULES), default="onecycle", help="Learning-rate schedule, "
                  "stepped every batch. onecycle: rise from lr/25 over --warmup-epochs (25%% of the run when 0), then "
                  "cosine to 0; cosine: warmup then cosine to 0; step: warmup then x0.1 at 50%% and 75%%."),
+    click.option("--clip-grad-norm", default=2.0, type=click.FloatRange(min=0), help="Clip the global gradient "
+                 "norm to this value; 0 turns clipping off (KD at T >= 2 diverged without it in bench/accuracy.py)."),
     click.option("--warmup-epochs", default=0.0, type=float, help="Linear warmup length in epochs (fractions allowed)."),
     click.option("--augment", type=click.Choice(list(AUGMENTS)), default="none", help="Random augmentation of the "
                  "student's images, drawn per sample and epoch from --seed. With --cache it needs "

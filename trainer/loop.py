@@ -72,6 +72,9 @@ class FitConfig:
     weight_decay: float | None = None  # None: DEFAULT_WEIGHT_DECAY[optimizer]
     schedule: str = "onecycle"
     warmup_epochs: float = 0.0
+    # Max global gradient norm (0: off). Measured: small_cnn with KD at T=2 diverged to chance at
+    # lr 0.05 without it and reached 59% with it (BENCHMARKS.md, bench/accuracy.py).
+    clip_grad_norm: float = 2.0
     augment: str = "none"
     inconsistent_augment: bool = False
     mean: tuple[float, ...] | None = None
@@ -312,6 +315,9 @@ def train_step(run: Run, images, labels, targets) -> tuple[torch.Tensor, torch.T
     loss = run.objective(logits, targets, labels)
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
+    if run.config.clip_grad_norm:
+        run.scaler.unscale_(run.optimizer)  # clip the true gradients, not the loss-scaled ones
+        torch.nn.utils.clip_grad_norm_(run.student.parameters(), run.config.clip_grad_norm)
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.scheduler.step()

@@ -122,3 +122,19 @@ def test_resuming_a_finished_run_trains_no_more(cache, fit_options):
     first = fit(FitConfig(cache=cache, **fit_options))
     again = fit(FitConfig(cache=cache, resume=True, loss="kd", **fit_options))  # the default, now explicit
     assert again["epochs"] == 2 and again["test_accuracy"] == first["test_accuracy"]
+
+
+def test_gradient_clipping_bounds_each_step(cache, fit_options, tmp_path):
+    """A vanishing clip norm leaves the weights where they started; 0 turns clipping off."""
+    def weights(clip, out):
+        fit(FitConfig(**{**fit_options, "out": str(tmp_path / out), "epochs": 1}, cache=cache, lr=1.0, weight_decay=0.0,
+                      clip_grad_norm=clip, eval_dataset="none"))
+        return torch.load(tmp_path / out / "last.pt", weights_only=True)["model"]
+
+    torch.manual_seed(0)
+    from trainer.students import create_student
+    start = create_student("small_cnn", 3, 3, 8).state_dict()
+    frozen, free = weights(1e-12, "clipped"), weights(0.0, "free")
+    for key in start:
+        torch.testing.assert_close(frozen[key], start[key], atol=1e-6, rtol=0)
+    assert any(not torch.allclose(free[key], start[key]) for key in start)
