@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -236,16 +237,31 @@ def _size_estimate(layout: Layout, keys: Sequence[str], attrs: dict) -> int:
     return layout_bytes(layout) + keys_bytes + attrs_bytes + 41 * layout.num_samples + 33 * layout.num_blocks + (64 << 10)
 
 
-def _probe_space(path: Path, size: int) -> None:
-    """Claim `size` bytes before HDF5 writes anything: a full disk or a file-size limit then fails
-    here, cleanly, rather than inside HDF5, whose failed writes cannot be unwound quietly."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+class PartialInUse(FileExistsError):
+    """Another process holds the partial file's lock: it is writing it."""
+
+    def __init__(self, path: Path):
+        super().__init__(f"{path} is being written by another process (a build with the same --out); "
+                         f"wait for it to finish, or stop it and rerun with --resume")
+
+
+def _claim_space(path: Path, size: int) -> None:
+    """Empty `path` and claim `size` bytes for a new partial before HDF5 writes anything: a full disk
+    or a file-size limit then fails here, cleanly (HDF5's failed writes cannot be unwound quietly).
+    Never while another process holds the file's HDF5 lock: that build is writing it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        os.posix_fallocate(fd, 0, size)
-    except OSError as err:
-        if err.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-            raise
-        os.ftruncate(fd, size)  # no fallocate on this file system: a file-size limit still shows
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the lock HDF5 takes (released on close)
+        except BlockingIOError:
+            raise PartialInUse(path) from None
+        os.ftruncate(fd, 0)
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as err:
+            if err.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+            os.ftruncate(fd, size)  # no fallocate on this file system: a file-size limit still shows
     finally:
         os.close(fd)
 
@@ -316,11 +332,13 @@ class CacheWriter:
         tmp = partial_path(path)
         file = None
         try:
-            _probe_space(tmp, _size_estimate(layout, keys, attrs))
+            _claim_space(tmp, _size_estimate(layout, keys, attrs))
             file = h5py.File(tmp, "w", rdcc_nbytes=0)  # no chunk cache: see `_write`
             _write_header(file, layout, keys, labels, attrs)
             file.flush()
             _reserve_space(tmp)
+        except PartialInUse:
+            raise  # another build's file: leave it alone
         except (OSError, ValueError, RuntimeError) as err:
             # The disk or a file-size limit cannot hold the whole cache: say so before any teacher
             # time is spent. Nothing was computed yet, so nothing is lost by removing the stub.
@@ -337,6 +355,8 @@ class CacheWriter:
         try:
             file = h5py.File(tmp, "r+", rdcc_nbytes=0)  # no chunk cache: see `_write`
         except OSError as err:
+            if _errno_of(err) in (errno.EAGAIN, errno.EWOULDBLOCK):
+                raise PartialInUse(tmp) from None
             raise CacheError(f"cannot resume from {tmp} ({short_reason(err)}); pass --overwrite to start again") from None
         try:
             layout = check_structure(file)

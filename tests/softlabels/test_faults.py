@@ -91,10 +91,10 @@ def start(args, delay=0.0, limit_kib=None) -> subprocess.Popen:
 
 
 def finish(process, timeout=120) -> tuple[int, str]:
-    """Exit status and last stderr line (the progress bar writes the lines before it)."""
-    _, err = process.communicate(timeout=timeout)
+    """Exit status and last line of stderr (the progress bar writes the lines before it), else stdout."""
+    output, err = process.communicate(timeout=timeout)
     assert "Traceback" not in err, err
-    lines = err.strip().splitlines()
+    lines = err.strip().splitlines() or output.strip().splitlines()
     return process.returncode, lines[-1] if lines else ""
 
 
@@ -191,7 +191,10 @@ def test_kill_9_at_random_points_then_resume_is_bit_identical(argv, out, tmp_pat
 @pytest.mark.slow
 def test_sigint_to_a_build_process_then_resume(argv, out, tmp_path):
     partial = fmt.partial_path(out)
-    process = start(argv(out), delay=DELAY)
+    process = start(argv(out), delay=2 * DELAY)
+    wait_for(lambda: blocks_done(partial) >= 1, process)
+    for flag in ("--resume", "--overwrite"):  # a second build of the same --out meanwhile
+        assert_refused(run(*argv(out, flag)), "being written by another process")
     wait_for(lambda: blocks_done(partial) >= 3, process)
     process.send_signal(signal.SIGINT)
     status, line = finish(process)
@@ -202,6 +205,11 @@ def test_sigint_to_a_build_process_then_resume(argv, out, tmp_path):
     result = run(*argv(out, "--resume"))
     assert result.exit_code == 0 and f"(resumed at sample {saved})" in result.output, result.output
     assert_identical(out, reference(argv, tmp_path))
+    reader = fmt.CacheTargets(out, memory_budget=0)  # a reader holding the cache open meanwhile
+    reader.logits(0)
+    status, line = finish(start(["verify", out]))
+    assert status == 0 and line.startswith("ok:")
+    reader.close()
 
 
 # ----------------------------------------------------------------------------- write errors
