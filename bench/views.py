@@ -150,9 +150,9 @@ def main():
         root = cifar10_jpeg() if per_class >= 5000 else cifar10_subset(per_class, per_test)
         cache_sets.setdefault(per_class, caches(root, per_class))
         runs += student_runs(student, budgets[student], seeds, cache_sets[per_class], lean)
-    runs.sort(key=lambda run: run[2])  # seed-major: a cut-short run still has every arm at equal seeds
         print(f"settings {student}: {10 * per_class} train / {10 * per_test} test images, {epochs} epochs, "
               f"SGD one-cycle peak 0.05, batch 64, KD at the trainer's defaults, seeds {seeds}")
+    runs.sort(key=lambda run: run[2])  # seed-major: a cut-short run still has every arm at equal seeds
     results = run_grid("views-full" if args.full else "views", runs, fresh=args.fresh)
     arms = list(dict.fromkeys(arm for _, arm, _, _ in runs))
     print(table(["student", "arm", "test accuracy % (mean ± std)", "s/run"], summarise(results, args.students, arms)))
