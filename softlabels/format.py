@@ -255,6 +255,8 @@ def _claim_space(path: Path, size: int) -> None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the lock HDF5 takes (released on close)
         except BlockingIOError:
             raise PartialInUse(path) from None
+        except OSError:
+            pass  # no locks on this file system (NFS): go on without, as HDF5's BEST_EFFORT locking does
         os.ftruncate(fd, 0)
         try:
             os.posix_fallocate(fd, 0, size)
