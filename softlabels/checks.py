@@ -167,7 +167,7 @@ def recompute(path, n: int, teacher: str | None = None, weights: str | None = No
     from softlabels.runtime import prepare_model, resolve_device
     from softlabels.transforms import Preprocessing
 
-    targets = fmt.CacheTargets(path)
+    targets = fmt.CacheTargets(path, memory_budget=0)  # read only the rows recomputed
     info, layout = targets.info, targets.layout
     source = source or open_dataset(info.dataset["spec"], info.dataset.get("split", "train"),
                                     info.dataset.get("root") or "data")
@@ -180,18 +180,21 @@ def recompute(path, n: int, teacher: str | None = None, weights: str | None = No
     index = {k: i for i, k in enumerate(source.keys)}
     tolerance = RELATIVE_TOLERANCE["half" if layout.dtype == "float16" or info.build.get("amp") else "float32"]
     worst, mismatches = 0.0, []
-    for row in rows:
-        key = keys[row]
-        if key not in index:
-            raise ValueError(f"sample {key!r} of {path} is not in {source.spec} ({source.split}); "
-                             f"point --dataset at the images the cache was built from")
-        views = _views(source, index[key], key, targets, int(row), info, prep)
-        with torch.inference_mode():
-            fresh = model(views.to(target).contiguous(memory_format=torch.channels_last)).float().cpu().numpy()
-        for view, (difference, allowed) in enumerate(_differences(targets.rows(int(row)), fresh, tolerance)):
-            worst = max(worst, difference / allowed)
-            if difference > allowed:
-                mismatches.append((key, view, difference, allowed))
+    try:
+        for row in map(int, rows):
+            key = keys[row]
+            if key not in index:
+                raise ValueError(f"sample {key!r} of {path} is not in {source.spec} ({source.split}); "
+                                 f"point --dataset at the images the cache was built from")
+            views = _views(source, index[key], key, targets, row, info, prep)
+            with torch.inference_mode():
+                fresh = model(views.to(target).contiguous(memory_format=torch.channels_last)).float().cpu().numpy()
+            for view, (difference, allowed) in enumerate(_differences(targets.rows(row), fresh, tolerance)):
+                worst = max(worst, difference / allowed)
+                if difference > allowed:
+                    mismatches.append((key, view, difference, allowed))
+    finally:
+        targets.close()
     return Recomputed([keys[r] for r in rows], layout.num_views, worst, mismatches)
 
 
