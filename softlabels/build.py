@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from softlabels import format as fmt
 from softlabels.datasets import DatasetSource, open_dataset
-from softlabels.runtime import autocast, current_rank, default_workers, prepare_model, resolve_device
+from softlabels.runtime import autocast, cpu_threads, current_rank, default_workers, prepare_model, resolve_device
 from softlabels.shards import merge_caches, rank_shard_path, shard_range, stale_rank_shards
 from softlabels.teachers import Teacher, load_teacher
 from softlabels.transforms import Preprocessing, get_augment, make_views, sample_views
@@ -38,6 +38,7 @@ class BuildConfig:
     image_size: int | None = None
     batch_size: int = 128
     workers: int = field(default_factory=default_workers)
+    threads: int | None = None  # CPU intra-op threads; None: cores left free by the workers
     device: str = "auto"
     amp: bool = True
     dtype: str = "float16"
@@ -277,7 +278,8 @@ def _build_shard(config: BuildConfig, out: Path, shard: tuple[int, int] | None) 
         attrs["shard"] = {"index": shard[0], "count": shard[1], "start": rows[0], "stop": rows[1],
                           "fingerprint": fmt.dataset_fingerprint(keys, labels)}
     writer = _open_writer(config, out, layout, source, rows, attrs)
-    return _run_pass(config, writer, source, rows[0], prep, model, device)
+    with cpu_threads(device, config.workers, config.threads):
+        return _run_pass(config, writer, source, rows[0], prep, model, device)
 
 
 def _build_distributed(config: BuildConfig, rank) -> BuildResult:

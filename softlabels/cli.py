@@ -35,6 +35,7 @@ def _augment_help() -> str:
 @click.option("--image-size", type=int_range(1), help="Teacher input size [default: teacher's, else dataset's].")
 @click.option("--batch-size", default=128, type=int_range(1), help="Samples per teacher batch (each brings --views images).")
 @click.option("--workers", type=int_range(0), help="DataLoader workers [default: cores - 1, at most 8].")
+@click.option("--threads", type=int_range(1), help="CPU intra-op threads [default: cores minus --workers, at least 1].")
 @click.option("--device", default="auto", help="auto, cpu, cuda or cuda:INDEX.")
 @click.option("--amp/--no-amp", default=True, help="fp16 autocast on CUDA (ignored on CPU).")
 @click.option("--dtype", type=click.Choice(fmt.DTYPES), default="float16", help="Stored logit precision.")

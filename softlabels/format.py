@@ -788,6 +788,7 @@ class CacheTargets:
         self.in_memory = layout_bytes(self.layout) <= memory_budget
         self._arrays: dict[str, np.ndarray] | None = None
         self._file: h5py.File | None = None
+        self._pid: int | None = None  # the process that opened _file
         if self.in_memory:
             with open_cache_file(path) as file:
                 self._arrays = {name: file[name][:] for name in names}
@@ -803,8 +804,10 @@ class CacheTargets:
     def _source(self):
         if self._arrays is not None:
             return self._arrays
+        if self._file is not None and self._pid != os.getpid():
+            self.close()  # inherited across fork: this process opens its own handle
         if self._file is None:
-            self._file = open_cache_file(self.path)
+            self._file, self._pid = open_cache_file(self.path), os.getpid()
         return self._file
 
     def rows(self, index: int) -> dict[str, np.ndarray]:
@@ -818,8 +821,10 @@ class CacheTargets:
 
     def logits(self, index: int, view: int | None = None) -> np.ndarray:
         """Dense float32 logits of one sample: (V, C), or (C,) for one view (top-k expanded)."""
-        dense = dense_logits(self.rows(index), self.layout.num_classes)
-        return dense if view is None else dense[view]
+        rows = self.rows(index)
+        if view is not None:  # expand only the view asked for
+            rows = {name: value[view] for name, value in rows.items()}
+        return dense_logits(rows, self.layout.num_classes)
 
     def close(self) -> None:
         if self._file is not None:

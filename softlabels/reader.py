@@ -100,12 +100,12 @@ class Cache:
             from softlabels.datasets import open_dataset
 
             source = open_dataset(source, split or self.info.dataset.get("split", "train"), root)
+        from softlabels.checks import require_same_samples
+
         fingerprint = fmt.dataset_fingerprint(source.keys, source.labels)
-        if fingerprint == fmt.dataset_fingerprint(self.keys, self.labels):
-            return fingerprint
-        raise ValueError(f"the dataset ({getattr(source, 'spec', 'given')}) does not match the cache {self.path}: "
-                         f"{sample_differences(self.keys, self.labels, source.keys, source.labels)}; "
-                         f"use the data the cache was built from, or rebuild the cache")
+        if fingerprint != fmt.dataset_fingerprint(self.keys, self.labels):
+            require_same_samples(self.path, source)  # says what differs
+        return fingerprint
 
     def close(self) -> None:
         self._targets.close()
@@ -120,20 +120,3 @@ class Cache:
 def open_cache(path, memory_budget: int = 2 << 30) -> Cache:
     """Open a complete cache for reading (caches up to `memory_budget` bytes are read into memory)."""
     return Cache(path, memory_budget)
-
-
-def sample_differences(cache_keys, cache_labels, keys, labels, shown: int = 3) -> str:
-    """`2 missing (e.g. a, b), 1 extra (e.g. c), 1 relabelled (e.g. d: 3 -> 4)`, or the order."""
-    in_data = {k: i for i, k in enumerate(keys)}
-    in_cache = set(cache_keys)
-    missing = [k for k in cache_keys if k not in in_data]
-    extra = [k for k in keys if k not in in_cache]
-    relabelled = [f"{k}: {int(a)} -> {int(labels[in_data[k]])}" for k, a in zip(cache_keys, cache_labels)
-                  if k in in_data and int(a) != int(labels[in_data[k]])]
-    parts = [_examples(f"{len(items)} {kind}", items, shown) for kind, items in
-             (("missing from the dataset", missing), ("not in the cache", extra), ("relabelled", relabelled)) if items]
-    return ", ".join(parts) or "the same samples in another order"
-
-
-def _examples(head: str, items: list[str], shown: int) -> str:
-    return f"{head} (e.g. {', '.join(items[:shown])}{', ...' if len(items) > shown else ''})"

@@ -3,7 +3,8 @@
     from trainer import FitConfig, fit, kd_loss
     summary = fit(FitConfig(cache="data/cache.h5", student="small_cnn", out="runs/kd"))
 """
-from trainer.data import CachedDataset, EpochSampler, LabelledDataset, ViewSchedule, compare_samples
+from softlabels.checks import compare_samples
+from trainer.data import CachedDataset, EpochSampler, LabelledDataset, ViewSchedule
 from trainer.loop import FitConfig, evaluate, fit, train_one_epoch
 from trainer.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, Objective, hard_loss, kd_loss
 from trainer.students import create_student, list_students

@@ -12,87 +12,30 @@ seeds random (uncached) augmentation per sample, so a run is reproducible whatev
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from softlabels.checks import require_same_samples
 from softlabels.datasets import DatasetSource, eval_spec_for, open_dataset
-from softlabels.format import CacheInfo, CacheTargets, dataset_fingerprint, dense_logits, read_keys_labels
+from softlabels.format import CacheInfo, CacheTargets, dataset_fingerprint, dense_logits
 from softlabels.transforms import Augment, Preprocessing, get_augment, make_view, to_tensor
 
-SHOWN = 3  # examples per kind of difference in a mismatch message
 START_METHODS = ("fork", "spawn", "forkserver")
 
 
 # ----------------------------------------------------------------------------- matching images and cache
 
 
-@dataclass
-class SampleDiff:
-    """How a dataset's (key, label) list differs from the one a cache was built on."""
-
-    added: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    renamed: list[tuple[str, str]] = field(default_factory=list)
-    relabelled: list[tuple[str, int, int]] = field(default_factory=list)
-    reordered: int = 0
-
-    def __bool__(self) -> bool:
-        return bool(self.added or self.removed or self.renamed or self.relabelled or self.reordered)
-
-    def describe(self, classes=None) -> str:
-        def name(label: int) -> str:
-            return classes[label] if classes is not None and 0 <= label < len(classes) else str(label)
-
-        parts = [_listed("added", self.added), _listed("removed", self.removed),
-                 _listed("renamed", [f"{a} -> {b}" for a, b in self.renamed]),
-                 _listed("relabelled", [f"{k}: {name(a)} -> {name(b)}" for k, a, b in self.relabelled])]
-        if self.reordered:
-            parts.append(f"{self.reordered} keys in another order")
-        return ", ".join(p for p in parts if p)
-
-
-def _listed(kind: str, items: list[str]) -> str:
-    if not items:
-        return ""
-    more = ", ..." if len(items) > SHOWN else ""
-    return f"{len(items)} {kind} (e.g. {', '.join(items[:SHOWN])}{more})"
-
-
-def compare_samples(cache_keys, cache_labels, keys, labels) -> SampleDiff:
-    """Added / removed / renamed (same position, another key) / relabelled / reordered samples."""
-    in_cache = {k: i for i, k in enumerate(cache_keys)}
-    in_data = {k: i for i, k in enumerate(keys)}
-    renamed = [(old, new) for old, new in zip(cache_keys, keys)
-               if old != new and old not in in_data and new not in in_cache]
-    old_names, new_names = {a for a, _ in renamed}, {b for _, b in renamed}
-    diff = SampleDiff(
-        added=[k for k in keys if k not in in_cache and k not in new_names],
-        removed=[k for k in cache_keys if k not in in_data and k not in old_names],
-        renamed=renamed,
-        relabelled=[(k, int(cache_labels[i]), int(labels[in_data[k]])) for i, k in enumerate(cache_keys)
-                    if k in in_data and int(cache_labels[i]) != int(labels[in_data[k]])],
-    )
-    if not (diff.added or diff.removed or diff.renamed):
-        diff.reordered = sum(1 for i, k in enumerate(cache_keys) if in_data[k] != i)
-    return diff
-
-
 def check_same_samples(cache_path: str, recorded_fingerprint: str | None, source: DatasetSource) -> str:
     """Refuse images that are not the ones the cache was built on; returns the shared fingerprint."""
     fingerprint = dataset_fingerprint(source.keys, source.labels)
-    if fingerprint == recorded_fingerprint:
-        return fingerprint
-    cache_keys, cache_labels = read_keys_labels(cache_path)
-    diff = compare_samples(cache_keys, cache_labels, source.keys, source.labels)
-    if not diff and fingerprint == dataset_fingerprint(cache_keys, cache_labels):
-        return fingerprint  # the cache records no fingerprint (or an older one) but its rows match
-    raise ValueError(f"the images of {source.spec} ({source.split}) do not match the cache {cache_path}: "
-                     f"{diff.describe(source.classes) or 'keys or labels differ'}; rebuild the cache from these "
-                     f"images (softlabels build) or pass the --dataset it was built from")
+    if fingerprint != recorded_fingerprint:
+        require_same_samples(cache_path, source)  # says what differs (or passes a cache without one)
+    return fingerprint
 
 
 def subset_indices(labels: np.ndarray, per_class: int | None) -> np.ndarray:

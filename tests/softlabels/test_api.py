@@ -77,7 +77,7 @@ def test_clear_errors(cache_of, write_partial, tmp_path, make_images):
     with pytest.raises(fmt.CacheError, match="incomplete"):
         softlabels.open_cache(write_partial(path, tmp_path / "stopped.h5"))
     other = make_images(tmp_path / "other", per_class=(7, 5, 5))  # one frog fewer
-    with pytest.raises(ValueError, match=r"1 missing from the dataset \(e.g. frog/0005.png\)"):
+    with pytest.raises(ValueError, match=r"1 removed \(e.g. frog/0005.png\)"):
         cache.check_dataset(f"imagefolder:{other}")
 
 
