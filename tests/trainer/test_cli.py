@@ -7,6 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from trainer.cli import main
+from trainer.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 
 QUICK = ["--epochs", "1", "--batch-size", "4", "--workers", "0", "--device", "cpu", "--no-progress"]
 
@@ -20,7 +21,7 @@ def test_fit_from_a_cache(cache, tmp_path):
     assert result.exit_code == 0, result.output
     assert result.output.startswith("mlp [kd]: test accuracy ") and "wrote" in result.output
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["config"]["temperature"] == 1.0 and summary["config"]["alpha"] == 0.5
+    assert (summary["config"]["temperature"], summary["config"]["alpha"]) == (DEFAULT_TEMPERATURE, DEFAULT_ALPHA)
 
 
 def test_sweep_from_the_command_line(cache, tmp_path):
