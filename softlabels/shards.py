@@ -68,16 +68,11 @@ def merge_caches(paths: list[str | Path], out: str | Path, overwrite: bool = Fal
         raise ValueError("merged keys/labels do not match the dataset fingerprint the shards recorded")
     layout = fmt.Layout(**{**_layout_fields(first.layout), "num_samples": total})
     attrs = {name: getattr(first, name) for name in ("teacher", "dataset", *_SAME[1:])}
-    writer = fmt.CacheWriter.create(out, layout, keys, labels, attrs)
-    try:
-        with tqdm(total=total, unit="row", desc="merging", disable=not progress) as bar:
-            for info in infos:
-                _copy_rows(info, writer, bar)
-        writer.finish()
-    except BaseException:
-        writer.close()
-        raise
-    return out
+    def copy_shards(writer, bar):
+        for info in infos:
+            _copy_rows(info, writer, bar)
+
+    return _write_merged(out, layout, keys, labels, attrs, "merging", progress, copy_shards)
 
 
 def _complete_info(path) -> fmt.CacheInfo:
@@ -169,15 +164,21 @@ def merge_views(paths: list[str | Path], out: str | Path, overwrite: bool = Fals
     attrs = {"teacher": first.teacher, "dataset": first.dataset, "preprocessing": first.preprocessing,
              "augment": augment, "build": first.build}
     keys, labels = fmt.read_keys_labels(first.path)
+    return _write_merged(out, layout, keys, labels, attrs, "merging views", progress,
+                         lambda writer, bar: _copy_views(infos, writer, bar))
+
+
+def _write_merged(out, layout, keys, labels, attrs, desc: str, progress: bool, fill) -> Path:
+    """Create `out` through the crash-safe writer, let `fill(writer, bar)` write every row, finish."""
     writer = fmt.CacheWriter.create(out, layout, keys, labels, attrs)
     try:
-        with tqdm(total=layout.num_samples, unit="row", desc="merging views", disable=not progress) as bar:
-            _copy_views(infos, writer, bar)
+        with tqdm(total=layout.num_samples, unit="row", desc=desc, disable=not progress) as bar:
+            fill(writer, bar)
         writer.finish()
     except BaseException:
         writer.close()
         raise
-    return out
+    return Path(out)
 
 
 def _check_view_sets(infos: list[fmt.CacheInfo]) -> None:
