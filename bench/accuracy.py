@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 from bench.common import JPEGFT, cifar10_jpeg, cifar10_subset, ensure_cache, machine, run_grid, summarise, table
+from trainer.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 
 # Per student: (train images per class, test images per class, epochs, temperatures, alphas)
 BUDGET = {"small_cnn": (500, 200, 10, (1, 2, 4), (0.5, 0.9)),
@@ -31,7 +32,8 @@ def student_runs(student: str, budget, seeds) -> list[tuple]:
     for t in temperatures:
         for a in alphas:
             arms[f"cached kd T={t} a={a}"] = ["--cache", cache, "--loss", "kd", "--temperature", t, "--alpha", a]
-    arms["online kd (defaults)"] = [*data, "--teacher", "cifar_resnet56", "--weights", JPEGFT, "--loss", "kd"]
+    arms["online kd (defaults)"] = [*data, "--teacher", "cifar_resnet56", "--weights", JPEGFT, "--loss", "kd",
+                                    "--temperature", DEFAULT_TEMPERATURE, "--alpha", DEFAULT_ALPHA]
     return [(student, arm, seed, [*args, *common]) for seed in seeds for arm, args in arms.items()]
 
 
@@ -51,7 +53,8 @@ def main():
     for student in args.students:
         per_class, per_test, epochs, _, _ = budgets[student]
         print(f"settings {student}: {10 * per_class} train / {10 * per_test} test CIFAR-10 JPEG images, "
-              f"{epochs} epochs, SGD one-cycle peak 0.05, batch 64, no augmentation, seeds {seeds}")
+              f"{epochs} epochs, SGD one-cycle peak 0.05, batch 64, gradient norm clipped at 2, no augmentation, "
+              f"seeds {seeds}; online kd at the defaults T={DEFAULT_TEMPERATURE:g}, alpha={DEFAULT_ALPHA:g}")
     print(table(["student", "arm", "test accuracy % (mean ± std)", "s/run"],
                 summarise(results, args.students, arms)))
 
