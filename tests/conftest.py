@@ -1,6 +1,7 @@
 """Tiny real data for the whole suite: PNG image folders and small teacher checkpoints made on the fly."""
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,15 @@ def make_images():
 def _quiet_env(monkeypatch):
     monkeypatch.setenv("TQDM_DISABLE", "1")
     yield
+
+
+@pytest.fixture(autouse=True)
+def _ctrl_c_raises():
+    """Background jobs (nohup, some CI runners) start with SIGINT ignored; the Ctrl-C tests need
+    Python's usual KeyboardInterrupt, as in a terminal."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture

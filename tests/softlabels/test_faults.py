@@ -87,7 +87,14 @@ def start(args, delay=0.0, limit_kib=None) -> subprocess.Popen:
     command = [sys.executable, "-m", "softlabels", *map(str, args)]
     if limit_kib is not None:  # Python ignores SIGXFSZ, so writes past the limit fail with EFBIG
         command = ["bash", "-c", f'ulimit -f {limit_kib} && exec "$@"', "ulimit", *command]
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_interruptible)
+
+
+def _interruptible():
+    """A test run from a background job (nohup, some CI runners) inherits SIGINT ignored, and Python
+    then never raises KeyboardInterrupt: give the child the default disposition, as a terminal would."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def finish(process, timeout=120) -> tuple[int, str]:
