@@ -18,7 +18,7 @@ import torch
 from bench.common import JPEGFT, cifar10_jpeg, cifar10_subset, machine, table
 from softlabels.build import BuildConfig, TeacherInputs, build_cache, make_loader, resolve_preprocessing
 from softlabels.datasets import open_dataset
-from softlabels.runtime import autocast, prepare_model, resolve_device
+from softlabels.runtime import autocast, cpu_threads, prepare_model, resolve_device
 from softlabels.teachers import load_teacher
 
 
@@ -31,7 +31,7 @@ def bare_forward(config: BuildConfig) -> float:
     model = prepare_model(teacher.model, device).eval()
     loader = make_loader(TeacherInputs(source, prep, "none", 1, 0), range(len(source)), config, device)
     started = time.perf_counter()
-    with torch.inference_mode():
+    with torch.inference_mode(), cpu_threads(device, config.workers, config.threads):  # as the build does
         for _, views, _ in loader:
             images = views.flatten(0, 1).to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             with autocast(device, config.amp):
