@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import shutil
 import statistics
 import tarfile
@@ -115,7 +116,8 @@ def fit(out: Path, *args: str, quiet: bool = True) -> dict:
 
 def run_grid(name: str, runs: list[tuple[str, str, int, list]], fresh: bool = False) -> list[dict]:
     """Train every (student, arm, seed, fit args) run once; results go to data/bench/NAME/results.jsonl
-    as they finish, so an interrupted benchmark continues where it stopped (`fresh` starts again)."""
+    as they finish. Each run is claimed first (a file under claims/), so several processes can work
+    through one grid; after a crash, delete the claims of runs with no result (or use `fresh`)."""
     import json
     import time
 
@@ -124,14 +126,25 @@ def run_grid(name: str, runs: list[tuple[str, str, int, list]], fresh: bool = Fa
     log = folder / "results.jsonl"
     if fresh:
         log.unlink(missing_ok=True)
-    done = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-    seen = {(r["student"], r["arm"], r["seed"]) for r in done}
+    claims = folder / "claims"  # lets several processes share one grid: each run is claimed once
+    if fresh:
+        shutil.rmtree(claims, ignore_errors=True)
+    claims.mkdir(exist_ok=True)
+
+    def claim_of(student, arm, seed) -> Path:
+        return claims / re.sub(r"[^\w.-]+", "_", f"{student}-{arm}-{seed}")
+
+    for record in (json.loads(line) for line in log.read_text().splitlines()) if log.exists() else ():
+        claim_of(record["student"], record["arm"], record["seed"]).touch()  # finished runs stay claimed
     for index, (student, arm, seed, args) in enumerate(runs):
-        if (student, arm, seed) in seen:
+        claim = claim_of(student, arm, seed)
+        try:
+            claim.touch(exist_ok=False)
+        except FileExistsError:
             continue
         started = time.perf_counter()
         try:
-            summary = fit(folder / "run", "--student", student, "--seed", seed, *args)
+            summary = fit(folder / "runs" / claim.name, "--student", student, "--seed", seed, *args)
             record = {"student": student, "arm": arm, "seed": seed, "accuracy": summary["test_accuracy"],
                       "best": summary["best_accuracy"], "images_per_second": summary["images_per_second"],
                       "seconds": round(time.perf_counter() - started, 1)}
@@ -141,8 +154,7 @@ def run_grid(name: str, runs: list[tuple[str, str, int, list]], fresh: bool = Fa
               f"{record.get('accuracy', record.get('error'))}", flush=True)
         with log.open("a") as out:
             out.write(json.dumps(record) + "\n")
-        done.append(record)
-    return done
+    return [json.loads(line) for line in log.read_text().splitlines()]
 
 
 def summarise(results: list[dict], students, arms) -> list[list]:
