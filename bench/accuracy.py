@@ -10,9 +10,9 @@ data/bench/accuracy/results.jsonl (rerun to continue; --fresh to start again).
 """
 from __future__ import annotations
 
-import argparse
 
-from bench.common import JPEGFT, cifar10_jpeg, cifar10_subset, ensure_cache, machine, run_grid, summarise, table
+from bench.common import (JPEGFT, cifar10_jpeg, cifar10_subset, ensure_cache, grid_arguments, machine, run_grid,
+                          summarise, table)
 from trainer.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 
 # Per student: (train images per class, test images per class, epochs, temperatures, alphas)
@@ -38,12 +38,7 @@ def student_runs(student: str, budget, seeds) -> list[tuple]:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true")
-    parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--students", nargs="+", default=list(BUDGET))
-    parser.add_argument("--fresh", action="store_true")
-    args = parser.parse_args()
+    args = grid_arguments(__doc__, BUDGET, seeds=2)
     budgets = FULL if args.full else BUDGET
     seeds = list(range(3 if args.full and args.seeds == 2 else args.seeds))
     runs = [run for student in args.students for run in student_runs(student, budgets[student], seeds)]

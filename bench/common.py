@@ -114,6 +114,18 @@ def fit(out: Path, *args: str, quiet: bool = True) -> dict:
     return json.loads((out / "summary.json").read_text())
 
 
+def grid_arguments(doc: str, students, seeds: int):
+    """The options every accuracy grid takes: --full, --seeds, --students, --fresh."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="the GPU-sized setting (see the module doc)")
+    parser.add_argument("--seeds", type=int, default=seeds)
+    parser.add_argument("--students", nargs="+", default=list(students))
+    parser.add_argument("--fresh", action="store_true", help="forget earlier results and start again")
+    return parser.parse_args()
+
+
 def run_grid(name: str, runs: list[tuple[str, str, int, list]], fresh: bool = False) -> list[dict]:
     """Train every (student, arm, seed, fit args) run once; results go to data/bench/NAME/results.jsonl
     as they finish. Each run is claimed first (a file under claims/), so several processes can work

@@ -10,7 +10,6 @@ data/bench/views/results.jsonl (rerun to continue).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import textwrap
@@ -21,8 +20,8 @@ import h5py
 import numpy as np
 import torch
 
-from bench.common import (DATA, JPEGFT, cifar10_jpeg, cifar10_subset, ensure_cache, machine, python, run_grid,
-                          summarise, table)
+from bench.common import (DATA, JPEGFT, cifar10_jpeg, cifar10_subset, ensure_cache, grid_arguments, machine,
+                          python, run_grid, summarise, table)
 from softlabels.format import dense_logits, read_info
 
 BUDGET = {"small_cnn": (500, 200, 10), "cifar_resnet20": (200, 200, 8)}
@@ -134,12 +133,7 @@ def topk_error_rows(full: Path, topk: Path) -> list[list]:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--students", nargs="+", default=list(BUDGET))
-    parser.add_argument("--fresh", action="store_true")
-    args = parser.parse_args()
+    args = grid_arguments(__doc__, BUDGET, seeds=3)
     budgets = FULL if args.full else BUDGET
     lean = () if args.full else LEAN_STUDENTS
     seeds = list(range(args.seeds))

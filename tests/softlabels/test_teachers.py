@@ -1,6 +1,5 @@
 """Teacher specs and checkpoint loading: what users bring must load exactly, or fail with a clear reason."""
 import argparse
-import warnings
 from pathlib import Path
 
 import pytest
@@ -12,14 +11,6 @@ from softlabels.teachers import create_model, load_checkpoint, load_teacher, loa
 
 SHARED_TEACHERS = Path(__file__).parents[2].parent / "shared" / "teachers"
 needs_shared = pytest.mark.skipif(not SHARED_TEACHERS.is_dir(), reason=f"{SHARED_TEACHERS} not present")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture
