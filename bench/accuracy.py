@@ -29,9 +29,8 @@ def student_runs(student: str, budget, seeds) -> list[tuple]:
     common = ["--epochs", epochs, "--batch-size", 64, "--workers", 0, "--threads", 1]
     data = ["--dataset", f"imagefolder:{root}"]
     arms = {"ce (labels)": [*data, "--loss", "ce"], "hard (teacher arg-max)": ["--cache", cache, "--loss", "hard"]}
-    for t in temperatures:
-        for a in alphas:
-            arms[f"cached kd T={t} a={a}"] = ["--cache", cache, "--loss", "kd", "--temperature", t, "--alpha", a]
+    for t, a in [(t, a) for t in temperatures for a in alphas] + [(DEFAULT_TEMPERATURE, DEFAULT_ALPHA)]:
+        arms[f"cached kd T={t:g} a={a:g}"] = ["--cache", cache, "--loss", "kd", "--temperature", t, "--alpha", a]
     arms["online kd (defaults)"] = [*data, "--teacher", "cifar_resnet56", "--weights", JPEGFT, "--loss", "kd",
                                     "--temperature", DEFAULT_TEMPERATURE, "--alpha", DEFAULT_ALPHA]
     return [(student, arm, seed, [*args, *common]) for seed in seeds for arm, args in arms.items()]
