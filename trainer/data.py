@@ -161,7 +161,8 @@ class CachedDataset(Dataset):
         else:
             params = rows["views/params"][view] if self.replay.param_names else ()
             image = make_view(x, self.replay, params, self.plain)
-        logits = torch.from_numpy(np.ascontiguousarray(dense_logits(rows, self.num_classes)[view], dtype=np.float32))
+        one_view = {name: value[view] for name, value in rows.items()}  # expand only the view used
+        logits = torch.from_numpy(np.ascontiguousarray(dense_logits(one_view, self.num_classes), dtype=np.float32))
         return image, int(self.source.labels[index]), logits
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import math
-import os
 import resource
 import time
 import warnings
@@ -24,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from softlabels.datasets import open_dataset
-from softlabels.runtime import Rank, autocast, current_rank, default_workers, prepare_model, resolve_device
+from softlabels.runtime import Rank, autocast, cpu_threads, current_rank, default_workers, prepare_model, resolve_device
 from softlabels.teachers import archive_path, load_teacher
 from softlabels.transforms import Preprocessing, get_augment
 from trainer import checkpoints, plots
@@ -392,7 +391,7 @@ def fit(config: FitConfig) -> dict:
     check_config(config)
     rank = current_rank()
     device = _device_for(config, rank)
-    with _threads(config, device), _process_group(rank, device):
+    with cpu_threads(device, config.workers, config.threads), _process_group(rank, device):
         out = Path(config.out)
         _check_out(config, out, rank)
         run = build_run(config, rank, device)
@@ -414,19 +413,6 @@ def _device_for(config: FitConfig, rank: Rank) -> torch.device:
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
     return device
-
-
-@contextlib.contextmanager
-def _threads(config: FitConfig, device: torch.device):
-    """Intra-op threads: CPU cores minus loader workers by default (oversubscription costs 4-5x here)."""
-    before = torch.get_num_threads()
-    if device.type == "cpu":
-        wanted = config.threads or max(1, min(before, (os.cpu_count() or 1) - config.workers))
-        torch.set_num_threads(wanted)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @contextlib.contextmanager
