@@ -16,26 +16,26 @@ from pathlib import Path
 import torch
 
 from bench.common import JPEGFT, cifar10_jpeg, cifar10_subset, machine, table
-from softlabels.build import BuildConfig, TeacherInputs, build_cache, make_loader, resolve_preprocessing
+from softlabels.build import BuildConfig, TeacherInputs, build_cache, load_build_teacher, make_loader
 from softlabels.datasets import open_dataset
+from softlabels.pipeline import Normalize, ViewPipeline
 from softlabels.runtime import autocast, cpu_threads, prepare_model, resolve_device
-from softlabels.teachers import load_teacher
 
 
 def bare_forward(config: BuildConfig) -> float:
     """Images/s of the teacher alone: same dataset, loader, device placement; logits fetched to host."""
-    device = resolve_device(config.device)
-    source = open_dataset(config.dataset, config.split)
-    teacher = load_teacher(config.teacher, weights=config.weights, num_classes=10)
-    prep = resolve_preprocessing(config, teacher, source)
+    device = resolve_device(config.runtime.device)
+    source = open_dataset(config.data.dataset, config.data.split)
+    teacher = load_build_teacher(config, source)
     model = prepare_model(teacher.model, device).eval()
-    loader = make_loader(TeacherInputs(source, prep, "none", 1, 0), range(len(source)), config, device)
+    normalize = Normalize(teacher.input).to(device)
+    loader = make_loader(TeacherInputs(source, ViewPipeline(teacher.input), 1, 0), range(len(source)), config, device)
     started = time.perf_counter()
-    with torch.inference_mode(), cpu_threads(device, config.workers, config.threads):  # as the build does
+    with torch.inference_mode(), cpu_threads(device, config.runtime.workers, config.runtime.threads):  # as the build
         for _, views, _ in loader:
             images = views.flatten(0, 1).to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            with autocast(device, config.amp):
-                model(images).float().cpu()
+            with autocast(device, config.model.amp):
+                model(normalize(images)).float().cpu()
     return len(source) / (time.perf_counter() - started)
 
 
@@ -49,7 +49,7 @@ def main():
     args = parser.parse_args()
     root = cifar10_jpeg() if args.full else cifar10_subset(args.per_class)
     out = Path(tempfile.mkdtemp()) / "bench.h5"
-    config = BuildConfig(dataset=f"imagefolder:{root}", teacher="cifar_resnet56", weights=str(JPEGFT),
+    config = BuildConfig.from_options(dataset=f"imagefolder:{root}", teacher="cifar_resnet56", weights=str(JPEGFT),
                          out=str(out), batch_size=args.batch_size, overwrite=True, progress=False,
                          **({"workers": args.workers} if args.workers is not None else {}))
     bare, built = [], []
@@ -60,8 +60,8 @@ def main():
     n = result.num_samples
     ratio = statistics.median(built) / statistics.median(bare)
     print(f"machine: {machine()}")
-    print(f"settings: cifar_resnet56 (jpegft), {n} CIFAR-10 JPEG train images, batch {config.batch_size}, "
-          f"{config.workers} workers, float16 storage, {args.rounds} alternating rounds, median")
+    print(f"settings: cifar_resnet56 (jpegft), {n} CIFAR-10 JPEG train images, batch {config.runtime.batch_size}, "
+          f"{config.runtime.workers} workers, float16 storage, {args.rounds} alternating rounds, median")
     print(table(["arm", "images/s (median)", "runs", "ratio"], [
         ["bare teacher forward", f"{statistics.median(bare):.0f}", ", ".join(f"{v:.0f}" for v in bare), "1.00"],
         ["softlabels build", f"{statistics.median(built):.0f}", ", ".join(f"{v:.0f}" for v in built), f"{ratio:.3f}"],

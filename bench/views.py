@@ -16,13 +16,12 @@ import textwrap
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
 from bench.common import (DATA, JPEGFT, cifar10_jpeg, cifar10_subset, ensure_cache, grid_arguments, machine,
                           python, run_grid, summarise, table)
-from softlabels.format import dense_logits, read_info
+from softlabels.store import Rows, iter_rows, layout_bytes, read_info
 
 BUDGET = {"small_cnn": (500, 200, 10), "cifar_resnet20": (200, 200, 8)}
 FULL = {"small_cnn": (5000, 1000, 100), "cifar_resnet20": (5000, 1000, 100)}
@@ -70,7 +69,7 @@ def bytes_rows(cached: dict) -> list[list]:
     for key, (path, seconds) in cached.items():
         info = read_info(path)
         n, v = info.layout.num_samples, info.layout.num_views
-        target_bytes = sum(int(np.prod(s)) * d.itemsize for s, d in info.layout.row_datasets().values())
+        target_bytes = layout_bytes(info.layout)
         rows.append([key, info.layout.storage + (f" K={info.layout.topk}" if info.layout.topk else ""),
                      info.layout.compression, v, f"{os.path.getsize(path) / (n * v):.1f}",
                      f"{target_bytes / (n * v):.1f}", f"{seconds:.0f}" if seconds > 1 else "(reused)"])
@@ -113,16 +112,14 @@ def synthetic_1000_class_rows() -> list[list]:
                         "--overwrite", "--workers", "0", *extra], check=True, capture_output=True)
         info = read_info(out)
         n, v = info.layout.num_samples, info.layout.num_views
-        target_bytes = sum(int(np.prod(s)) * d.itemsize for s, d in info.layout.row_datasets().values())
+        target_bytes = layout_bytes(info.layout)
         rows.append([label, v, f"{os.path.getsize(out) / (n * v):.1f}", f"{target_bytes / (n * v):.1f}"])
     return rows
 
 
 def topk_error_rows(full: Path, topk: Path) -> list[list]:
     """How far top-5 targets rebuilt per docs/FORMAT.md are from the full ones, per temperature."""
-    with h5py.File(full) as f, h5py.File(topk) as g:
-        exact = torch.from_numpy(dense_logits({"logits": f["logits"][:]}, 10))
-        approx = torch.from_numpy(dense_logits({k: g[k][:] for k in ("topk/values", "topk/indices", "topk/logsumexp")}, 10))
+    exact, approx = (torch.from_numpy(Rows.concat([rows for *_, rows in iter_rows(path)]).dense()) for path in (full, topk))
     rows = []
     for t in (1, 2, 4):
         p, q = torch.log_softmax(exact / t, -1), torch.log_softmax(approx / t, -1)

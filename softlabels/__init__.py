@@ -17,12 +17,16 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS = {
-    "open_cache": "softlabels.reader",
-    "Cache": "softlabels.reader",
-    "verify": "softlabels.format",
-    "read_info": "softlabels.format",
-    "CacheInfo": "softlabels.format",
-    "CacheError": "softlabels.format",
+    "open_cache": "softlabels.cache",
+    "Cache": "softlabels.cache",
+    "verify": "softlabels.store",
+    "read_info": "softlabels.store",
+    "CacheInfo": "softlabels.store",
+    "CacheError": "softlabels.store",
+    "Preprocessing": "softlabels.inputs",
+    "resolve_input": "softlabels.inputs",
+    "ViewPipeline": "softlabels.pipeline",
+    "Normalize": "softlabels.pipeline",
     "build_cache": "softlabels.build",
     "BuildConfig": "softlabels.build",
     "open_dataset": "softlabels.datasets",

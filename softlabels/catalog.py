@@ -5,8 +5,7 @@ import os
 import re
 from pathlib import Path
 
-from softlabels import format as fmt
-from softlabels.shards import view_seeds
+from softlabels import store
 
 # Names a cache can have: NAME.h5, its build's NAME.h5.partial, torchrun's NAME.h5.shard-R-of-W.
 CACHE_NAME = re.compile(r"\.(h5|hdf5|hdf)(\.shard-\d+-of-\d+)?(\.partial)?$", re.IGNORECASE)
@@ -15,38 +14,40 @@ SHOWN_CLASSES = 10
 
 def describe(path) -> dict:
     """A JSON-able summary of one cache: provenance, shapes, storage, size, accuracy, fingerprints."""
-    info = fmt.read_info(path)
+    info = store.read_info(path)
     layout = info.layout
     size = os.path.getsize(path)
+    attrs = info.meta.to_attrs()
     return {
         "path": str(Path(path)),
         "name": Path(path).name,
         "complete": info.complete,
-        "rows_written": layout.num_samples if info.complete else fmt.rows_written(path),
-        "format_version": info.attrs.get("format_version"),
+        "rows_written": layout.num_samples if info.complete else store.rows_written(path),
+        "format_version": info.format_version,
         "created": info.attrs.get("created"),
         "softlabels_version": info.attrs.get("softlabels_version"),
-        "teacher": info.teacher,
-        "dataset": {k: v for k, v in info.dataset.items() if k != "classes"},
-        "split": info.dataset.get("split"),
-        "classes": info.dataset.get("classes", []),
+        "teacher": attrs["teacher"],
+        "dataset": {k: v for k, v in attrs["dataset"].items() if k != "classes"},
+        "split": info.dataset.split,
+        "classes": list(info.dataset.classes or []),
         "num_samples": layout.num_samples,
         "num_classes": layout.num_classes,
         "num_views": layout.num_views,
-        "view_seeds": view_seeds(info),
+        "view_seeds": info.view_seeds,
         "storage": {"kind": layout.storage, "dtype": layout.dtype, "topk": layout.topk,
-                    "compression": layout.compression},
-        "augment": info.augment,
-        "preprocessing": info.preprocessing,
-        "build": info.build,
+                    "compression": layout.compression, "label": layout.mode.label(),
+                    "short": layout.mode.label(short=True)},
+        "augment": attrs["augment"],
+        "preprocessing": attrs.get("preprocessing", {}),
+        "build": attrs["build"],
         "size_bytes": size,
         "bytes_per_sample": size / layout.num_samples,
         "bytes_per_view": size / (layout.num_samples * layout.num_views),
-        "teacher_accuracy": info.attrs.get("teacher_accuracy"),
+        "teacher_accuracy": info.teacher_accuracy,
         "fingerprint": info.fingerprint,
-        "fingerprints": {"dataset": info.fingerprint, "teacher_weights": info.teacher.get("weights_sha256"),
-                         "shard_rows": info.shard.get("fingerprint") if info.shard else None},
-        "shard": info.shard or None,
+        "fingerprints": {"dataset": info.fingerprint, "teacher_weights": info.teacher.weights_sha256,
+                         "shard_rows": info.shard.fingerprint if info.shard else None},
+        "shard": attrs.get("shard"),
     }
 
 
@@ -60,12 +61,10 @@ def human_size(num_bytes: float) -> str:
 
 def storage_text(storage: dict, short: bool = False) -> str:
     """`float16 top-5 gzip` (short) or `top-5 logits + logsumexp, float16, compression gzip`."""
-    kind = "full" if storage["kind"] == "logits" else f"top-{storage['topk']}"
     if short:
         compression = "" if storage["compression"] == "none" else f" {storage['compression']}"
-        return f"{storage['dtype']} {kind}{compression}"
-    kind = "full logits" if kind == "full" else f"{kind} logits + logsumexp"
-    return f"{kind}, {storage['dtype']}, compression {storage['compression']}"
+        return f"{storage['short']}{compression}"
+    return f"{storage['label']}, compression {storage['compression']}"
 
 
 def seeds_text(seeds: list[int]) -> str:
@@ -152,15 +151,15 @@ def list_caches(root) -> tuple[list[dict], list[dict]]:
     rows, skipped = [], []
     for path in find_cache_files(root):
         name = str(path.relative_to(root))
-        if not fmt.looks_like_cache(path):
-            if path.name.endswith(fmt.PARTIAL_SUFFIX):
+        if not store.looks_like_cache(path):
+            if path.name.endswith(store.PARTIAL_SUFFIX):
                 rows.append(_unreadable_row(name, path, "cannot be opened: a build may be writing it"))
             else:
                 skipped.append({"name": name, "reason": "not a softlabels cache"})
             continue
         try:
             rows.append(catalog_row(name, describe(path)))
-        except (fmt.CacheError, OSError) as err:
+        except (store.CacheError, OSError) as err:
             rows.append(_unreadable_row(name, path, str(err).replace(str(path), name)))
     return rows, skipped
 

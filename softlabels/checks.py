@@ -10,7 +10,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
-from softlabels import format as fmt
+from softlabels import store
 from softlabels.datasets import DatasetSource, open_dataset
 
 SHOWN = 3  # examples per kind of difference in a message
@@ -118,17 +118,17 @@ def _renames(gone: list[str], new: list[str], cache_keys: list[str], keys: list[
 
 def check_against_dataset(path, source: DatasetSource) -> SampleDiff:
     """Compare a cache's keys and labels (its shard's rows, for a shard) with a dataset's."""
-    info = fmt.read_info(path)
-    cache_keys, cache_labels = fmt.read_keys_labels(path)
+    info = store.read_info(path)
+    cache_keys, cache_labels = store.read_keys_labels(path)
     keys, labels = source.keys, source.labels
     if info.shard:
-        keys, labels = keys[info.shard["start"]:info.shard["stop"]], labels[info.shard["start"]:info.shard["stop"]]
+        keys, labels = keys[info.shard.start:info.shard.stop], labels[info.shard.start:info.shard.stop]
     diff = compare_samples(cache_keys, cache_labels, keys, labels)
-    recorded = info.dataset.get("classes")
+    recorded = info.dataset.classes
     if recorded is not None and list(recorded) != list(source.classes):
         diff.classes = (list(recorded), list(source.classes))
-    if not diff and info.fingerprint not in (None, fmt.dataset_fingerprint(keys, labels)):
-        raise fmt.CacheError(f"{path}: its keys and labels do not match its own recorded fingerprint")
+    if not diff and info.fingerprint not in (None, store.dataset_fingerprint(keys, labels)):
+        raise store.CacheError(f"{path}: its keys and labels do not match its own recorded fingerprint")
     return diff
 
 
@@ -164,21 +164,21 @@ def recompute(path, n: int, teacher: str | None = None, weights: str | None = No
     """Re-run a teacher (default: the recorded one) on `n` random samples (chosen by `seed`) and
     compare with the stored targets, replaying each view from its stored parameters. The images come
     from `source` (default: the recorded dataset), matched by key."""
+    from softlabels.pipeline import Normalize, ViewPipeline
     from softlabels.runtime import prepare_model, resolve_device
-    from softlabels.transforms import Preprocessing
 
-    targets = fmt.CacheTargets(path, memory_budget=0)  # read only the rows recomputed
+    targets = store.CacheTargets(path, memory_budget=0)  # read only the rows recomputed
     info, layout = targets.info, targets.layout
-    source = source or open_dataset(info.dataset["spec"], info.dataset.get("split", "train"),
-                                    info.dataset.get("root") or "data")
-    prep = Preprocessing.from_dict(info.preprocessing)
-    model = _load_teacher(info, teacher, weights, trust_checkpoint, prep)
+    source = source or open_dataset(info.dataset.spec, info.dataset.split, info.dataset.root or "data")
+    model = _load_teacher(info, teacher, weights, trust_checkpoint)
     target = resolve_device(device)
     model = prepare_model(model, target).eval()
+    normalize = Normalize(info.preprocessing).to(target)
+    pipeline = ViewPipeline(info.preprocessing, info.augment.name)
     rows = np.sort(np.random.default_rng(seed).choice(layout.num_samples, min(n, layout.num_samples), replace=False))
-    keys = [str(k) for k in fmt.read_keys_labels(path)[0]]
+    keys = [str(k) for k in store.read_keys_labels(path)[0]]
     index = {k: i for i, k in enumerate(source.keys)}
-    tolerance = RELATIVE_TOLERANCE["half" if layout.dtype == "float16" or info.build.get("amp") else "float32"]
+    tolerance = RELATIVE_TOLERANCE["half" if layout.dtype == "float16" or info.build.amp else "float32"]
     worst, mismatches = 0.0, []
     try:
         for row in map(int, rows):
@@ -186,10 +186,12 @@ def recompute(path, n: int, teacher: str | None = None, weights: str | None = No
             if key not in index:
                 raise ValueError(f"sample {key!r} of {path} is not in {source.spec} ({source.split}); "
                                  f"point --dataset at the images the cache was built from")
-            views = _views(source, index[key], key, targets, row, info, prep)
+            stored = targets.rows(row)
+            views = _views(pipeline, source, index[key], key, stored, info)
             with torch.inference_mode():
-                fresh = model(views.to(target).contiguous(memory_format=torch.channels_last)).float().cpu().numpy()
-            for view, (difference, allowed) in enumerate(_differences(targets.rows(row), fresh, tolerance)):
+                batch = normalize(views.to(target).contiguous(memory_format=torch.channels_last))
+                fresh = model(batch).float().cpu().numpy()
+            for view, (difference, allowed) in enumerate(_differences(stored, fresh, tolerance)):
                 worst = max(worst, difference / allowed)
                 if difference > allowed:
                     mismatches.append((key, view, difference, allowed))
@@ -198,45 +200,36 @@ def recompute(path, n: int, teacher: str | None = None, weights: str | None = No
     return Recomputed([keys[r] for r in rows], layout.num_views, worst, mismatches)
 
 
-def _load_teacher(info: fmt.CacheInfo, spec: str | None, weights: str | None, trust: bool, prep):
-    from softlabels.teachers import archive_path, load_teacher
+def _load_teacher(info: store.CacheInfo, spec: str | None, weights: str | None, trust: bool):
+    """The recorded (or given) teacher, built for exactly the input the cache records."""
+    from softlabels.models import archive_path
+    from softlabels.teachers import load_teacher
 
-    spec = spec or info.teacher.get("spec")
+    spec = spec or info.teacher.spec
     if not spec:
         raise ValueError("the cache records no teacher: pass --teacher (and --weights)")
-    if weights is None and spec == info.teacher.get("spec") and archive_path(spec) is None:
-        weights = info.teacher.get("weights")  # the recorded checkpoint, when it is still there
+    if weights is None and spec == info.teacher.spec and archive_path(spec) is None:
+        weights = info.teacher.weights  # the recorded checkpoint, when it is still there
         if weights is not None and not Path(weights).is_file():
             raise FileNotFoundError(f"the cache's teacher weights {weights} are not here; pass --weights")
+    prep = info.preprocessing
     return load_teacher(spec, weights=weights, num_classes=info.layout.num_classes, trust_checkpoint=trust,
-                        in_channels=prep.channels, image_size=prep.image_size).model
+                        data=prep, mean=prep.mean, std=prep.std, image_size=prep.image_size).model
 
 
-def _views(source, index: int, key: str, targets: fmt.CacheTargets, row: int, info, prep) -> torch.Tensor:
-    """The (V, C, S, S) teacher inputs of one sample, replayed from the stored view parameters."""
-    from softlabels.transforms import make_views, sample_views
-
-    augment = info.augment.get("name", "none")
-    image = source.load(index)
-    if targets.layout.param_names:
-        params = targets.params(row)
-    else:
-        width, height = image.size
-        params = sample_views(augment, int(info.augment.get("seed", 0)), key, targets.layout.num_views,
-                              height, width, prep.image_size)
-    return make_views(image, augment, params, prep)
+def _views(pipeline, source, index: int, key: str, stored: store.Rows, info: store.CacheInfo) -> torch.Tensor:
+    """The (V, C, S, S) un-normalised teacher inputs of one sample, replayed from the stored parameters."""
+    x = pipeline.decode(source.load(index))
+    params = stored.params
+    if params is None:
+        params = pipeline.stored_params(x, info.augment.seed, key, info.layout.num_views)
+    return pipeline.views(x, params)
 
 
-def _differences(stored: dict[str, np.ndarray], fresh: np.ndarray, tolerance: float):
-    """(largest |difference|, allowed) per view: full logits, or the stored top-k and log-sum-exp."""
+def _differences(stored: store.Rows, fresh: np.ndarray, tolerance: float):
+    """(largest |difference|, allowed) per view, on what the storage mode keeps."""
     scale = np.maximum(1.0, np.abs(fresh).max(axis=-1))  # (V,)
-    if "logits" in stored:
-        difference = np.abs(stored["logits"].astype(np.float32) - fresh).max(axis=-1)
-    else:
-        head = np.take_along_axis(fresh, stored["topk/indices"].astype(np.int64), axis=-1)
-        lse = torch.logsumexp(torch.from_numpy(fresh), dim=-1).numpy()
-        difference = np.maximum(np.abs(stored["topk/values"].astype(np.float32) - head).max(axis=-1),
-                                np.abs(stored["topk/logsumexp"] - lse))
+    difference = stored.mode.differences(stored.targets, fresh)
     return [(float(d), float(tolerance * s)) for d, s in zip(difference, scale)]
 
 
@@ -263,11 +256,11 @@ def verify_cache(config: VerifyConfig) -> list[str]:
     """Run the checks in order, raising at the first failure; returns one line per check passed."""
     if (config.teacher or config.weights) and not config.recompute:
         raise ValueError("--teacher and --weights choose the teacher for --recompute N; add --recompute")
-    stats = fmt.verify(config.path)
+    stats = store.verify(config.path)
     lines = [f"ok: {config.path} ({stats.num_blocks} blocks verified, {stats.fingerprint[:19]}…)"]
     source = None
     if config.dataset:
-        split = config.split or fmt.read_info(config.path).dataset.get("split", "train")
+        split = config.split or store.read_info(config.path).dataset.split
         source = open_dataset(config.dataset, split, config.data_root)
         require_same_samples(config.path, source)
         lines.append(f"ok: the same {len(source)} samples and labels as {config.dataset} ({split})")

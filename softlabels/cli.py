@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from softlabels import format as fmt
+from softlabels import store
 from softlabels.clitools import CleanErrors, floats, int_range
 
 
@@ -38,12 +38,12 @@ def _augment_help() -> str:
 @click.option("--threads", type=int_range(1), help="CPU intra-op threads [default: cores minus --workers, at least 1].")
 @click.option("--device", default="auto", help="auto, cpu, cuda or cuda:INDEX.")
 @click.option("--amp/--no-amp", default=True, help="fp16 autocast on CUDA (ignored on CPU).")
-@click.option("--dtype", type=click.Choice(fmt.DTYPES), default="float16", help="Stored logit precision.")
+@click.option("--dtype", type=click.Choice(store.DTYPES), default="float16", help="Stored logit precision.")
 @click.option("--views", default=1, type=int_range(1), help="Augmented views per sample (needs --augment).")
 @click.option("--augment", default="none", help="none, flip, cifar or imagenet (see below).")
 @click.option("--seed", default=0, type=int, help="Seed of the view parameters.")
 @click.option("--topk", type=int_range(1), help="Store only the K largest logits per view (plus the log-sum-exp).")
-@click.option("--compression", type=click.Choice(fmt.COMPRESSIONS), default="none", help="HDF5 compression of the stored targets.")
+@click.option("--compression", type=click.Choice(store.COMPRESSIONS), default="none", help="HDF5 compression of the stored targets.")
 @click.option("--block-rows", type=int_range(1), help="Rows per checksum/resume block [default: ~1024, a multiple of --batch-size].")
 @click.option("--shard", "shard", metavar="I/N", help="Compute only shard I of N (contiguous rows) into --out; "
               "combine the shards with `softlabels merge`. Under torchrun the ranks shard by themselves.")
@@ -62,7 +62,7 @@ def build(**options):
         from softlabels.shards import parse_shard
 
         options["shard"] = parse_shard(options["shard"])
-    config = BuildConfig(**options)
+    config = BuildConfig.from_options(**options)
     result = build_cache(config)
     from softlabels.runtime import current_rank
 
@@ -170,10 +170,10 @@ def merge(caches, out, kind, overwrite):
     from softlabels.shards import merge as merge_any
 
     kind, path = merge_any(list(caches), out, kind=kind, overwrite=overwrite)
-    info = fmt.read_info(path)
+    info = store.read_info(path)
     what = "shard(s)" if kind == "rows" else "view set(s)"
     click.echo(f"merged {len(caches)} {what} into {path}: {info.layout.num_samples} samples x "
-               f"{info.layout.num_views} view(s), teacher accuracy {info.attrs['teacher_accuracy']:.2%}")
+               f"{info.layout.num_views} view(s), teacher accuracy {info.teacher_accuracy:.2%}")
 
 
 @main.command()

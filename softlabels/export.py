@@ -18,8 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from softlabels import format as fmt
-from softlabels.shards import view_seeds
+from softlabels import store
 
 FORMATS = ("npz",)
 
@@ -31,9 +30,7 @@ def export_npz(path, out, keep_topk: bool = False, compress: bool = False, overw
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
     if not out.parent.is_dir():
         raise FileNotFoundError(f"output directory {out.parent} does not exist")
-    info = fmt.read_info(path)
-    if not info.complete:
-        raise fmt.CacheError(f"{path} is incomplete (complete=false): finish the build with --resume")
+    info = store.read_complete_info(path)
     if keep_topk and info.layout.storage != "topk":
         raise ValueError(f"{path} stores full logits: --keep-topk only applies to top-k caches")
     arrays = export_arrays(path, info, keep_topk)
@@ -44,33 +41,32 @@ def export_npz(path, out, keep_topk: bool = False, compress: bool = False, overw
     return out
 
 
-def export_arrays(path, info: fmt.CacheInfo, keep_topk: bool = False) -> dict[str, np.ndarray]:
+def export_arrays(path, info: store.CacheInfo, keep_topk: bool = False) -> dict[str, np.ndarray]:
     """The arrays `export_npz` writes, gathered block by block."""
-    keys, labels = fmt.read_keys_labels(path)
+    keys, labels = store.read_keys_labels(path)
     layout = info.layout
-    classes = info.dataset.get("classes") or [str(c) for c in range(layout.num_classes)]
-    out = {"keys": np.array(keys, dtype=str), "labels": labels.astype(np.int64), "classes": np.array(classes, dtype=str)}
-    blocks = [arrays for _, _, arrays in fmt.iter_rows(path)]
+    out = {"keys": np.array(keys, dtype=str), "labels": labels.astype(np.int64),
+           "classes": np.array(info.classes, dtype=str)}
+    rows = store.Rows.concat([rows for _, _, _, rows in store.iter_rows(path)])
     if keep_topk:
-        out["topk_values"] = np.concatenate([b["topk/values"] for b in blocks]).astype(np.float32)
-        out["topk_indices"] = np.concatenate([b["topk/indices"] for b in blocks]).astype(np.int64)
-        out["topk_logsumexp"] = np.concatenate([b["topk/logsumexp"] for b in blocks]).astype(np.float32)
+        out.update(layout.mode.export(rows.targets))
     else:
-        out["logits"] = np.concatenate([fmt.dense_logits(b, layout.num_classes) for b in blocks])
+        out["logits"] = rows.dense()
     if layout.param_names:
-        out["view_params"] = np.concatenate([b["views/params"] for b in blocks]).astype(np.int32)
+        out["view_params"] = rows.params.astype(np.int32)
         out["view_param_names"] = np.array(layout.param_names, dtype=str)
     out["metadata"] = np.array(json.dumps(_metadata(info), sort_keys=True))
     return out
 
 
-def _metadata(info: fmt.CacheInfo) -> dict:
+def _metadata(info: store.CacheInfo) -> dict:
     layout = info.layout
+    attrs = info.meta.to_attrs()
     return {
-        "source": str(info.path), "format_version": info.attrs.get("format_version"),
+        "source": str(info.path), "format_version": info.format_version,
         "created": info.attrs.get("created"), "softlabels_version": info.attrs.get("softlabels_version"),
-        "teacher": info.teacher, "dataset": {k: v for k, v in info.dataset.items() if k != "classes"},
-        "preprocessing": info.preprocessing, "augment": info.augment, "view_seeds": view_seeds(info),
+        "teacher": attrs["teacher"], "dataset": {k: v for k, v in attrs["dataset"].items() if k != "classes"},
+        "preprocessing": attrs.get("preprocessing"), "augment": attrs["augment"], "view_seeds": info.view_seeds,
         "storage": layout.storage, "dtype": layout.dtype, "topk": layout.topk,
-        "teacher_accuracy": info.attrs.get("teacher_accuracy"),
+        "teacher_accuracy": info.teacher_accuracy,
     }

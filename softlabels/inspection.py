@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from softlabels import format as fmt
-from softlabels.reader import softmax
-from softlabels.shards import view_seeds
+from softlabels import store
+from softlabels.cache import softmax
 
 DEFAULT_TEMPERATURES = (1.0, 2.0, 4.0)
 COVERAGE_K = (1, 3, 5, 10)
@@ -52,7 +51,7 @@ class Sample:
         return self.logits.reshape(n * v, c), np.repeat(self.labels, v)
 
 
-def load_sample(path, info: fmt.CacheInfo, max_samples: int) -> Sample:
+def load_sample(path, info: store.CacheInfo, max_samples: int) -> Sample:
     """Evenly spaced rows of a complete cache, top-k expanded to dense logits."""
     layout = info.layout
     per_row = layout.num_views * layout.num_classes
@@ -61,12 +60,11 @@ def load_sample(path, info: fmt.CacheInfo, max_samples: int) -> Sample:
     logits = np.empty((len(rows), layout.num_views, layout.num_classes), dtype=np.float32)
     labels = np.empty(len(rows), dtype=np.int64)
     filled = 0
-    for start, stop, arrays in fmt.iter_rows(path):
+    for start, stop, block_labels, block in store.iter_rows(path):
         pick = rows[(rows >= start) & (rows < stop)] - start
         if len(pick):
-            taken = {name: value[pick] for name, value in arrays.items()}
-            logits[filled:filled + len(pick)] = fmt.dense_logits(taken, layout.num_classes)
-            labels[filled:filled + len(pick)] = taken["labels"]
+            logits[filled:filled + len(pick)] = block.take(pick).dense()
+            labels[filled:filled + len(pick)] = block_labels[pick]
             filled += len(pick)
     return Sample(rows, labels, logits)
 
@@ -93,16 +91,14 @@ def compute_report(path, config: InspectConfig = InspectConfig()) -> tuple[dict,
         raise ValueError(f"temperatures must be positive, got {list(config.temperatures)}")
     if config.max_samples < 1 or config.bins < 1:
         raise ValueError("max_samples and bins must be at least 1")
-    info = fmt.read_info(path)
-    if not info.complete:
-        raise fmt.CacheError(f"{path} is incomplete (complete=false): finish the build with --resume")
+    info = store.read_complete_info(path)
     sample = load_sample(path, info, config.max_samples)
     logits, labels = sample.flat
-    classes = list(info.dataset.get("classes") or map(str, range(info.layout.num_classes)))
+    classes = info.classes
     pred = logits.argmax(axis=-1)
     accuracy, confusion = accuracy_section(pred, labels, classes)
     accuracy["view0"] = float((sample.logits[:, 0].argmax(axis=-1) == sample.labels).mean())
-    accuracy["stored_teacher_accuracy"] = info.attrs.get("teacher_accuracy")
+    accuracy["stored_teacher_accuracy"] = info.teacher_accuracy
     correct = pred == labels
     confidence = softmax(logits).max(axis=-1)
     fitted, curve = fit_temperature(logits, labels)
@@ -120,22 +116,21 @@ def compute_report(path, config: InspectConfig = InspectConfig()) -> tuple[dict,
         },
         "temperatures": temperatures,
         "coverage": coverage_section(temperatures[0]["topk_mass_curve"], len(classes), info.layout.topk),
-        "views": views_section(sample.logits, sample.labels, view_seeds(info)),
+        "views": views_section(sample.logits, sample.labels, info.view_seeds),
     })
     return report, confusion
 
 
-def _header(path, info: fmt.CacheInfo, sample: Sample, classes: list[str]) -> dict:
-    from softlabels.catalog import short_spec, storage_text, teacher_text
+def _header(path, info: store.CacheInfo, sample: Sample, classes: list[str]) -> dict:
+    from softlabels.catalog import short_spec, teacher_text
 
     layout = info.layout
     return {
         "cache": str(path), "name": Path(path).name,
-        "teacher": teacher_text(info.teacher), "dataset": short_spec(str(info.dataset.get("spec"))),
-        "split": info.dataset.get("split"), "classes": classes,
+        "teacher": teacher_text(info.teacher.to_dict()), "dataset": short_spec(str(info.dataset.spec)),
+        "split": info.dataset.split, "classes": classes,
         "num_samples": layout.num_samples, "samples_used": int(len(sample.rows)), "num_views": layout.num_views,
-        "storage": storage_text({"kind": layout.storage, "dtype": layout.dtype, "topk": layout.topk,
-                                 "compression": layout.compression}),
+        "storage": f"{layout.mode.label()}, compression {layout.compression}",
         "topk": layout.topk,
     }
 

@@ -10,17 +10,13 @@ agree, and that shards cover every sample exactly once or view sets never repeat
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 from tqdm.auto import tqdm
 
-from softlabels import format as fmt
+from softlabels import store
 
-# What every shard of one cache must share (the dataset JSON is compared without the shard rows).
-_SAME = ("teacher", "preprocessing", "augment", "build")
-# What identifies a teacher across machines (the weights path as typed may differ).
-_TEACHER_IDENTITY = ("spec", "weights_sha256", "num_params", "model_class")
 MERGE_KINDS = ("auto", "rows", "views")
 
 
@@ -59,52 +55,48 @@ def merge_caches(paths: list[str | Path], out: str | Path, overwrite: bool = Fal
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
     if not paths:
         raise ValueError("give at least one shard to merge")
-    infos = sorted((_complete_info(p) for p in paths), key=lambda i: i.shard.get("start", 0))
+    infos = sorted((_complete_info(p) for p in paths), key=lambda i: i.shard.start if i.shard else 0)
     total = _check_agreement(infos)
     keys, labels = _gather_keys_labels(infos)
     first = infos[0]
-    fingerprint = fmt.dataset_fingerprint(keys, labels)
-    if fingerprint != first.dataset.get("fingerprint"):
+    fingerprint = store.dataset_fingerprint(keys, labels)
+    if fingerprint != first.dataset.fingerprint:
         raise ValueError("merged keys/labels do not match the dataset fingerprint the shards recorded")
-    layout = fmt.Layout(**{**_layout_fields(first.layout), "num_samples": total})
-    attrs = {name: getattr(first, name) for name in ("teacher", "dataset", *_SAME[1:])}
+    layout = first.layout.replace(num_samples=total)
+
     def copy_shards(writer, bar):
         for info in infos:
             _copy_rows(info, writer, bar)
 
-    return _write_merged(out, layout, keys, labels, attrs, "merging", progress, copy_shards)
+    return _write_merged(out, layout, keys, labels, first.meta.replace(shard=None), "merging", progress, copy_shards)
 
 
-def _complete_info(path) -> fmt.CacheInfo:
-    info = fmt.read_info(path)
+def _complete_info(path) -> store.CacheInfo:
+    info = store.read_info(path)
     if not info.complete:
         raise ValueError(f"{path} is incomplete: finish it (--resume) before merging")
-    fmt.verify(path)
+    store.verify(path)
     return info
 
 
-def _layout_fields(layout: fmt.Layout) -> dict:
-    return {name: getattr(layout, name) for name in layout.__dataclass_fields__}
-
-
-def _check_agreement(infos: list[fmt.CacheInfo]) -> int:
+def _check_agreement(infos: list[store.CacheInfo]) -> int:
+    """Shards of one build agree in everything but their rows; returns the dataset's size."""
     first = infos[0]
-    total = int(first.dataset.get("num_samples", 0))
-    base = {**_layout_fields(first.layout), "num_samples": 0}
+    total = int(first.dataset.num_samples or 0)
     for info in infos:
         name = Path(info.path).name
-        for attr in _SAME:
-            if getattr(info, attr) != getattr(first, attr):
-                raise ValueError(f"{name} disagrees with {Path(first.path).name} in {attr}: refusing to merge")
-        if info.dataset != first.dataset:
-            raise ValueError(f"{name} was built from other data than {Path(first.path).name}: refusing to merge")
-        if {**_layout_fields(info.layout), "num_samples": 0} != base:
-            raise ValueError(f"{name} stores targets differently ({info.layout}): refusing to merge")
         if not info.shard:
             raise ValueError(f"{name} is not a shard (no shard attribute)")
+        for attr in ("teacher", "preprocessing", "augment", "build"):
+            if getattr(info, attr).to_dict() != getattr(first, attr).to_dict():
+                raise ValueError(f"{name} disagrees with {Path(first.path).name} in {attr}: refusing to merge")
+        if info.dataset.to_dict() != first.dataset.to_dict():
+            raise ValueError(f"{name} was built from other data than {Path(first.path).name}: refusing to merge")
+        if info.layout.replace(num_samples=1) != first.layout.replace(num_samples=1):
+            raise ValueError(f"{name} stores targets differently ({info.layout}): refusing to merge")
     expected_start = 0
     for info in infos:
-        start, stop = info.shard["start"], info.shard["stop"]
+        start, stop = info.shard.start, info.shard.stop
         if start != expected_start:
             kind = "overlap" if start < expected_start else "gap"
             raise ValueError(f"shards do not cover every sample exactly once: {kind} at row "
@@ -118,30 +110,19 @@ def _check_agreement(infos: list[fmt.CacheInfo]) -> int:
 def _gather_keys_labels(infos) -> tuple[list[str], np.ndarray]:
     keys, labels = [], []
     for info in infos:
-        k, lab = fmt.read_keys_labels(info.path)
+        k, lab = store.read_keys_labels(info.path)
         keys.extend(k)
         labels.append(lab)
     return keys, np.concatenate(labels)
 
 
-def _copy_rows(info: fmt.CacheInfo, writer: fmt.CacheWriter, bar) -> None:
-    step = max(writer.layout.block_rows, 1)
-    with fmt.open_cache_file(info.path) as file:
-        names = list(info.layout.row_datasets())
-        for start in range(0, info.layout.num_samples, step):
-            stop = min(start + step, info.layout.num_samples)
-            writer.write({name: file[name][start:stop] for name in names})
-            bar.update(stop - start)
+def _copy_rows(info: store.CacheInfo, writer: store.CacheWriter, bar) -> None:
+    for start, stop, _, rows in store.iter_rows(info.path, max(writer.layout.block_rows, 1)):
+        writer.write(rows)
+        bar.update(stop - start)
 
 
 # ----------------------------------------------------------------------------- view sets
-
-
-def view_seeds(info: fmt.CacheInfo) -> list[int]:
-    """The `--seed` behind each of a cache's V views (merged view sets record one per view)."""
-    augment = info.augment
-    seeds = augment.get("seeds")
-    return [int(s) for s in seeds] if seeds else [int(augment.get("seed", 0))] * info.layout.num_views
 
 
 def merge_views(paths: list[str | Path], out: str | Path, overwrite: bool = False, progress: bool = True) -> Path:
@@ -158,19 +139,17 @@ def merge_views(paths: list[str | Path], out: str | Path, overwrite: bool = Fals
     infos = [_complete_info(p) for p in paths]
     _check_view_sets(infos)
     first = infos[0]
-    seeds = [seed for info in infos for seed in view_seeds(info)]
-    layout = fmt.Layout(**{**_layout_fields(first.layout), "num_views": len(seeds)})
-    augment = {**first.augment, "views": len(seeds), "seed": seeds[0], "seeds": seeds}
-    attrs = {"teacher": first.teacher, "dataset": first.dataset, "preprocessing": first.preprocessing,
-             "augment": augment, "build": first.build}
-    keys, labels = fmt.read_keys_labels(first.path)
-    return _write_merged(out, layout, keys, labels, attrs, "merging views", progress,
+    seeds = [seed for info in infos for seed in info.view_seeds]
+    layout = first.layout.replace(num_views=len(seeds))
+    augment = replace(first.augment, views=len(seeds), seed=seeds[0], seeds=tuple(seeds))
+    keys, labels = store.read_keys_labels(first.path)
+    return _write_merged(out, layout, keys, labels, first.meta.replace(augment=augment), "merging views", progress,
                          lambda writer, bar: _copy_views(infos, writer, bar))
 
 
-def _write_merged(out, layout, keys, labels, attrs, desc: str, progress: bool, fill) -> Path:
+def _write_merged(out, layout, keys, labels, meta: store.Metadata, desc: str, progress: bool, fill) -> Path:
     """Create `out` through the crash-safe writer, let `fill(writer, bar)` write every row, finish."""
-    writer = fmt.CacheWriter.create(out, layout, keys, labels, attrs)
+    writer = store.CacheWriter.create(out, layout, keys, labels, meta)
     try:
         with tqdm(total=layout.num_samples, unit="row", desc=desc, disable=not progress) as bar:
             fill(writer, bar)
@@ -181,55 +160,49 @@ def _write_merged(out, layout, keys, labels, attrs, desc: str, progress: bool, f
     return Path(out)
 
 
-def _check_view_sets(infos: list[fmt.CacheInfo]) -> None:
+def _check_view_sets(infos: list[store.CacheInfo]) -> None:
     first, first_name = infos[0], Path(infos[0].path).name
     seen: dict[int, str] = {}
     for info in infos:
         name = Path(info.path).name
         if info.shard:
-            raise ValueError(f"{name} is a shard (rows {info.shard.get('start')}..{info.shard.get('stop')}): "
+            raise ValueError(f"{name} is a shard (rows {info.shard.start}..{info.shard.stop}): "
                              f"merge its shards into one cache first, then merge views")
-        if info.augment.get("name", "none") == "none":
+        if info.augment.name == "none":
             raise ValueError(f"{name} has no augmentation: its views are the plain image, nothing new to merge "
                              f"(build extra views with --augment and another --seed)")
         problems = _view_set_differences(first, info)
         if problems:
             raise ValueError(f"{name} and {first_name} differ in {problems[0]}: refusing to merge their views")
-        for seed in sorted(set(view_seeds(info))):
+        for seed in sorted(set(info.view_seeds)):
             if seed in seen:
                 raise ValueError(f"{seen[seed]} and {name} both hold views of seed {seed}, which would repeat "
                                  f"the same views; build the extra views with another --seed")
             seen[seed] = name
 
 
-def _view_set_differences(first: fmt.CacheInfo, info: fmt.CacheInfo) -> list[str]:
+def _view_set_differences(first: store.CacheInfo, info: store.CacheInfo) -> list[str]:
     """What makes two caches' views not views of one teacher on one dataset (empty when they agree)."""
-    checks = [(f"teacher.{key}", first.teacher.get(key), info.teacher.get(key)) for key in _TEACHER_IDENTITY]
-    checks += [(f"dataset.{key}", first.dataset.get(key), info.dataset.get(key))
-               for key in ("fingerprint", "split", "classes")]
-    checks += [("preprocessing", first.preprocessing, info.preprocessing),
-               ("augment.name", first.augment.get("name"), info.augment.get("name")),
-               ("augment.param_names", first.augment.get("param_names"), info.augment.get("param_names"))]
-    checks += [(f"build.{key}", first.build.get(key), info.build.get(key))
-               for key in sorted(set(first.build) | set(info.build))]
-    mine, theirs = (_storage_fields(i.layout) for i in (first, info))
+    checks = _fields("teacher", first.teacher, info.teacher, ("spec", "weights_sha256", "num_params", "model_class"))
+    checks += _fields("dataset", first.dataset, info.dataset, ("fingerprint", "split", "classes"))
+    checks += [("preprocessing", first.preprocessing, info.preprocessing)]
+    checks += _fields("augment", first.augment, info.augment, ("name", "param_names"))
+    build_keys = sorted(set(first.build.to_dict()) | set(info.build.to_dict()))
+    checks += [(f"build.{key}", first.build.to_dict().get(key), info.build.to_dict().get(key)) for key in build_keys]
+    mine, theirs = (i.layout.replace(num_views=1, block_rows=1).fields() for i in (first, info))
     checks += [(f"layout.{key}", mine[key], theirs[key]) for key in mine]
     return [f"{what} ({a!r} vs {b!r})" for what, a, b in checks if a != b]
 
 
-def _storage_fields(layout: fmt.Layout) -> dict:
-    fields = _layout_fields(layout)
-    for name in ("num_views", "block_rows"):
-        fields.pop(name)
-    return fields
+def _fields(prefix: str, a, b, names) -> list[tuple]:
+    return [(f"{prefix}.{name}", getattr(a, name), getattr(b, name)) for name in names]
 
 
-def _copy_views(infos: list[fmt.CacheInfo], writer: fmt.CacheWriter, bar) -> None:
-    names = list(writer.layout.row_datasets())
-    readers = [fmt.iter_rows(info.path, writer.layout.block_rows) for info in infos]
+def _copy_views(infos: list[store.CacheInfo], writer: store.CacheWriter, bar) -> None:
+    readers = [store.iter_rows(info.path, writer.layout.block_rows) for info in infos]
     for blocks in zip(*readers):
-        # Every row dataset is (N, V, ...): the views of all inputs line up along axis 1.
-        writer.write({name: np.concatenate([arrays[name] for _, _, arrays in blocks], axis=1) for name in names})
+        # Every row array is (N, V, ...): the views of all inputs line up along axis 1.
+        writer.write(store.Rows.concat([rows for _, _, _, rows in blocks], axis=1))
         bar.update(blocks[0][1] - blocks[0][0])
 
 
@@ -238,7 +211,7 @@ def _copy_views(infos: list[fmt.CacheInfo], writer: fmt.CacheWriter, bar) -> Non
 
 def merge_kind(paths: list[str | Path]) -> str:
     """`rows` when every input is a shard, `views` when none is; mixed inputs are refused."""
-    shards = [bool(fmt.read_info(p).shard) for p in paths]
+    shards = [store.read_info(p).shard is not None for p in paths]
     if all(shards):
         return "rows"
     if not any(shards):

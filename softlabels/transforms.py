@@ -1,61 +1,24 @@
-"""Preprocessing and parametrised augmentations, shared by the teacher pass and the trainer's replay.
+"""Parametrised augmentations and the pixel operations of a view (used by `softlabels.pipeline`).
 
 An augmentation is split in two: `sample` draws a small int32 parameter vector, `apply` is an exact
 function of the image and those parameters. The teacher pass draws the parameters of view v of a
 sample as the v-th draw from `view_rng(seed, key)`, so they depend on nothing but the seed and the
 sample's key (not on batch size, worker count or rank), and stores them beside the logits. The
-trainer replays the stored parameters through the same `make_view` and gets bit-identical inputs.
+trainer replays the stored parameters through the same pipeline and gets bit-identical inputs.
 
-Random (uncached) augmentation is the same `sample` with any generator, e.g.
-`augment.sample(np.random.default_rng(), height, width, image_size)`, then `make_view`.
-
-Everything here works on float (C, H, W) tensors in [0, 1]; normalisation comes last (`finish`), so
-padding is black, as with torchvision's RandomCrop before Normalize.
+Everything here works on float (C, H, W) tensors in [0, 1]; normalisation comes after, on the device
+(`softlabels.pipeline.Normalize`), so padding is black, as with torchvision's RandomCrop before Normalize.
 """
 from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """What turns an image into network input: size and normalisation; len(mean) is the channel count."""
-
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    image_size: int
-
-    def __post_init__(self):
-        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
-        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
-        object.__setattr__(self, "image_size", int(self.image_size))
-        if len(self.mean) != len(self.std) or len(self.mean) not in (1, 3):
-            raise ValueError(f"mean and std need 1 or 3 values each (one per channel), got {self.mean} and {self.std}")
-        if not all(math.isfinite(value) for value in (*self.mean, *self.std)):
-            raise ValueError(f"mean and std must be finite numbers, got {self.mean} and {self.std}")
-        if min(self.std) <= 0:
-            raise ValueError(f"std values must be positive, got {self.std}")
-        if self.image_size < 1:
-            raise ValueError(f"image_size must be at least 1, got {self.image_size}")
-
-    @property
-    def channels(self) -> int:
-        return len(self.mean)
-
-    def to_dict(self) -> dict:
-        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Preprocessing:
-        return cls(tuple(d["mean"]), tuple(d["std"]), int(d["image_size"]))
 
 
 def to_tensor(img: Image.Image, channels: int) -> torch.Tensor:
@@ -74,21 +37,16 @@ def _resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return TF.resize(x, [height, width], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
 
 
-def finish(x: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
-    """Bring (..., C, H, W) in [0, 1] to `prep.image_size` (shorter side, then centre crop; only when
-    the size differs) and normalise. Deterministic: the same input gives the same bits."""
-    if x.shape[-3] != prep.channels:
-        raise ValueError(f"image has {x.shape[-3]} channels but the preprocessing expects {prep.channels}")
-    size = prep.image_size
+def fit_size(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Bring (..., C, H, W) to `size` x `size`: shorter side to `size`, then centre crop (only when the
+    size differs). Deterministic: the same input gives the same bits."""
     height, width = x.shape[-2:]
     if (height, width) != (size, size):
         short, long = sorted((height, width))
         long = int(size * long / short)  # torchvision's Resize(int) rule
         x = _resize(x, *((size, long) if height <= width else (long, size)))
         x = TF.center_crop(x, [size, size])
-    mean = torch.tensor(prep.mean, dtype=x.dtype).view(-1, 1, 1)
-    std = torch.tensor(prep.std, dtype=x.dtype).view(-1, 1, 1)
-    return (x - mean) / std
+    return x
 
 
 class Augment:
@@ -246,18 +204,3 @@ def sample_views(augment: str | Augment, seed: int, key: str, views: int, height
     rng = view_rng(seed, key)
     drawn = [augment.sample(rng, height, width, image_size) for _ in range(views)]
     return np.stack(drawn).astype(np.int32, copy=False).reshape(views, len(augment.param_names))
-
-
-def make_view(x: torch.Tensor, augment: str | Augment, params, prep: Preprocessing) -> torch.Tensor:
-    """One network input from float (C, H, W) `x` in [0, 1]: the teacher pass and the replay both call this."""
-    return finish(get_augment(augment).apply(x, params, prep.image_size), prep)
-
-
-def make_views(img: Image.Image, augment: str | Augment, params, prep: Preprocessing) -> torch.Tensor:
-    """(V, C, S, S) views of `img` for (V, P) `params`, converting the image to a tensor only once."""
-    augment = get_augment(augment)
-    x = to_tensor(img, prep.channels)
-    params = np.asarray(params)
-    if params.ndim != 2:
-        raise ValueError(f"make_views needs (views, parameters) params, got shape {params.shape}")
-    return torch.stack([make_view(x, augment, row, prep) for row in params])

@@ -15,9 +15,6 @@ from pathlib import Path
 import torch
 
 CHECKPOINT_VERSION = 1
-# Settings that may change between a run and its --resume: where and how fast it runs, not what it learns.
-RUN_ONLY_SETTINGS = ("out", "resume", "overwrite", "workers", "device", "progress", "stop_after", "start_method",
-                     "cache_memory_mb", "data_root", "download", "cache", "weights", "trust_checkpoint", "eval_dataset")
 
 
 def write_bytes_atomic(data: bytes, path: str | Path) -> Path:
@@ -94,20 +91,39 @@ def set_rng_state(state: dict) -> None:
 
 
 def resume_differences(saved: dict, current: dict) -> list[str]:
-    """Settings that shape training and differ between a checkpoint's config and this run's."""
-    keys = sorted((set(saved) | set(current)) - set(RUN_ONLY_SETTINGS))
+    """Settings that differ between a checkpoint's and this run's, as `group.name: ...` lines.
+
+    Both are nested dicts (a config's `identity()`, or a data identity); nested keys are compared
+    one by one so the message names the setting.
+    """
+    saved, current = _flatten(saved), _flatten(current)
     return [f"{key}: checkpoint has {saved.get(key)!r}, this run {current.get(key)!r}"
-            for key in keys if saved.get(key) != current.get(key)]
+            for key in sorted(set(saved) | set(current)) if saved.get(key) != current.get(key)]
 
 
-def check_resumable(state: dict, config: dict, identity: dict, path: str | Path) -> None:
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value and prefix == "" and key in _GROUPS:
+            out.update(_flatten(value, f"{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+_GROUPS = ("data", "model", "objective", "optim", "runtime")
+
+
+def check_resumable(state: dict, identity: dict, data_identity: dict, path: str | Path) -> None:
     """Refuse to resume a checkpoint made by another student, data, cache or schedule.
 
-    `identity` names what the run learns from: the training data's fingerprint and, with a cache,
-    the cache's teacher and view settings (the cache's path may change, its content may not).
+    `identity` is the run config's `identity()` (every option group but `runtime`); `data_identity`
+    names what the run learns from: the training data's fingerprint and, with a cache, the cache's
+    teacher and view settings (the cache's path may change, its content may not).
     """
-    differences = resume_differences(state.get("identity", {}), identity)
-    differences += resume_differences(state["config"], config)
+    saved = {name: value for name, value in state["config"].items() if name != "runtime"}
+    differences = resume_differences(state.get("identity", {}), data_identity)
+    differences += resume_differences(saved, identity)
     if differences:
         raise ValueError(f"cannot resume {path}: it was trained with other settings ({differences[0]}"
                          f"{f' and {len(differences) - 1} more' if len(differences) > 1 else ''}); "

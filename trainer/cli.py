@@ -93,7 +93,7 @@ def training_options(command):
 def _fit_config(options: dict):
     if options.get("workers") is None:
         options.pop("workers", None)
-    return FitConfig(**options)
+    return FitConfig.from_options(**options)
 
 
 @main.command()
@@ -123,7 +123,7 @@ def describe_summary(summary: dict, out: str) -> str:
 
     best = f" (best {percent(summary['best_accuracy'])} at epoch {summary['best_epoch']})" \
         if summary.get("best_epoch") else ""
-    state = "" if summary["finished"] else f" (stopped at epoch {summary['epochs']} of {summary['config']['epochs']})"
+    state = "" if summary["finished"] else f" (stopped at epoch {summary['epochs']} of {summary['config']['optim']['epochs']})"
     return (f"{summary['student']} [{summary['loss']}]: test accuracy {percent(summary['test_accuracy'])}{best}, "
             f"{summary['epochs']} epochs in {summary['wall_seconds']:.1f} s, "
             f"{summary['images_per_second'] or 0:.0f} images/s{state}; wrote {out}")

@@ -1,14 +1,15 @@
 """Training data: images joined with cached targets by a verified fingerprint, views, samplers, loaders.
 
-Datasets return UN-normalised views (float32 [0, 1], (C, S, S), already at the image size): each
-model normalises on its device (`trainer.students.Normalize`).
+Datasets return UN-normalised views (float32 [0, 1], (C, S, S), already at the image size), made by
+the same `softlabels.pipeline.ViewPipeline` as the teacher pass: each model normalises on its device
+(`softlabels.pipeline.Normalize`).
 
 A cached sample is addressed by (position, view, epoch), yielded by `EpochSampler`: the sampler
 shuffles positions each epoch from (seed, epoch) and picks the view from a `ViewSchedule`, a seeded
 per-sample permutation of the V stored views, so that every V consecutive epochs use each view once.
-`CachedDataset` replays exactly the stored augmentation parameters of that view (the build's
-`make_view` without the normalisation) and returns that view's dense teacher logits. The epoch also
-seeds random (uncached) augmentation per sample, so a run is reproducible whatever the worker count.
+`CachedDataset` replays exactly the stored augmentation parameters of that view and returns that
+view's dense teacher logits. The epoch also seeds random (uncached) augmentation per sample, so a
+run is reproducible whatever the worker count.
 """
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from softlabels import store
 from softlabels.checks import require_same_samples
 from softlabels.datasets import DatasetSource, eval_spec_for, open_dataset
-from softlabels.format import CacheInfo, CacheTargets, dataset_fingerprint, dense_logits
-from softlabels.transforms import Augment, Preprocessing, get_augment, make_view, to_tensor
+from softlabels.inputs import Preprocessing, data_input
+from softlabels.pipeline import ViewPipeline
 
 START_METHODS = ("fork", "spawn", "forkserver")
 
@@ -32,7 +34,7 @@ START_METHODS = ("fork", "spawn", "forkserver")
 
 def check_same_samples(cache_path: str, recorded_fingerprint: str | None, source: DatasetSource) -> str:
     """Refuse images that are not the ones the cache was built on; returns the shared fingerprint."""
-    fingerprint = dataset_fingerprint(source.keys, source.labels)
+    fingerprint = store.dataset_fingerprint(source.keys, source.labels)
     if fingerprint != recorded_fingerprint:
         require_same_samples(cache_path, source)  # says what differs (or passes a cache without one)
     return fingerprint
@@ -101,16 +103,9 @@ def _unpack(item) -> tuple[int, int, int]:
     return (int(item), 0, 0) if isinstance(item, (int, np.integer)) else tuple(int(v) for v in item)
 
 
-def _plain(channels: int, image_size: int) -> Preprocessing:
-    """Resize-only preprocessing: `finish` with mean 0 and std 1 leaves the values bit-identical."""
-    return Preprocessing((0.0,) * channels, (1.0,) * channels, image_size)
-
-
-def random_view(x: torch.Tensor, augment: Augment, seed: int, index: int, epoch: int, plain: Preprocessing):
+def random_view(pipeline: ViewPipeline, x: torch.Tensor, seed: int, index: int, epoch: int) -> torch.Tensor:
     """A random (uncached) view, from a generator seeded by (seed, epoch, sample index)."""
-    rng = np.random.default_rng([int(seed), epoch, index, 0xA06])
-    params = augment.sample(rng, x.shape[-2], x.shape[-1], plain.image_size)
-    return make_view(x, augment, params, plain)
+    return pipeline.random_view(x, np.random.default_rng([int(seed), epoch, index, 0xA06]))
 
 
 class LabelledDataset(Dataset):
@@ -118,18 +113,17 @@ class LabelledDataset(Dataset):
 
     def __init__(self, source: DatasetSource, channels: int, image_size: int, augment: str = "none", seed: int = 0):
         self.source, self.seed = source, seed
-        self.augment = get_augment(augment)
-        self.plain = _plain(channels, image_size)
+        self.pipeline = ViewPipeline(data_input(source.defaults, channels, image_size), augment)
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __getitem__(self, item):
         index, _, epoch = _unpack(item)
-        x = to_tensor(self.source.load(index), self.plain.channels)
-        if self.augment.name == "none":
-            return make_view(x, self.augment, (), self.plain), int(self.source.labels[index])
-        return random_view(x, self.augment, self.seed, index, epoch, self.plain), int(self.source.labels[index])
+        x = self.pipeline.decode(self.source.load(index))
+        if self.pipeline.augment.name == "none":
+            return self.pipeline.view(x, ()), int(self.source.labels[index])
+        return random_view(self.pipeline, x, self.seed, index, epoch), int(self.source.labels[index])
 
 
 class CachedDataset(Dataset):
@@ -139,30 +133,27 @@ class CachedDataset(Dataset):
     instead, paired with the targets of cached view v: inconsistent teaching, kept for comparisons.
     """
 
-    def __init__(self, source: DatasetSource, targets: CacheTargets, random_augment: str = "none", seed: int = 0):
+    def __init__(self, source: DatasetSource, targets: store.CacheTargets, random_augment: str = "none",
+                 seed: int = 0):
         if len(source) != len(targets):
             raise ValueError(f"{source.spec} has {len(source)} samples but the cache {targets.path} {len(targets)}")
         self.source, self.targets, self.seed = source, targets, seed
-        prep = Preprocessing.from_dict(targets.info.preprocessing)
-        self.plain = _plain(prep.channels, prep.image_size)
-        self.replay = get_augment(targets.info.augment.get("name", "none"))
-        self.random = get_augment(random_augment)
-        self.num_classes = targets.layout.num_classes
+        prep = targets.info.preprocessing
+        self.replay = ViewPipeline(prep, targets.info.augment.name)
+        self.random = ViewPipeline(prep, random_augment)
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __getitem__(self, item):
         index, view, epoch = _unpack(item)
-        rows = self.targets.rows(index)  # one read for the targets and view parameters
-        x = to_tensor(self.source.load(index), self.plain.channels)
-        if self.random.name != "none":
-            image = random_view(x, self.random, self.seed, index, epoch, self.plain)
+        rows = self.targets.rows(index).view(view)  # one read for the targets and view parameters
+        x = self.replay.decode(self.source.load(index))
+        if self.random.augment.name != "none":
+            image = random_view(self.random, x, self.seed, index, epoch)
         else:
-            params = rows["views/params"][view] if self.replay.param_names else ()
-            image = make_view(x, self.replay, params, self.plain)
-        one_view = {name: value[view] for name, value in rows.items()}  # expand only the view used
-        logits = torch.from_numpy(np.ascontiguousarray(dense_logits(one_view, self.num_classes), dtype=np.float32))
+            image = self.replay.view(x, rows.params if rows.params is not None else ())
+        logits = torch.from_numpy(np.ascontiguousarray(rows.dense(), dtype=np.float32))  # only this view expanded
         return image, int(self.source.labels[index]), logits
 
 
@@ -200,44 +191,49 @@ class TrainingData:
     image_prep: Preprocessing  # channels and size of the views; mean/std: the student's default
     fingerprint: str
     schedule: ViewSchedule | None = None
-    cache: CacheInfo | None = None
+    cache: store.CacheInfo | None = None
 
     @property
     def identity(self) -> dict:
         """What a checkpoint's resume must agree on (see trainer.checkpoints.check_resumable)."""
         identity = {"dataset_fingerprint": self.fingerprint}
         if self.cache is not None:
-            identity["cache_targets"] = {"teacher": self.cache.teacher.get("weights_sha256") or self.cache.teacher.get("spec"),
-                                 "augment": self.cache.augment, "preprocessing": self.cache.preprocessing,
-                                 "storage": self.cache.build}
+            teacher = self.cache.teacher
+            identity["cache_targets"] = {"teacher": teacher.weights_sha256 or teacher.spec,
+                                         **{k: v for k, v in self.cache.meta.to_attrs().items()
+                                            if k in ("augment", "preprocessing")},
+                                         "storage": self.cache.build.to_dict()}
         return identity
 
 
-def open_cache_dataset(info: CacheInfo, spec: str | None, data_root: str, download: bool) -> DatasetSource:
+def open_cache_dataset(info: store.CacheInfo, spec: str | None, data_root: str, download: bool) -> DatasetSource:
     """The images a cache was built on: `spec` when given, else the recorded spec, else its recorded folder."""
     recorded = info.dataset
-    split = recorded.get("split", "train")
+    split = recorded.split
     if spec is not None:
         return open_dataset(spec, split, data_root, download)
+    if not recorded.spec:
+        raise ValueError(f"{info.path} records no dataset: pass --dataset to say where its images are")
     try:
-        return open_dataset(recorded["spec"], split, data_root, download)
+        return open_dataset(recorded.spec, split, data_root, download)
     except FileNotFoundError as err:
-        folder = Path(recorded.get("root", ""))
-        if not recorded["spec"].startswith("imagefolder:") or not folder.is_dir():
+        folder = Path(recorded.root or "")
+        if not recorded.spec.startswith("imagefolder:") or not folder.is_dir():
             raise FileNotFoundError(f"{err}; pass --dataset to say where the cache's images are") from None
     return open_dataset(f"imagefolder:{folder.parent if folder.name == split else folder}", split)
 
 
-def cached_training_data(cache: str, spec: str | None, data_root: str, download: bool, memory_budget: int,
-                         subset: int | None, augment: str, seed: int) -> TrainingData:
+def cached_training_data(cache: str, spec: str | None = None, *, data_root: str = "data", download: bool = False,
+                         memory_budget: int = 2 << 30, subset: int | None = None, augment: str = "none",
+                         seed: int = 0) -> TrainingData:
     """Images joined with a cache's targets, after checking they are the samples it was built on."""
-    targets = CacheTargets(cache, memory_budget=memory_budget)
+    targets = store.CacheTargets(cache, memory_budget=memory_budget)
     source = open_cache_dataset(targets.info, spec, data_root, download)
     fingerprint = check_same_samples(cache, targets.info.fingerprint, source)
     if targets.layout.num_classes != len(source.classes):
         raise ValueError(f"the cache has {targets.layout.num_classes} classes but {source.spec} {len(source.classes)}")
-    cache_prep = Preprocessing.from_dict(targets.info.preprocessing)
-    defaults = Preprocessing(source.defaults["mean"], source.defaults["std"], cache_prep.image_size)
+    cache_prep = targets.info.preprocessing
+    defaults = data_input(source.defaults, image_size=cache_prep.image_size)
     image_prep = defaults if defaults.channels == cache_prep.channels else cache_prep
     schedule = ViewSchedule(len(source), targets.layout.num_views, seed)
     return TrainingData(source, CachedDataset(source, targets, augment, seed), subset_indices(source.labels, subset),
@@ -248,20 +244,10 @@ def labelled_training_data(source: DatasetSource, subset: int | None, augment: s
                            channels: int | None = None, image_size: int | None = None) -> TrainingData:
     """A dataset with its labels (and random augmentation), as views of `channels` x `image_size`
     (the dataset's defaults when None)."""
-    mean, std = source.defaults["mean"], source.defaults["std"]
-    channels = channels or len(mean)
-    image_prep = Preprocessing(_fit(mean, channels), _fit(std, channels), image_size or source.defaults["image_size"])
+    image_prep = data_input(source.defaults, channels, image_size)
     dataset = LabelledDataset(source, image_prep.channels, image_prep.image_size, augment, seed)
     return TrainingData(source, dataset, subset_indices(source.labels, subset), image_prep,
-                        dataset_fingerprint(source.keys, source.labels))
-
-
-def _fit(values, channels: int) -> tuple[float, ...]:
-    """Per-channel statistics for another channel count: grey repeated, or RGB averaged."""
-    values = tuple(values)
-    if len(values) == channels:
-        return values
-    return values * channels if len(values) == 1 else (sum(values) / len(values),)
+                        store.dataset_fingerprint(source.keys, source.labels))
 
 
 def eval_dataset(choice: str | None, train: DatasetSource, image_prep: Preprocessing, data_root: str,

@@ -84,19 +84,19 @@ def results_table(config: DemoConfig, seconds: dict[str, float]) -> str:
     def summary(name):
         return json.loads((out / name / "summary.json").read_text())
 
-    from softlabels.format import read_info
+    from softlabels.store import read_info
 
     cache = read_info(out / "cache.h5")
     teacher, kd, ce = summary("teacher"), summary("student-kd"), summary("student-ce")
     rows = [
         (f"teacher {config.teacher}, labels ({config.teacher_per_class}/class, {config.teacher_epochs} ep)",
          teacher["test_accuracy"], seconds["teacher"]),
-        (f"cache: teacher pass over {cache.layout.num_samples} images (train acc {cache.attrs['teacher_accuracy']:.2%})",
+        (f"cache: teacher pass over {cache.layout.num_samples} images (train acc {cache.teacher_accuracy:.2%})",
          None, seconds["cache"]),
         (f"student {config.student}, labels only (CE, {config.student_per_class}/class, {config.student_epochs} ep)",
          ce["test_accuracy"], seconds["student-ce"]),
-        (f"student {config.student}, from the cache (KD T={kd['config']['temperature']:g} "
-         f"alpha={kd['config']['alpha']:g})", kd["test_accuracy"], seconds["student-kd"]),
+        (f"student {config.student}, from the cache (KD T={kd['config']['objective']['temperature']:g} "
+         f"alpha={kd['config']['objective']['alpha']:g})", kd["test_accuracy"], seconds["student-kd"]),
     ]
     width = max(len(r[0]) for r in rows)
     lines = [f"{'run':<{width}}  test acc   time", "-" * (width + 18)]

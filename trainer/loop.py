@@ -24,13 +24,17 @@ from tqdm.auto import tqdm
 
 from softlabels.datasets import open_dataset
 from softlabels.runtime import Rank, autocast, cpu_threads, current_rank, default_workers, prepare_model, resolve_device
-from softlabels.teachers import archive_path, load_teacher
-from softlabels.transforms import Preprocessing, get_augment
+from softlabels.inputs import Preprocessing, data_input
+from softlabels.models import archive_path
+from softlabels.options import Options
+from softlabels.pipeline import Normalize
+from softlabels.teachers import load_teacher
+from softlabels.transforms import get_augment
 from trainer import checkpoints, plots
 from trainer.data import (EpochSampler, TrainingData, cached_training_data, eval_dataset, labelled_training_data,
                           make_loader)
 from trainer.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, LOSSES, Objective
-from trainer.students import Normalize, create_student, model_preprocessing, probe_student, zoo_preprocessing
+from trainer.students import create_student, probe_student, student_input
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
@@ -47,23 +51,40 @@ class InconsistentAugmentWarning(UserWarning):
 
 
 @dataclass(frozen=True)
-class FitConfig:
-    """Everything one training run needs; `trainer fit` fills it from its options (help there)."""
+class DataOptions:
+    """Which samples the student learns from, and the random augmentation it sees."""
+
+    dataset: str | None = None  # None with a cache: the recorded dataset
+    split: str = "train"
+    subset: int | None = None  # first N training samples of each class
+    augment: str = "none"
+    inconsistent_augment: bool = False
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """The student and its input statistics."""
 
     student: str
-    out: str
-    cache: str | None = None
-    dataset: str | None = None
-    split: str = "train"
-    teacher: str | None = None
-    weights: str | None = None
-    trust_checkpoint: bool = False
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ObjectiveOptions:
+    """What the student is trained to match; `teacher` is a spec for online KD."""
+
     loss: str | None = None  # None: kd with a cache or teacher, else ce
     temperature: float = DEFAULT_TEMPERATURE
     alpha: float = DEFAULT_ALPHA
     label_smoothing: float = 0.0
-    eval_dataset: str | None = None  # None: the matching test split; "none": no evaluation
-    subset: int | None = None  # first N training samples of each class
+    teacher: str | None = None
+
+
+@dataclass(frozen=True)
+class OptimOptions:
+    """How the student is trained."""
+
     epochs: int = 10
     batch_size: int = 64
     lr: float | None = None  # None: DEFAULT_LR[optimizer]
@@ -74,16 +95,24 @@ class FitConfig:
     # Max global gradient norm (0: off). Measured: small_cnn with KD at T=2 diverged to chance at
     # lr 0.05 without it and reached 59% with it (BENCHMARKS.md, bench/accuracy.py).
     clip_grad_norm: float = 2.0
-    augment: str = "none"
-    inconsistent_augment: bool = False
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
+    seed: int = 0
+    amp: bool = True
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """Where files are and how fast the run goes: may change when resuming. A cache's or a teacher's
+    path may change too; their content is checked separately (`TrainingData.identity`)."""
+
+    out: str
+    cache: str | None = None
+    weights: str | None = None  # the online teacher's checkpoint
+    trust_checkpoint: bool = False
+    eval_dataset: str | None = None  # None: the matching test split; "none": no evaluation
     workers: int = field(default_factory=default_workers)
     start_method: str | None = None
     threads: int | None = None  # None: CPU cores minus workers
     device: str = "auto"
-    amp: bool = True
-    seed: int = 0
     data_root: str = "data"
     download: bool = False
     cache_memory_mb: int = 2048
@@ -92,71 +121,87 @@ class FitConfig:
     stop_after: int | None = None
     progress: bool = True
 
+
+@dataclass(frozen=True)
+class FitConfig(Options):
+    """Everything one training run needs, in groups; `FitConfig.from_options(**flat)` fills it from the
+    flat option names of `trainer fit` (e.g. `FitConfig.from_options(cache="c.h5", student="small_cnn",
+    out="runs/kd")`). A resume must agree on every group but `runtime`."""
+
+    data: DataOptions
+    model: ModelOptions
+    objective: ObjectiveOptions
+    optim: OptimOptions
+    runtime: RuntimeOptions
+
     @property
     def loss_name(self) -> str:
-        return self.loss or ("kd" if self.cache or self.teacher else "ce")
+        return self.objective.loss or ("kd" if self.runtime.cache or self.objective.teacher else "ce")
 
     @property
     def peak_lr(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+        return self.optim.lr if self.optim.lr is not None else DEFAULT_LR[self.optim.optimizer]
 
-    def objective(self) -> Objective:
-        return Objective(self.loss_name, self.temperature, self.alpha, self.label_smoothing)
+    def make_objective(self) -> Objective:
+        o = self.objective
+        return Objective(self.loss_name, o.temperature, o.alpha, o.label_smoothing)
 
     @property
     def decay(self) -> float:
-        return self.weight_decay if self.weight_decay is not None else DEFAULT_WEIGHT_DECAY[self.optimizer]
+        o = self.optim
+        return o.weight_decay if o.weight_decay is not None else DEFAULT_WEIGHT_DECAY[o.optimizer]
 
     def to_dict(self) -> dict:
-        """The settings as used (defaults resolved), in plain JSON types: checkpoints and summary.json."""
-        settings = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-        settings.update(loss=self.loss_name, lr=self.peak_lr, weight_decay=self.decay)
+        """The settings as used (defaults resolved), nested, in plain JSON types: checkpoints and summary.json."""
+        settings = super().to_dict()
+        settings["objective"]["loss"] = self.loss_name
+        settings["optim"].update(lr=self.peak_lr, weight_decay=self.decay)
         return settings
 
 
 def check_config(config: FitConfig) -> None:
     """Every option combination that cannot work, refused before any data is read."""
-    if not (config.cache or config.dataset):
+    if not (config.runtime.cache or config.data.dataset):
         raise ValueError("give --cache FILE (learn from a teacher's cache) or --dataset SPEC (learn from labels)")
-    if config.cache and config.teacher:
+    if config.runtime.cache and config.objective.teacher:
         raise ValueError("--cache and --teacher exclude each other: the cache already holds the teacher's outputs")
-    if config.weights and not config.teacher:
+    if config.runtime.weights and not config.objective.teacher:
         raise ValueError("--weights belongs to --teacher (online distillation); a student starts from scratch")
-    if config.teacher and not config.weights and archive_path(config.teacher) is None:
-        raise ValueError(f"--teacher {config.teacher} needs --weights PATH: an untrained teacher teaches nothing")
-    if config.loss is not None and config.loss not in LOSSES:
-        raise ValueError(f"unknown loss {config.loss!r}; choose one of: {', '.join(LOSSES)}")
-    objective = config.objective()
-    if objective.needs_teacher and not (config.cache or config.teacher):
+    if config.objective.teacher and not config.runtime.weights and archive_path(config.objective.teacher) is None:
+        raise ValueError(f"--teacher {config.objective.teacher} needs --weights PATH: an untrained teacher teaches nothing")
+    if config.objective.loss is not None and config.objective.loss not in LOSSES:
+        raise ValueError(f"unknown loss {config.objective.loss!r}; choose one of: {', '.join(LOSSES)}")
+    objective = config.make_objective()
+    if objective.needs_teacher and not (config.runtime.cache or config.objective.teacher):
         raise ValueError(f"--loss {objective.name} needs teacher outputs: pass --cache FILE, or --teacher SPEC "
                          f"--weights PATH for online distillation (or use --loss ce)")
-    if config.teacher and not objective.needs_teacher:
+    if config.objective.teacher and not objective.needs_teacher:
         raise ValueError(f"--loss {objective.name} does not use --teacher; drop it or use --loss kd/hard")
     _check_numbers(config)
     _check_augment(config)
 
 
 def _check_numbers(config: FitConfig) -> None:
-    if config.optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {config.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
-    if config.schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {config.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
-    if config.epochs < 1 or config.batch_size < 1:
+    if config.optim.optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {config.optim.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
+    if config.optim.schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {config.optim.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
+    if config.optim.epochs < 1 or config.optim.batch_size < 1:
         raise ValueError("--epochs and --batch-size must be at least 1")
     if not config.peak_lr > 0:
-        raise ValueError(f"--lr must be positive, got {config.lr}")
-    if not 0 <= config.warmup_epochs < config.epochs:
-        raise ValueError(f"--warmup-epochs must lie in [0, --epochs={config.epochs}), got {config.warmup_epochs}")
-    if config.stop_after is not None and not 1 <= config.stop_after <= config.epochs:
-        raise ValueError(f"--stop-after must lie in 1..{config.epochs}, got {config.stop_after}")
-    if config.workers < 0 or config.cache_memory_mb < 0:
+        raise ValueError(f"--lr must be positive, got {config.optim.lr}")
+    if not 0 <= config.optim.warmup_epochs < config.optim.epochs:
+        raise ValueError(f"--warmup-epochs must lie in [0, --epochs={config.optim.epochs}), got {config.optim.warmup_epochs}")
+    if config.runtime.stop_after is not None and not 1 <= config.runtime.stop_after <= config.optim.epochs:
+        raise ValueError(f"--stop-after must lie in 1..{config.optim.epochs}, got {config.runtime.stop_after}")
+    if config.runtime.workers < 0 or config.runtime.cache_memory_mb < 0:
         raise ValueError("--workers and --cache-memory-mb cannot be negative")
 
 
 def _check_augment(config: FitConfig) -> None:
-    augment = get_augment(config.augment)
-    if config.cache and augment.name != "none":
-        if not config.inconsistent_augment:
+    augment = get_augment(config.data.augment)
+    if config.runtime.cache and augment.name != "none":
+        if not config.data.inconsistent_augment:
             raise ValueError(f"--augment {augment.name} with --cache pairs random views with targets the teacher "
                              f"computed on other views (inconsistent teaching). Build a multi-view cache instead "
                              f"(softlabels build --views V --augment {augment.name}), whose views are replayed "
@@ -202,59 +247,50 @@ class Run:
 
 
 def load_data(config: FitConfig) -> tuple[TrainingData, Teacher | None]:
-    """The training data, and the online teacher when there is one (whose view geometry wins)."""
-    if config.cache:
-        return cached_training_data(config.cache, config.dataset, config.data_root, config.download,
-                                    config.cache_memory_mb << 20, config.subset, config.augment, config.seed), None
-    source = open_dataset(config.dataset, config.split, config.data_root, config.download)
-    defaults = Preprocessing(source.defaults["mean"], source.defaults["std"], source.defaults["image_size"])
-    if not config.teacher:
-        channels = len(config.mean) if config.mean else defaults.channels
-        return labelled_training_data(source, config.subset, config.augment, config.seed, channels), None
-    teacher_prep = _teacher_preprocessing(config.teacher, defaults)
-    data = labelled_training_data(source, config.subset, config.augment, config.seed, teacher_prep.channels,
-                                  teacher_prep.image_size)
-    teacher = load_teacher(config.teacher, config.weights, num_classes=len(source.classes),
-                           trust_checkpoint=config.trust_checkpoint, in_channels=teacher_prep.channels,
-                           image_size=teacher_prep.image_size)
-    return data, Teacher(teacher.model.eval(), Normalize(teacher_prep))
-
-
-def _teacher_preprocessing(spec: str, data_prep: Preprocessing) -> Preprocessing:
-    """As `softlabels build` resolves it: the zoo entry's statistics and size, else the dataset's."""
-    declared = zoo_preprocessing(spec)
-    if declared and len(declared["mean"]) == data_prep.channels:
-        return Preprocessing(declared["mean"], declared["std"], declared["image_size"])
-    return data_prep
+    """The training data, and the online teacher when there is one (whose input sets the views)."""
+    data, runtime, seed = config.data, config.runtime, config.optim.seed
+    if runtime.cache:
+        return cached_training_data(runtime.cache, data.dataset, data_root=runtime.data_root, download=runtime.download,
+                                    memory_budget=runtime.cache_memory_mb << 20, subset=data.subset,
+                                    augment=data.augment, seed=seed), None
+    source = open_dataset(data.dataset, data.split, runtime.data_root, runtime.download)
+    if not config.objective.teacher:
+        channels = len(config.model.mean) if config.model.mean else None
+        return labelled_training_data(source, data.subset, data.augment, seed, channels), None
+    loaded = load_teacher(config.objective.teacher, runtime.weights, num_classes=len(source.classes),
+                          trust_checkpoint=runtime.trust_checkpoint, data=data_input(source.defaults))
+    prep = loaded.input
+    training = labelled_training_data(source, data.subset, data.augment, seed, prep.channels, prep.image_size)
+    return training, Teacher(loaded.model.eval(), Normalize(prep))
 
 
 def build_run(config: FitConfig, rank: Rank, device: torch.device) -> Run:
     data, teacher = load_data(config)
-    prep = model_preprocessing(config.student, data.image_prep, config.mean, config.std)
-    sampler = EpochSampler(data.indices, config.seed, data.schedule, rank=rank.rank, world_size=rank.world_size)
-    train_loader = make_loader(data.dataset, config.batch_size, config.workers, device, sampler, config.start_method)
-    held_out = eval_dataset(config.eval_dataset, data.source, prep, config.data_root, config.download)
-    eval_loader = make_loader(held_out, max(config.batch_size, 256), config.workers, device,
-                              start_method=config.start_method) if held_out is not None and rank.is_main else None
-    torch.manual_seed(config.seed)
+    prep = student_input(config.model.student, data.image_prep, config.model.mean, config.model.std)
+    sampler = EpochSampler(data.indices, config.optim.seed, data.schedule, rank=rank.rank, world_size=rank.world_size)
+    train_loader = make_loader(data.dataset, config.optim.batch_size, config.runtime.workers, device, sampler, config.runtime.start_method)
+    held_out = eval_dataset(config.runtime.eval_dataset, data.source, prep, config.runtime.data_root, config.runtime.download)
+    eval_loader = make_loader(held_out, max(config.optim.batch_size, 256), config.runtime.workers, device,
+                              start_method=config.runtime.start_method) if held_out is not None and rank.is_main else None
+    torch.manual_seed(config.optim.seed)
     # channels_last everywhere: on this 2-core CPU a small_cnn training step ran 1.7x faster, cifar_resnet20 1.2x.
     num_classes = len(data.source.classes)
-    student = prepare_model(create_student(config.student, num_classes, prep.channels, prep.image_size), device)
-    probe_student(student, config.student, prep, num_classes)
+    student = prepare_model(create_student(config.model.student, num_classes, prep.channels, prep.image_size), device)
+    probe_student(student, config.model.student, prep, num_classes)
     if rank.distributed:
         student = nn.parallel.DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None)
     if teacher is not None:
         teacher = Teacher(prepare_model(teacher.model, device).eval(), teacher.normalize.to(device))
     optimizer = make_optimizer(student, config)
     scheduler = make_scheduler(optimizer, config, len(train_loader))
-    scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=config.optim.amp and device.type == "cuda")
     return Run(config, rank, device, data, sampler, train_loader, eval_loader, student, Normalize(prep).to(device),
-               prep, teacher, config.objective(), optimizer, scheduler, scaler)
+               prep, teacher, config.make_objective(), optimizer, scheduler, scaler)
 
 
 def make_optimizer(model: nn.Module, config: FitConfig) -> torch.optim.Optimizer:
     """SGD (momentum 0.9, Nesterov) or AdamW, with the per-optimizer default lr and weight decay."""
-    if config.optimizer == "sgd":
+    if config.optim.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=config.peak_lr, momentum=0.9, nesterov=True,
                                weight_decay=config.decay)
     return torch.optim.AdamW(model.parameters(), lr=config.peak_lr, weight_decay=config.decay)
@@ -283,9 +319,9 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
 
 
 def make_scheduler(optimizer, config: FitConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    total = config.epochs * steps_per_epoch
-    warmup = round(config.warmup_epochs * steps_per_epoch)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, warmup, config.schedule))
+    total = config.optim.epochs * steps_per_epoch
+    warmup = round(config.optim.warmup_epochs * steps_per_epoch)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, warmup, config.optim.schedule))
 
 
 # ----------------------------------------------------------------------------- one epoch
@@ -308,15 +344,15 @@ def teacher_logits(teacher: Teacher, images: torch.Tensor, device: torch.device,
 def train_step(run: Run, images, labels, targets) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step; returns (loss, student logits), detached."""
     if run.teacher is not None:
-        targets = teacher_logits(run.teacher, images, run.device, run.config.amp)
-    with autocast(run.device, run.config.amp):
+        targets = teacher_logits(run.teacher, images, run.device, run.config.optim.amp)
+    with autocast(run.device, run.config.optim.amp):
         logits = run.student(run.normalize(images))
     loss = run.objective(logits, targets, labels)
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
-    if run.config.clip_grad_norm:
+    if run.config.optim.clip_grad_norm:
         run.scaler.unscale_(run.optimizer)  # clip the true gradients, not the loss-scaled ones
-        torch.nn.utils.clip_grad_norm_(run.student.parameters(), run.config.clip_grad_norm)
+        torch.nn.utils.clip_grad_norm_(run.student.parameters(), run.config.optim.clip_grad_norm)
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.scheduler.step()
@@ -330,8 +366,8 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
     totals = torch.zeros(3, dtype=torch.float64, device=run.device)  # loss sum, correct, images
     lr = run.optimizer.param_groups[0]["lr"]
     started = time.perf_counter()
-    bar = tqdm(run.train_loader, desc=f"epoch {epoch + 1}/{run.config.epochs}", unit="batch", dynamic_ncols=True,
-               disable=not (run.config.progress and run.rank.is_main), leave=False)
+    bar = tqdm(run.train_loader, desc=f"epoch {epoch + 1}/{run.config.optim.epochs}", unit="batch", dynamic_ncols=True,
+               disable=not (run.config.runtime.progress and run.rank.is_main), leave=False)
     for step, batch in enumerate(bar):
         images, labels, targets = _to_device(batch, run.device)
         loss, logits = train_step(run, images, labels, targets)
@@ -391,13 +427,13 @@ def fit(config: FitConfig) -> dict:
     check_config(config)
     rank = current_rank()
     device = _device_for(config, rank)
-    with cpu_threads(device, config.workers, config.threads), _process_group(rank, device):
-        out = Path(config.out)
+    with cpu_threads(device, config.runtime.workers, config.runtime.threads), _process_group(rank, device):
+        out = Path(config.runtime.out)
         _check_out(config, out, rank)
         run = build_run(config, rank, device)
-        progress = _restore(run, out) if config.resume and (out / "last.pt").exists() else Progress()
+        progress = _restore(run, out) if config.runtime.resume and (out / "last.pt").exists() else Progress()
         started = time.perf_counter()
-        last = min(config.epochs, config.stop_after or config.epochs)
+        last = min(config.optim.epochs, config.runtime.stop_after or config.optim.epochs)
         for epoch in range(progress.epoch, last):
             _run_epoch(run, progress, epoch, out)
         summary = make_summary(run, progress, time.perf_counter() - started)
@@ -407,9 +443,9 @@ def fit(config: FitConfig) -> dict:
 
 
 def _device_for(config: FitConfig, rank: Rank) -> torch.device:
-    if rank.distributed and config.device == "auto" and torch.cuda.is_available():
+    if rank.distributed and config.runtime.device == "auto" and torch.cuda.is_available():
         return resolve_device(f"cuda:{rank.local_rank}")
-    device = resolve_device(config.device)
+    device = resolve_device(config.runtime.device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
     return device
@@ -428,7 +464,7 @@ def _process_group(rank: Rank, device: torch.device):
 
 
 def _check_out(config: FitConfig, out: Path, rank: Rank) -> None:
-    if (out / "last.pt").exists() and not (config.resume or config.overwrite):
+    if (out / "last.pt").exists() and not (config.runtime.resume or config.runtime.overwrite):
         raise FileExistsError(f"{out} already holds a run (last.pt): pass --resume to continue it, "
                               f"--overwrite to start again, or choose another --out")
     if rank.is_main:
@@ -439,7 +475,7 @@ def _run_epoch(run: Run, progress: Progress, epoch: int, out: Path) -> None:
     record = {"epoch": epoch + 1, **train_one_epoch(run, epoch)}
     if run.eval_loader is not None:
         started = time.perf_counter()
-        record.update(evaluate(run.bare_student, run.normalize, run.eval_loader, run.device, run.config.amp))
+        record.update(evaluate(run.bare_student, run.normalize, run.eval_loader, run.device, run.config.optim.amp))
         record["eval_seconds"] = time.perf_counter() - started
     _report(run, record)
     progress.epoch = epoch + 1
@@ -453,10 +489,10 @@ def _run_epoch(run: Run, progress: Progress, epoch: int, out: Path) -> None:
 
 def _report(run: Run, record: dict) -> None:
     """One line per epoch under its progress bar."""
-    if not (run.config.progress and run.rank.is_main):
+    if not (run.config.runtime.progress and run.rank.is_main):
         return
     held_out = f", eval loss {record['eval_loss']:.4f} acc {record['eval_accuracy']:.2%}" if "eval_accuracy" in record else ""
-    tqdm.write(f"epoch {record['epoch']}/{run.config.epochs}: train loss {record['train_loss']:.4f} "
+    tqdm.write(f"epoch {record['epoch']}/{run.config.optim.epochs}: train loss {record['train_loss']:.4f} "
                f"acc {record['train_accuracy']:.2%}{held_out}, {record['images_per_second']:.0f} images/s")
 
 
@@ -510,15 +546,15 @@ def write_metrics(history: list[dict], out: Path) -> None:
 
 def _title(config: FitConfig) -> str:
     loss = config.loss_name
-    detail = f" T={config.temperature:g} alpha={config.alpha:g}" if loss == "kd" else ""
-    return f"{config.student}, {loss}{detail}"
+    detail = f" T={config.objective.temperature:g} alpha={config.objective.alpha:g}" if loss == "kd" else ""
+    return f"{config.model.student}, {loss}{detail}"
 
 
 def _restore(run: Run, out: Path) -> Progress:
     """Load last.pt into the run (weights, optimizer, schedule, scaler, RNG) after checking it fits."""
     path = out / "last.pt"
     state = checkpoints.load_checkpoint(path)
-    checkpoints.check_resumable(state, run.config.to_dict(), run.data.identity, path)
+    checkpoints.check_resumable(state, run.config.identity(), run.data.identity, path)
     run.bare_student.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
@@ -542,8 +578,8 @@ def make_summary(run: Run, progress: Progress, run_seconds: float | None) -> dic
     last = history[-1] if history else {}
     summary = {
         "config": run.config.to_dict(),
-        "student": run.config.student, "loss": run.config.loss_name,
-        "epochs": progress.epoch, "finished": progress.epoch >= run.config.epochs,
+        "student": run.config.model.student, "loss": run.config.loss_name,
+        "epochs": progress.epoch, "finished": progress.epoch >= run.config.optim.epochs,
         "test_accuracy": last.get("eval_accuracy"), "best_accuracy": progress.best_accuracy,
         "best_epoch": progress.best_epoch, "train_accuracy": last.get("train_accuracy"),
         "train_loss": last.get("train_loss"),

@@ -11,12 +11,12 @@ import io
 import itertools
 import re
 import traceback
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from trainer import plots
 from trainer.checkpoints import write_text_atomic
-from softlabels.format import read_info
+from softlabels.store import read_info
 from trainer.losses import check_kd_settings
 from trainer.loop import FitConfig, check_config, fit
 
@@ -39,16 +39,16 @@ class SweepConfig:
             raise ValueError("give at least one --student")
         for t, a in itertools.product(self.temperatures or (1.0,), self.alphas or (0.0,)):
             check_kd_settings(t, a)
-        out = Path(self.base.out)
+        out = Path(self.base.runtime.out)
         grid = []
         for student in dict.fromkeys(self.students):
             if self.with_ce and self.base.loss_name != "ce":
-                grid.append(replace(self.base, student=student, loss="ce", out=str(out / _name(student, "ce"))))
+                grid.append(self.base.replace(student=student, loss="ce", out=str(out / _name(student, "ce"))))
             if self.base.loss_name != "kd":  # temperature and alpha only shape the kd loss
-                grid.append(replace(self.base, student=student, out=str(out / _name(student, self.base.loss_name))))
+                grid.append(self.base.replace(student=student, out=str(out / _name(student, self.base.loss_name))))
                 continue
-            for t, a in itertools.product(self.temperatures or (self.base.temperature,), self.alphas or (self.base.alpha,)):
-                grid.append(replace(self.base, student=student, temperature=t, alpha=a,
+            for t, a in itertools.product(self.temperatures or (self.base.objective.temperature,), self.alphas or (self.base.objective.alpha,)):
+                grid.append(self.base.replace(student=student, temperature=t, alpha=a,
                                     out=str(out / _name(student, "kd", t, a))))
         return grid
 
@@ -60,18 +60,18 @@ def _name(student: str, loss: str, temperature: float | None = None, alpha: floa
 
 def run_one(config: FitConfig) -> dict:
     """One run of the sweep as a leaderboard row; failures become rows too (status and error)."""
-    row = {"run": Path(config.out).name, "student": config.student, "loss": config.loss_name,
-           "temperature": config.temperature if config.loss_name == "kd" else None,
-           "alpha": config.alpha if config.loss_name == "kd" else None}
-    resume = config.resume and (Path(config.out) / "last.pt").exists()
+    row = {"run": Path(config.runtime.out).name, "student": config.model.student, "loss": config.loss_name,
+           "temperature": config.objective.temperature if config.loss_name == "kd" else None,
+           "alpha": config.objective.alpha if config.loss_name == "kd" else None}
+    resume = config.runtime.resume and (Path(config.runtime.out) / "last.pt").exists()
     try:
-        summary = fit(replace(config, resume=resume))
+        summary = fit(config.replace(resume=resume))
     except KeyboardInterrupt:
         raise
     except Exception as err:  # recorded, and the sweep goes on
         message = " ".join(str(err).split()) or type(err).__name__
-        Path(config.out).mkdir(parents=True, exist_ok=True)
-        write_text_atomic(traceback.format_exc(), Path(config.out) / "error.txt")
+        Path(config.runtime.out).mkdir(parents=True, exist_ok=True)
+        write_text_atomic(traceback.format_exc(), Path(config.runtime.out) / "error.txt")
         return {**row, "status": "failed", "error": f"{type(err).__name__}: {message}"}
     keep = ("test_accuracy", "best_accuracy", "epochs", "wall_seconds", "images_per_second")
     return {**row, **{k: summary.get(k) for k in keep}, "status": "ok", "error": ""}
@@ -81,9 +81,9 @@ def sweep(config: SweepConfig, on_result=None) -> list[dict]:
     """Train every run of the grid in turn; returns the ranked rows (also written under base.out)."""
     runs = config.runs()
     check_config(runs[0])  # what every run would fail on (no data, bad loss settings) stops the sweep now
-    if config.base.cache:
-        read_info(config.base.cache)
-    out = Path(config.base.out)
+    if config.base.runtime.cache:
+        read_info(config.base.runtime.cache)
+    out = Path(config.base.runtime.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for run in runs:

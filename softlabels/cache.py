@@ -1,12 +1,14 @@
-"""`open_cache`: a cache as a user's own training loop sees it (keys, labels, classes, soft targets).
+"""`open_cache`: a cache as a user's own training loop sees it (keys, labels, classes, soft targets,
+and the exact view the teacher saw).
 
     import softlabels
     cache = softlabels.open_cache("data/cifar10-train.h5")
-    cache.check_dataset("cifar10")                 # refuses other images than the cache's
+    source = cache.check_dataset("cifar10")        # refuses other images than the cache's
     p = cache.targets("17", temperature=2.0)       # (C,) soft targets of sample "17", view 0
     p = cache.targets([0, 1, 2], view=None)        # (3, V, C) every view of three samples
+    x, label, logits = cache.replay(source, 17, view=2)   # view 2 of sample 17, as the teacher saw it
 
-Built on `format.CacheTargets`: small caches are read into memory once, larger ones row by row
+Built on `store.CacheTargets`: small caches are read into memory once, larger ones row by row
 through a handle each process opens for itself, so a `Cache` can be handed to DataLoader workers.
 """
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Sequence, Union
 
 import numpy as np
 
-from softlabels import format as fmt
+from softlabels import store
 
 Index = Union[int, str, np.integer]
 
@@ -37,13 +39,14 @@ class Cache:
 
     def __init__(self, path, memory_budget: int = 2 << 30):
         self.path = str(path)
-        self._targets = fmt.CacheTargets(path, memory_budget)
+        self._targets = store.CacheTargets(path, memory_budget)
         self.info = self._targets.info
-        keys, labels = fmt.read_keys_labels(path)
+        keys, labels = store.read_keys_labels(path)
         self.keys: list[str] = keys
         self.labels: np.ndarray = labels
-        self.classes: list[str] = list(self.info.dataset.get("classes") or map(str, range(self.num_classes)))
+        self.classes: list[str] = self.info.classes
         self._positions: dict[str, int] | None = None
+        self._pipeline = None
 
     @property
     def num_views(self) -> int:
@@ -58,7 +61,7 @@ class Cache:
 
     def __repr__(self) -> str:
         return (f"Cache({self.path!r}: {len(self)} samples x {self.num_views} view(s), {self.num_classes} classes, "
-                f"teacher {self.info.teacher.get('spec')})")
+                f"teacher {self.info.teacher.spec})")
 
     def index_of(self, key: str) -> int:
         """The position of the sample with this key."""
@@ -74,9 +77,7 @@ class Cache:
         a list of samples adds a leading axis. Top-k caches are expanded (docs/FORMAT.md)."""
         if not isinstance(item, (int, str, np.integer)):
             return np.stack([self.logits(one, view) for one in item])
-        if view is not None and not -self.num_views <= view < self.num_views:
-            raise IndexError(f"view {view} out of range: {self.path} has {self.num_views} view(s)")
-        return self._targets.logits(self._position(item), view)
+        return self._targets.logits(self._position(item), None if view is None else self._view(view))
 
     def targets(self, item: Index | Sequence[Index], view: int | None = 0, temperature: float = 1.0) -> np.ndarray:
         """Soft targets softmax(logits / temperature), shaped like `logits(item, view)`."""
@@ -93,19 +94,60 @@ class Cache:
     def check_dataset(self, source, split: str | None = None, root: str | Path = "data") -> str:
         """Refuse a dataset whose (key, label) list is not the cache's; returns the shared fingerprint.
 
-        `source` is a `DatasetSource` (from `open_dataset`) or a dataset spec such as `cifar10`,
-        opened on `split` (default: the cache's split) under `root`.
+        Args:
+            source: a `DatasetSource` (from `open_dataset`) or a dataset spec such as `cifar10`.
+            split: the split of a spec [default: the cache's].
+            root: where built-in datasets live.
+        Raises:
+            ValueError: naming the samples added, removed, renamed or relabelled.
         """
+        source = self._source(source, split, root)
+        from softlabels.checks import require_same_samples
+
+        fingerprint = store.dataset_fingerprint(source.keys, source.labels)
+        if fingerprint != store.dataset_fingerprint(self.keys, self.labels):
+            require_same_samples(self.path, source)  # says what differs
+        return fingerprint
+
+    def _source(self, source, split: str | None, root):
         if isinstance(source, str):
             from softlabels.datasets import open_dataset
 
-            source = open_dataset(source, split or self.info.dataset.get("split", "train"), root)
-        from softlabels.checks import require_same_samples
+            return open_dataset(source, split or self.info.dataset.split, root)
+        return source
 
-        fingerprint = fmt.dataset_fingerprint(source.keys, source.labels)
-        if fingerprint != fmt.dataset_fingerprint(self.keys, self.labels):
-            require_same_samples(self.path, source)  # says what differs
-        return fingerprint
+    def replay(self, source, item: Index, view: int = 0, normalize: bool = False):
+        """The input the teacher saw for view `view` of a sample, with its label and logits.
+
+        Args:
+            source: the cache's samples (a `DatasetSource` or a spec; see `check_dataset`).
+            item: a position or key.
+            view: which stored view.
+            normalize: normalise with the cache's recorded statistics (else float32 [0, 1]).
+        Returns:
+            (input (C, S, S) float32 tensor, label, dense float32 logits (C,)).
+        """
+        import torch
+
+        from softlabels.pipeline import Normalize, ViewPipeline
+
+        source = self._source(source, None, "data")
+        position = self._position(item)
+        if source.keys[position] != self.keys[position]:
+            self.check_dataset(source)
+        if self._pipeline is None:
+            self._pipeline = ViewPipeline(self.info.preprocessing, self.info.augment.name)
+        rows = self._targets.rows(position).view(self._view(view))
+        x = self._pipeline.decode(source.load(position))
+        image = self._pipeline.view(x, rows.params if rows.params is not None else ())
+        if normalize:
+            image = Normalize(self.info.preprocessing)(image[None])[0]
+        return image, int(self.labels[position]), torch.from_numpy(rows.dense())
+
+    def _view(self, view: int) -> int:
+        if not -self.num_views <= view < self.num_views:
+            raise IndexError(f"view {view} out of range: {self.path} has {self.num_views} view(s)")
+        return view % self.num_views
 
     def close(self) -> None:
         self._targets.close()
@@ -118,5 +160,13 @@ class Cache:
 
 
 def open_cache(path, memory_budget: int = 2 << 30) -> Cache:
-    """Open a complete cache for reading (caches up to `memory_budget` bytes are read into memory)."""
+    """Open a complete cache for reading.
+
+    Args:
+        path: the cache file.
+        memory_budget: caches whose targets fit in this many bytes are read into memory at once.
+    Raises:
+        FileNotFoundError: no such file (the message names a partial build when one exists).
+        softlabels.CacheError: not a cache, incomplete, damaged or untrusted.
+    """
     return Cache(path, memory_budget)

@@ -1,0 +1,31 @@
+"""What every model source provides: which specs it claims, how it builds a module, what input its
+published weights expect. One subclass per source, in its own file, listed in `models.SOURCES`."""
+from __future__ import annotations
+
+from typing import ClassVar
+
+from torch import nn
+
+
+class ModelSource:
+    """A kind of model spec (`zoo name`, `torchvision:NAME`, `FILE.py:FUNC`, archive path, ...)."""
+
+    name: ClassVar[str] = ""
+    form: ClassVar[str] = ""  # how the spec looks, for error messages
+    trainable: ClassVar[bool] = True  # False: a frozen program (archives) that cannot be a student
+    carries_weights: ClassVar[bool] = False  # True: no --weights (the spec's file holds them)
+
+    def claims(self, spec: str) -> bool:
+        raise NotImplementedError
+
+    def create(self, spec: str, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+        """A new module with `num_classes` outputs for `in_channels` x `image_size` images."""
+        raise NotImplementedError
+
+    def declared_input(self, spec: str) -> dict | None:
+        """The input (mean, std, image_size) the spec's published weights expect, or None."""
+        return None
+
+    def names(self) -> list[str]:
+        """Names this source lists in messages (zoo names), else nothing."""
+        return []

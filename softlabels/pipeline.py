@@ -1,0 +1,65 @@
+"""One path from a sample to network input, shared by the teacher pass, `verify --recompute`, the
+trainer and users' own loops:
+
+    decode  ->  view (stored parameters replayed, or freshly drawn)  ->  fit to the input size
+            ->  (on the device, batched) normalise with `Normalize`
+
+`ViewPipeline` does the first three on the CPU (DataLoader workers) and hands out un-normalised
+float32 [0, 1] views; each model normalises its own batch on its device (`Normalize`), so online KD
+can feed one batch to a teacher and a student that expect different statistics. A view is an exact
+function of the decoded sample and its parameters: the teacher pass and every replay get the same
+bits.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from softlabels.inputs import Preprocessing
+from softlabels.transforms import Augment, fit_size, get_augment, sample_views, to_tensor
+
+
+class ViewPipeline:
+    """Views of samples for a model input (`prep`: channels and size) under one augmentation."""
+
+    def __init__(self, prep: Preprocessing, augment: str | Augment = "none"):
+        self.prep = prep
+        self.augment = get_augment(augment)
+
+    def decode(self, sample) -> torch.Tensor:
+        """A decoded sample (a PIL image) as float32 (C, H, W) in [0, 1] with the input's channels."""
+        return to_tensor(sample, self.prep.channels)
+
+    def view(self, x: torch.Tensor, params) -> torch.Tensor:
+        """The view of decoded `x` that `params` (P,) describe, at the input size."""
+        if x.shape[-3] != self.prep.channels:
+            raise ValueError(f"image has {x.shape[-3]} channels but the input expects {self.prep.channels}")
+        return fit_size(self.augment.apply(x, params, self.prep.image_size), self.prep.image_size)
+
+    def views(self, x: torch.Tensor, params) -> torch.Tensor:
+        """(V, C, S, S) views of decoded `x` for (V, P) parameters."""
+        params = np.asarray(params)
+        if params.ndim != 2:
+            raise ValueError(f"views need (views, parameters) params, got shape {params.shape}")
+        return torch.stack([self.view(x, row) for row in params])
+
+    def stored_params(self, x: torch.Tensor, seed: int, key: str, num_views: int) -> np.ndarray:
+        """The (V, P) parameters of a sample's stored views: a function of (seed, key) alone."""
+        return sample_views(self.augment, seed, key, num_views, x.shape[-2], x.shape[-1], self.prep.image_size)
+
+    def random_view(self, x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """A freshly drawn (uncached) view."""
+        return self.view(x, self.augment.sample(rng, x.shape[-2], x.shape[-1], self.prep.image_size))
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std on (N, C, H, W) batches: the one place inputs are normalised."""
+
+    def __init__(self, prep: Preprocessing):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(prep.mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(prep.std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std

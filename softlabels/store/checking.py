@@ -1,0 +1,121 @@
+"""Checking a cache file: header and version, trust (a cache is data, never code), the shapes the
+layout promises, and the full integrity pass (every block's checksum, finiteness, fingerprint)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+
+from softlabels.store import files
+from softlabels.store.schema import FORMAT_NAME, FORMAT_VERSION, CacheError, Layout, dataset_fingerprint
+
+
+def check_header(file: h5py.File) -> None:
+    if files.attr(file, "format") != FORMAT_NAME:
+        raise CacheError(f"{file.filename} is not a softlabels cache (no format='softlabels' attribute)")
+    version = files.attr(file, "format_version")
+    if not isinstance(version, int) or version < 1:
+        raise CacheError(f"{file.filename}: bad format_version {version!r}")
+    if version > FORMAT_VERSION:
+        raise CacheError(f"{file.filename} uses cache format version {version}; this softlabels "
+                         f"reads up to version {FORMAT_VERSION}: upgrade softlabels")
+    for name in ("num_samples", "num_classes", "num_views"):
+        if not isinstance(files.attr(file, name), int):
+            raise CacheError(f"{file.filename}: missing or bad root attribute {name!r}")
+
+
+def check_trust(file: h5py.File) -> None:
+    """A cache is data, never code: refuse links and storage that point outside the file."""
+    problems = []
+
+    def visit(name, link):
+        if isinstance(link, (h5py.ExternalLink, h5py.SoftLink)):
+            problems.append(f"{name} is a {type(link).__name__}")
+
+    file.visititems_links(visit)
+
+    def check(name, obj):
+        if isinstance(obj, h5py.Dataset):
+            if obj.is_virtual:
+                problems.append(f"{name} is a virtual dataset")
+            if obj.external:
+                problems.append(f"{name} stores its data in external files")
+            if obj.dtype.kind in "OV" and h5py.check_string_dtype(obj.dtype) is None:
+                problems.append(f"{name} has a non-numeric, non-string type")
+
+    file.visititems(check)
+    if problems:
+        raise CacheError(f"{file.filename} is refused: {problems[0]} (caches must be self-contained data)")
+
+
+def check_structure(file: h5py.File) -> Layout:
+    """Header, trust and the shapes/types of every dataset the layout promises."""
+    layout = files.read_layout(file)
+    check_trust(file)
+    n = layout.num_samples
+    expected = {files.KEYS: (n,), files.LABELS: (n,), files.DONE: (layout.num_blocks,),
+                files.BLOCK_SHA256: (layout.num_blocks, 32)}
+    expected.update({name: shape for name, (shape, _) in files.row_datasets(layout).items()})
+    for name, shape in expected.items():
+        if name not in file:
+            raise CacheError(f"{file.filename}: dataset {name!r} is missing")
+        if file[name].shape != shape:
+            raise CacheError(f"{file.filename}: dataset {name!r} has shape {file[name].shape}, expected {shape}")
+    return layout
+
+
+@dataclass
+class CheckStats:
+    num_blocks: int
+    teacher_accuracy: float
+    fingerprint: str
+
+
+def check_file(file: h5py.File, require_complete: bool = True, on_block=None) -> CheckStats:
+    """Full integrity check of an open cache; raises CacheError at the first problem.
+
+    `on_block(rows)` is called after each block (progress bars)."""
+    layout = check_structure(file)
+    if require_complete and files.attr(file, "complete") is not True:
+        raise CacheError(f"{file.filename} is incomplete (complete=false): resume the build with --resume")
+    done = file[files.DONE][:]
+    if not done.all():
+        first = int(np.flatnonzero(done == 0)[0])
+        raise CacheError(f"{file.filename}: block {first} (rows {layout.block_range(first)}) was never written")
+    correct = 0
+    for block in range(layout.num_blocks):
+        correct += _check_block(file, layout, block)
+        if on_block is not None:
+            on_block(layout.block_range(block)[1] - layout.block_range(block)[0])
+    keys = files.read_keys(file)
+    fingerprint = dataset_fingerprint(keys, file[files.LABELS][:])
+    # A shard holds some rows of the dataset: it records its own rows' fingerprint too.
+    shard = files.read_json_attr(file, "shard")
+    recorded = shard.get("fingerprint") if shard else files.read_json_attr(file, "dataset").get("fingerprint")
+    if recorded and recorded != fingerprint:
+        raise CacheError(f"{file.filename}: keys/labels do not match the recorded dataset fingerprint")
+    return CheckStats(layout.num_blocks, correct / (layout.num_samples * layout.num_views), fingerprint)
+
+
+def _check_block(file, layout: Layout, block: int) -> int:
+    """Checksum and finiteness of one block; returns how many of its views the teacher got right."""
+    start, stop = layout.block_range(block)
+    try:
+        arrays = files.read_block(file, layout, block)
+    except OSError as err:  # e.g. a damaged compressed chunk
+        raise CacheError(f"{file.filename}: block {block} (rows {start}..{stop - 1}) cannot be read "
+                         f"({files.short_reason(err)})") from None
+    if files.block_digest(arrays) != files.stored_digest(file, block):
+        raise CacheError(f"{file.filename}: checksum mismatch in block {block} (rows {start}..{stop - 1})")
+    labels = arrays.pop(files.LABELS)
+    rows = files.Rows.from_arrays(layout.mode, arrays)
+    if not layout.mode.finite(rows.targets):
+        raise CacheError(f"{file.filename}: non-finite values in block {block}")
+    return int((rows.top1() == labels[:, None]).sum())
+
+
+def verify(path, on_block=None) -> CheckStats:
+    """Check structure, completeness, every block checksum and the fingerprint of a cache file."""
+    with files.open_cache_file(path) as file:
+        return check_file(file, on_block=on_block)
