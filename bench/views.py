@@ -16,7 +16,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from bench.common import (DATA, JPEGFT, cifar10_jpeg, cifar10_subset, ensure_cache, grid_arguments, machine,

@@ -8,14 +8,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from softlabels import store
 from softlabels.datasets import DatasetSource, open_dataset
-from softlabels.inputs import Preprocessing, data_input
+from softlabels.inputs import data_input
 from softlabels.options import Options
 from softlabels.pipeline import Normalize, ViewPipeline
 from softlabels.runtime import autocast, cpu_threads, current_rank, default_workers, prepare_model, resolve_device

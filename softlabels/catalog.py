@@ -35,8 +35,7 @@ def describe(path) -> dict:
         "num_views": layout.num_views,
         "view_seeds": info.view_seeds,
         "storage": {"kind": layout.storage, "dtype": layout.dtype, "topk": layout.topk,
-                    "compression": layout.compression, "label": layout.mode.label(),
-                    "short": layout.mode.label(short=True)},
+                    "compression": layout.compression},
         "augment": attrs["augment"],
         "preprocessing": attrs.get("preprocessing", {}),
         "build": attrs["build"],
@@ -59,12 +58,14 @@ def human_size(num_bytes: float) -> str:
     return f"{num_bytes:.1f} TiB"
 
 
-def storage_text(storage: dict, short: bool = False) -> str:
+def storage_text(summary: dict, short: bool = False) -> str:
     """`float16 top-5 gzip` (short) or `top-5 logits + logsumexp, float16, compression gzip`."""
+    storage = summary["storage"]
+    mode = store.storage_mode(storage["kind"], summary["num_classes"], storage["dtype"], storage["topk"])
     if short:
         compression = "" if storage["compression"] == "none" else f" {storage['compression']}"
-        return f"{storage['short']}{compression}"
-    return f"{storage['label']}, compression {storage['compression']}"
+        return f"{mode.label(short=True)}{compression}"
+    return f"{mode.label()}, compression {storage['compression']}"
 
 
 def seeds_text(seeds: list[int]) -> str:
@@ -112,7 +113,7 @@ def render_info(summary: dict) -> str:
         ("samples", f"{summary['num_samples']} x {summary['num_views']} view(s), {summary['num_classes']} classes"),
         ("classes", classes_text(summary["classes"])),
         ("views", views),
-        ("storage", storage_text(summary["storage"])),
+        ("storage", storage_text(summary)),
         ("size", f"{human_size(summary['size_bytes'])} ({summary['bytes_per_sample']:.0f} bytes/sample, "
                  f"{summary['bytes_per_view']:.0f} bytes/view)"),
         ("teacher acc.", "n/a" if accuracy is None else f"{accuracy:.2%} on this split (all views)"),
@@ -175,7 +176,7 @@ def catalog_row(name: str, summary: dict) -> dict:
         "teacher": short_spec(str(summary["teacher"].get("spec"))), "weights": summary["teacher"].get("weights_name"),
         "dataset": short_spec(str(dataset.get("spec"))), "split": summary["split"],
         "num_samples": summary["num_samples"], "num_views": summary["num_views"],
-        "num_classes": summary["num_classes"], "storage": storage_text(summary["storage"], short=True),
+        "num_classes": summary["num_classes"], "storage": storage_text(summary, short=True),
         "size_bytes": summary["size_bytes"], "teacher_accuracy": summary["teacher_accuracy"],
         "fingerprint": summary["fingerprint"], "error": None,
     }

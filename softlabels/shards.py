@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
+
+import numpy as np
 from pathlib import Path
 
 from tqdm.auto import tqdm

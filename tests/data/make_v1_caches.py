@@ -17,9 +17,9 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
-from softlabels import format as fmt  # noqa: E402
+from softlabels import store  # noqa: E402
 from softlabels.build import BuildConfig, build_cache  # noqa: E402
-from softlabels.teachers import create_model  # noqa: E402
+from softlabels.models import create_model  # noqa: E402
 
 CACHES = {
     "v1-logits-flip2.h5": dict(views=2, augment="flip", seed=3),  # float16 full logits, view params
@@ -34,7 +34,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         images = conftest.make_image_folder(Path(tmp) / "images", per_class=(2, 2, 2), splits=("train",))
         torch.manual_seed(0)
-        model, _ = create_model("small_cnn", num_classes=3, in_channels=3, image_size=8)
+        model = create_model("small_cnn", num_classes=3, in_channels=3, image_size=8)
         weights = Path(tmp) / "teacher.pt"
         torch.save({"state_dict": model.state_dict()}, weights)
         expected = {}
@@ -49,12 +49,12 @@ def main() -> None:
 
 def _contents(path: Path) -> dict:
     """What a reader must get back from the file: keys, labels, dense logits and view parameters."""
-    keys, labels = fmt.read_keys_labels(path)
-    targets = fmt.CacheTargets(path)
+    keys, labels = store.read_keys_labels(path)
+    targets = store.CacheTargets(path)
     return {"keys": keys, "labels": labels.tolist(),
             "logits": [targets.logits(i).tolist() for i in range(len(keys))],
             "params": [targets.params(i).tolist() for i in range(len(keys))] if targets.layout.param_names else None,
-            "fingerprint": fmt.read_info(path).fingerprint}
+            "fingerprint": store.read_info(path).fingerprint}
 
 
 if __name__ == "__main__":

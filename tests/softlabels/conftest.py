@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from softlabels import format as fmt
+from softlabels import store
 from softlabels.build import BuildConfig, build_cache
 from softlabels.shards import merge_caches, merge_views
 
@@ -26,7 +26,7 @@ def make_cache(build_options, tmp_path):
         if name in built:
             assert built[name] == options, f"{name} was built with other options"
             return out
-        build_cache(BuildConfig(**{**build_options, "out": str(out), **options}))
+        build_cache(BuildConfig.from_options(**{**build_options, "out": str(out), **options}))
         built[name] = options
         return out
 
@@ -77,17 +77,15 @@ def dense():
 
 def _write_partial(source: Path, out: Path, rows: int = 4) -> Path:
     """A `.partial` beside `out` holding the first `rows` rows of `source` (a build stopped early)."""
-    info = fmt.read_info(source)
-    keys, labels = fmt.read_keys_labels(source)
-    layout = fmt.Layout(**{**info.layout.__dict__, "block_rows": rows, "compression": "none"})
-    attrs = {name: getattr(info, name) for name in ("teacher", "dataset", "preprocessing", "augment", "build")}
-    writer = fmt.CacheWriter.create(out, layout, keys, labels, attrs)
-    _, _, arrays = next(fmt.iter_rows(source, rows))
-    writer.write({name: arrays[name] for name in layout.row_datasets()})
+    info = store.read_info(source)
+    keys, labels = store.read_keys_labels(source)
+    layout = info.layout.replace(block_rows=rows, compression="none")
+    writer = store.CacheWriter.create(out, layout, keys, labels, info.meta)
+    *_, first_rows = next(store.iter_rows(source, rows))
+    writer.write(first_rows)
     writer.close()
-    return fmt.partial_path(out)
+    return store.partial_path(out)
 
 
 def _dense(path) -> np.ndarray:
-    layout = fmt.read_info(path).layout
-    return np.concatenate([fmt.dense_logits(arrays, layout.num_classes) for _, _, arrays in fmt.iter_rows(path)])
+    return np.concatenate([rows.dense() for *_, rows in store.iter_rows(path)])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import softlabels
-from softlabels import format as fmt
+from softlabels import store
 
 
 def test_import_is_light_and_exports_the_api():
@@ -22,7 +22,7 @@ def test_import_is_light_and_exports_the_api():
 
 
 def test_a_training_loop_of_ones_own(build_options, image_folder):
-    result = softlabels.build_cache(softlabels.BuildConfig(**{**build_options, "views": 2, "augment": "flip"}))
+    result = softlabels.build_cache(softlabels.BuildConfig.from_options(**{**build_options, "views": 2, "augment": "flip"}))
     softlabels.verify(result.path)
     assert softlabels.read_info(result.path).layout.num_views == 2
     cache = softlabels.open_cache(result.path)
@@ -74,7 +74,7 @@ def test_clear_errors(cache_of, write_partial, tmp_path, make_images):
         cache.targets(0, temperature=0)
     with pytest.raises(FileNotFoundError, match="cache not found"):
         softlabels.open_cache(tmp_path / "missing.h5")
-    with pytest.raises(fmt.CacheError, match="incomplete"):
+    with pytest.raises(store.CacheError, match="incomplete"):
         softlabels.open_cache(write_partial(path, tmp_path / "stopped.h5"))
     other = make_images(tmp_path / "other", per_class=(7, 5, 5))  # one frog fewer
     with pytest.raises(ValueError, match=r"1 removed \(e.g. frog/0005.png\)"):

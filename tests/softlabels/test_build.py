@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from softlabels import format as fmt
+from softlabels import store
 from softlabels.build import BuildConfig, BuildInterrupted, build_cache
 from softlabels.datasets import open_dataset
 from softlabels.shards import merge_caches
 from softlabels.teachers import load_teacher
-from softlabels.transforms import Preprocessing, finish, to_tensor
+from softlabels.inputs import Preprocessing
+from softlabels.transforms import to_tensor
 
 
 def logits_of(path):
@@ -20,11 +21,12 @@ def logits_of(path):
 
 
 def test_cache_holds_the_teachers_logits(build_options, image_folder, teacher_weights):
-    result = build_cache(BuildConfig(**build_options))
+    result = build_cache(BuildConfig.from_options(**build_options))
     source = open_dataset(f"imagefolder:{image_folder}")
     teacher = load_teacher("small_cnn", weights=str(teacher_weights), num_classes=3, image_size=8)
     prep = Preprocessing(**{k: source.defaults[k] for k in ("mean", "std", "image_size")})
-    images = torch.stack([finish(to_tensor(source.load(i), 3), prep) for i in range(len(source))])
+    images = torch.stack([(to_tensor(source.load(i), 3) - torch.tensor(prep.mean).view(3, 1, 1))
+                          / torch.tensor(prep.std).view(3, 1, 1) for i in range(len(source))])
     with torch.inference_mode():
         expected = teacher.model.eval()(images)
     with h5py.File(result.path, "r") as f:
@@ -34,16 +36,16 @@ def test_cache_holds_the_teachers_logits(build_options, image_folder, teacher_we
         np.testing.assert_allclose(f["logits"][:, 0], expected.numpy(), rtol=1e-4, atol=1e-5)
         assert f.attrs["teacher_accuracy"] == pytest.approx(
             float((expected.argmax(1).numpy() == source.labels).mean()))
-    info = fmt.read_info(result.path)
-    assert info.teacher["weights_sha256"] and info.teacher["num_params"] > 0
-    assert info.dataset["classes"] == ["cat", "dog", "frog"]
-    assert info.preprocessing["image_size"] == 8
-    fmt.verify(result.path)
+    info = store.read_info(result.path)
+    assert info.teacher.weights_sha256 and info.teacher.num_params > 0
+    assert list(info.dataset.classes) == ["cat", "dog", "frog"]
+    assert info.preprocessing.image_size == 8
+    store.verify(result.path)
 
 
 def test_same_file_whatever_batch_size_and_workers(build_options, tmp_path):
-    first = build_cache(BuildConfig(**build_options)).path
-    second = build_cache(BuildConfig(**{**build_options, "batch_size": 5, "workers": 2,
+    first = build_cache(BuildConfig.from_options(**build_options)).path
+    second = build_cache(BuildConfig.from_options(**{**build_options, "batch_size": 5, "workers": 2,
                                         "out": str(tmp_path / "again.h5")})).path
     np.testing.assert_allclose(logits_of(first), logits_of(second), rtol=1e-5, atol=1e-6)
 
@@ -55,17 +57,17 @@ def test_user_model_file_equals_zoo_name(build_options, tmp_path):
         def make(num_classes):
             return SmallCNN(num_classes, in_channels=3, image_size=8)
     """))
-    zoo = build_cache(BuildConfig(**build_options)).path
-    own = build_cache(BuildConfig(**{**build_options, "teacher": f"{model_file}:make",
+    zoo = build_cache(BuildConfig.from_options(**build_options)).path
+    own = build_cache(BuildConfig.from_options(**{**build_options, "teacher": f"{model_file}:make",
                                      "out": str(tmp_path / "own.h5")})).path
     np.testing.assert_array_equal(logits_of(zoo), logits_of(own))
 
 
 def test_existing_outputs_are_not_overwritten(build_options):
-    build_cache(BuildConfig(**build_options))
+    build_cache(BuildConfig.from_options(**build_options))
     with pytest.raises(FileExistsError, match="--overwrite"):
-        build_cache(BuildConfig(**build_options))
-    build_cache(BuildConfig(**build_options, overwrite=True))
+        build_cache(BuildConfig.from_options(**build_options))
+    build_cache(BuildConfig.from_options(**build_options, overwrite=True))
 
 
 INTERRUPTING_TEACHER = """
@@ -99,23 +101,23 @@ def interrupting_options(build_options, tmp_path, after):
 def test_ctrl_c_leaves_a_partial_that_resumes_identically(build_options, tmp_path):
     options = interrupting_options(build_options, tmp_path, after=4)  # probe + 3 batches of 4 rows
     with pytest.raises(BuildInterrupted, match="--resume"):
-        build_cache(BuildConfig(**options))
-    partial = fmt.partial_path(build_options["out"])
+        build_cache(BuildConfig.from_options(**options))
+    partial = store.partial_path(build_options["out"])
     assert partial.exists() and not (tmp_path / "cache.h5").exists()
     with pytest.raises(FileExistsError, match="--resume"):
-        build_cache(BuildConfig(**options))
-    result = build_cache(BuildConfig(**options, resume=True))
+        build_cache(BuildConfig.from_options(**options))
+    result = build_cache(BuildConfig.from_options(**options, resume=True))
     assert result.resumed_from == 8
-    reference = build_cache(BuildConfig(**{**options, "out": str(tmp_path / "ref.h5")})).path
+    reference = build_cache(BuildConfig.from_options(**{**options, "out": str(tmp_path / "ref.h5")})).path
     np.testing.assert_array_equal(logits_of(result.path), logits_of(reference))
 
 
 def test_resume_refuses_other_settings(build_options, tmp_path):
     options = interrupting_options(build_options, tmp_path, after=3)
     with pytest.raises(BuildInterrupted):
-        build_cache(BuildConfig(**options))
+        build_cache(BuildConfig.from_options(**options))
     with pytest.raises(ValueError, match="other settings.*preprocessing"):
-        build_cache(BuildConfig(**options, resume=True, mean=(0.5, 0.5, 0.5)))
+        build_cache(BuildConfig.from_options(**options, resume=True, mean=(0.5, 0.5, 0.5)))
 
 
 NAN_TEACHER = """
@@ -138,31 +140,31 @@ def test_nan_teacher_is_refused_naming_keys(build_options, tmp_path):
     model_file = tmp_path / "broken.py"
     model_file.write_text(NAN_TEACHER)
     with pytest.raises(ValueError, match="NaN/inf logits.*cat/0001.png"):
-        build_cache(BuildConfig(**{**build_options, "teacher": f"{model_file}:make"}))
+        build_cache(BuildConfig.from_options(**{**build_options, "teacher": f"{model_file}:make"}))
     assert not (tmp_path / "cache.h5").exists()
 
 
 def test_class_count_mismatch(build_options):
     with pytest.raises(ValueError, match="outputs 10 classes but .* has 3"):
-        build_cache(BuildConfig(**{**build_options, "weights": None, "num_classes": 10}))
+        build_cache(BuildConfig.from_options(**{**build_options, "weights": None, "num_classes": 10}))
 
 
 def test_views_need_augmentation(build_options):
     with pytest.raises(ValueError, match="--views > 1 needs an augmentation"):
-        build_cache(BuildConfig(**build_options, views=2))
+        build_cache(BuildConfig.from_options(**build_options, views=2))
 
 
 def test_shards_merge_into_the_single_process_cache(build_options, tmp_path):
-    single = build_cache(BuildConfig(**build_options)).path
+    single = build_cache(BuildConfig.from_options(**build_options)).path
     shards = []
     for index in range(3):
         out = tmp_path / f"part{index}.h5"
-        build_cache(BuildConfig(**{**build_options, "out": str(out), "shard": (index, 3)}))
+        build_cache(BuildConfig.from_options(**{**build_options, "out": str(out), "shard": (index, 3)}))
         shards.append(out)
     merged = merge_caches(shards[::-1], tmp_path / "merged.h5", progress=False)
-    fmt.verify(merged)
+    store.verify(merged)
     np.testing.assert_array_equal(logits_of(merged), logits_of(single))
-    assert fmt.read_keys_labels(merged)[0] == fmt.read_keys_labels(single)[0]
+    assert store.read_keys_labels(merged)[0] == store.read_keys_labels(single)[0]
     with pytest.raises(ValueError, match="missing shards"):
         merge_caches(shards[:2], tmp_path / "bad.h5", progress=False)
     with pytest.raises(ValueError, match="overlap"):

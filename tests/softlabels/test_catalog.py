@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from softlabels import format as fmt
+from softlabels import store
 from softlabels.catalog import seeds_text, short_spec
 from softlabels.cli import main
 from softlabels.shards import merge, merge_views
@@ -87,17 +87,17 @@ def test_merged_views_hold_every_view_of_every_input(make_cache, dense, tmp_path
     first = make_cache("a.h5", views=2, augment="flip")
     second = make_cache("b.h5", views=1, augment="flip", seed=5)
     out = merge_views([first, second], tmp_path / "merged.h5", progress=False)
-    fmt.verify(out)
-    info = fmt.read_info(out)
-    assert info.layout.num_views == 3 and info.augment["seeds"] == [0, 0, 5] and info.augment["views"] == 3
+    store.verify(out)
+    info = store.read_info(out)
+    assert info.layout.num_views == 3 and info.augment.seeds == (0, 0, 5) and info.augment.views == 3
     np.testing.assert_array_equal(dense(out), np.concatenate([dense(first), dense(second)], axis=1))
-    targets = fmt.CacheTargets(out)
-    np.testing.assert_array_equal(targets.params(0), np.concatenate([fmt.CacheTargets(p).params(0) for p in (first, second)]))
-    assert fmt.read_keys_labels(out)[0] == fmt.read_keys_labels(first)[0]
+    targets = store.CacheTargets(out)
+    np.testing.assert_array_equal(targets.params(0), np.concatenate([store.CacheTargets(p).params(0) for p in (first, second)]))
+    assert store.read_keys_labels(out)[0] == store.read_keys_labels(first)[0]
     # Merging a merged cache again keeps the record of every view's seed.
     third = make_cache("c.h5", views=1, augment="flip", seed=9)
     again = merge_views([out, third], tmp_path / "again.h5", progress=False)
-    assert fmt.read_info(again).augment["seeds"] == [0, 0, 5, 9]
+    assert store.read_info(again).augment.seeds == (0, 0, 5, 9)
 
 
 @pytest.mark.parametrize("other, message", [
@@ -116,7 +116,7 @@ def test_inconsistent_view_sets_are_refused(make_cache, tmp_path, other, message
     extra = make_cache("extra.h5", **other)
     with pytest.raises(ValueError, match=message):
         merge_views([base, extra], tmp_path / "merged.h5", progress=False)
-    assert not (tmp_path / "merged.h5").exists() and not fmt.partial_path(tmp_path / "merged.h5").exists()
+    assert not (tmp_path / "merged.h5").exists() and not store.partial_path(tmp_path / "merged.h5").exists()
 
 
 def test_merge_command_decides_rows_or_views(make_cache, tmp_path):

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 import softlabels
-from softlabels import format as fmt
+from softlabels import store
 from softlabels.catalog import describe
 from softlabels.cli import main
 from softlabels.export import export_arrays
@@ -32,10 +32,10 @@ def test_committed_files_are_tiny():
 
 def test_v1_info_and_verify(v1_cache):
     path, expected = v1_cache
-    info = fmt.read_info(path)
+    info = store.read_info(path)
     assert info.attrs["format_version"] == 1 and info.complete
     assert info.fingerprint == expected["fingerprint"]
-    assert fmt.verify(path).fingerprint == expected["fingerprint"]
+    assert store.verify(path).fingerprint == expected["fingerprint"]
     summary = describe(path)
     assert summary["num_samples"] == len(expected["keys"]) and summary["classes"] == ["cat", "dog", "frog"]
     for command in (["info", str(path)], ["verify", str(path)], ["ls", str(path.parent)]):
@@ -45,14 +45,14 @@ def test_v1_info_and_verify(v1_cache):
 
 def test_v1_targets_read_back_exactly(v1_cache):
     path, expected = v1_cache
-    keys, labels = fmt.read_keys_labels(path)
+    keys, labels = store.read_keys_labels(path)
     assert keys == expected["keys"] and labels.tolist() == expected["labels"]
-    targets = fmt.CacheTargets(path)
+    targets = store.CacheTargets(path)
     for index, logits in enumerate(expected["logits"]):
         np.testing.assert_array_equal(targets.logits(index), np.array(logits, dtype=np.float32))
         if expected["params"] is not None:
             np.testing.assert_array_equal(targets.params(index), expected["params"][index])
     with softlabels.open_cache(path) as cache:
         np.testing.assert_array_equal(cache.logits(keys[-1], view=None), np.array(expected["logits"][-1], np.float32))
-    arrays = export_arrays(path, fmt.read_info(path))
+    arrays = export_arrays(path, store.read_info(path))
     np.testing.assert_array_equal(arrays["logits"], np.array(expected["logits"], dtype=np.float32))

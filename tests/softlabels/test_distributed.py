@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from softlabels import format as fmt
+from softlabels import store
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,7 @@ def test_two_ranks_equal_one_process(args, tmp_path):
     assert keys2 == keys1 and (labels2 == labels1).all()
     np.testing.assert_allclose(logits2, logits1, rtol=1e-5, atol=1e-6)
     assert attrs2["dataset"] == attrs1["dataset"] and "shard" not in attrs2
-    fmt.verify(tmp_path / "two.h5")
+    store.verify(tmp_path / "two.h5")
     assert sorted(p.name for p in tmp_path.iterdir() if "two.h5" in p.name) == ["two.h5"]  # shards cleaned
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from softlabels import format as fmt
+from softlabels import store
 from softlabels.cli import main
 from softlabels.export import export_npz
 
@@ -21,7 +21,7 @@ def test_npz_holds_the_cache(cache_of, dense, tmp_path, kind):
     result = export(cache, "--format", "npz", "--out", out)
     assert result.exit_code == 0, result.output
     data = np.load(out, allow_pickle=False)
-    keys, labels = fmt.read_keys_labels(cache)
+    keys, labels = store.read_keys_labels(cache)
     assert data["keys"].tolist() == keys and data["labels"].dtype == np.int64
     np.testing.assert_array_equal(data["labels"], labels)
     assert data["classes"].tolist() == ["cat", "dog", "frog"]
@@ -29,11 +29,11 @@ def test_npz_holds_the_cache(cache_of, dense, tmp_path, kind):
     np.testing.assert_array_equal(data["logits"], dense(cache))
     metadata = json.loads(str(data["metadata"]))
     assert metadata["teacher"]["spec"] == "small_cnn" and metadata["format_version"] == 1
-    info = fmt.read_info(cache)
+    info = store.read_info(cache)
     if info.layout.param_names:
         assert data["view_param_names"].tolist() == ["flip"]
         assert data["view_params"].shape == (18, info.layout.num_views, 1)
-        np.testing.assert_array_equal(data["view_params"][3], fmt.CacheTargets(cache).params(3))
+        np.testing.assert_array_equal(data["view_params"][3], store.CacheTargets(cache).params(3))
         assert metadata["view_seeds"] == ([0, 0, 1, 1] if kind == "merged_views" else [0, 0])
     else:
         assert "view_params" not in data
@@ -45,11 +45,12 @@ def test_keep_topk_writes_the_stored_arrays(cache_of, tmp_path):
     assert export(cache, "--out", out, "--keep-topk", "--compress").exit_code == 0
     data = np.load(out, allow_pickle=False)
     assert "logits" not in data and data["topk_values"].shape == (18, 1, 2)
-    stored = next(fmt.iter_rows(cache, 18))[2]
+    *_, rows = next(store.iter_rows(cache, 18))
+    stored = rows.targets
     np.testing.assert_array_equal(data["topk_indices"], stored["topk/indices"])
     np.testing.assert_array_equal(data["topk_logsumexp"], stored["topk/logsumexp"])
-    rebuilt = fmt.dense_logits({"topk/values": data["topk_values"], "topk/indices": data["topk_indices"],
-                                "topk/logsumexp": data["topk_logsumexp"]}, 3)
+    rebuilt = rows.mode.dense({"topk/values": data["topk_values"], "topk/indices": data["topk_indices"],
+                               "topk/logsumexp": data["topk_logsumexp"]})
     np.testing.assert_array_equal(rebuilt, np.load(export_npz(cache, tmp_path / "dense.npz"))["logits"])
 
 

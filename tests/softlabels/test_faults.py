@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from softlabels import format as fmt
+from softlabels import store
 from softlabels.checks import compare_samples
 from softlabels.cli import main
 
@@ -139,7 +139,7 @@ def reference(argv, tmp_path, *extra):
 
 def assert_identical(path, expected):
     """Same datasets, bytes and attributes (but the start time) as the uninterrupted build."""
-    fmt.verify(path)
+    store.verify(path)
     with h5py.File(path, "r") as got, h5py.File(expected, "r") as want:
         names = []
         want.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
@@ -151,7 +151,7 @@ def assert_identical(path, expected):
         assert attrs[0].keys() == attrs[1].keys()
         for name, value in attrs[1].items():
             assert np.array_equal(attrs[0][name], value), name
-    assert not fmt.partial_path(path).exists()
+    assert not store.partial_path(path).exists()
 
 
 def assert_refused(result, *fragments):
@@ -169,7 +169,7 @@ def interrupted_partial(argv, out, sigint_at=5, *extra):
     result = run(*argv(out, *extra), FAULT_SIGINT_AT=sigint_at)
     assert_refused(result, "interrupted", "--resume")
     assert not out.exists()
-    return fmt.partial_path(out)
+    return store.partial_path(out)
 
 
 # ----------------------------------------------------------------------------- killed builds
@@ -178,7 +178,7 @@ def interrupted_partial(argv, out, sigint_at=5, *extra):
 @pytest.mark.slow
 def test_kill_9_at_random_points_then_resume_is_bit_identical(argv, out, tmp_path):
     rng = random.Random(5)
-    partial = fmt.partial_path(out)
+    partial = store.partial_path(out)
     thirds = [range(i * NUM_BLOCKS // 3, (i + 1) * NUM_BLOCKS // 3) for i in range(3)]
     for attempt, blocks in enumerate(rng.choice(third) for third in thirds):  # early, middle, late
         process = start(argv(out, *(["--resume"] if attempt else [])), delay=DELAY)
@@ -198,7 +198,7 @@ def test_kill_9_at_random_points_then_resume_is_bit_identical(argv, out, tmp_pat
 
 @pytest.mark.slow
 def test_sigint_to_a_build_process_then_resume(argv, out, tmp_path):
-    partial = fmt.partial_path(out)
+    partial = store.partial_path(out)
     process = start(argv(out), delay=2 * DELAY)
     wait_for(lambda: blocks_done(partial) >= 1, process)
     for flag in ("--resume", "--overwrite"):  # a second build of the same --out meanwhile
@@ -213,7 +213,7 @@ def test_sigint_to_a_build_process_then_resume(argv, out, tmp_path):
     result = run(*argv(out, "--resume"))
     assert result.exit_code == 0 and f"(resumed at sample {saved})" in result.output, result.output
     assert_identical(out, reference(argv, tmp_path))
-    reader = fmt.CacheTargets(out, memory_budget=0)  # a reader holding the cache open meanwhile
+    reader = store.CacheTargets(out, memory_budget=0)  # a reader holding the cache open meanwhile
     reader.logits(0)
     status, line = finish(start(["verify", out]))
     assert status == 0 and line.startswith("ok:")
@@ -237,7 +237,7 @@ def chunk_offsets(path, names):
 
 @pytest.mark.slow
 def test_file_size_limit_at_start_mid_pass_and_at_finish_then_resume(argv, out, tmp_path):
-    partial = fmt.partial_path(out)
+    partial = store.partial_path(out)
     # At the start: the whole partial is reserved at creation, so nothing is computed in vain.
     status, line = finish(start(argv(out, "--compression", "gzip"), limit_kib=4))
     assert status == 1 and line.startswith(f"error: cannot create {partial}") and "File too large" in line
@@ -291,7 +291,7 @@ def test_truncated_partial_is_refused_with_the_way_out(argv, out):
     partial.write_bytes(data[: len(data) * 2 // 3])
     assert_refused(run(*argv(out, "--resume")), f"cannot resume from {partial}", "--overwrite")
     assert run(*argv(out, "--overwrite")).exit_code == 0
-    fmt.verify(out)
+    store.verify(out)
 
 
 def test_nan_teacher_is_refused_and_the_partial_resumes_once_fixed(argv, out, tmp_path):
@@ -299,7 +299,7 @@ def test_nan_teacher_is_refused_and_the_partial_resumes_once_fixed(argv, out, tm
     assert_refused(result, "NaN/inf logits for 1 sample(s)", "first keys: cat/0005.png")
     assert not out.exists()
     assert_refused(run("verify", out), "cache not found")
-    assert blocks_done(fmt.partial_path(out)) == 2  # the blocks before it are kept
+    assert blocks_done(store.partial_path(out)) == 2  # the blocks before it are kept
     result = run(*argv(out, "--resume"))
     assert result.exit_code == 0 and "(resumed at sample 4)" in result.output, result.output
     assert_identical(out, reference(argv, tmp_path))
@@ -424,13 +424,13 @@ def test_recompute_replays_views_and_catches_what_the_fingerprint_cannot(argv, o
 def test_recompute_refuses_other_weights(argv, out, tmp_path):
     import torch
 
-    from softlabels.teachers import create_model
+    from softlabels.models import create_model
 
     assert run(*argv(out, "--topk", "2")).exit_code == 0
     assert run("verify", out, "--recompute", 4).exit_code == 0
     torch.manual_seed(1)
     other = tmp_path / "other.pt"
-    torch.save(create_model("small_cnn", num_classes=3, in_channels=3, image_size=8)[0].state_dict(), other)
+    torch.save(create_model("small_cnn", num_classes=3, in_channels=3, image_size=8).state_dict(), other)
     assert_refused(run("verify", out, "--recompute", 4, "--weights", other), "differ from the stored ones",
                    "another teacher, weights or preprocessing")
     assert_refused(run("verify", out, "--weights", other), "--recompute")
@@ -474,11 +474,11 @@ BAD_OPTIONS = [
 def bad_files(tmp_path):
     import torch
 
-    from softlabels.teachers import create_model
+    from softlabels.models import create_model
 
     (tmp_path / "nofunc.py").write_text("def other():\n    pass\n")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    torch.save(create_model("mlp", num_classes=3, in_channels=3, image_size=8)[0].state_dict(), tmp_path / "mlp.pt")
+    torch.save(create_model("mlp", num_classes=3, in_channels=3, image_size=8).state_dict(), tmp_path / "mlp.pt")
     return tmp_path
 
 
@@ -493,4 +493,4 @@ def test_bad_build_option_gives_one_clear_line(image_folder, teacher_weights, ba
     assert message in result.output, result.output
     if result.exit_code == 1:  # our errors: one line; click's usage errors (2) add usage lines
         assert_refused(result)
-    assert not out.exists() and not fmt.partial_path(out).exists()
+    assert not out.exists() and not store.partial_path(out).exists()

@@ -10,23 +10,23 @@ import numpy as np
 import pytest
 import torch
 
-from softlabels import format as fmt
+from softlabels import store
 
 ROOT = Path(__file__).parents[2]
 
 
 def write_cache(path, n=10, views=1, classes=5, storage="logits", topk=None, block_rows=4,
                 compression="none", seed=0, dtype="float16"):
-    layout = fmt.Layout(num_samples=n, num_classes=classes, num_views=views, storage=storage, topk=topk,
+    layout = store.Layout(num_samples=n, num_classes=classes, num_views=views, storage=storage, topk=topk,
                         block_rows=block_rows, compression=compression, dtype=dtype)
     keys = [f"k{i}" for i in range(n)]
     labels = np.arange(n) % classes
     attrs = {"dataset": {"classes": [f"c{i}" for i in range(classes)],
-                         "fingerprint": fmt.dataset_fingerprint(keys, labels)}}
-    writer = fmt.CacheWriter.create(path, layout, keys, labels, attrs)
+                         "fingerprint": store.dataset_fingerprint(keys, labels)}}
+    writer = store.CacheWriter.create(path, layout, keys, labels, store.Metadata.from_attrs(attrs))
     logits = torch.randn(n, views, classes, generator=torch.Generator().manual_seed(seed)) * 3
     for start in range(0, n, 3):
-        writer.write(fmt.encode_outputs(logits[start:start + 3], layout))
+        writer.write(store.Rows.encode(layout.mode, logits[start:start + 3]))
     writer.finish()
     return logits
 
@@ -42,12 +42,12 @@ def test_round_trip_through_plain_h5py(tmp_path):
         assert f["logits"].shape == (10, 2, 5) and f["logits"].dtype == np.float16
         np.testing.assert_allclose(f["logits"][:], logits.half().numpy())
         assert f["logits"].chunks[1:] == (2, 5)
-    assert not fmt.partial_path(path).exists()
+    assert not store.partial_path(path).exists()
 
 
 def test_float32_storage_is_exact(tmp_path):
     logits = write_cache(tmp_path / "c.h5", dtype="float32")
-    targets = fmt.CacheTargets(tmp_path / "c.h5")
+    targets = store.CacheTargets(tmp_path / "c.h5")
     np.testing.assert_array_equal(targets.logits(3, 0), logits[3, 0].numpy())
 
 
@@ -64,7 +64,7 @@ def test_format_doc_example_runs(tmp_path):
 
 def test_topk_keeps_head_and_exact_tail_mass(tmp_path):
     logits = write_cache(tmp_path / "c.h5", storage="topk", topk=2, dtype="float32")
-    targets = fmt.CacheTargets(tmp_path / "c.h5", memory_budget=0)
+    targets = store.CacheTargets(tmp_path / "c.h5", memory_budget=0)
     assert not targets.in_memory
     dense = torch.from_numpy(targets.logits(0, 0))
     true = logits[0, 0]
@@ -79,20 +79,20 @@ def test_topk_keeps_head_and_exact_tail_mass(tmp_path):
 
 
 def test_index_dtype_is_smallest():
-    assert fmt.index_dtype(10) == np.uint8 and fmt.index_dtype(256) == np.uint8
-    assert fmt.index_dtype(257) == np.uint16 and fmt.index_dtype(1000) == np.uint16
-    assert fmt.index_dtype(70000) == np.uint32
+    assert store.index_dtype(10) == np.uint8 and store.index_dtype(256) == np.uint8
+    assert store.index_dtype(257) == np.uint16 and store.index_dtype(1000) == np.uint16
+    assert store.index_dtype(70000) == np.uint32
 
 
 @pytest.mark.parametrize("k", [0, 6])
 def test_topk_out_of_range(k):
     with pytest.raises(ValueError, match="between 1 and"):
-        fmt.Layout(num_samples=3, num_classes=5, storage="topk", topk=k)
+        store.Layout(num_samples=3, num_classes=5, storage="topk", topk=k)
 
 
 def test_compressed_cache_verifies(tmp_path):
     write_cache(tmp_path / "c.h5", n=40, compression="gzip")
-    fmt.verify(tmp_path / "c.h5")
+    store.verify(tmp_path / "c.h5")
     with h5py.File(tmp_path / "c.h5") as f:
         assert f["logits"].compression == "gzip"
 
@@ -108,8 +108,8 @@ def test_verify_detects_flipped_byte(tmp_path):
     data = bytearray(path.read_bytes())
     data[info.byte_offset + 5] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(fmt.CacheError, match="checksum mismatch in block"):
-        fmt.verify(path)
+    with pytest.raises(store.CacheError, match="checksum mismatch in block"):
+        store.verify(path)
 
 
 def test_verify_rejects_truncated_file(tmp_path):
@@ -117,35 +117,35 @@ def test_verify_rejects_truncated_file(tmp_path):
     write_cache(path, n=64, classes=50)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(fmt.CacheError):
-        fmt.verify(path)
+    with pytest.raises(store.CacheError):
+        store.verify(path)
 
 
 def test_incomplete_cache_is_refused(tmp_path):
-    layout = fmt.Layout(num_samples=8, num_classes=3, block_rows=4)
-    writer = fmt.CacheWriter.create(tmp_path / "c.h5", layout, [str(i) for i in range(8)], np.zeros(8), {})
-    writer.write(fmt.encode_outputs(torch.randn(4, 1, 3), layout))
+    layout = store.Layout(num_samples=8, num_classes=3, block_rows=4)
+    writer = store.CacheWriter.create(tmp_path / "c.h5", layout, [str(i) for i in range(8)], np.zeros(8), store.Metadata())
+    writer.write(store.Rows.encode(layout.mode, torch.randn(4, 1, 3)))
     writer.close()
-    partial = fmt.partial_path(tmp_path / "c.h5")
-    with pytest.raises(fmt.CacheError, match="incomplete"):
-        fmt.verify(partial)
+    partial = store.partial_path(tmp_path / "c.h5")
+    with pytest.raises(store.CacheError, match="incomplete"):
+        store.verify(partial)
     with pytest.raises(FileNotFoundError, match="--resume"):
-        fmt.verify(tmp_path / "c.h5")
-    with pytest.raises(fmt.CacheError, match="incomplete"):
-        fmt.CacheTargets(partial)
+        store.verify(tmp_path / "c.h5")
+    with pytest.raises(store.CacheError, match="incomplete"):
+        store.CacheTargets(partial)
 
 
 def test_writer_resumes_at_first_missing_block(tmp_path):
-    layout = fmt.Layout(num_samples=10, num_classes=3, block_rows=4)
+    layout = store.Layout(num_samples=10, num_classes=3, block_rows=4)
     logits = torch.randn(10, 1, 3)
-    writer = fmt.CacheWriter.create(tmp_path / "c.h5", layout, [str(i) for i in range(10)], np.zeros(10), {})
-    writer.write(fmt.encode_outputs(logits[:6], layout))  # block 0 done, rows 4-5 pending (lost)
+    writer = store.CacheWriter.create(tmp_path / "c.h5", layout, [str(i) for i in range(10)], np.zeros(10), store.Metadata())
+    writer.write(store.Rows.encode(layout.mode, logits[:6]))  # block 0 done, rows 4-5 pending (lost)
     writer.close()
-    writer = fmt.CacheWriter.resume(tmp_path / "c.h5")
+    writer = store.CacheWriter.resume(tmp_path / "c.h5")
     assert writer.done_rows == 4
-    writer.write(fmt.encode_outputs(logits[4:], layout))
+    writer.write(store.Rows.encode(layout.mode, logits[4:]))
     writer.finish()
-    np.testing.assert_array_equal(fmt.CacheTargets(tmp_path / "c.h5").logits(7, 0),
+    np.testing.assert_array_equal(store.CacheTargets(tmp_path / "c.h5").logits(7, 0),
                                   logits[7, 0].half().float().numpy())
 
 
@@ -153,18 +153,18 @@ def test_newer_major_version_is_refused(tmp_path):
     write_cache(tmp_path / "c.h5")
     with h5py.File(tmp_path / "c.h5", "r+") as f:
         f.attrs["format_version"] = 2
-    with pytest.raises(fmt.CacheError, match="version 2.*upgrade"):
-        fmt.read_info(tmp_path / "c.h5")
+    with pytest.raises(store.CacheError, match="version 2.*upgrade"):
+        store.read_info(tmp_path / "c.h5")
 
 
 def test_not_a_cache(tmp_path):
     with h5py.File(tmp_path / "other.h5", "w") as f:
         f["x"] = np.zeros(3)
-    with pytest.raises(fmt.CacheError, match="not a softlabels cache"):
-        fmt.verify(tmp_path / "other.h5")
+    with pytest.raises(store.CacheError, match="not a softlabels cache"):
+        store.verify(tmp_path / "other.h5")
     (tmp_path / "text.h5").write_text("hello")
-    with pytest.raises(fmt.CacheError, match="not a readable HDF5"):
-        fmt.verify(tmp_path / "text.h5")
+    with pytest.raises(store.CacheError, match="not a readable HDF5"):
+        store.verify(tmp_path / "text.h5")
 
 
 def test_links_pointing_outside_are_refused(tmp_path):
@@ -173,8 +173,8 @@ def test_links_pointing_outside_are_refused(tmp_path):
         f["data"] = np.zeros(3)
     with h5py.File(tmp_path / "c.h5", "r+") as f:
         f["extra"] = h5py.ExternalLink("elsewhere.h5", "data")
-    with pytest.raises(fmt.CacheError, match="ExternalLink"):
-        fmt.read_info(tmp_path / "c.h5")
+    with pytest.raises(store.CacheError, match="ExternalLink"):
+        store.read_info(tmp_path / "c.h5")
 
 
 def test_virtual_datasets_are_refused(tmp_path):
@@ -185,28 +185,28 @@ def test_virtual_datasets_are_refused(tmp_path):
         layout = h5py.VirtualLayout(shape=(3,), dtype=np.float64)
         layout[:] = h5py.VirtualSource(tmp_path / "src.h5", "data", shape=(3,))
         f.create_virtual_dataset("virtual", layout)
-    with pytest.raises(fmt.CacheError, match="virtual dataset"):
-        fmt.read_info(tmp_path / "c.h5")
+    with pytest.raises(store.CacheError, match="virtual dataset"):
+        store.read_info(tmp_path / "c.h5")
 
 
 def test_non_finite_outputs_name_rows():
-    layout = fmt.Layout(num_samples=4, num_classes=3)
+    layout = store.Layout(num_samples=4, num_classes=3)
     logits = torch.zeros(4, 1, 3)
     logits[2, 0, 1] = float("nan")
-    with pytest.raises(fmt.NonFiniteOutputs) as err:
-        fmt.encode_outputs(logits, layout)
+    with pytest.raises(store.NonFiniteOutputs) as err:
+        store.Rows.encode(layout.mode, logits)
     assert err.value.rows == [2]
     logits = torch.zeros(4, 1, 3)
     logits[1, 0, 0] = 1e6  # finite in float32, infinite in float16
-    with pytest.raises(fmt.NonFiniteOutputs):
-        fmt.encode_outputs(logits, layout)
+    with pytest.raises(store.NonFiniteOutputs):
+        store.Rows.encode(layout.mode, logits)
 
 
 def test_targets_pickle_without_handle(tmp_path):
     import pickle
 
     write_cache(tmp_path / "c.h5")
-    targets = fmt.CacheTargets(tmp_path / "c.h5", memory_budget=0)
+    targets = store.CacheTargets(tmp_path / "c.h5", memory_budget=0)
     first = targets.logits(1)
     clone = pickle.loads(pickle.dumps(targets))
     np.testing.assert_array_equal(clone.logits(1), first)

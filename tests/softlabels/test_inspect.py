@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from softlabels import format as fmt
+from softlabels import store
 from softlabels.cli import main
 from softlabels.inspection import (T_RANGE, InspectConfig, compute_report, entropy, fit_temperature, reliability,
                                    views_section)
@@ -36,7 +36,7 @@ def test_report_numbers_agree_with_the_cache(cache_of, dense, kind):
     cache = cache_of(kind)
     report, confusion = compute_report(cache)
     logits = dense(cache)
-    labels = fmt.read_keys_labels(cache)[1]
+    labels = store.read_keys_labels(cache)[1]
     n, v, c = logits.shape
     assert report["samples_used"] == n == 18 and report["num_views"] == v
     assert report["accuracy"]["accuracy"] == pytest.approx(report["accuracy"]["stored_teacher_accuracy"])
@@ -99,7 +99,7 @@ def test_bad_requests(cache_of, write_partial, tmp_path):
     with pytest.raises(ValueError, match="temperatures must be positive"):
         compute_report(cache, InspectConfig(temperatures=(0.0,)))
     partial = write_partial(cache, tmp_path / "stopped.h5")
-    with pytest.raises(fmt.CacheError, match="incomplete"):
+    with pytest.raises(store.CacheError, match="incomplete"):
         compute_report(partial)
     result = CliRunner().invoke(main, ["inspect", str(tmp_path / "missing.h5")])
     assert result.exit_code == 1 and "cache not found" in result.output

@@ -6,8 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from softlabels import teachers
-from softlabels.teachers import create_model, load_checkpoint, load_teacher, load_weights, unwrap_state_dict
+from softlabels import weights
+from softlabels.inputs import Preprocessing
+from softlabels.models import create_model
+from softlabels.teachers import load_teacher
+from softlabels.weights import load_checkpoint, load_weights, unwrap_state_dict
 
 SHARED_TEACHERS = Path(__file__).parents[2].parent / "shared" / "teachers"
 needs_shared = pytest.mark.skipif(not SHARED_TEACHERS.is_dir(), reason=f"{SHARED_TEACHERS} not present")
@@ -16,7 +19,7 @@ needs_shared = pytest.mark.skipif(not SHARED_TEACHERS.is_dir(), reason=f"{SHARED
 @pytest.fixture
 def small():
     torch.manual_seed(0)
-    model, _ = create_model("small_cnn", num_classes=5, in_channels=1, image_size=8)
+    model = create_model("small_cnn", num_classes=5, in_channels=1, image_size=8)
     return model.eval()
 
 
@@ -26,7 +29,7 @@ def images():
 
 
 def fresh_small() -> nn.Module:
-    return create_model("small_cnn", num_classes=5, in_channels=1, image_size=8)[0].eval()
+    return create_model("small_cnn", num_classes=5, in_channels=1, image_size=8).eval()
 
 
 # --- the shared public checkpoints ---------------------------------------------------------------
@@ -41,7 +44,7 @@ def test_shared_checkpoints_load(spec, file, millions):
     teacher = load_teacher(spec, weights=SHARED_TEACHERS / file)
     assert teacher.num_params / 1e6 == pytest.approx(millions, abs=0.005)
     assert not teacher.model.training
-    assert teacher.preprocessing["mean"] == (0.485, 0.456, 0.406)
+    assert teacher.input.mean == (0.485, 0.456, 0.406)
     assert teacher.weights_name == file and len(teacher.weights_sha256) == 64
     with torch.no_grad():
         assert teacher.model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
@@ -68,7 +71,7 @@ def test_shared_checkpoint_refuses_the_wrong_depth():
 def test_wrapped_checkpoints_load_to_identical_outputs(tmp_path, small, images, wrap):
     path = tmp_path / "ckpt.pt"
     torch.save(wrap(small.state_dict()), path)
-    teacher = load_teacher("small_cnn", weights=path, num_classes=5, in_channels=1, image_size=8)
+    teacher = load_teacher("small_cnn", weights=path, num_classes=5, data=Preprocessing((0.5,), (0.25,), 8))
     with torch.no_grad():
         assert torch.equal(teacher.model(images), small(images))
 
@@ -84,14 +87,14 @@ def test_mismatch_lists_missing_and_unexpected_keys(small):
 
 
 def test_mismatch_lists_shapes():
-    other, _ = create_model("small_cnn", num_classes=7, in_channels=1, image_size=8)
+    other = create_model("small_cnn", num_classes=7, in_channels=1, image_size=8)
     with pytest.raises(ValueError, match=r"classifier.weight \(checkpoint \(7, 256\), model \(5, 256\)\)"):
         load_weights(fresh_small(), other.state_dict())
 
 
 def test_long_mismatch_lists_are_cut_short():
     with pytest.raises(ValueError, match=r"\+\d+ more"):
-        load_weights(create_model("cifar_resnet20", 10)[0], {"x": torch.zeros(1)})
+        load_weights(create_model("cifar_resnet20", 10), {"x": torch.zeros(1)})
 
 
 def test_non_tensor_entries_are_refused():
@@ -148,8 +151,8 @@ def factory_file(tmp_path):
 def test_factory_file(factory_file, tmp_path):
     teacher = load_teacher(f"{factory_file}:tiny", num_classes=4)
     assert teacher.model(torch.randn(2, 3, 32, 32)).shape == (2, 4)
-    assert teacher.describe()["spec"] == f"{factory_file}:tiny"
-    sized, _ = create_model(f"{factory_file}:sized", 4, in_channels=1, image_size=8)
+    assert teacher.record().spec == f"{factory_file}:tiny"
+    sized = create_model(f"{factory_file}:sized", 4, in_channels=1, image_size=8)
     assert sized(torch.randn(2, 1, 8, 8)).shape == (2, 4)
 
 
@@ -168,7 +171,7 @@ def test_torchvision_classifier():
     teacher = load_teacher("torchvision:resnet18", num_classes=7)
     with torch.no_grad():
         assert teacher.model(torch.randn(2, 3, 32, 32)).shape == (2, 7)
-    assert teacher.describe()["model_class"] == "ResNet"
+    assert teacher.record().model_class == "ResNet"
     with pytest.raises(ValueError, match="unknown torchvision classifier 'resnet19'.*resnet18"):
         create_model("torchvision:resnet19", 10)
 
@@ -185,8 +188,8 @@ def test_torchscript_archive_round_trip(tmp_path, small, images):
     path = tmp_path / "teacher.ts"
     torch.jit.script(small).save(str(path))
     teacher = load_teacher(str(path))
-    assert teacher.weights_name == "teacher.ts" and teacher.weights_sha256 == teachers.sha256_file(path)
-    assert teacher.describe()["model_class"] == "SmallCNN"
+    assert teacher.weights_name == "teacher.ts" and teacher.weights_sha256 == weights.sha256_file(path)
+    assert teacher.record().model_class == "SmallCNN"
     with torch.no_grad():
         assert torch.equal(teacher.model(images), small(images))
     with pytest.raises(ValueError, match="carries its own weights"):
@@ -215,10 +218,10 @@ def test_describe_is_json_able_and_hash_streams(tmp_path, small):
 
     path = tmp_path / "w.pt"
     torch.save(small.state_dict(), path)
-    teacher = load_teacher("small_cnn", weights=path, num_classes=5, in_channels=1, image_size=8)
-    info = json.loads(json.dumps(teacher.describe()))
-    assert info == {"spec": "small_cnn", "weights": str(path), "weights_name": "w.pt", "weights_sha256": teachers.sha256_file(path),
+    teacher = load_teacher("small_cnn", weights=path, num_classes=5, data=Preprocessing((0.5,), (0.25,), 8))
+    info = json.loads(json.dumps(teacher.record().to_dict()))
+    assert info == {"spec": "small_cnn", "weights": str(path), "weights_name": "w.pt", "weights_sha256": weights.sha256_file(path),
                     "num_params": teacher.num_params, "model_class": "SmallCNN"}
     import hashlib
-    assert teachers.sha256_file(path, chunk_bytes=7) == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert weights.sha256_file(path, chunk_bytes=7) == hashlib.sha256(path.read_bytes()).hexdigest()
     assert load_teacher("small_cnn").weights_sha256 is None

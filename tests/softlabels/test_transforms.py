@@ -5,12 +5,21 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from softlabels import transforms
-from softlabels.transforms import (AUGMENTS, Preprocessing, finish, get_augment, make_view, make_views,
-                                   sample_views, to_tensor, view_rng)
+from softlabels.inputs import Preprocessing
+from softlabels.pipeline import Normalize, ViewPipeline
+from softlabels.transforms import AUGMENTS, fit_size, get_augment, sample_views, to_tensor, view_rng
 
 RGB = Preprocessing((0.5, 0.4, 0.3), (0.2, 0.25, 0.3), 8)
 GREY = Preprocessing((0.5,), (0.25,), 8)
+
+
+def finish(x, prep):
+    """A view at the input size, normalised: what the teacher is fed."""
+    return Normalize(prep)(fit_size(x, prep.image_size)[None])[0]
+
+
+def make_view(x, augment, params, prep):
+    return ViewPipeline(prep, augment).view(x, params)
 
 
 def random_image(height=8, width=8, mode="RGB", seed=0) -> Image.Image:
@@ -58,9 +67,9 @@ def test_finish_resizes_shorter_side_then_centre_crops():
     assert torch.equal(finish(wide, RGB), (wide[:, :, 2:10] - mean) / std)
 
 
-def test_finish_refuses_the_wrong_channel_count():
-    with pytest.raises(ValueError, match="1 channels but the preprocessing expects 3"):
-        finish(random_tensor(channels=1), RGB)
+def test_views_refuse_the_wrong_channel_count():
+    with pytest.raises(ValueError, match="1 channels but the input expects 3"):
+        make_view(random_tensor(channels=1), "none", (), RGB)
 
 
 # --- parameters ----------------------------------------------------------------------------------
@@ -152,24 +161,20 @@ def test_params_that_do_not_fit_are_refused():
         get_augment("cifar").apply(random_tensor(), np.array([4, 4]), 8)
 
 
-def test_make_views_decodes_once(monkeypatch):
-    calls = []
-
-    def counting(img, channels):
-        calls.append(1)
-        return to_tensor(img, channels)
-
-    monkeypatch.setattr(transforms, "to_tensor", counting)
-    params = sample_views("cifar", 0, "k", 5, 8, 8, 8)
-    views = make_views(random_image(), "cifar", params, RGB)
-    assert len(calls) == 1 and views.shape == (5, 3, 8, 8)
+def test_views_of_one_decoded_sample():
+    pipeline = ViewPipeline(RGB, "cifar")
+    x = pipeline.decode(random_image())
+    params = pipeline.stored_params(x, 0, "k", 5)
+    np.testing.assert_array_equal(params, sample_views("cifar", 0, "k", 5, 8, 8, 8))
+    views = pipeline.views(x, params)
+    assert views.shape == (5, 3, 8, 8)
     assert torch.equal(views[2], make_view(to_tensor(random_image(), 3), "cifar", params[2], RGB))
 
 
 @pytest.mark.parametrize("prep", [RGB, GREY], ids=["rgb", "grey"])
-def test_plain_view_is_the_preprocessed_image(prep):
+def test_plain_view_is_the_image_at_the_input_size(prep):
     image = random_image(12, 10)
-    params = sample_views("none", 0, "k", 1, 12, 10, 8)
-    views = make_views(image, "none", params, prep)
+    pipeline = ViewPipeline(prep)
+    views = pipeline.views(pipeline.decode(image), sample_views("none", 0, "k", 1, 12, 10, 8))
     assert views.shape == (1, prep.channels, 8, 8)
-    assert torch.equal(views[0], finish(to_tensor(image, prep.channels), prep))
+    assert torch.equal(views[0], fit_size(to_tensor(image, prep.channels), 8))

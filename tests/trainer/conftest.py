@@ -9,14 +9,14 @@ from softlabels.build import BuildConfig, build_cache
 @pytest.fixture
 def cache(build_options):
     """One float32 view per image of the 18-image folder, from a small_cnn teacher."""
-    return str(build_cache(BuildConfig(**build_options)).path)
+    return str(build_cache(BuildConfig.from_options(**build_options)).path)
 
 
 @pytest.fixture
 def multiview_cache(build_options, tmp_path):
     """Three replayable `cifar` views per image."""
     options = {**build_options, "out": str(tmp_path / "views.h5"), "views": 3, "augment": "cifar", "seed": 7}
-    return str(build_cache(BuildConfig(**options)).path)
+    return str(build_cache(BuildConfig.from_options(**options)).path)
 
 
 @pytest.fixture

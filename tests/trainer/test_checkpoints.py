@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from trainer.loop import FitConfig
 from trainer.checkpoints import (check_resumable, load_checkpoint, resume_differences, save_checkpoint,
                                  write_json_atomic)
 
@@ -31,9 +32,22 @@ def test_atomic_write_replaces_whole_files(tmp_path):
 
 
 def test_run_only_settings_may_change_on_resume():
-    saved = {"student": "mlp", "workers": 0, "device": "cpu", "epochs": 4, "out": "a"}
-    assert resume_differences(saved, {**saved, "workers": 4, "device": "cuda", "out": "b"}) == []
-    assert resume_differences(saved, {**saved, "epochs": 8}) == ["epochs: checkpoint has 4, this run 8"]
+    saved = FitConfig.from_options(student="mlp", workers=0, device="cpu", epochs=4, out="a")
+    moved = saved.replace(workers=4, device="cuda", out="b", cache_memory_mb=0, threads=2)
+    assert resume_differences(saved.identity(), moved.identity()) == []
+    assert resume_differences(saved.identity(), saved.replace(epochs=8).identity()) == [
+        "optim.epochs: checkpoint has 4, this run 8"]
     with pytest.raises(ValueError, match="dataset_fingerprint"):
-        check_resumable({"config": saved, "identity": {"dataset_fingerprint": "x"}}, saved,
+        check_resumable({"config": saved.to_dict(), "identity": {"dataset_fingerprint": "x"}}, saved.identity(),
                         {"dataset_fingerprint": "y"}, "last.pt")
+    with pytest.raises(ValueError, match="model.student: checkpoint has 'mlp', this run 'linear'"):
+        check_resumable({"config": saved.to_dict()}, saved.replace(student="linear").identity(), {}, "last.pt")
+
+
+def test_every_option_belongs_to_exactly_one_group():
+    from dataclasses import fields
+
+    names = [f.name for group in FitConfig._groups().values() for f in fields(group)]
+    assert len(names) == len(set(names))
+    with pytest.raises(TypeError, match="unknown option 'epoch'"):
+        FitConfig.from_options(student="mlp", out="a", epoch=3)

@@ -21,7 +21,7 @@ def test_fit_from_a_cache(cache, tmp_path):
     assert result.exit_code == 0, result.output
     assert result.output.startswith("mlp [kd]: test accuracy ") and "wrote" in result.output
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert (summary["config"]["temperature"], summary["config"]["alpha"]) == (DEFAULT_TEMPERATURE, DEFAULT_ALPHA)
+    assert (summary["config"]["objective"]["temperature"], summary["config"]["objective"]["alpha"]) == (DEFAULT_TEMPERATURE, DEFAULT_ALPHA)
 
 
 def test_sweep_from_the_command_line(cache, tmp_path):
@@ -61,10 +61,10 @@ def test_bad_input_is_one_clear_line(args, message, cache, image_folder, tmp_pat
 
 
 def test_incomplete_cache_is_refused(build_options, tmp_path):
-    from softlabels import format as fmt
+    from softlabels import store
 
-    layout = fmt.Layout(num_samples=2, num_classes=3)
-    writer = fmt.CacheWriter.create(tmp_path / "cache.h5", layout, ["a", "b"], [0, 1], {})
+    layout = store.Layout(num_samples=2, num_classes=3)
+    writer = store.CacheWriter.create(tmp_path / "cache.h5", layout, ["a", "b"], [0, 1], store.Metadata())
     writer.close()
     result = run("fit", "--cache", tmp_path / "cache.h5", "--student", "mlp", *QUICK, "--out", tmp_path / "run")
     assert result.exit_code == 1 and "partial build exists" in result.output

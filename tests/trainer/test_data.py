@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from softlabels.datasets import open_dataset
-from softlabels.format import CacheTargets, read_info
+from softlabels.store import CacheTargets, read_info
 from softlabels.teachers import load_teacher
-from softlabels.transforms import Preprocessing
+from softlabels.inputs import Preprocessing
 from trainer.data import (CachedDataset, EpochSampler, LabelledDataset, ViewSchedule, cached_training_data,
                           check_same_samples, make_loader, subset_indices)
-from trainer.students import Normalize
+from softlabels.pipeline import Normalize
 
 def test_cache_refuses_changed_images(cache, image_folder):
     source = open_dataset(f"imagefolder:{image_folder}")
@@ -18,7 +18,7 @@ def test_cache_refuses_changed_images(cache, image_folder):
     (image_folder / "train" / "dog" / "0001.png").rename(image_folder / "train" / "frog" / "0099.png")
     with pytest.raises(ValueError, match=r"was not built from .*: 1 added \(e.g. frog/0099.png\), 1 removed "
                                          r"\(e.g. dog/0001.png\), 1 renamed \(e.g. cat/0003.png -> cat/0003-renamed.png\)"):
-        cached_training_data(cache, None, "data", False, 1 << 30, None, "none", 0)
+        cached_training_data(cache)
 
 
 def test_view_schedule_covers_every_view_evenly():
@@ -53,7 +53,7 @@ def test_replayed_views_reproduce_the_cached_logits(multiview_cache, image_folde
     targets = CacheTargets(multiview_cache)
     source = open_dataset(f"imagefolder:{image_folder}")
     dataset = CachedDataset(source, targets)
-    prep = Preprocessing.from_dict(targets.info.preprocessing)
+    prep = targets.info.preprocessing
     teacher = load_teacher("small_cnn", weights=str(teacher_weights), num_classes=3, image_size=8).model.eval()
     assert len(np.unique(targets.params(0), axis=0)) > 1  # the views really differ
     for index in (0, 7, 17):

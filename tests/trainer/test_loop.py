@@ -12,7 +12,7 @@ from trainer.loop import InconsistentAugmentWarning, lr_factor
 
 
 def test_fit_from_a_cache_writes_every_output(cache, fit_options, tmp_path):
-    summary = fit(FitConfig(cache=cache, **fit_options))
+    summary = fit(FitConfig.from_options(cache=cache, **fit_options))
     out = tmp_path / "run"
     assert {p.name for p in out.iterdir()} >= {"summary.json", "metrics.jsonl", "metrics.csv", "last.pt", "best.pt",
                                                 "curves.png"}
@@ -26,30 +26,30 @@ def test_fit_from_a_cache_writes_every_output(cache, fit_options, tmp_path):
     assert (out / "metrics.csv").read_text().startswith("epoch,lr,train_loss")
     for name in ("last.pt", "best.pt"):
         state = torch.load(out / name, weights_only=True)
-        assert state["config"]["student"] == "small_cnn" and state["cache_fingerprint"] == summary["cache_fingerprint"]
+        assert state["config"]["model"]["student"] == "small_cnn" and state["cache_fingerprint"] == summary["cache_fingerprint"]
     assert "optimizer" in torch.load(out / "last.pt", weights_only=True)
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 
 def test_a_trained_checkpoint_is_a_teacher_for_softlabels_build(fit_options, image_folder, tmp_path):
-    fit(FitConfig(dataset=f"imagefolder:{image_folder}", **fit_options))
+    fit(FitConfig.from_options(dataset=f"imagefolder:{image_folder}", **fit_options))
     teacher = load_teacher("small_cnn", weights=str(tmp_path / "run" / "best.pt"), num_classes=3, image_size=8)
     assert teacher.weights_sha256
 
 
 def test_training_works_with_the_teachers_file_deleted(cache, fit_options, teacher_weights):
     teacher_weights.unlink()
-    assert fit(FitConfig(cache=cache, **fit_options))["finished"]
+    assert fit(FitConfig.from_options(cache=cache, **fit_options))["finished"]
 
 
 def test_resume_continues_exactly(multiview_cache, fit_options, tmp_path):
     """2 epochs, stop, resume 2 more == 4 epochs straight: same weights, optimizer, schedule and history."""
     straight = dict(fit_options, epochs=4, out=str(tmp_path / "straight"))
     split = dict(fit_options, epochs=4, out=str(tmp_path / "split"))
-    fit(FitConfig(cache=multiview_cache, **straight))
-    first = fit(FitConfig(cache=multiview_cache, stop_after=2, **split))
+    fit(FitConfig.from_options(cache=multiview_cache, **straight))
+    first = fit(FitConfig.from_options(cache=multiview_cache, stop_after=2, **split))
     assert first["epochs"] == 2 and not first["finished"]
-    resumed = fit(FitConfig(cache=multiview_cache, resume=True, **split))
+    resumed = fit(FitConfig.from_options(cache=multiview_cache, resume=True, **split))
     assert resumed["epochs"] == 4 and resumed["finished"]
     a = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
@@ -60,39 +60,39 @@ def test_resume_continues_exactly(multiview_cache, fit_options, tmp_path):
 
 
 def test_resume_refuses_another_student_or_cache(cache, multiview_cache, fit_options):
-    fit(FitConfig(cache=cache, stop_after=1, **fit_options))
+    fit(FitConfig.from_options(cache=cache, stop_after=1, **fit_options))
     with pytest.raises(ValueError, match="cannot resume .*student: checkpoint has 'small_cnn', this run 'mlp'"):
-        fit(FitConfig(cache=cache, resume=True, **{**fit_options, "student": "mlp"}))
+        fit(FitConfig.from_options(cache=cache, resume=True, **{**fit_options, "student": "mlp"}))
     with pytest.raises(ValueError, match="cannot resume .*cache_targets"):
-        fit(FitConfig(cache=multiview_cache, resume=True, **fit_options))
+        fit(FitConfig.from_options(cache=multiview_cache, resume=True, **fit_options))
     with pytest.raises(FileExistsError, match="--resume"):
-        fit(FitConfig(cache=cache, **fit_options))
+        fit(FitConfig.from_options(cache=cache, **fit_options))
 
 
 def test_online_kd_with_augmentation(image_folder, teacher_weights, fit_options):
-    summary = fit(FitConfig(dataset=f"imagefolder:{image_folder}", teacher="small_cnn", weights=str(teacher_weights),
+    summary = fit(FitConfig.from_options(dataset=f"imagefolder:{image_folder}", teacher="small_cnn", weights=str(teacher_weights),
                             augment="cifar", **fit_options))
     assert summary["loss"] == "kd" and summary["finished"]
 
 
 def test_labels_only_with_adamw_and_cosine(image_folder, fit_options):
-    summary = fit(FitConfig(dataset=f"imagefolder:{image_folder}", optimizer="adamw", schedule="cosine",
+    summary = fit(FitConfig.from_options(dataset=f"imagefolder:{image_folder}", optimizer="adamw", schedule="cosine",
                             warmup_epochs=0.5, eval_dataset="none", subset=3, **fit_options))
     assert summary["loss"] == "ce" and summary["test_accuracy"] is None and summary["finished"]
 
 
 def test_random_augmentation_with_a_cache_needs_the_explicit_flag(cache, fit_options):
     with pytest.raises(ValueError, match="inconsistent"):
-        fit(FitConfig(cache=cache, augment="flip", **fit_options))
+        fit(FitConfig.from_options(cache=cache, augment="flip", **fit_options))
     with pytest.warns(InconsistentAugmentWarning):
-        fit(FitConfig(cache=cache, augment="flip", inconsistent_augment=True, epochs=1,
+        fit(FitConfig.from_options(cache=cache, augment="flip", inconsistent_augment=True, epochs=1,
                       **{k: v for k, v in fit_options.items() if k != "epochs"}))
 
 
 def test_mismatched_images_are_refused_before_training(cache, image_folder, make_images, fit_options, tmp_path):
     other = make_images(tmp_path / "other", per_class=(7, 5, 7))
     with pytest.raises(ValueError, match="1 added"):
-        fit(FitConfig(cache=cache, dataset=f"imagefolder:{other}", **fit_options))
+        fit(FitConfig.from_options(cache=cache, dataset=f"imagefolder:{other}", **fit_options))
 
 
 @pytest.mark.parametrize("schedule", ["onecycle", "cosine", "step", "constant"])
@@ -112,22 +112,22 @@ def test_onecycle_rises_over_a_quarter_without_warmup():
 
 
 def test_top_k_cache_and_hard_loss(build_options, fit_options, tmp_path):
-    topk = str(build_cache(BuildConfig(**{**build_options, "out": str(tmp_path / "top2.h5"), "topk": 2,
+    topk = str(build_cache(BuildConfig.from_options(**{**build_options, "out": str(tmp_path / "top2.h5"), "topk": 2,
                                           "dtype": "float16"})).path)
-    summary = fit(FitConfig(cache=topk, loss="hard", **fit_options))
+    summary = fit(FitConfig.from_options(cache=topk, loss="hard", **fit_options))
     assert summary["loss"] == "hard" and summary["finished"]
 
 
 def test_resuming_a_finished_run_trains_no_more(cache, fit_options):
-    first = fit(FitConfig(cache=cache, **fit_options))
-    again = fit(FitConfig(cache=cache, resume=True, loss="kd", **fit_options))  # the default, now explicit
+    first = fit(FitConfig.from_options(cache=cache, **fit_options))
+    again = fit(FitConfig.from_options(cache=cache, resume=True, loss="kd", **fit_options))  # the default, now explicit
     assert again["epochs"] == 2 and again["test_accuracy"] == first["test_accuracy"]
 
 
 def test_gradient_clipping_bounds_each_step(cache, fit_options, tmp_path):
     """A vanishing clip norm leaves the weights where they started; 0 turns clipping off."""
     def weights(clip, out):
-        fit(FitConfig(**{**fit_options, "out": str(tmp_path / out), "epochs": 1}, cache=cache, lr=1.0, weight_decay=0.0,
+        fit(FitConfig.from_options(**{**fit_options, "out": str(tmp_path / out), "epochs": 1}, cache=cache, lr=1.0, weight_decay=0.0,
                       clip_grad_norm=clip, eval_dataset="none"))
         return torch.load(tmp_path / out / "last.pt", weights_only=True)["model"]
 

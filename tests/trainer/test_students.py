@@ -1,10 +1,10 @@
-"""Every zoo model trains as a student; normalisation on the device equals the build's."""
+"""Every zoo model trains as a student, with the input the resolver gives it."""
 import pytest
 import torch
 
-from softlabels.transforms import Preprocessing, finish
+from softlabels.inputs import Preprocessing
 from softlabels.zoo import list_models
-from trainer.students import Normalize, create_student, model_preprocessing
+from trainer.students import create_student, student_input as model_preprocessing
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -25,12 +25,6 @@ def test_archives_cannot_be_students(tmp_path):
     archive.write_bytes(b"a TorchScript or .pt2 archive")  # refused by name, before anything is read
     with pytest.raises(ValueError, match="cannot be trained"):
         create_student(str(archive), 10, 3, 32)
-
-
-def test_normalize_equals_finish_bit_for_bit():
-    prep = Preprocessing((0.4914, 0.4822, 0.4465), (0.247, 0.2435, 0.2616), 8)
-    x = torch.rand(3, 8, 8)
-    assert torch.equal(Normalize(prep)(x[None])[0], finish(x, prep))
 
 
 def test_preprocessing_precedence():

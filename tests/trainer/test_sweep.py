@@ -7,10 +7,10 @@ from trainer import FitConfig, SweepConfig, sweep
 
 
 def test_sweep_ranks_runs_and_records_failures(cache, fit_options, tmp_path):
-    base = FitConfig(cache=cache, **{**fit_options, "epochs": 1, "out": str(tmp_path / "sweep")})
+    base = FitConfig.from_options(cache=cache, **{**fit_options, "epochs": 1, "out": str(tmp_path / "sweep")})
     config = SweepConfig(base, students=("linear", "no_such_model"), temperatures=(1.0, 4.0), alphas=(0.5,),
                          with_ce=True)
-    assert [c.out.rsplit("/", 1)[1] for c in config.runs()] == [
+    assert [c.runtime.out.rsplit("/", 1)[1] for c in config.runs()] == [
         "linear-ce", "linear-kd-T1-a0.5", "linear-kd-T4-a0.5",
         "no_such_model-ce", "no_such_model-kd-T1-a0.5", "no_such_model-kd-T4-a0.5"]
     rows = sweep(config)
@@ -27,8 +27,8 @@ def test_sweep_ranks_runs_and_records_failures(cache, fit_options, tmp_path):
 
 
 def test_sweep_refuses_bad_grids_before_training(cache, fit_options):
-    base = FitConfig(cache=cache, **fit_options)
+    base = FitConfig.from_options(cache=cache, **fit_options)
     with pytest.raises(ValueError, match="temperature must be positive"):
         sweep(SweepConfig(base, students=("linear",), temperatures=(0.0,)))
     with pytest.raises(FileNotFoundError, match="cache not found"):
-        sweep(SweepConfig(FitConfig(cache=cache + ".missing", **fit_options), students=("linear",)))
+        sweep(SweepConfig(FitConfig.from_options(cache=cache + ".missing", **fit_options), students=("linear",)))
