@@ -68,6 +68,11 @@ class BuildStorage:
     compression: str = "none"
     block_rows: int | None = None
 
+    @property
+    def mode(self) -> str:
+        """The storage mode (softlabels.store.modes) these options ask for."""
+        return "topk" if self.topk else "logits"
+
 
 @dataclass(frozen=True)
 class BuildRuntime:
@@ -166,7 +171,7 @@ def cache_metadata(config: BuildConfig, teacher: Teacher, source: DatasetSource)
         preprocessing=teacher.input,
         augment=store.AugmentRecord(name=augment.name, seed=config.augmentation.seed, views=config.augmentation.views,
                                     param_names=tuple(augment.param_names)),
-        build=store.BuildRecord(dtype=storage.dtype, storage="topk" if storage.topk else "logits", topk=storage.topk,
+        build=store.BuildRecord(dtype=storage.dtype, storage=storage.mode, topk=storage.topk,
                                 amp=config.model.amp, compression=storage.compression),
     )
 
@@ -302,7 +307,7 @@ def _build_shard(config: BuildConfig, out: Path, shard: tuple[int, int] | None) 
     rows = shard_range(*shard, len(source)) if shard else (0, len(source))
     storage, views = config.storage, config.augmentation
     layout = store.Layout(num_samples=rows[1] - rows[0], num_classes=num_classes, num_views=views.views,
-                          storage="topk" if storage.topk else "logits", dtype=storage.dtype, topk=storage.topk,
+                          storage=storage.mode, dtype=storage.dtype, topk=storage.topk,
                           param_names=tuple(get_augment(views.augment).param_names),
                           compression=storage.compression, block_rows=config.block_rows)
     meta = cache_metadata(config, teacher, source)

@@ -47,6 +47,7 @@ class Cache:
         self.classes: list[str] = self.info.classes
         self._positions: dict[str, int] | None = None
         self._pipeline = None
+        self._checked = None  # the last source check_dataset accepted
 
     @property
     def num_views(self) -> int:
@@ -133,8 +134,9 @@ class Cache:
 
         source = self._source(source, None, "data")
         position = self._position(item)
-        if source.keys[position] != self.keys[position]:
+        if source is not self._checked:  # once per source: its keys and labels are the cache's
             self.check_dataset(source)
+            self._checked = source
         if self._pipeline is None:
             self._pipeline = ViewPipeline(self.info.preprocessing, self.info.augment.name)
         rows = self._targets.rows(position).view(self._view(view))

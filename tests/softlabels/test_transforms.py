@@ -35,14 +35,6 @@ def random_tensor(height=8, width=8, channels=3, seed=0) -> torch.Tensor:
 # --- preprocessing -------------------------------------------------------------------------------
 
 
-def test_preprocessing_round_trips_through_a_dict():
-    assert RGB.channels == 3 and GREY.channels == 1
-    assert Preprocessing.from_dict(RGB.to_dict()) == RGB
-    assert RGB.to_dict() == {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3], "image_size": 8}
-    with pytest.raises(ValueError, match="1 or 3 values"):
-        Preprocessing((0.5, 0.5), (0.2, 0.2), 8)
-
-
 def test_to_tensor_converts_to_the_requested_channels():
     rgb, grey = random_image(mode="RGB"), random_image(mode="L")
     assert to_tensor(rgb, 3).shape == (3, 8, 8) and to_tensor(rgb, 1).shape == (1, 8, 8)

@@ -1,0 +1,69 @@
+"""One pipeline makes every view: the teacher pass, `verify --recompute`, the trainer and `Cache.replay`
+hand out the same bits for the same stored view."""
+import numpy as np
+import pytest
+import torch
+
+import softlabels
+from softlabels import checks, store
+from softlabels.build import TeacherInputs
+from softlabels.datasets import open_dataset
+from softlabels.pipeline import Normalize, ViewPipeline
+from trainer.data import CachedDataset
+
+
+@pytest.mark.parametrize("kind", ["full", "multiview", "merged_views"])
+def test_every_consumer_sees_the_same_view(cache_of, image_folder, kind):
+    path = cache_of(kind)
+    info = store.read_info(path)
+    source = open_dataset(f"imagefolder:{image_folder}")
+    pipeline = ViewPipeline(info.preprocessing, info.augment.name)
+    targets = store.CacheTargets(path)
+    trainer_data = CachedDataset(source, targets)
+    cache = softlabels.open_cache(path)
+    for index in (0, 9, 17):
+        stored = targets.rows(index)
+        recomputed = checks._views(pipeline, source, index, source.keys[index], stored, info)
+        built = None
+        if info.augment.seeds is None:  # a merged view set holds views of several seeds: no single build
+            built = TeacherInputs(source, pipeline, info.layout.num_views, info.augment.seed)[index][1]
+        for view in range(info.layout.num_views):
+            image, label, logits = trainer_data[(index, view, 0)]
+            replayed, replay_label, replay_logits = cache.replay(source, source.keys[index], view)
+            assert torch.equal(image, replayed) and torch.equal(image, recomputed[view])
+            if built is not None:
+                assert torch.equal(image, built[view])
+            assert label == replay_label and torch.equal(logits, replay_logits)
+    cache.close()
+
+
+def test_replay_normalises_with_the_recorded_statistics(cache_of, image_folder, teacher_weights):
+    path = cache_of("multiview")
+    with softlabels.open_cache(path) as cache:
+        source = open_dataset(f"imagefolder:{image_folder}")
+        raw, _, logits = cache.replay(source, 3, view=1)
+        normalised, _, _ = cache.replay(source, 3, view=1, normalize=True)
+        assert torch.equal(normalised, Normalize(cache.info.preprocessing)(raw[None])[0])
+        from softlabels.teachers import load_teacher
+
+        teacher = load_teacher("small_cnn", weights=teacher_weights, num_classes=3, image_size=8).model
+        with torch.inference_mode():
+            torch.testing.assert_close(teacher(normalised[None])[0], logits, rtol=1e-4, atol=1e-5)
+        with pytest.raises(IndexError, match="view 2 out of range"):
+            cache.replay(source, 3, view=2)
+
+
+def test_replay_refuses_other_images(cache_of, make_images, tmp_path):
+    other = open_dataset(f"imagefolder:{make_images(tmp_path / 'other', per_class=(4, 4, 4))}")
+    with softlabels.open_cache(cache_of("full")) as cache, pytest.raises(ValueError, match="was not built from"):
+        cache.replay(other, 0)
+
+
+def test_normalize_is_elementwise_and_exact():
+    prep = softlabels.Preprocessing((0.4914, 0.4822, 0.4465), (0.247, 0.2435, 0.2616), 8)
+    x = torch.rand(2, 3, 8, 8)
+    mean, std = torch.tensor(prep.mean).view(3, 1, 1), torch.tensor(prep.std).view(3, 1, 1)
+    assert torch.equal(Normalize(prep)(x), (x - mean) / std)
+    assert torch.equal(Normalize(prep)(x.contiguous(memory_format=torch.channels_last)), (x - mean) / std)
+    np.testing.assert_array_equal(Normalize(prep)(x).numpy(), ((x.numpy() - np.float32(prep.mean).reshape(3, 1, 1))
+                                                               / np.float32(prep.std).reshape(3, 1, 1)))

@@ -1,0 +1,64 @@
+"""The seams hold: only the store knows HDF5, one resolver decides a model's input, one pipeline makes views."""
+import ast
+from pathlib import Path
+
+from softlabels.store import files, modes
+from softlabels.store.rows import PARAMS
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = [ROOT / "softlabels", ROOT / "trainer"]
+STORE = ROOT / "softlabels" / "store"
+
+
+def sources(outside_store=True):
+    for package in PACKAGES:
+        for path in sorted(package.rglob("*.py")):
+            if not (outside_store and STORE in path.parents):
+                yield path, ast.parse(path.read_text(), str(path))
+
+
+def imported_modules(tree):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            yield node.module
+
+
+def test_only_the_store_imports_h5py():
+    offenders = [str(path.relative_to(ROOT)) for path, tree in sources()
+                 if any(name.split(".")[0] == "h5py" for name in imported_modules(tree))]
+    assert offenders == []
+
+
+def dataset_paths():
+    paths = {files.DONE, files.BLOCK_SHA256, PARAMS}
+    for mode in modes.MODES.values():
+        paths |= set(mode(10, "float16", 2).datasets(1, 1))
+    return {p for p in paths if "/" in p}  # `keys`, `labels`, `logits` are also plain words (npz names)
+
+
+def test_no_module_outside_the_store_names_an_hdf5_dataset_path():
+    paths = dataset_paths()
+    assert "topk/values" in paths and "views/params" in paths
+    offenders = [(str(path.relative_to(ROOT)), node.value) for path, tree in sources() for node in ast.walk(tree)
+                 if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in paths]
+    assert offenders == []
+
+
+def calls_to(name):
+    return [str(path.relative_to(ROOT)) for path, tree in sources(outside_store=False) for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == name]
+
+
+def test_one_resolver_and_one_normalisation():
+    callers = set(calls_to("resolve_input"))
+    assert callers == {"softlabels/teachers.py", "trainer/students.py"}  # teachers: build, recompute, online KD
+    normalisers = {str(path.relative_to(ROOT)) for path, tree in sources(outside_store=False) for node in ast.walk(tree)
+                   if isinstance(node, ast.ClassDef) and node.name == "Normalize"}
+    assert normalisers == {"softlabels/pipeline.py"}
+
+
+def test_views_are_made_only_by_the_pipeline():
+    users = {path for path in calls_to("apply") if path != "softlabels/transforms.py"}
+    assert users <= {"softlabels/pipeline.py"}
