@@ -8,18 +8,25 @@ Same data, schedule (SGD, one-cycle, batch 64) and seeds for every arm; no augme
 targets are exactly consistent with what the student sees. Results accumulate in
 data/bench/accuracy/results.jsonl (rerun to continue; --fresh to start again).
 """
+
 from __future__ import annotations
 
-
-from bench.common import (JPEGFT, cifar10_jpeg, cifar10_subset, ensure_cache, grid_arguments, machine, run_grid,
-                          summarise, table)
+from bench.common import (
+    JPEGFT,
+    cifar10_jpeg,
+    cifar10_subset,
+    ensure_cache,
+    grid_arguments,
+    machine,
+    run_grid,
+    summarise,
+    table,
+)
 from trainer.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 
 # Per student: (train images per class, test images per class, epochs, temperatures, alphas)
-BUDGET = {"small_cnn": (500, 200, 10, (1, 2, 4), (0.5, 0.9)),
-          "cifar_resnet20": (200, 200, 8, (1, 2, 4), (0.5,))}
-FULL = {"small_cnn": (5000, 1000, 60, (1, 2, 4), (0.5, 0.9)),
-        "cifar_resnet20": (5000, 1000, 60, (1, 2, 4), (0.5, 0.9))}
+BUDGET = {"small_cnn": (500, 200, 10, (1, 2, 4), (0.5, 0.9)), "cifar_resnet20": (200, 200, 8, (1, 2, 4), (0.5,))}
+FULL = {"small_cnn": (5000, 1000, 60, (1, 2, 4), (0.5, 0.9)), "cifar_resnet20": (5000, 1000, 60, (1, 2, 4), (0.5, 0.9))}
 
 
 def student_runs(student: str, budget, seeds) -> list[tuple]:
@@ -31,8 +38,19 @@ def student_runs(student: str, budget, seeds) -> list[tuple]:
     arms = {"ce (labels)": [*data, "--loss", "ce"], "hard (teacher arg-max)": ["--cache", cache, "--loss", "hard"]}
     for t, a in [(t, a) for t in temperatures for a in alphas] + [(DEFAULT_TEMPERATURE, DEFAULT_ALPHA)]:
         arms[f"cached kd T={t:g} a={a:g}"] = ["--cache", cache, "--loss", "kd", "--temperature", t, "--alpha", a]
-    arms["online kd (defaults)"] = [*data, "--teacher", "cifar_resnet56", "--weights", JPEGFT, "--loss", "kd",
-                                    "--temperature", DEFAULT_TEMPERATURE, "--alpha", DEFAULT_ALPHA]
+    arms["online kd (defaults)"] = [
+        *data,
+        "--teacher",
+        "cifar_resnet56",
+        "--weights",
+        JPEGFT,
+        "--loss",
+        "kd",
+        "--temperature",
+        DEFAULT_TEMPERATURE,
+        "--alpha",
+        DEFAULT_ALPHA,
+    ]
     return [(student, arm, seed, [*args, *common]) for seed in seeds for arm, args in arms.items()]
 
 
@@ -46,11 +64,12 @@ def main():
     print(f"machine: {machine()}")
     for student in args.students:
         per_class, per_test, epochs, _, _ = budgets[student]
-        print(f"settings {student}: {10 * per_class} train / {10 * per_test} test CIFAR-10 JPEG images, "
-              f"{epochs} epochs, SGD one-cycle peak 0.05, batch 64, gradient norm clipped at 2, no augmentation, "
-              f"seeds {seeds}; online kd at the defaults T={DEFAULT_TEMPERATURE:g}, alpha={DEFAULT_ALPHA:g}")
-    print(table(["student", "arm", "test accuracy % (mean ± std)", "s/run"],
-                summarise(results, args.students, arms)))
+        print(
+            f"settings {student}: {10 * per_class} train / {10 * per_test} test CIFAR-10 JPEG images, "
+            f"{epochs} epochs, SGD one-cycle peak 0.05, batch 64, gradient norm clipped at 2, no augmentation, "
+            f"seeds {seeds}; online kd at the defaults T={DEFAULT_TEMPERATURE:g}, alpha={DEFAULT_ALPHA:g}"
+        )
+    print(table(["student", "arm", "test accuracy % (mean ± std)", "s/run"], summarise(results, args.students, arms)))
 
 
 if __name__ == "__main__":

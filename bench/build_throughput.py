@@ -5,6 +5,7 @@
 Prints the table for BENCHMARKS.md: images/s of both, and build / bare (goal >= 0.95).
 Arms alternate (bare, build, bare, build, ...) so drift on a shared machine hits both alike.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,9 +50,16 @@ def main():
     args = parser.parse_args()
     root = cifar10_jpeg() if args.full else cifar10_subset(args.per_class)
     out = Path(tempfile.mkdtemp()) / "bench.h5"
-    config = BuildConfig.from_options(dataset=f"imagefolder:{root}", teacher="cifar_resnet56", weights=str(JPEGFT),
-                         out=str(out), batch_size=args.batch_size, overwrite=True, progress=False,
-                         **({"workers": args.workers} if args.workers is not None else {}))
+    config = BuildConfig.from_options(
+        dataset=f"imagefolder:{root}",
+        teacher="cifar_resnet56",
+        weights=str(JPEGFT),
+        out=str(out),
+        batch_size=args.batch_size,
+        overwrite=True,
+        progress=False,
+        **({"workers": args.workers} if args.workers is not None else {}),
+    )
     bare, built = [], []
     for _ in range(args.rounds):
         bare.append(bare_forward(config))
@@ -60,12 +68,24 @@ def main():
     n = result.num_samples
     ratio = statistics.median(built) / statistics.median(bare)
     print(f"machine: {machine()}")
-    print(f"settings: cifar_resnet56 (jpegft), {n} CIFAR-10 JPEG train images, batch {config.runtime.batch_size}, "
-          f"{config.runtime.workers} workers, float16 storage, {args.rounds} alternating rounds, median")
-    print(table(["arm", "images/s (median)", "runs", "ratio"], [
-        ["bare teacher forward", f"{statistics.median(bare):.0f}", ", ".join(f"{v:.0f}" for v in bare), "1.00"],
-        ["softlabels build", f"{statistics.median(built):.0f}", ", ".join(f"{v:.0f}" for v in built), f"{ratio:.3f}"],
-    ]))
+    print(
+        f"settings: cifar_resnet56 (jpegft), {n} CIFAR-10 JPEG train images, batch {config.runtime.batch_size}, "
+        f"{config.runtime.workers} workers, float16 storage, {args.rounds} alternating rounds, median"
+    )
+    print(
+        table(
+            ["arm", "images/s (median)", "runs", "ratio"],
+            [
+                ["bare teacher forward", f"{statistics.median(bare):.0f}", ", ".join(f"{v:.0f}" for v in bare), "1.00"],
+                [
+                    "softlabels build",
+                    f"{statistics.median(built):.0f}",
+                    ", ".join(f"{v:.0f}" for v in built),
+                    f"{ratio:.3f}",
+                ],
+            ],
+        )
+    )
 
 
 if __name__ == "__main__":

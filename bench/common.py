@@ -1,4 +1,5 @@
 """Shared by the benchmarks: real data from ../shared, machine description, table printing."""
+
 from __future__ import annotations
 
 import os
@@ -94,9 +95,25 @@ def ensure_cache(root: Path, name: str, *extra: str) -> Path:
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([python(), "-m", "softlabels", "build", "--dataset", f"imagefolder:{root}",
-                    "--teacher", "cifar_resnet56", "--weights", str(JPEGFT), "--out", str(out), "--resume",
-                    *extra], check=True)
+    subprocess.run(
+        [
+            python(),
+            "-m",
+            "softlabels",
+            "build",
+            "--dataset",
+            f"imagefolder:{root}",
+            "--teacher",
+            "cifar_resnet56",
+            "--weights",
+            str(JPEGFT),
+            "--out",
+            str(out),
+            "--resume",
+            *extra,
+        ],
+        check=True,
+    )
     return out
 
 
@@ -157,13 +174,21 @@ def run_grid(name: str, runs: list[tuple[str, str, int, list]], fresh: bool = Fa
         started = time.perf_counter()
         try:
             summary = fit(folder / "runs" / claim.name, "--student", student, "--seed", seed, *args)
-            record = {"student": student, "arm": arm, "seed": seed, "accuracy": summary["test_accuracy"],
-                      "best": summary["best_accuracy"], "images_per_second": summary["images_per_second"],
-                      "seconds": round(time.perf_counter() - started, 1)}
+            record = {
+                "student": student,
+                "arm": arm,
+                "seed": seed,
+                "accuracy": summary["test_accuracy"],
+                "best": summary["best_accuracy"],
+                "images_per_second": summary["images_per_second"],
+                "seconds": round(time.perf_counter() - started, 1),
+            }
         except RuntimeError as err:
             record = {"student": student, "arm": arm, "seed": seed, "error": str(err)[-300:]}
-        print(f"[{index + 1}/{len(runs)}] {student} {arm} seed {seed}: "
-              f"{record.get('accuracy', record.get('error'))}", flush=True)
+        print(
+            f"[{index + 1}/{len(runs)}] {student} {arm} seed {seed}: {record.get('accuracy', record.get('error'))}",
+            flush=True,
+        )
         with log.open("a") as out:
             out.write(json.dumps(record) + "\n")
     return [json.loads(line) for line in log.read_text().splitlines()]

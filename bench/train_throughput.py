@@ -5,6 +5,7 @@
 Each arm runs as its own `trainer fit` process (so peak RSS is its own), in alternating order.
 Goal: cached KD takes <= 1.05 x the time of label-only training.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,16 @@ def arms(root: Path, cache: Path) -> dict[str, list[str]]:
     return {
         "labels only (ce)": ["--dataset", f"imagefolder:{root}", "--loss", "ce"],
         "cached KD": ["--cache", str(cache), "--loss", "kd"],
-        "online KD": ["--dataset", f"imagefolder:{root}", "--teacher", "cifar_resnet56",
-                      "--weights", str(JPEGFT), "--loss", "kd"],
+        "online KD": [
+            "--dataset",
+            f"imagefolder:{root}",
+            "--teacher",
+            "cifar_resnet56",
+            "--weights",
+            str(JPEGFT),
+            "--loss",
+            "kd",
+        ],
     }
 
 
@@ -52,15 +61,28 @@ def main():
         cached = statistics.median(speed["cached KD"])
         for name, values in speed.items():
             median = statistics.median(values)
-            rows.append([student, name, f"{median:.0f}", ", ".join(f"{v:.0f}" for v in values),
-                         f"{base / median:.2f}", f"{rss[name]:.0f}",
-                         f"{cached / median:.2f}" if name == "online KD" else ""])
+            rows.append(
+                [
+                    student,
+                    name,
+                    f"{median:.0f}",
+                    ", ".join(f"{v:.0f}" for v in values),
+                    f"{base / median:.2f}",
+                    f"{rss[name]:.0f}",
+                    f"{cached / median:.2f}" if name == "online KD" else "",
+                ]
+            )
     print(f"machine: {machine()}")
-    print(f"settings: {10 * args.per_class} CIFAR-10 JPEG train images, {args.epochs} epochs, batch 128, "
-          f"{args.workers} worker(s), no evaluation, {args.rounds} alternating rounds, median; "
-          f"teacher cifar_resnet56 (jpegft)")
-    print(table(["student", "arm", "images/s", "runs", "time vs labels only", "peak RSS MB",
-                 "online / cached time"], rows))
+    print(
+        f"settings: {10 * args.per_class} CIFAR-10 JPEG train images, {args.epochs} epochs, batch 128, "
+        f"{args.workers} worker(s), no evaluation, {args.rounds} alternating rounds, median; "
+        f"teacher cifar_resnet56 (jpegft)"
+    )
+    print(
+        table(
+            ["student", "arm", "images/s", "runs", "time vs labels only", "peak RSS MB", "online / cached time"], rows
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ What a training loop of your own needs:
 
 Names are imported on first use, so `import softlabels` stays fast (no torch until you build).
 """
+
 from __future__ import annotations
 
 import importlib

@@ -1,4 +1,5 @@
 """`python -m softlabels` (also what torchrun runs: `torchrun ... -m softlabels build ...`)."""
+
 from softlabels.cli import main
 
 main()

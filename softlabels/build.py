@@ -1,4 +1,5 @@
 """The teacher pass: run a teacher once over a dataset and write its logits to a cache."""
+
 from __future__ import annotations
 
 import datetime
@@ -142,9 +143,14 @@ class TeacherInputs(Dataset):
 def make_loader(inputs: TeacherInputs, rows: range, config: BuildConfig, device: torch.device) -> DataLoader:
     """Batches of `rows` in order; pinned host memory feeds non-blocking copies on CUDA."""
     workers = config.runtime.workers
-    return DataLoader(torch.utils.data.Subset(inputs, rows), batch_size=config.runtime.batch_size,
-                      num_workers=workers, pin_memory=device.type == "cuda", shuffle=False,
-                      prefetch_factor=4 if workers else None)
+    return DataLoader(
+        torch.utils.data.Subset(inputs, rows),
+        batch_size=config.runtime.batch_size,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        shuffle=False,
+        prefetch_factor=4 if workers else None,
+    )
 
 
 def _check_paths(config: BuildConfig, out: Path) -> None:
@@ -156,8 +162,9 @@ def _check_paths(config: BuildConfig, out: Path) -> None:
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
     partial = store.partial_path(out)
     if partial.exists() and not (runtime.resume or runtime.overwrite):
-        raise FileExistsError(f"a partial build exists at {partial}: add --resume to continue it "
-                              f"or --overwrite to start again")
+        raise FileExistsError(
+            f"a partial build exists at {partial}: add --resume to continue it or --overwrite to start again"
+        )
 
 
 def cache_metadata(config: BuildConfig, teacher: Teacher, source: DatasetSource) -> store.Metadata:
@@ -167,22 +174,35 @@ def cache_metadata(config: BuildConfig, teacher: Teacher, source: DatasetSource)
     dataset = source.describe()
     return store.Metadata(
         teacher=teacher.record(),
-        dataset=store.DatasetRecord(**{**dataset, "fingerprint": store.dataset_fingerprint(source.keys, source.labels)}),
+        dataset=store.DatasetRecord(
+            **{**dataset, "fingerprint": store.dataset_fingerprint(source.keys, source.labels)}
+        ),
         preprocessing=teacher.input,
-        augment=store.AugmentRecord(name=augment.name, seed=config.augmentation.seed, views=config.augmentation.views,
-                                    param_names=tuple(augment.param_names)),
-        build=store.BuildRecord(dtype=storage.dtype, storage=storage.mode, topk=storage.topk,
-                                amp=config.model.amp, compression=storage.compression),
+        augment=store.AugmentRecord(
+            name=augment.name,
+            seed=config.augmentation.seed,
+            views=config.augmentation.views,
+            param_names=tuple(augment.param_names),
+        ),
+        build=store.BuildRecord(
+            dtype=storage.dtype,
+            storage=storage.mode,
+            topk=storage.topk,
+            amp=config.model.amp,
+            compression=storage.compression,
+        ),
     )
 
 
 def resume_differences(recorded: store.Metadata, wanted: store.Metadata) -> list[str]:
     """What differs between a partial file's metadata and what this command would write."""
-    checks = [("teacher", recorded.teacher.identity(), wanted.teacher.identity()),
-              ("dataset", recorded.dataset.identity(), wanted.dataset.identity()),
-              ("preprocessing", recorded.preprocessing, wanted.preprocessing),
-              ("augment", recorded.augment.to_dict(), wanted.augment.to_dict()),
-              ("build", recorded.build.to_dict(), wanted.build.to_dict())]
+    checks = [
+        ("teacher", recorded.teacher.identity(), wanted.teacher.identity()),
+        ("dataset", recorded.dataset.identity(), wanted.dataset.identity()),
+        ("preprocessing", recorded.preprocessing, wanted.preprocessing),
+        ("augment", recorded.augment.to_dict(), wanted.augment.to_dict()),
+        ("build", recorded.build.to_dict(), wanted.build.to_dict()),
+    ]
     return [f"{name}: partial has {a!r}, this command {b!r}" for name, a, b in checks if a != b]
 
 
@@ -195,10 +215,12 @@ def _open_writer(config: BuildConfig, out: Path, layout: store.Layout, source, r
             differences.append(f"layout: partial has {writer.layout}, this command {layout}")
         if differences:
             writer.close()
-            raise ValueError(f"cannot resume {partial}: it was built with other settings ({differences[0]}); "
-                             f"use the original options or --overwrite")
+            raise ValueError(
+                f"cannot resume {partial}: it was built with other settings ({differences[0]}); "
+                f"use the original options or --overwrite"
+            )
         return writer
-    return store.CacheWriter.create(out, layout, source.keys[rows[0]:rows[1]], source.labels[rows[0]:rows[1]], meta)
+    return store.CacheWriter.create(out, layout, source.keys[rows[0] : rows[1]], source.labels[rows[0] : rows[1]], meta)
 
 
 def _probe_classes(teacher: Teacher, device) -> int:
@@ -208,8 +230,10 @@ def _probe_classes(teacher: Teacher, device) -> int:
         with torch.inference_mode():
             out = teacher.model(probe.contiguous(memory_format=torch.channels_last))
     except RuntimeError as err:
-        raise ValueError(f"the teacher cannot run on {prep.describe()} inputs ({str(err).splitlines()[0]}); "
-                         f"check --image-size, --mean/--std") from None
+        raise ValueError(
+            f"the teacher cannot run on {prep.describe()} inputs ({str(err).splitlines()[0]}); "
+            f"check --image-size, --mean/--std"
+        ) from None
     if out.ndim != 2:
         raise ValueError(f"the teacher must return (batch, classes) logits, got shape {tuple(out.shape)}")
     return int(out.shape[1])
@@ -266,16 +290,20 @@ def build_cache(config: BuildConfig) -> BuildResult:
     _check_paths(config, Path(config.out))
     stale = stale_rank_shards(config.out, 1)
     if stale and not config.runtime.overwrite:
-        raise ValueError(f"shards of a torchrun build of {config.out} exist ({stale[0].name}): rerun it under "
-                         f"torchrun with as many processes to resume, or pass --overwrite to start again")
+        raise ValueError(
+            f"shards of a torchrun build of {config.out} exist ({stale[0].name}): rerun it under "
+            f"torchrun with as many processes to resume, or pass --overwrite to start again"
+        )
     return _build_shard(config, Path(config.out), config.data.shard)
 
 
 def _check_options(config: BuildConfig) -> None:
     views = config.augmentation
     if views.views > 1 and views.augment == "none":
-        raise ValueError("--views > 1 needs an augmentation (--augment cifar|imagenet|flip): "
-                         "views of the un-augmented image would all be identical")
+        raise ValueError(
+            "--views > 1 needs an augmentation (--augment cifar|imagenet|flip): "
+            "views of the un-augmented image would all be identical"
+        )
     for name, value in (("views", views.views), ("batch_size", config.runtime.batch_size)):
         if value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -288,9 +316,16 @@ def load_build_teacher(config: BuildConfig, source: DatasetSource) -> Teacher:
     """The teacher with the input `resolve_input` gives it on this dataset."""
     model = config.model
     torch.manual_seed(0)  # a teacher without --weights is initialised identically in every process
-    return load_teacher(model.teacher, weights=model.weights, num_classes=model.num_classes or len(source.classes),
-                        trust_checkpoint=model.trust_checkpoint, data=data_input(source.defaults),
-                        mean=model.mean, std=model.std, image_size=model.image_size)
+    return load_teacher(
+        model.teacher,
+        weights=model.weights,
+        num_classes=model.num_classes or len(source.classes),
+        trust_checkpoint=model.trust_checkpoint,
+        data=data_input(source.defaults),
+        mean=model.mean,
+        std=model.std,
+        image_size=model.image_size,
+    )
 
 
 def _build_shard(config: BuildConfig, out: Path, shard: tuple[int, int] | None) -> BuildResult:
@@ -302,19 +337,35 @@ def _build_shard(config: BuildConfig, out: Path, shard: tuple[int, int] | None) 
     teacher.model = prepare_model(teacher.model, device).eval()
     num_classes = _probe_classes(teacher, device)
     if num_classes != len(source.classes):
-        raise ValueError(f"the teacher outputs {num_classes} classes but {data.dataset} has "
-                         f"{len(source.classes)}; use a teacher for this dataset (or --num-classes {len(source.classes)})")
+        raise ValueError(
+            f"the teacher outputs {num_classes} classes but {data.dataset} has "
+            f"{len(source.classes)}; use a teacher for this dataset (or --num-classes {len(source.classes)})"
+        )
     rows = shard_range(*shard, len(source)) if shard else (0, len(source))
     storage, views = config.storage, config.augmentation
-    layout = store.Layout(num_samples=rows[1] - rows[0], num_classes=num_classes, num_views=views.views,
-                          storage=storage.mode, dtype=storage.dtype, topk=storage.topk,
-                          param_names=tuple(get_augment(views.augment).param_names),
-                          compression=storage.compression, block_rows=config.block_rows)
+    layout = store.Layout(
+        num_samples=rows[1] - rows[0],
+        num_classes=num_classes,
+        num_views=views.views,
+        storage=storage.mode,
+        dtype=storage.dtype,
+        topk=storage.topk,
+        param_names=tuple(get_augment(views.augment).param_names),
+        compression=storage.compression,
+        block_rows=config.block_rows,
+    )
     meta = cache_metadata(config, teacher, source)
     if shard:
-        keys, labels = source.keys[rows[0]:rows[1]], source.labels[rows[0]:rows[1]]
-        meta = meta.replace(shard=store.ShardRecord(index=shard[0], count=shard[1], start=rows[0], stop=rows[1],
-                                                    fingerprint=store.dataset_fingerprint(keys, labels)))
+        keys, labels = source.keys[rows[0] : rows[1]], source.labels[rows[0] : rows[1]]
+        meta = meta.replace(
+            shard=store.ShardRecord(
+                index=shard[0],
+                count=shard[1],
+                start=rows[0],
+                stop=rows[1],
+                fingerprint=store.dataset_fingerprint(keys, labels),
+            )
+        )
     writer = _open_writer(config, out, layout, source, rows, meta)
     with cpu_threads(device, config.runtime.workers, config.runtime.threads):
         return _run_pass(config, writer, source, rows[0], teacher, device)
@@ -331,8 +382,10 @@ def _build_distributed(config: BuildConfig, rank) -> BuildResult:
         _check_paths(config, shard_out)
     stale = stale_rank_shards(out, rank.world_size)
     if stale and not runtime.overwrite:
-        raise ValueError(f"shards of a run with another number of processes exist ({stale[0].name}): "
-                         f"rerun with that many processes to resume, or pass --overwrite to start again")
+        raise ValueError(
+            f"shards of a run with another number of processes exist ({stale[0].name}): "
+            f"rerun with that many processes to resume, or pass --overwrite to start again"
+        )
     if runtime.device == "auto" and torch.cuda.is_available():
         config = config.replace(device=f"cuda:{rank.local_rank}")
     # gloo on every device: the ranks only ever meet at barriers, no tensors are exchanged.
@@ -342,8 +395,9 @@ def _build_distributed(config: BuildConfig, rank) -> BuildResult:
             store.verify(shard_out)
             result = None
         else:
-            result = _build_shard(config.replace(progress=runtime.progress and rank.is_main), shard_out,
-                                  (rank.rank, rank.world_size))
+            result = _build_shard(
+                config.replace(progress=runtime.progress and rank.is_main), shard_out, (rank.rank, rank.world_size)
+            )
         dist.barrier()
         if rank.is_main:
             shards = [rank_shard_path(out, r, rank.world_size) for r in range(rank.world_size)]
@@ -355,13 +409,20 @@ def _build_distributed(config: BuildConfig, rank) -> BuildResult:
     finally:
         dist.destroy_process_group()
     info = store.read_info(out)
-    return BuildResult(out, info.layout.num_samples, info.layout.num_views, info.teacher_accuracy or 0.0,
-                       result.seconds if result else 0.0, result.images_per_second if result else 0.0,
-                       result.resumed_from if result else 0)
+    return BuildResult(
+        out,
+        info.layout.num_samples,
+        info.layout.num_views,
+        info.teacher_accuracy or 0.0,
+        result.seconds if result else 0.0,
+        result.images_per_second if result else 0.0,
+        result.resumed_from if result else 0,
+    )
 
 
-def _run_pass(config: BuildConfig, writer: store.CacheWriter, source, first_row: int, teacher: Teacher,
-              device) -> BuildResult:
+def _run_pass(
+    config: BuildConfig, writer: store.CacheWriter, source, first_row: int, teacher: Teacher, device
+) -> BuildResult:
     """Compute rows `first_row + writer.done_rows ...` of the dataset into `writer`, then finish it."""
     resumed = writer.done_rows
     total = writer.layout.num_samples
@@ -371,8 +432,15 @@ def _run_pass(config: BuildConfig, writer: store.CacheWriter, source, first_row:
     normalize = Normalize(teacher.input).to(device)
     background = _BackgroundWriter(writer)
     started = time.perf_counter()
-    bar = tqdm(total=total, initial=resumed, unit="img", desc="teacher pass", disable=not config.runtime.progress,
-               dynamic_ncols=True, unit_scale=views.views if views.views > 1 else False)
+    bar = tqdm(
+        total=total,
+        initial=resumed,
+        unit="img",
+        desc="teacher pass",
+        disable=not config.runtime.progress,
+        dynamic_ncols=True,
+        unit_scale=views.views if views.views > 1 else False,
+    )
     try:
         with torch.inference_mode():
             for indices, batch, params in loader:
@@ -382,12 +450,16 @@ def _run_pass(config: BuildConfig, writer: store.CacheWriter, source, first_row:
         background.close()
     except KeyboardInterrupt:
         _stop(background, writer)
-        raise BuildInterrupted(f"interrupted: {writer.done_rows} of {total} samples are saved in "
-                               f"{store.partial_path(writer.path)}; run the same command with --resume to continue") from None
+        raise BuildInterrupted(
+            f"interrupted: {writer.done_rows} of {total} samples are saved in "
+            f"{store.partial_path(writer.path)}; run the same command with --resume to continue"
+        ) from None
     except OSError as err:
         _stop(background, writer)
-        raise OSError(f"writing {store.partial_path(writer.path)} failed ({store.short_reason(err)}); the "
-                      f"{writer.done_rows} samples written are kept: fix the cause and rerun with --resume") from None
+        raise OSError(
+            f"writing {store.partial_path(writer.path)} failed ({store.short_reason(err)}); the "
+            f"{writer.done_rows} samples written are kept: fix the cause and rerun with --resume"
+        ) from None
     except BaseException:
         _stop(background, writer)
         raise
@@ -396,8 +468,15 @@ def _run_pass(config: BuildConfig, writer: store.CacheWriter, source, first_row:
     path = _finish(writer)
     seconds = time.perf_counter() - started  # includes the final re-verification: storing's full cost
     accuracy = store.read_info(path).teacher_accuracy or 0.0
-    return BuildResult(path, total, views.views, accuracy, seconds,
-                       (total - resumed) * views.views / max(seconds, 1e-9), resumed_from=resumed)
+    return BuildResult(
+        path,
+        total,
+        views.views,
+        accuracy,
+        seconds,
+        (total - resumed) * views.views / max(seconds, 1e-9),
+        resumed_from=resumed,
+    )
 
 
 def _finish(writer: store.CacheWriter) -> Path:
@@ -405,8 +484,10 @@ def _finish(writer: store.CacheWriter) -> Path:
         return writer.finish()
     except OSError as err:
         store.close_quietly(writer)
-        raise OSError(f"finishing {writer.path} failed ({store.short_reason(err)}); all rows are "
-                      f"kept in {store.partial_path(writer.path)}: fix the cause and rerun with --resume") from None
+        raise OSError(
+            f"finishing {writer.path} failed ({store.short_reason(err)}); all rows are "
+            f"kept in {store.partial_path(writer.path)}: fix the cause and rerun with --resume"
+        ) from None
 
 
 def _stop(background: _BackgroundWriter, writer: store.CacheWriter) -> None:
@@ -432,6 +513,8 @@ def _encode(logits, params, indices, layout: store.Layout, source: DatasetSource
         return store.Rows.encode(layout.mode, logits, params.numpy() if layout.param_names else None)
     except store.NonFiniteOutputs as err:
         keys = [source.keys[int(indices[row])] for row in err.rows[:5]]
-        raise ValueError(f"the teacher produced NaN/inf logits for {len(err.rows)} sample(s) in a batch, "
-                         f"first keys: {', '.join(keys)}; nothing was marked complete "
-                         f"(fp16 overflow? try --no-amp or --dtype float32)") from None
+        raise ValueError(
+            f"the teacher produced NaN/inf logits for {len(err.rows)} sample(s) in a batch, "
+            f"first keys: {', '.join(keys)}; nothing was marked complete "
+            f"(fp16 overflow? try --no-amp or --dtype float32)"
+        ) from None

@@ -11,16 +11,17 @@ and the exact view the teacher saw).
 Built on `store.CacheTargets`: small caches are read into memory once, larger ones row by row
 through a handle each process opens for itself, so a `Cache` can be handed to DataLoader workers.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence, Union
 
 import numpy as np
 
 from softlabels import store
 
-Index = Union[int, str, np.integer]
+Index = int | str | np.integer
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -61,8 +62,10 @@ class Cache:
         return len(self.keys)
 
     def __repr__(self) -> str:
-        return (f"Cache({self.path!r}: {len(self)} samples x {self.num_views} view(s), {self.num_classes} classes, "
-                f"teacher {self.info.teacher.spec})")
+        return (
+            f"Cache({self.path!r}: {len(self)} samples x {self.num_views} view(s), {self.num_classes} classes, "
+            f"teacher {self.info.teacher.spec})"
+        )
 
     def index_of(self, key: str) -> int:
         """The position of the sample with this key."""
@@ -154,7 +157,7 @@ class Cache:
     def close(self) -> None:
         self._targets.close()
 
-    def __enter__(self) -> "Cache":
+    def __enter__(self) -> Cache:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -1,4 +1,5 @@
 """What is in a cache, for people: `softlabels info` for one file, `softlabels ls` for a folder of them."""
+
 from __future__ import annotations
 
 import os
@@ -34,8 +35,12 @@ def describe(path) -> dict:
         "num_classes": layout.num_classes,
         "num_views": layout.num_views,
         "view_seeds": info.view_seeds,
-        "storage": {"kind": layout.storage, "dtype": layout.dtype, "topk": layout.topk,
-                    "compression": layout.compression},
+        "storage": {
+            "kind": layout.storage,
+            "dtype": layout.dtype,
+            "topk": layout.topk,
+            "compression": layout.compression,
+        },
         "augment": attrs["augment"],
         "preprocessing": attrs.get("preprocessing", {}),
         "build": attrs["build"],
@@ -44,8 +49,11 @@ def describe(path) -> dict:
         "bytes_per_view": size / (layout.num_samples * layout.num_views),
         "teacher_accuracy": info.teacher_accuracy,
         "fingerprint": info.fingerprint,
-        "fingerprints": {"dataset": info.fingerprint, "teacher_weights": info.teacher.weights_sha256,
-                         "shard_rows": info.shard.fingerprint if info.shard else None},
+        "fingerprints": {
+            "dataset": info.fingerprint,
+            "teacher_weights": info.teacher.weights_sha256,
+            "shard_rows": info.shard.fingerprint if info.shard else None,
+        },
         "shard": attrs.get("shard"),
     }
 
@@ -78,8 +86,10 @@ def seeds_text(seeds: list[int]) -> str:
             parts.append([seed, view, view])
     if len(parts) == 1:
         return f"seed {parts[0][0]}"
-    return ", ".join(f"seed {seed}: view{'s' if last > first else ''} {first}"
-                     + (f"-{last}" if last > first else "") for seed, first, last in parts)
+    return ", ".join(
+        f"seed {seed}: view{'s' if last > first else ''} {first}" + (f"-{last}" if last > first else "")
+        for seed, first, last in parts
+    )
 
 
 def classes_text(classes: list[str]) -> str:
@@ -100,8 +110,11 @@ def render_info(summary: dict) -> str:
     """`softlabels info`: one aligned `name  value` line per fact."""
     dataset, augment = summary["dataset"], summary["augment"]
     accuracy = summary["teacher_accuracy"]
-    status = "complete" if summary["complete"] else \
-        f"INCOMPLETE: {summary['rows_written']} of {summary['num_samples']} rows written (finish with --resume)"
+    status = (
+        "complete"
+        if summary["complete"]
+        else f"INCOMPLETE: {summary['rows_written']} of {summary['num_samples']} rows written (finish with --resume)"
+    )
     views = "the plain image (no augmentation)"
     if augment.get("name", "none") != "none":
         views = f"{augment['name']} augmentation, {seeds_text(summary['view_seeds'])}"
@@ -114,15 +127,23 @@ def render_info(summary: dict) -> str:
         ("classes", classes_text(summary["classes"])),
         ("views", views),
         ("storage", storage_text(summary)),
-        ("size", f"{human_size(summary['size_bytes'])} ({summary['bytes_per_sample']:.0f} bytes/sample, "
-                 f"{summary['bytes_per_view']:.0f} bytes/view)"),
+        (
+            "size",
+            f"{human_size(summary['size_bytes'])} ({summary['bytes_per_sample']:.0f} bytes/sample, "
+            f"{summary['bytes_per_view']:.0f} bytes/view)",
+        ),
         ("teacher acc.", "n/a" if accuracy is None else f"{accuracy:.2%} on this split (all views)"),
         ("preprocess", ", ".join(f"{k}={v}" for k, v in sorted(summary["preprocessing"].items()))),
-        ("created", f"{summary['created']} by softlabels {summary['softlabels_version']} (format v{summary['format_version']})"),
+        (
+            "created",
+            f"{summary['created']} by softlabels {summary['softlabels_version']} (format v{summary['format_version']})",
+        ),
     ]
     if summary["shard"]:
         shard = summary["shard"]
-        rows.append(("shard", f"{shard.get('index')} of {shard.get('count')}: rows {shard.get('start')}..{shard.get('stop')}"))
+        rows.append(
+            ("shard", f"{shard.get('index')} of {shard.get('count')}: rows {shard.get('start')}..{shard.get('stop')}")
+        )
     fingerprints = summary["fingerprints"]
     rows.append(("dataset fp", str(fingerprints["dataset"])))
     if fingerprints["shard_rows"]:
@@ -167,26 +188,48 @@ def list_caches(root) -> tuple[list[dict], list[dict]]:
 
 def catalog_row(name: str, summary: dict) -> dict:
     dataset = summary["dataset"]
-    status = "complete" if summary["complete"] else \
-        f"partial {summary['rows_written'] / summary['num_samples']:.0%}"
+    status = "complete" if summary["complete"] else f"partial {summary['rows_written'] / summary['num_samples']:.0%}"
     if summary["shard"]:
         status += f", shard {summary['shard'].get('index')}/{summary['shard'].get('count')}"
     return {
-        "name": name, "path": summary["path"], "complete": summary["complete"], "status": status,
-        "teacher": short_spec(str(summary["teacher"].get("spec"))), "weights": summary["teacher"].get("weights_name"),
-        "dataset": short_spec(str(dataset.get("spec"))), "split": summary["split"],
-        "num_samples": summary["num_samples"], "num_views": summary["num_views"],
-        "num_classes": summary["num_classes"], "storage": storage_text(summary, short=True),
-        "size_bytes": summary["size_bytes"], "teacher_accuracy": summary["teacher_accuracy"],
-        "fingerprint": summary["fingerprint"], "error": None,
+        "name": name,
+        "path": summary["path"],
+        "complete": summary["complete"],
+        "status": status,
+        "teacher": short_spec(str(summary["teacher"].get("spec"))),
+        "weights": summary["teacher"].get("weights_name"),
+        "dataset": short_spec(str(dataset.get("spec"))),
+        "split": summary["split"],
+        "num_samples": summary["num_samples"],
+        "num_views": summary["num_views"],
+        "num_classes": summary["num_classes"],
+        "storage": storage_text(summary, short=True),
+        "size_bytes": summary["size_bytes"],
+        "teacher_accuracy": summary["teacher_accuracy"],
+        "fingerprint": summary["fingerprint"],
+        "error": None,
     }
 
 
 def _unreadable_row(name: str, path: Path, reason: str) -> dict:
-    return {"name": name, "path": str(path), "complete": False, "status": "unreadable", "teacher": None,
-            "weights": None, "dataset": None, "split": None, "num_samples": None, "num_views": None,
-            "num_classes": None, "storage": None, "size_bytes": path.stat().st_size, "teacher_accuracy": None,
-            "fingerprint": None, "error": reason}
+    return {
+        "name": name,
+        "path": str(path),
+        "complete": False,
+        "status": "unreadable",
+        "teacher": None,
+        "weights": None,
+        "dataset": None,
+        "split": None,
+        "num_samples": None,
+        "num_views": None,
+        "num_classes": None,
+        "storage": None,
+        "size_bytes": path.stat().st_size,
+        "teacher_accuracy": None,
+        "fingerprint": None,
+        "error": reason,
+    }
 
 
 def short_spec(spec: str) -> str:
@@ -200,9 +243,17 @@ def short_spec(spec: str) -> str:
     return Path(spec).name or spec
 
 
-COLUMNS = (("name", "NAME"), ("teacher", "TEACHER"), ("data", "DATASET/SPLIT"), ("num_samples", "N"),
-           ("num_views", "V"), ("storage", "STORAGE"), ("size", "SIZE"), ("accuracy", "TEACHER ACC"),
-           ("status", "STATUS"))
+COLUMNS = (
+    ("name", "NAME"),
+    ("teacher", "TEACHER"),
+    ("data", "DATASET/SPLIT"),
+    ("num_samples", "N"),
+    ("num_views", "V"),
+    ("storage", "STORAGE"),
+    ("size", "SIZE"),
+    ("accuracy", "TEACHER ACC"),
+    ("status", "STATUS"),
+)
 
 
 def render_table(rows: list[dict], skipped: list[dict]) -> str:
@@ -212,12 +263,14 @@ def render_table(rows: list[dict], skipped: list[dict]) -> str:
     else:
         cells = [[title for _, title in COLUMNS]] + [_cells(row) for row in rows]
         widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
-        table = "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip()
-                          for line in cells)
+        table = "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in cells)
     notes = [f"{row['name']}: {row['error']}" for row in rows if row["error"]]
     if skipped:
-        notes.append(f"skipped {len(skipped)} HDF5 file(s) that are not caches: "
-                     + ", ".join(item["name"] for item in skipped[:5]) + (", ..." if len(skipped) > 5 else ""))
+        notes.append(
+            f"skipped {len(skipped)} HDF5 file(s) that are not caches: "
+            + ", ".join(item["name"] for item in skipped[:5])
+            + (", ..." if len(skipped) > 5 else "")
+        )
     return "\n".join([table, *notes])
 
 
@@ -227,10 +280,14 @@ def _cells(row: dict) -> list[str]:
         teacher += f" ({row['weights']})"
     accuracy = row["teacher_accuracy"]
     values = {
-        "name": row["name"], "teacher": teacher if row["status"] != "unreadable" else "?",
+        "name": row["name"],
+        "teacher": teacher if row["status"] != "unreadable" else "?",
         "data": f"{row['dataset']}/{row['split']}" if row["dataset"] else "?",
-        "num_samples": str(row["num_samples"] or "?"), "num_views": str(row["num_views"] or "?"),
-        "storage": row["storage"] or "?", "size": human_size(row["size_bytes"]),
-        "accuracy": "-" if accuracy is None else f"{accuracy:.2%}", "status": row["status"],
+        "num_samples": str(row["num_samples"] or "?"),
+        "num_views": str(row["num_views"] or "?"),
+        "storage": row["storage"] or "?",
+        "size": human_size(row["size_bytes"]),
+        "accuracy": "-" if accuracy is None else f"{accuracy:.2%}",
+        "status": row["status"],
     }
     return [values[key] for key, _ in COLUMNS]

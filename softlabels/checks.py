@@ -2,6 +2,7 @@
 added, removed, renamed or relabelled since) and the teacher it says produced it (recomputing a few
 samples). `softlabels verify --dataset / --recompute` runs them; the trainer reuses `compare_samples`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -35,20 +36,23 @@ class SampleDiff:
     classes: tuple[list[str], list[str]] | None = None  # (cache's, dataset's) class names when they differ
 
     def __bool__(self) -> bool:
-        return bool(self.added or self.removed or self.renamed or self.relabelled or self.reordered
-                    or self.classes)
+        return bool(self.added or self.removed or self.renamed or self.relabelled or self.reordered or self.classes)
 
     def describe(self, classes=None) -> str:
         """One line: counts of each kind with a few examples; labels named with `classes`."""
+
         def name(label: int) -> str:
             return str(classes[label]) if classes is not None and 0 <= label < len(classes) else str(label)
 
         def moved(old: str, new: str, a: int, b: int) -> str:
             return f"{old}{'' if new == old else f' -> {new}'}: {name(a)} -> {name(b)}"
 
-        parts = [_listed("added", self.added), _listed("removed", self.removed),
-                 _listed("renamed", [f"{a} -> {b}" for a, b in self.renamed]),
-                 _listed("relabelled", [moved(*item) for item in self.relabelled])]
+        parts = [
+            _listed("added", self.added),
+            _listed("removed", self.removed),
+            _listed("renamed", [f"{a} -> {b}" for a, b in self.renamed]),
+            _listed("relabelled", [moved(*item) for item in self.relabelled]),
+        ]
         if self.reordered:
             parts.append(f"{self.reordered} samples in another order")
         if self.classes:
@@ -77,8 +81,9 @@ def compare_samples(cache_keys, cache_labels, keys, labels) -> SampleDiff:
     current = {k: int(v) for k, v in zip(keys, labels)}
     gone = [k for k in cache_keys if k not in current]
     new = [k for k in keys if k not in cached]
-    diff = SampleDiff(relabelled=[(k, k, cached[k], current[k]) for k in cache_keys
-                                  if k in current and cached[k] != current[k]])
+    diff = SampleDiff(
+        relabelled=[(k, k, cached[k], current[k]) for k in cache_keys if k in current and cached[k] != current[k]]
+    )
     pairs = _renames(gone, new, list(cache_keys), list(keys))
     for old, renamed in pairs:
         if cached[old] == current[renamed]:
@@ -95,6 +100,7 @@ def compare_samples(cache_keys, cache_labels, keys, labels) -> SampleDiff:
 
 def _renames(gone: list[str], new: list[str], cache_keys: list[str], keys: list[str]) -> list[tuple[str, str]]:
     """Pair vanished keys with new ones: by a file name unique on both sides, else by position."""
+
     def by_name(names):
         found: dict[str, list[str]] = {}
         for key in names:
@@ -122,7 +128,7 @@ def check_against_dataset(path, source: DatasetSource) -> SampleDiff:
     cache_keys, cache_labels = store.read_keys_labels(path)
     keys, labels = source.keys, source.labels
     if info.shard:
-        keys, labels = keys[info.shard.start:info.shard.stop], labels[info.shard.start:info.shard.stop]
+        keys, labels = keys[info.shard.start : info.shard.stop], labels[info.shard.start : info.shard.stop]
     diff = compare_samples(cache_keys, cache_labels, keys, labels)
     recorded = info.dataset.classes
     if recorded is not None and list(recorded) != list(source.classes):
@@ -136,9 +142,11 @@ def require_same_samples(path, source: DatasetSource) -> None:
     """Raise ValueError saying what differs when `source` is not the data the cache was built on."""
     diff = check_against_dataset(path, source)
     if diff:
-        raise ValueError(f"{path} was not built from {source.spec} ({source.split}): "
-                         f"{diff.describe(source.classes)}; rebuild the cache for these samples "
-                         f"or point --dataset at the ones it was built from")
+        raise ValueError(
+            f"{path} was not built from {source.spec} ({source.split}): "
+            f"{diff.describe(source.classes)}; rebuild the cache for these samples "
+            f"or point --dataset at the ones it was built from"
+        )
 
 
 # ----------------------------------------------------------------------------- teacher
@@ -158,9 +166,17 @@ class Recomputed:
         return not self.mismatches
 
 
-def recompute(path, n: int, teacher: str | None = None, weights: str | None = None, *,
-              source: DatasetSource | None = None, trust_checkpoint: bool = False, device: str = "auto",
-              seed: int = 0) -> Recomputed:
+def recompute(
+    path,
+    n: int,
+    teacher: str | None = None,
+    weights: str | None = None,
+    *,
+    source: DatasetSource | None = None,
+    trust_checkpoint: bool = False,
+    device: str = "auto",
+    seed: int = 0,
+) -> Recomputed:
     """Re-run a teacher (default: the recorded one) on `n` random samples (chosen by `seed`) and
     compare with the stored targets, replaying each view from its stored parameters. The images come
     from `source` (default: the recorded dataset), matched by key."""
@@ -184,8 +200,10 @@ def recompute(path, n: int, teacher: str | None = None, weights: str | None = No
         for row in map(int, rows):
             key = keys[row]
             if key not in index:
-                raise ValueError(f"sample {key!r} of {path} is not in {source.spec} ({source.split}); "
-                                 f"point --dataset at the images the cache was built from")
+                raise ValueError(
+                    f"sample {key!r} of {path} is not in {source.spec} ({source.split}); "
+                    f"point --dataset at the images the cache was built from"
+                )
             stored = targets.rows(row)
             views = _views(pipeline, source, index[key], key, stored, info)
             with torch.inference_mode():
@@ -213,8 +231,16 @@ def _load_teacher(info: store.CacheInfo, spec: str | None, weights: str | None, 
         if weights is not None and not Path(weights).is_file():
             raise FileNotFoundError(f"the cache's teacher weights {weights} are not here; pass --weights")
     prep = info.preprocessing
-    return load_teacher(spec, weights=weights, num_classes=info.layout.num_classes, trust_checkpoint=trust,
-                        data=prep, mean=prep.mean, std=prep.std, image_size=prep.image_size).model
+    return load_teacher(
+        spec,
+        weights=weights,
+        num_classes=info.layout.num_classes,
+        trust_checkpoint=trust,
+        data=prep,
+        mean=prep.mean,
+        std=prep.std,
+        image_size=prep.image_size,
+    ).model
 
 
 def _views(pipeline, source, index: int, key: str, stored: store.Rows, info: store.CacheInfo) -> torch.Tensor:
@@ -265,18 +291,30 @@ def verify_cache(config: VerifyConfig) -> list[str]:
         require_same_samples(config.path, source)
         lines.append(f"ok: the same {len(source)} samples and labels as {config.dataset} ({split})")
     if config.recompute:
-        result = recompute(config.path, config.recompute, config.teacher, config.weights, source=source,
-                           trust_checkpoint=config.trust_checkpoint, device=config.device, seed=config.seed)
+        result = recompute(
+            config.path,
+            config.recompute,
+            config.teacher,
+            config.weights,
+            source=source,
+            trust_checkpoint=config.trust_checkpoint,
+            device=config.device,
+            seed=config.seed,
+        )
         if not result.ok:
             raise ValueError(_mismatch_message(config.path, result))
-        lines.append(f"ok: the teacher reproduces {len(result.keys)} samples x {result.num_views} view(s) "
-                     f"(largest difference {result.worst:.0%} of the tolerance)")
+        lines.append(
+            f"ok: the teacher reproduces {len(result.keys)} samples x {result.num_views} view(s) "
+            f"(largest difference {result.worst:.0%} of the tolerance)"
+        )
     return lines
 
 
 def _mismatch_message(path, result: Recomputed) -> str:
     key, view, difference, allowed = result.mismatches[0]
     samples = len({m[0] for m in result.mismatches})
-    return (f"{path}: the teacher's logits differ from the stored ones for {samples} of {len(result.keys)} "
-            f"samples (first: {key} view {view}, |difference| {difference:.3g} > {allowed:.3g}); the cache was "
-            f"built with another teacher, weights or preprocessing, or its data was altered")
+    return (
+        f"{path}: the teacher's logits differ from the stored ones for {samples} of {len(result.keys)} "
+        f"samples (first: {key} view {view}, |difference| {difference:.3g} > {allowed:.3g}); the cache was "
+        f"built with another teacher, weights or preprocessing, or its data was altered"
+    )

@@ -1,4 +1,5 @@
 """`softlabels` command line: parses options, calls one library function, prints."""
+
 from __future__ import annotations
 
 import json
@@ -24,16 +25,26 @@ def _augment_help() -> str:
 
 
 @main.command()
-@click.option("--dataset", required=True, help="cifar10, cifar100, mnist, fashion-mnist, imagefolder:PATH or FILE.py:FUNC.")
+@click.option(
+    "--dataset", required=True, help="cifar10, cifar100, mnist, fashion-mnist, imagefolder:PATH or FILE.py:FUNC."
+)
 @click.option("--split", default="train", help="Dataset split (train/test; a sub-folder for imagefolder).")
-@click.option("--teacher", required=True, help="Zoo name (e.g. cifar_resnet56), torchvision:NAME, FILE.py:FUNC, or a TorchScript/.pt2 archive.")
+@click.option(
+    "--teacher",
+    required=True,
+    help="Zoo name (e.g. cifar_resnet56), torchvision:NAME, FILE.py:FUNC, or a TorchScript/.pt2 archive.",
+)
 @click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint to load into the teacher.")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow full unpickling of --weights (runs code from the file).")
 @click.option("--num-classes", type=int_range(1), help="Teacher output classes [default: the dataset's class count].")
-@click.option("--mean", type=floats, help="Normalisation mean R,G,B (or one value for grey) [default: teacher's, else dataset's].")
+@click.option(
+    "--mean", type=floats, help="Normalisation mean R,G,B (or one value for grey) [default: teacher's, else dataset's]."
+)
 @click.option("--std", type=floats, help="Normalisation std R,G,B [default: teacher's, else dataset's].")
 @click.option("--image-size", type=int_range(1), help="Teacher input size [default: teacher's, else dataset's].")
-@click.option("--batch-size", default=128, type=int_range(1), help="Samples per teacher batch (each brings --views images).")
+@click.option(
+    "--batch-size", default=128, type=int_range(1), help="Samples per teacher batch (each brings --views images)."
+)
 @click.option("--workers", type=int_range(0), help="DataLoader workers [default: cores - 1, at most 8].")
 @click.option("--threads", type=int_range(1), help="CPU intra-op threads [default: cores minus --workers, at least 1].")
 @click.option("--device", default="auto", help="auto, cpu, cuda or cuda:INDEX.")
@@ -43,10 +54,24 @@ def _augment_help() -> str:
 @click.option("--augment", default="none", help="none, flip, cifar or imagenet (see below).")
 @click.option("--seed", default=0, type=int, help="Seed of the view parameters.")
 @click.option("--topk", type=int_range(1), help="Store only the K largest logits per view (plus the log-sum-exp).")
-@click.option("--compression", type=click.Choice(store.COMPRESSIONS), default="none", help="HDF5 compression of the stored targets.")
-@click.option("--block-rows", type=int_range(1), help="Rows per checksum/resume block [default: ~1024, a multiple of --batch-size].")
-@click.option("--shard", "shard", metavar="I/N", help="Compute only shard I of N (contiguous rows) into --out; "
-              "combine the shards with `softlabels merge`. Under torchrun the ranks shard by themselves.")
+@click.option(
+    "--compression",
+    type=click.Choice(store.COMPRESSIONS),
+    default="none",
+    help="HDF5 compression of the stored targets.",
+)
+@click.option(
+    "--block-rows",
+    type=int_range(1),
+    help="Rows per checksum/resume block [default: ~1024, a multiple of --batch-size].",
+)
+@click.option(
+    "--shard",
+    "shard",
+    metavar="I/N",
+    help="Compute only shard I of N (contiguous rows) into --out; "
+    "combine the shards with `softlabels merge`. Under torchrun the ranks shard by themselves.",
+)
 @click.option("--data-root", default="data", type=click.Path(file_okay=False), help="Root of the built-in datasets.")
 @click.option("--download", is_flag=True, help="Let torchvision download a built-in dataset (needs a network).")
 @click.option("--resume", is_flag=True, help="Continue the partial build of --out (or start one if none exists).")
@@ -67,9 +92,11 @@ def build(**options):
     from softlabels.runtime import current_rank
 
     if current_rank().is_main:
-        click.echo(f"wrote {result.path}: {result.num_samples} samples x {result.num_views} view(s), "
-                   f"teacher accuracy {result.teacher_accuracy:.2%}, {result.images_per_second:.0f} images/s"
-                   + (f" (resumed at sample {result.resumed_from})" if result.resumed_from else ""))
+        click.echo(
+            f"wrote {result.path}: {result.num_samples} samples x {result.num_views} view(s), "
+            f"teacher accuracy {result.teacher_accuracy:.2%}, {result.images_per_second:.0f} images/s"
+            + (f" (resumed at sample {result.resumed_from})" if result.resumed_from else "")
+        )
 
 
 build.help += "\n\n\b\n" + _augment_help()
@@ -103,12 +130,26 @@ def ls_(directory, as_json):
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--out", type=click.Path(file_okay=False), help="Folder for report.md, report.json and the PNG plots "
-              "[default: ./NAME-inspect for a cache NAME.h5].")
-@click.option("--temperature", "-t", "temperatures", multiple=True, type=click.FloatRange(min=0, min_open=True),
-              default=(1.0, 2.0, 4.0), help="Temperatures whose soft targets to describe (repeat the option).")
-@click.option("--max-samples", default=50_000, type=int_range(1),
-              help="Use at most this many samples (evenly spaced rows; also capped at 32M logits).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="Folder for report.md, report.json and the PNG plots [default: ./NAME-inspect for a cache NAME.h5].",
+)
+@click.option(
+    "--temperature",
+    "-t",
+    "temperatures",
+    multiple=True,
+    type=click.FloatRange(min=0, min_open=True),
+    default=(1.0, 2.0, 4.0),
+    help="Temperatures whose soft targets to describe (repeat the option).",
+)
+@click.option(
+    "--max-samples",
+    default=50_000,
+    type=int_range(1),
+    help="Use at most this many samples (evenly spaced rows; also capped at 32M logits).",
+)
 @click.option("--bins", default=15, type=int_range(2), help="Confidence bins of the reliability diagrams and ECE.")
 def inspect(file, out, temperatures, max_samples, bins):
     """Report what the teacher knows: accuracy per class, confusions, confidence, calibration and the
@@ -120,21 +161,31 @@ def inspect(file, out, temperatures, max_samples, bins):
     out = Path(out) if out else Path(Path(file).name.split(".")[0] + "-inspect")
     report = inspect_cache(file, out, InspectConfig(tuple(temperatures), max_samples, bins))
     calibration = report["calibration"]
-    click.echo(f"accuracy {report['accuracy']['accuracy']:.2%}, ECE {calibration['at_1']['ece']:.2%} at T=1, "
-               f"best temperature {calibration['fitted']['temperature']:.2f} (ECE {calibration['fitted']['ece']:.2%}"
-               + (", end of the searched range)" if calibration["fitted"]["at_limit"] else ")"))
+    click.echo(
+        f"accuracy {report['accuracy']['accuracy']:.2%}, ECE {calibration['at_1']['ece']:.2%} at T=1, "
+        f"best temperature {calibration['fitted']['temperature']:.2f} (ECE {calibration['fitted']['ece']:.2%}"
+        + (", end of the searched range)" if calibration["fitted"]["at_limit"] else ")")
+    )
     click.echo(f"wrote {out / 'report.md'}, report.json and {len(report['plots'])} plots")
 
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--dataset", help="Also check that these are the samples the cache was built on (keys and labels; "
-              "says which were added, removed, renamed or relabelled). Same specs as `build --dataset`.")
+@click.option(
+    "--dataset",
+    help="Also check that these are the samples the cache was built on (keys and labels; "
+    "says which were added, removed, renamed or relabelled). Same specs as `build --dataset`.",
+)
 @click.option("--split", help="Split of --dataset [default: the cache's].")
 @click.option("--data-root", default="data", type=click.Path(file_okay=False), help="Root of the built-in datasets.")
-@click.option("--recompute", type=int_range(1), metavar="N", help="Re-run the teacher on N random samples and "
-              "compare with the stored targets (tolerance: 2% of a view's largest logit for float16 or AMP "
-              "builds, else 0.5%). Images come from --dataset, else from where the cache says.")
+@click.option(
+    "--recompute",
+    type=int_range(1),
+    metavar="N",
+    help="Re-run the teacher on N random samples and "
+    "compare with the stored targets (tolerance: 2% of a view's largest logit for float16 or AMP "
+    "builds, else 0.5%). Images come from --dataset, else from where the cache says.",
+)
 @click.option("--teacher", help="Teacher for --recompute [default: the one recorded in the cache].")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Its checkpoint [default: the recorded path].")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow full unpickling of --weights (runs code from the file).")
@@ -153,9 +204,13 @@ def verify(file, **options):
 @main.command()
 @click.argument("caches", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Merged cache to write.")
-@click.option("--kind", type=click.Choice(("auto", "rows", "views")), default="auto",
-              help="rows: shards of the samples (from `build --shard I/N`); views: extra views of the same "
-                   "samples (builds with other --seed values); auto: rows when every input is a shard, else views.")
+@click.option(
+    "--kind",
+    type=click.Choice(("auto", "rows", "views")),
+    default="auto",
+    help="rows: shards of the samples (from `build --shard I/N`); views: extra views of the same "
+    "samples (builds with other --seed values); auto: rows when every input is a shard, else views.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing cache at --out.")
 def merge(caches, out, kind, overwrite):
     """Merge caches of one teacher and dataset into one self-contained cache.
@@ -172,16 +227,21 @@ def merge(caches, out, kind, overwrite):
     kind, path = merge_any(list(caches), out, kind=kind, overwrite=overwrite)
     info = store.read_info(path)
     what = "shard(s)" if kind == "rows" else "view set(s)"
-    click.echo(f"merged {len(caches)} {what} into {path}: {info.layout.num_samples} samples x "
-               f"{info.layout.num_views} view(s), teacher accuracy {info.teacher_accuracy:.2%}")
+    click.echo(
+        f"merged {len(caches)} {what} into {path}: {info.layout.num_samples} samples x "
+        f"{info.layout.num_views} view(s), teacher accuracy {info.teacher_accuracy:.2%}"
+    )
 
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--format", "format_", type=click.Choice(("npz",)), default="npz", help="Output format.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="File to write.")
-@click.option("--keep-topk", is_flag=True, help="Top-k caches: write topk_values/topk_indices/topk_logsumexp "
-              "instead of dense (N, V, C) logits.")
+@click.option(
+    "--keep-topk",
+    is_flag=True,
+    help="Top-k caches: write topk_values/topk_indices/topk_logsumexp instead of dense (N, V, C) logits.",
+)
 @click.option("--compress", is_flag=True, help="Compress the arrays (np.savez_compressed).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing file at --out.")
 def export(file, format_, out, keep_topk, compress, overwrite):

@@ -1,4 +1,5 @@
 """Click pieces shared by the `softlabels` and `trainer` commands: clean errors and value parsers."""
+
 from __future__ import annotations
 
 import errno

@@ -14,6 +14,7 @@ for factories.
 A source pickles cheaply for DataLoader workers (fork or spawn): it holds paths and arrays; the
 underlying torchvision or user dataset is dropped when pickled and rebuilt on first use in the worker.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
 from softlabels.userfiles import import_user_file
 
 DATASET_NAMES = ("cifar10", "cifar100", "mnist", "fashion-mnist")
@@ -40,8 +42,9 @@ GREY_MODES = ("1", "L", "LA")
 
 FASHION_MNIST_ENV = "SOFTLABELS_FASHION_MNIST_DIR"
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-FASHION_MNIST_FILES = tuple(f"{prefix}-{kind}-ubyte" for prefix in ("train", "t10k")
-                            for kind in ("images-idx3", "labels-idx1"))
+FASHION_MNIST_FILES = tuple(
+    f"{prefix}-{kind}-ubyte" for prefix in ("train", "t10k") for kind in ("images-idx3", "labels-idx1")
+)
 
 
 @dataclass(frozen=True)
@@ -81,8 +84,13 @@ class DatasetSource:
         return self.reader.load(index)
 
     def describe(self) -> dict:
-        return {"spec": self.spec, "split": self.split, "root": self.root,
-                "num_samples": len(self), "classes": list(self.classes)}
+        return {
+            "spec": self.spec,
+            "split": self.split,
+            "root": self.root,
+            "num_samples": len(self),
+            "classes": list(self.classes),
+        }
 
 
 class _Reader:
@@ -177,7 +185,7 @@ def _parse_spec(spec: str) -> tuple[str, object]:
     if spec in BUILTINS:
         return "builtin", spec
     if spec.startswith("imagefolder:"):
-        path = spec[len("imagefolder:"):]
+        path = spec[len("imagefolder:") :]
         if not path:
             raise ValueError("imagefolder: needs a path, e.g. imagefolder:data/my-images")
         return "imagefolder", path
@@ -208,8 +216,12 @@ def _open_builtin(spec: str, name: str, split: str, root: Path, download: bool) 
         raise FileNotFoundError(_missing_message(name, root)) from None
     labels = np.asarray(dataset.targets, dtype=np.int64)
     return DatasetSource(
-        spec=spec, split=split, root=str(_data_folder(name, root)),
-        keys=[str(i) for i in range(len(labels))], labels=labels, classes=list(dataset.classes),
+        spec=spec,
+        split=split,
+        root=str(_data_folder(name, root)),
+        keys=[str(i) for i in range(len(labels))],
+        labels=labels,
+        classes=list(dataset.classes),
         defaults={"mean": builtin.mean, "std": builtin.std, "image_size": builtin.image_size},
         reader=_TorchvisionReader(builtin.torchvision_class, str(root), split == "train", dataset),
     )
@@ -227,10 +239,14 @@ def _data_folder(name: str, root: Path) -> Path:
 
 def _missing_message(name: str, root: Path) -> str:
     if name == "fashion-mnist":
-        return (f"fashion-mnist not found in {_data_folder(name, root)} nor in {fashion_mnist_debian_dir()}; "
-                "pass --download where a network exists, or apt-get install dataset-fashion-mnist")
-    return (f"{name} not found (or incomplete) in {_data_folder(name, root)}; pass --download where a network exists, "
-            "or point --data-root at the folder that holds it")
+        return (
+            f"fashion-mnist not found in {_data_folder(name, root)} nor in {fashion_mnist_debian_dir()}; "
+            "pass --download where a network exists, or apt-get install dataset-fashion-mnist"
+        )
+    return (
+        f"{name} not found (or incomplete) in {_data_folder(name, root)}; pass --download where a network exists, "
+        "or point --data-root at the folder that holds it"
+    )
 
 
 def fashion_mnist_debian_dir() -> Path:
@@ -288,11 +304,21 @@ def _open_image_folder(spec: str, path: Path, split: str) -> DatasetSource:
     keys = [Path(file).relative_to(folder).as_posix() for file, _ in samples]
     with Image.open(folder / keys[0]) as first:
         grey, size = first.mode in GREY_MODES, min(first.size)
-    defaults = {"mean": IMAGENET_GREY_MEAN if grey else IMAGENET_MEAN,
-                "std": IMAGENET_GREY_STD if grey else IMAGENET_STD, "image_size": size}
-    return DatasetSource(spec=spec, split=split, root=str(folder), keys=keys,
-                         labels=np.array([label for _, label in samples], dtype=np.int64),
-                         classes=classes, defaults=defaults, reader=_FolderReader(str(folder), keys))
+    defaults = {
+        "mean": IMAGENET_GREY_MEAN if grey else IMAGENET_MEAN,
+        "std": IMAGENET_GREY_STD if grey else IMAGENET_STD,
+        "image_size": size,
+    }
+    return DatasetSource(
+        spec=spec,
+        split=split,
+        root=str(folder),
+        keys=keys,
+        labels=np.array([label for _, label in samples], dtype=np.int64),
+        classes=classes,
+        defaults=defaults,
+        reader=_FolderReader(str(folder), keys),
+    )
 
 
 # --- user factories ------------------------------------------------------------------------------
@@ -317,14 +343,26 @@ def _open_factory(spec: str, path: Path, func: str, split: str, root: Path) -> D
     labels = _factory_labels(spec, dataset, size)
     classes = [str(c) for c in getattr(dataset, "classes", None) or range(int(labels.max()) + 1)]
     if labels.min() < 0 or labels.max() >= len(classes):
-        raise ValueError(f"{spec}: labels must lie in 0..{len(classes) - 1} (one per class), "
-                         f"found {labels.min()}..{labels.max()}")
+        raise ValueError(
+            f"{spec}: labels must lie in 0..{len(classes) - 1} (one per class), found {labels.min()}..{labels.max()}"
+        )
     image = _as_image(dataset[0][0], spec, 0)
     grey = image.mode in GREY_MODES
-    defaults = {"mean": IMAGENET_GREY_MEAN if grey else IMAGENET_MEAN,
-                "std": IMAGENET_GREY_STD if grey else IMAGENET_STD, "image_size": min(image.size)}
-    return DatasetSource(spec=spec, split=split, root=str(root), keys=keys, labels=labels, classes=classes,
-                         defaults=defaults, reader=_FactoryReader(str(path.resolve()), func, split, str(root), dataset))
+    defaults = {
+        "mean": IMAGENET_GREY_MEAN if grey else IMAGENET_MEAN,
+        "std": IMAGENET_GREY_STD if grey else IMAGENET_STD,
+        "image_size": min(image.size),
+    }
+    return DatasetSource(
+        spec=spec,
+        split=split,
+        root=str(root),
+        keys=keys,
+        labels=labels,
+        classes=classes,
+        defaults=defaults,
+        reader=_FactoryReader(str(path.resolve()), func, split, str(root), dataset),
+    )
 
 
 def _factory_keys(spec: str, dataset, size: int) -> list[str]:
@@ -349,8 +387,9 @@ def _factory_labels(spec: str, dataset, size: int) -> np.ndarray:
     from tqdm.auto import tqdm
 
     # No `targets`: one pass that decodes every item. Add a targets attribute to skip it.
-    return np.array([int(dataset[i][1]) for i in tqdm(range(size), desc=f"labels of {spec}", unit="img")],
-                    dtype=np.int64)
+    return np.array(
+        [int(dataset[i][1]) for i in tqdm(range(size), desc=f"labels of {spec}", unit="img")], dtype=np.int64
+    )
 
 
 def _as_image(item, spec: str, index: int) -> Image.Image:
@@ -367,8 +406,10 @@ def _as_image(item, spec: str, index: int) -> Image.Image:
         raise ValueError(f"{spec}: item {index} has shape {tuple(item.shape)}; expected (1 or 3, H, W)")
     if item.is_floating_point():
         if item.min() < 0 or item.max() > 1:
-            raise ValueError(f"{spec}: item {index} is a float tensor outside [0, 1]; return un-normalised "
-                             "images (normalisation comes from --mean/--std)")
+            raise ValueError(
+                f"{spec}: item {index} is a float tensor outside [0, 1]; return un-normalised "
+                "images (normalisation comes from --mean/--std)"
+            )
         item = (item * 255).round()
     pixels = item.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)  # "L" or "RGB"

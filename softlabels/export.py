@@ -10,6 +10,7 @@ float32 (top-k caches expanded as in docs/FORMAT.md) or, with `keep_topk`, `topk
 float32, `topk_indices` (N, V, K) int64 and `topk_logsumexp` (N, V) float32; `view_params` (N, V, P)
 int32 and `view_param_names` (P,) str when views are augmented; `metadata`, a JSON string.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,11 @@ def export_arrays(path, info: store.CacheInfo, keep_topk: bool = False) -> dict[
     """The arrays `export_npz` writes, gathered block by block."""
     keys, labels = store.read_keys_labels(path)
     layout = info.layout
-    out = {"keys": np.array(keys, dtype=str), "labels": labels.astype(np.int64),
-           "classes": np.array(info.classes, dtype=str)}
+    out = {
+        "keys": np.array(keys, dtype=str),
+        "labels": labels.astype(np.int64),
+        "classes": np.array(info.classes, dtype=str),
+    }
     rows = store.Rows.concat([rows for _, _, _, rows in store.iter_rows(path)])
     if keep_topk:
         out.update(layout.mode.export(rows.targets))
@@ -63,10 +67,17 @@ def _metadata(info: store.CacheInfo) -> dict:
     layout = info.layout
     attrs = info.meta.to_attrs()
     return {
-        "source": str(info.path), "format_version": info.format_version,
-        "created": info.attrs.get("created"), "softlabels_version": info.attrs.get("softlabels_version"),
-        "teacher": attrs["teacher"], "dataset": {k: v for k, v in attrs["dataset"].items() if k != "classes"},
-        "preprocessing": attrs.get("preprocessing"), "augment": attrs["augment"], "view_seeds": info.view_seeds,
-        "storage": layout.storage, "dtype": layout.dtype, "topk": layout.topk,
+        "source": str(info.path),
+        "format_version": info.format_version,
+        "created": info.attrs.get("created"),
+        "softlabels_version": info.attrs.get("softlabels_version"),
+        "teacher": attrs["teacher"],
+        "dataset": {k: v for k, v in attrs["dataset"].items() if k != "classes"},
+        "preprocessing": attrs.get("preprocessing"),
+        "augment": attrs["augment"],
+        "view_seeds": info.view_seeds,
+        "storage": layout.storage,
+        "dtype": layout.dtype,
+        "topk": layout.topk,
         "teacher_accuracy": info.teacher_accuracy,
     }

@@ -11,6 +11,7 @@ students and `verify --recompute`. Precedence, field by field:
    the data's (RGB statistics do not fit grey images and the other way round);
 4. the data's own defaults (channels, size and statistics of the dataset).
 """
+
 from __future__ import annotations
 
 import math
@@ -67,9 +68,15 @@ def _fit(values: tuple[float, ...], channels: int) -> tuple[float, ...]:
     return values * channels if len(values) == 1 else (sum(values) / len(values),)
 
 
-def resolve_input(spec: str, data: Preprocessing, *, trained: Preprocessing | None = None,
-                  mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
-                  image_size: int | None = None) -> Preprocessing:
+def resolve_input(
+    spec: str,
+    data: Preprocessing,
+    *,
+    trained: Preprocessing | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    image_size: int | None = None,
+) -> Preprocessing:
     """The input model `spec` takes on this data (precedence in the module docstring).
 
     Args:
@@ -93,5 +100,7 @@ def resolve_input(spec: str, data: Preprocessing, *, trained: Preprocessing | No
     flags = {"mean": mean, "std": std, "image_size": image_size}
     chosen.update({key: value for key, value in flags.items() if value is not None})
     if len(chosen["mean"]) != len(chosen["std"]):
-        raise ValueError(f"--mean and --std need as many values each (1 or 3), got {chosen['mean']} and {chosen['std']}")
+        raise ValueError(
+            f"--mean and --std need as many values each (1 or 3), got {chosen['mean']} and {chosen['std']}"
+        )
     return Preprocessing.from_dict(chosen)

@@ -7,6 +7,7 @@ Every view is one teacher prediction: statistics pool all views unless they say 
 `max_samples` samples are used (evenly spaced rows, so class-sorted datasets keep every class), and
 never more than `MAX_LOGITS` floats, so a 1000-class cache of a million images stays cheap.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,7 @@ from softlabels.cache import softmax
 
 DEFAULT_TEMPERATURES = (1.0, 2.0, 4.0)
 COVERAGE_K = (1, 3, 5, 10)
-CURVE_K = 20          # cumulative mass is plotted for the top 1..20 classes
+CURVE_K = 20  # cumulative mass is plotted for the top 1..20 classes
 MAX_LOGITS = 1 << 25  # floats of dense logits held at once (128 MiB)
 FIT_LOGITS = 1 << 22  # floats used to fit the temperature
 T_RANGE = (0.05, 20.0)
@@ -63,8 +64,8 @@ def load_sample(path, info: store.CacheInfo, max_samples: int) -> Sample:
     for start, stop, block_labels, block in store.iter_rows(path):
         pick = rows[(rows >= start) & (rows < stop)] - start
         if len(pick):
-            logits[filled:filled + len(pick)] = block.take(pick).dense()
-            labels[filled:filled + len(pick)] = block_labels[pick]
+            logits[filled : filled + len(pick)] = block.take(pick).dense()
+            labels[filled : filled + len(pick)] = block_labels[pick]
             filled += len(pick)
     return Sample(rows, labels, logits)
 
@@ -104,20 +105,29 @@ def compute_report(path, config: InspectConfig = InspectConfig()) -> tuple[dict,
     fitted, curve = fit_temperature(logits, labels)
     temperatures = [temperature_section(logits, labels, t) for t in sorted({1.0, *config.temperatures})]
     report = _header(path, info, sample, classes)
-    report.update({
-        "accuracy": accuracy,
-        "confidence": confidence_section(confidence, correct, entropy(logits), len(classes)),
-        "calibration": {
-            "at_1": {"temperature": 1.0, "nll": nll(logits, labels, 1.0),
-                     **reliability(confidence, correct, config.bins)},
-            "fitted": {"temperature": fitted, "nll": nll(logits, labels, fitted), "at_limit": _limit(fitted),
-                       **reliability(softmax(logits, fitted).max(axis=-1), correct, config.bins)},
-            "nll_curve": curve,
-        },
-        "temperatures": temperatures,
-        "coverage": coverage_section(temperatures[0]["topk_mass_curve"], len(classes), info.layout.topk),
-        "views": views_section(sample.logits, sample.labels, info.view_seeds),
-    })
+    report.update(
+        {
+            "accuracy": accuracy,
+            "confidence": confidence_section(confidence, correct, entropy(logits), len(classes)),
+            "calibration": {
+                "at_1": {
+                    "temperature": 1.0,
+                    "nll": nll(logits, labels, 1.0),
+                    **reliability(confidence, correct, config.bins),
+                },
+                "fitted": {
+                    "temperature": fitted,
+                    "nll": nll(logits, labels, fitted),
+                    "at_limit": _limit(fitted),
+                    **reliability(softmax(logits, fitted).max(axis=-1), correct, config.bins),
+                },
+                "nll_curve": curve,
+            },
+            "temperatures": temperatures,
+            "coverage": coverage_section(temperatures[0]["topk_mass_curve"], len(classes), info.layout.topk),
+            "views": views_section(sample.logits, sample.labels, info.view_seeds),
+        }
+    )
     return report, confusion
 
 
@@ -126,10 +136,15 @@ def _header(path, info: store.CacheInfo, sample: Sample, classes: list[str]) -> 
 
     layout = info.layout
     return {
-        "cache": str(path), "name": Path(path).name,
-        "teacher": teacher_text(info.teacher.to_dict()), "dataset": short_spec(str(info.dataset.spec)),
-        "split": info.dataset.split, "classes": classes,
-        "num_samples": layout.num_samples, "samples_used": int(len(sample.rows)), "num_views": layout.num_views,
+        "cache": str(path),
+        "name": Path(path).name,
+        "teacher": teacher_text(info.teacher.to_dict()),
+        "dataset": short_spec(str(info.dataset.spec)),
+        "split": info.dataset.split,
+        "classes": classes,
+        "num_samples": layout.num_samples,
+        "samples_used": int(len(sample.rows)),
+        "num_views": layout.num_views,
         "storage": f"{layout.mode.label()}, compression {layout.compression}",
         "topk": layout.topk,
     }
@@ -191,9 +206,19 @@ def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int) -> dict:
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_conf, accuracy = conf_sum / count, correct_sum / count
     ece = float(np.abs(correct_sum - conf_sum).sum() / max(len(confidence), 1))
-    return {"ece": ece, "bins": [{"low": i / bins, "high": (i + 1) / bins, "count": int(count[i]),
-                                  "confidence": _number(mean_conf[i]), "accuracy": _number(accuracy[i])}
-                                 for i in range(bins)]}
+    return {
+        "ece": ece,
+        "bins": [
+            {
+                "low": i / bins,
+                "high": (i + 1) / bins,
+                "count": int(count[i]),
+                "confidence": _number(mean_conf[i]),
+                "accuracy": _number(accuracy[i]),
+            }
+            for i in range(bins)
+        ],
+    }
 
 
 def accuracy_section(pred: np.ndarray, labels: np.ndarray, classes: list[str]) -> tuple[dict, np.ndarray]:
@@ -207,13 +232,22 @@ def accuracy_section(pred: np.ndarray, labels: np.ndarray, classes: list[str]) -
     off = confusion.copy()
     np.fill_diagonal(off, 0)
     order = np.argsort(off, axis=None)[::-1][:TOP_CONFUSIONS]
-    top = [{"true": classes[i], "predicted": classes[j], "count": int(off[i, j]),
-            "fraction_of_true": float(off[i, j] / support[i])}
-           for i, j in zip(*np.unravel_index(order, off.shape)) if off[i, j] > 0]
-    section = {"accuracy": float((pred == labels).mean()),
-               "per_class": {name: _number(per_class[i]) for i, name in enumerate(classes)},
-               "support": {name: int(support[i]) for i, name in enumerate(classes)},
-               "top_confusions": top}
+    top = [
+        {
+            "true": classes[i],
+            "predicted": classes[j],
+            "count": int(off[i, j]),
+            "fraction_of_true": float(off[i, j] / support[i]),
+        }
+        for i, j in zip(*np.unravel_index(order, off.shape))
+        if off[i, j] > 0
+    ]
+    section = {
+        "accuracy": float((pred == labels).mean()),
+        "per_class": {name: _number(per_class[i]) for i, name in enumerate(classes)},
+        "support": {name: int(support[i]) for i, name in enumerate(classes)},
+        "top_confusions": top,
+    }
     return section, confusion
 
 
@@ -232,8 +266,11 @@ def confidence_section(confidence: np.ndarray, correct: np.ndarray, ent: np.ndar
 
 def _split_histogram(values: np.ndarray, correct: np.ndarray, edges: np.ndarray) -> dict:
     clipped = np.clip(values, edges[0], edges[-1])
-    return {"edges": edges.tolist(), "correct": np.histogram(clipped[correct], edges)[0].tolist(),
-            "wrong": np.histogram(clipped[~correct], edges)[0].tolist()}
+    return {
+        "edges": edges.tolist(),
+        "correct": np.histogram(clipped[correct], edges)[0].tolist(),
+        "wrong": np.histogram(clipped[~correct], edges)[0].tolist(),
+    }
 
 
 def temperature_section(logits: np.ndarray, labels: np.ndarray, temperature: float) -> dict:
@@ -248,7 +285,10 @@ def temperature_section(logits: np.ndarray, labels: np.ndarray, temperature: flo
         "temperature": float(temperature),
         "entropy_mean": float(ent.mean()),
         "entropy_fraction_of_max": float(ent.mean() / max(np.log(probs.shape[-1]), 1e-12)),
-        "entropy_histogram": {"edges": edges.tolist(), "counts": np.histogram(np.clip(ent, 0, edges[-1]), edges)[0].tolist()},
+        "entropy_histogram": {
+            "edges": edges.tolist(),
+            "counts": np.histogram(np.clip(ent, 0, edges[-1]), edges)[0].tolist(),
+        },
         "max_probability_mean": float(top[:, 0].mean()),
         "true_class_probability_mean": float(np.take_along_axis(probs, labels[:, None], axis=-1).mean()),
         "topk_mass_curve": cumulative.tolist(),
@@ -276,7 +316,8 @@ def views_section(logits: np.ndarray, labels: np.ndarray, seeds: list[int]) -> d
     kl = np.maximum(pair_sum / (v * (v - 1)), 0)
     kl_edges = np.linspace(0, max(float(np.quantile(kl, 0.99)), 1e-3), 31)
     return {
-        "num_views": v, "seeds": seeds,
+        "num_views": v,
+        "seeds": seeds,
         "agree_with_view0": float(agree.mean()),
         "agree_with_view0_per_view": [1.0] + agree.mean(axis=0).tolist(),
         "all_views_agree": float(agree.all(axis=1).mean()),
@@ -284,7 +325,10 @@ def views_section(logits: np.ndarray, labels: np.ndarray, seeds: list[int]) -> d
         "majority_vote_accuracy": float((_majority(pred, logits.shape[-1]) == labels).mean()),
         "mean_pairwise_kl": float(kl.mean()),
         "other_views_agreeing": np.bincount(agree.sum(axis=1), minlength=v).tolist(),  # samples with 0..V-1
-        "kl_histogram": {"edges": kl_edges.tolist(), "counts": np.histogram(np.clip(kl, 0, kl_edges[-1]), kl_edges)[0].tolist()},
+        "kl_histogram": {
+            "edges": kl_edges.tolist(),
+            "counts": np.histogram(np.clip(kl, 0, kl_edges[-1]), kl_edges)[0].tolist(),
+        },
     }
 
 
@@ -309,25 +353,38 @@ def render_markdown(report: dict) -> str:
     lines += [f"| {name} | {value} |" for name, value in _key_numbers(report)]
     lines += ["", "## What this suggests", ""] + [f"- {text}" for text in _advice(report)]
     captions = {
-        "accuracy.png": "Accuracy per class", "confusion.png": "Confusion matrix",
-        "confidence.png": "Confidence and entropy", "calibration.png": "Calibration and temperature",
-        "temperature.png": "Soft targets by temperature", "views.png": "Agreement between views",
+        "accuracy.png": "Accuracy per class",
+        "confusion.png": "Confusion matrix",
+        "confidence.png": "Confidence and entropy",
+        "calibration.png": "Calibration and temperature",
+        "temperature.png": "Soft targets by temperature",
+        "views.png": "Agreement between views",
     }
     for name in report.get("plots", []):
         lines += ["", f"## {captions.get(name, name)}", "", f"![{captions.get(name, name)}]({name})"]
         if name == "confusion.png" and report["accuracy"]["top_confusions"]:
-            lines += ["", "| true class | predicted as | predictions | share of the class |", "| --- | --- | --- | --- |"]
-            lines += [f"| {c['true']} | {c['predicted']} | {c['count']} | {c['fraction_of_true']:.1%} |"
-                      for c in report["accuracy"]["top_confusions"]]
+            lines += [
+                "",
+                "| true class | predicted as | predictions | share of the class |",
+                "| --- | --- | --- | --- |",
+            ]
+            lines += [
+                f"| {c['true']} | {c['predicted']} | {c['count']} | {c['fraction_of_true']:.1%} |"
+                for c in report["accuracy"]["top_confusions"]
+            ]
     return "\n".join(lines) + "\n"
 
 
 def _scope(report: dict) -> str:
     used = report["samples_used"]
-    sampled = "all samples" if used == report["num_samples"] else f"{used} evenly spaced samples of {report['num_samples']}"
-    return (f"Teacher {report['teacher']} on {report['dataset']} / {report['split']}: {report['num_samples']} samples "
-            f"x {report['num_views']} view(s), {len(report['classes'])} classes, {report['storage']}. "
-            f"Statistics over {sampled}, every view counted as one prediction.")
+    sampled = (
+        "all samples" if used == report["num_samples"] else f"{used} evenly spaced samples of {report['num_samples']}"
+    )
+    return (
+        f"Teacher {report['teacher']} on {report['dataset']} / {report['split']}: {report['num_samples']} samples "
+        f"x {report['num_views']} view(s), {len(report['classes'])} classes, {report['storage']}. "
+        f"Statistics over {sampled}, every view counted as one prediction."
+    )
 
 
 def _key_numbers(report: dict) -> list[tuple[str, str]]:
@@ -337,21 +394,42 @@ def _key_numbers(report: dict) -> list[tuple[str, str]]:
     temps = report["temperatures"]
     rows = [
         ("accuracy", f"{acc['accuracy']:.2%} (view 0: {acc['view0']:.2%})"),
-        ("worst / best class", f"{worst} {per_class[worst]:.1%} / {max(per_class, key=per_class.get)} "
-                               f"{max(per_class.values()):.1%}"),
-        ("mean confidence", f"{conf['mean']:.3f} (right: {_fmt(conf['mean_correct'])}, wrong: {_fmt(conf['mean_wrong'])})"),
+        (
+            "worst / best class",
+            f"{worst} {per_class[worst]:.1%} / {max(per_class, key=per_class.get)} {max(per_class.values()):.1%}",
+        ),
+        (
+            "mean confidence",
+            f"{conf['mean']:.3f} (right: {_fmt(conf['mean_correct'])}, wrong: {_fmt(conf['mean_wrong'])})",
+        ),
         ("calibration at T = 1", f"ECE {cal['at_1']['ece']:.2%}, NLL {cal['at_1']['nll']:.3f}"),
-        ("best temperature (NLL)", f"**T = {cal['fitted']['temperature']:.2f}**"
-                                   + (" (end of the searched range)" if cal["fitted"]["at_limit"] else "")
-                                   + f": ECE {cal['fitted']['ece']:.2%}, NLL {cal['fitted']['nll']:.3f}"),
-        ("mass in top-" + "/".join(report["coverage"]["mass"]), " / ".join(f"{m:.3f}" for m in report["coverage"]["mass"].values())),
-        ("target entropy (nats)", ", ".join(f"T = {t['temperature']:g}: {t['entropy_mean']:.3f} "
-                                            f"({t['entropy_fraction_of_max']:.0%} of max)" for t in temps)),
+        (
+            "best temperature (NLL)",
+            f"**T = {cal['fitted']['temperature']:.2f}**"
+            + (" (end of the searched range)" if cal["fitted"]["at_limit"] else "")
+            + f": ECE {cal['fitted']['ece']:.2%}, NLL {cal['fitted']['nll']:.3f}",
+        ),
+        (
+            "mass in top-" + "/".join(report["coverage"]["mass"]),
+            " / ".join(f"{m:.3f}" for m in report["coverage"]["mass"].values()),
+        ),
+        (
+            "target entropy (nats)",
+            ", ".join(
+                f"T = {t['temperature']:g}: {t['entropy_mean']:.3f} ({t['entropy_fraction_of_max']:.0%} of max)"
+                for t in temps
+            ),
+        ),
     ]
     if report["views"]:
         views = report["views"]
-        rows.append(("views agreeing with view 0", f"{views['agree_with_view0']:.1%} (all agree on "
-                     f"{views['all_views_agree']:.1%} of samples; mean pairwise KL {views['mean_pairwise_kl']:.4f} nats)"))
+        rows.append(
+            (
+                "views agreeing with view 0",
+                f"{views['agree_with_view0']:.1%} (all agree on "
+                f"{views['all_views_agree']:.1%} of samples; mean pairwise KL {views['mean_pairwise_kl']:.4f} nats)",
+            )
+        )
     return rows
 
 
@@ -360,35 +438,53 @@ def _advice(report: dict) -> list[str]:
     at_1 = report["calibration"]["at_1"]
     limit = report["calibration"]["fitted"]["at_limit"]
     if limit == "upper":
-        calibration = (f"The NLL keeps falling up to T = {fitted:.0f}: a near-uniform guess predicts these labels as "
-                       f"well as the teacher does. It knows little about this split; distilling it is unlikely to help.")
+        calibration = (
+            f"The NLL keeps falling up to T = {fitted:.0f}: a near-uniform guess predicts these labels as "
+            f"well as the teacher does. It knows little about this split; distilling it is unlikely to help."
+        )
     elif limit == "lower":
-        calibration = (f"The NLL keeps falling down to T = {fitted:.2f}: the teacher is right on (almost) every sample "
-                       f"of this split, so calibration cannot pick a temperature here; use a held-out split.")
+        calibration = (
+            f"The NLL keeps falling down to T = {fitted:.2f}: the teacher is right on (almost) every sample "
+            f"of this split, so calibration cannot pick a temperature here; use a held-out split."
+        )
     elif fitted > 1.1:
-        calibration = (f"Over-confident at T = 1 (ECE {at_1['ece']:.1%}): its probabilities are honest at "
-                       f"T = {fitted:.2f}. Soft targets at about that temperature carry its real uncertainty.")
+        calibration = (
+            f"Over-confident at T = 1 (ECE {at_1['ece']:.1%}): its probabilities are honest at "
+            f"T = {fitted:.2f}. Soft targets at about that temperature carry its real uncertainty."
+        )
     elif fitted < 0.9:
-        calibration = (f"Under-confident at T = 1 (ECE {at_1['ece']:.1%}): its probabilities are honest at "
-                       f"T = {fitted:.2f}, i.e. sharper than its raw outputs.")
+        calibration = (
+            f"Under-confident at T = 1 (ECE {at_1['ece']:.1%}): its probabilities are honest at "
+            f"T = {fitted:.2f}, i.e. sharper than its raw outputs."
+        )
     else:
         calibration = f"Well calibrated at T = 1 (fitted T = {fitted:.2f}, ECE {at_1['ece']:.1%})."
-    advice = [calibration,
-              "Calibration is measured on this split. If the teacher was trained on it, it looks more accurate "
-              "and confident here than on new data: inspect a cache of a held-out split to choose T."]
-    outside = ", ".join(f"{1 - t['max_probability_mean']:.1%} at T = {t['temperature']:g}" for t in report["temperatures"])
+    advice = [
+        calibration,
+        "Calibration is measured on this split. If the teacher was trained on it, it looks more accurate "
+        "and confident here than on new data: inspect a cache of a held-out split to choose T.",
+    ]
+    outside = ", ".join(
+        f"{1 - t['max_probability_mean']:.1%} at T = {t['temperature']:g}" for t in report["temperatures"]
+    )
     uniform = [f"{t['temperature']:g}" for t in report["temperatures"] if t["entropy_fraction_of_max"] > 0.8]
-    advice.append(f"Mass the soft targets put outside the top class (what distillation adds to labels), on average: "
-                  f"{outside}." + (f" At T = {', '.join(uniform)} they are close to uniform." if uniform else ""))
+    advice.append(
+        f"Mass the soft targets put outside the top class (what distillation adds to labels), on average: "
+        f"{outside}." + (f" At T = {', '.join(uniform)} they are close to uniform." if uniform else "")
+    )
     if report["topk"]:
-        advice.append(f"Top-{report['topk']} storage: probabilities beyond the {report['topk']} stored classes are "
-                      f"approximated (the tail mass is exact, split evenly), so entropies and masses past "
-                      f"top-{report['topk']} are estimates.")
+        advice.append(
+            f"Top-{report['topk']} storage: probabilities beyond the {report['topk']} stored classes are "
+            f"approximated (the tail mass is exact, split evenly), so entropies and masses past "
+            f"top-{report['topk']} are estimates."
+        )
     if report["views"]:
         views = report["views"]
-        advice.append(f"Views disagree with view 0 on {1 - views['agree_with_view0']:.1%} of predictions, with a mean "
-                      f"pairwise KL of {views['mean_pairwise_kl']:.3f} nats: how much the targets depend on the view "
-                      f"(majority vote accuracy {views['majority_vote_accuracy']:.1%}).")
+        advice.append(
+            f"Views disagree with view 0 on {1 - views['agree_with_view0']:.1%} of predictions, with a mean "
+            f"pairwise KL of {views['mean_pairwise_kl']:.3f} nats: how much the targets depend on the view "
+            f"(majority vote accuracy {views['majority_vote_accuracy']:.1%})."
+        )
     return advice
 
 

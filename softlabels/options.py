@@ -5,6 +5,7 @@ plain fields. The group named `runtime` holds what may change between a run and 
 and how fast it runs); everything else shapes the result, so a resume must agree on it: by
 construction, since `identity()` is every group but `runtime`.
 """
+
 from __future__ import annotations
 
 import dataclasses

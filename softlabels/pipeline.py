@@ -10,6 +10,7 @@ can feed one batch to a teacher and a student that expect different statistics. 
 function of the decoded sample and its parameters: the teacher pass and every replay get the same
 bits.
 """
+
 from __future__ import annotations
 
 import numpy as np

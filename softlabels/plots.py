@@ -1,11 +1,11 @@
 """The PNG figures of `softlabels inspect`, drawn from its report (matplotlib, Agg backend: no display)."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
@@ -18,11 +18,13 @@ DPI = 110
 
 def draw_plots(report: dict, confusion: np.ndarray, out: Path) -> list[str]:
     """Write every figure that applies to `out`; returns their file names in report order."""
-    figures = [("accuracy.png", lambda: accuracy_figure(report)),
-               ("confusion.png", lambda: confusion_figure(report, confusion)),
-               ("confidence.png", lambda: confidence_figure(report)),
-               ("calibration.png", lambda: calibration_figure(report)),
-               ("temperature.png", lambda: temperature_figure(report))]
+    figures = [
+        ("accuracy.png", lambda: accuracy_figure(report)),
+        ("confusion.png", lambda: confusion_figure(report, confusion)),
+        ("confidence.png", lambda: confidence_figure(report)),
+        ("calibration.png", lambda: calibration_figure(report)),
+        ("temperature.png", lambda: temperature_figure(report)),
+    ]
     if report["views"]:
         figures.append(("views.png", lambda: views_figure(report)))
     written = []
@@ -42,8 +44,11 @@ def _count_scale(axis, counts) -> None:
 
 
 def _title(figure, report: dict, what: str) -> None:
-    figure.suptitle(f"{what} — {report['name']} ({report['teacher']} on {report['dataset']}/{report['split']})",
-                    fontsize=11, fontweight="bold")
+    figure.suptitle(
+        f"{what} — {report['name']} ({report['teacher']} on {report['dataset']}/{report['split']})",
+        fontsize=11,
+        fontweight="bold",
+    )
 
 
 def accuracy_figure(report: dict):
@@ -77,8 +82,15 @@ def _sorted_classes(axis, names, values, overall: float) -> None:
     axis.plot(np.arange(len(values)), values[order], color=RIGHT)
     axis.axhline(overall, color=ACCENT, linestyle="--", linewidth=1)
     worst = "\n".join(f"{names[i]}: {values[i]:.1%}" for i in order[:8])
-    axis.text(0.02, 0.97, "worst classes\n" + worst, transform=axis.transAxes, va="top", fontsize=7,
-              bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "0.7"})
+    axis.text(
+        0.02,
+        0.97,
+        "worst classes\n" + worst,
+        transform=axis.transAxes,
+        va="top",
+        fontsize=7,
+        bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "0.7"},
+    )
     axis.set_xlabel("classes, sorted by accuracy")
     axis.set_ylabel("accuracy")
 
@@ -97,8 +109,15 @@ def confusion_figure(report: dict, confusion: np.ndarray):
     if len(names) <= 20:
         for (i, j), value in np.ndenumerate(rows):
             if value >= 0.005:
-                axis.text(j, i, f"{value:.0%}" if value >= 0.995 or value >= 0.1 else f"{value:.1%}", ha="center",
-                          va="center", fontsize=7, color="white" if value > 0.5 else "black")
+                axis.text(
+                    j,
+                    i,
+                    f"{value:.0%}" if value >= 0.995 or value >= 0.1 else f"{value:.1%}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if value > 0.5 else "black",
+                )
     indexed = "" if len(names) <= NAMED_CLASSES else " (index)"
     axis.set_xlabel("predicted class" + indexed)
     axis.set_ylabel("true class" + indexed)
@@ -111,10 +130,13 @@ def _stacked(axis, histogram: dict, xlabel: str) -> None:
     edges = np.array(histogram["edges"])
     widths = np.diff(edges)
     axis.bar(edges[:-1], histogram["correct"], widths, align="edge", color=RIGHT, label="right (arg-max = label)")
-    axis.bar(edges[:-1], histogram["wrong"], widths, align="edge", bottom=histogram["correct"], color=WRONG,
-             label="wrong")
+    axis.bar(
+        edges[:-1], histogram["wrong"], widths, align="edge", bottom=histogram["correct"], color=WRONG, label="wrong"
+    )
     axis.set_xlabel(xlabel)
-    axis.set_ylabel("predictions" + (" (log scale above 10)" if max(np.add(histogram["correct"], histogram["wrong"])) > 100 else ""))
+    axis.set_ylabel(
+        "predictions" + (" (log scale above 10)" if max(np.add(histogram["correct"], histogram["wrong"])) > 100 else "")
+    )
     _count_scale(axis, np.add(histogram["correct"], histogram["wrong"]))
     axis.legend(fontsize=8)
 
@@ -127,7 +149,9 @@ def confidence_figure(report: dict):
     _stacked(right, confidence["entropy_histogram"], "entropy at T = 1 (nats)")
     log_c = np.log(len(report["classes"]))
     right.axvline(log_c, color=ACCENT, linestyle=":", linewidth=1)
-    right.text(log_c, 0.5, "uniform ", transform=right.get_xaxis_transform(), ha="right", va="center", fontsize=8, rotation=90)
+    right.text(
+        log_c, 0.5, "uniform ", transform=right.get_xaxis_transform(), ha="right", va="center", fontsize=8, rotation=90
+    )
     right.set_title(f"entropy of the teacher's distribution (mean {confidence['entropy_mean']:.3f} nats)", fontsize=10)
     _title(figure, report, "Confidence")
     return figure
@@ -142,12 +166,28 @@ def _reliability(axis, calibration: dict, label: str) -> None:
     counts = np.array([b["count"] for b in bins])
     axis.bar(centers, accuracy, width * 0.9, color=RIGHT, label="accuracy in bin")
     axis.vlines(centers, np.fmin(accuracy, confidence), np.fmax(accuracy, confidence), color=WRONG, linewidth=1.5)
-    axis.plot(centers, confidence, "_", color=WRONG, markersize=12, markeredgewidth=2,
-              label="mean confidence (bar below: over-confident)")
+    axis.plot(
+        centers,
+        confidence,
+        "_",
+        color=WRONG,
+        markersize=12,
+        markeredgewidth=2,
+        label="mean confidence (bar below: over-confident)",
+    )
     axis.plot([0, 1], [0, 1], color=ACCENT, linestyle="--", linewidth=1, label="perfect calibration")
     for x, n, acc in zip(centers, counts, accuracy):
         if n:
-            axis.text(x, 0.02, str(n), ha="center", va="bottom", fontsize=6, rotation=90, color="white" if acc > 0.15 else "black")
+            axis.text(
+                x,
+                0.02,
+                str(n),
+                ha="center",
+                va="bottom",
+                fontsize=6,
+                rotation=90,
+                color="white" if acc > 0.15 else "black",
+            )
     axis.set_xlim(0, 1)
     axis.set_ylim(0, 1)
     axis.set_xlabel("confidence")
@@ -161,17 +201,33 @@ def calibration_figure(report: dict):
     _reliability(axes[0], calibration["at_1"], "T = 1")
     _reliability(axes[1], calibration["fitted"], f"fitted T = {calibration['fitted']['temperature']:.2f}")
     handles, labels = axes[0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.36, 0.0), ncol=3, fontsize=8,
-                  frameon=False, title="numbers in bars: predictions per bin", title_fontsize=8)
+    figure.legend(
+        handles,
+        labels,
+        loc="upper center",
+        bbox_to_anchor=(0.36, 0.0),
+        ncol=3,
+        fontsize=8,
+        frameon=False,
+        title="numbers in bars: predictions per bin",
+        title_fontsize=8,
+    )
     curve = calibration["nll_curve"]
     axes[2].plot(curve["temperatures"], curve["nll"], color=RIGHT)
     axes[2].set_xscale("log")
-    axes[2].axvline(calibration["fitted"]["temperature"], color=WRONG, linestyle="--", linewidth=1,
-                    label=f"best T = {calibration['fitted']['temperature']:.2f}")
+    axes[2].axvline(
+        calibration["fitted"]["temperature"],
+        color=WRONG,
+        linestyle="--",
+        linewidth=1,
+        label=f"best T = {calibration['fitted']['temperature']:.2f}",
+    )
     for t in report["temperatures"]:
         nll = np.interp(np.log(t["temperature"]), np.log(curve["temperatures"]), curve["nll"])
         axes[2].plot(t["temperature"], nll, "o", color=ACCENT, markersize=4)
-        axes[2].annotate(f"T={t['temperature']:g}", (t["temperature"], nll), xytext=(4, 4), textcoords="offset points", fontsize=8)
+        axes[2].annotate(
+            f"T={t['temperature']:g}", (t["temperature"], nll), xytext=(4, 4), textcoords="offset points", fontsize=8
+        )
     low = min(curve["nll"])
     axes[2].set_ylim(low - 0.05 * abs(low) - 0.01, min(max(curve["nll"]), 4 * low + 1))
     axes[2].set_xlabel("temperature T (log scale)")
@@ -189,12 +245,23 @@ def temperature_figure(report: dict):
         histogram = t["entropy_histogram"]
         edges = np.array(histogram["edges"])
         counts = np.array(histogram["counts"]) / max(sum(histogram["counts"]), 1)
-        left.stairs(counts, edges, color=color, linewidth=1.5, label=f"T = {t['temperature']:g} (mean {t['entropy_mean']:.2f})")
+        left.stairs(
+            counts, edges, color=color, linewidth=1.5, label=f"T = {t['temperature']:g} (mean {t['entropy_mean']:.2f})"
+        )
         curve = t["topk_mass_curve"]
-        right.plot(np.arange(1, len(curve) + 1), curve, marker="o", markersize=3, color=color, label=f"T = {t['temperature']:g}")
+        right.plot(
+            np.arange(1, len(curve) + 1),
+            curve,
+            marker="o",
+            markersize=3,
+            color=color,
+            label=f"T = {t['temperature']:g}",
+        )
     log_c = np.log(len(report["classes"]))
     left.axvline(log_c, color=ACCENT, linestyle=":", linewidth=1)
-    left.text(log_c, 0.5, "uniform ", transform=left.get_xaxis_transform(), ha="right", va="center", fontsize=8, rotation=90)
+    left.text(
+        log_c, 0.5, "uniform ", transform=left.get_xaxis_transform(), ha="right", va="center", fontsize=8, rotation=90
+    )
     left.set_xlabel("entropy of the soft targets (nats)")
     left.set_ylabel("share of predictions")
     left.set_title("how soft the targets are at each temperature", fontsize=10)
@@ -221,8 +288,10 @@ def views_figure(report: dict):
     _count_scale(axes[0], counts)
     axes[0].set_xlabel("other views whose arg-max equals view 0's")
     axes[0].set_ylabel("samples")
-    axes[0].set_title(f"agreement with view 0: {views['agree_with_view0']:.1%} "
-                      f"(all agree on {views['all_views_agree']:.1%})", fontsize=10)
+    axes[0].set_title(
+        f"agreement with view 0: {views['agree_with_view0']:.1%} (all agree on {views['all_views_agree']:.1%})",
+        fontsize=10,
+    )
     index = np.arange(views["num_views"])
     axes[1].bar(index - 0.2, views["accuracy_per_view"], 0.4, color=RIGHT, label="accuracy")
     axes[1].bar(index[1:] + 0.2, views["agree_with_view0_per_view"][1:], 0.4, color=ACCENT, label="agrees with view 0")

@@ -1,4 +1,5 @@
 """Where code runs: device choice, mixed precision, CPU threads, and "which rank am I"."""
+
 from __future__ import annotations
 
 import contextlib

@@ -7,14 +7,14 @@ Merging copies everything into one self-contained file (no virtual datasets or e
 cache that depends on other files is not something to hand a team) after checking that the pieces
 agree, and that shards cover every sample exactly once or view sets never repeat a seed.
 """
+
 from __future__ import annotations
 
 import re
 from dataclasses import replace
-
-import numpy as np
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from softlabels import store
@@ -46,8 +46,11 @@ def stale_rank_shards(out: str | Path, world_size: int) -> list[Path]:
     """Shard files (finished or partial) of `out` left by a run with another world size."""
     out = Path(out)
     pattern = re.compile(re.escape(out.name) + r"\.shard-\d+-of-(\d+)(\.partial)?$")
-    return sorted(p for p in out.parent.glob(out.name + ".shard-*")
-                  if (m := pattern.match(p.name)) and int(m.group(1)) != world_size)
+    return sorted(
+        p
+        for p in out.parent.glob(out.name + ".shard-*")
+        if (m := pattern.match(p.name)) and int(m.group(1)) != world_size
+    )
 
 
 def merge_caches(paths: list[str | Path], out: str | Path, overwrite: bool = False, progress: bool = True) -> Path:
@@ -101,8 +104,10 @@ def _check_agreement(infos: list[store.CacheInfo]) -> int:
         start, stop = info.shard.start, info.shard.stop
         if start != expected_start:
             kind = "overlap" if start < expected_start else "gap"
-            raise ValueError(f"shards do not cover every sample exactly once: {kind} at row "
-                             f"{min(start, expected_start)} ({Path(info.path).name} starts at {start})")
+            raise ValueError(
+                f"shards do not cover every sample exactly once: {kind} at row "
+                f"{min(start, expected_start)} ({Path(info.path).name} starts at {start})"
+            )
         expected_start = stop
     if expected_start != total:
         raise ValueError(f"shards cover rows 0..{expected_start - 1} of {total}: missing shards for the rest")
@@ -145,8 +150,16 @@ def merge_views(paths: list[str | Path], out: str | Path, overwrite: bool = Fals
     layout = first.layout.replace(num_views=len(seeds))
     augment = replace(first.augment, views=len(seeds), seed=seeds[0], seeds=tuple(seeds))
     keys, labels = store.read_keys_labels(first.path)
-    return _write_merged(out, layout, keys, labels, first.meta.replace(augment=augment), "merging views", progress,
-                         lambda writer, bar: _copy_views(infos, writer, bar))
+    return _write_merged(
+        out,
+        layout,
+        keys,
+        labels,
+        first.meta.replace(augment=augment),
+        "merging views",
+        progress,
+        lambda writer, bar: _copy_views(infos, writer, bar),
+    )
 
 
 def _write_merged(out, layout, keys, labels, meta: store.Metadata, desc: str, progress: bool, fill) -> Path:
@@ -168,18 +181,24 @@ def _check_view_sets(infos: list[store.CacheInfo]) -> None:
     for info in infos:
         name = Path(info.path).name
         if info.shard:
-            raise ValueError(f"{name} is a shard (rows {info.shard.start}..{info.shard.stop}): "
-                             f"merge its shards into one cache first, then merge views")
+            raise ValueError(
+                f"{name} is a shard (rows {info.shard.start}..{info.shard.stop}): "
+                f"merge its shards into one cache first, then merge views"
+            )
         if info.augment.name == "none":
-            raise ValueError(f"{name} has no augmentation: its views are the plain image, nothing new to merge "
-                             f"(build extra views with --augment and another --seed)")
+            raise ValueError(
+                f"{name} has no augmentation: its views are the plain image, nothing new to merge "
+                f"(build extra views with --augment and another --seed)"
+            )
         problems = _view_set_differences(first, info)
         if problems:
             raise ValueError(f"{name} and {first_name} differ in {problems[0]}: refusing to merge their views")
         for seed in sorted(set(info.view_seeds)):
             if seed in seen:
-                raise ValueError(f"{seen[seed]} and {name} both hold views of seed {seed}, which would repeat "
-                                 f"the same views; build the extra views with another --seed")
+                raise ValueError(
+                    f"{seen[seed]} and {name} both hold views of seed {seed}, which would repeat "
+                    f"the same views; build the extra views with another --seed"
+                )
             seen[seed] = name
 
 
@@ -219,12 +238,14 @@ def merge_kind(paths: list[str | Path]) -> str:
     if not any(shards):
         return "views"
     names = ", ".join(Path(p).name for p, is_shard in zip(paths, shards) if not is_shard)
-    raise ValueError(f"cannot mix shards and whole caches ({names} not a shard): merge the shards first, "
-                     f"then merge views")
+    raise ValueError(
+        f"cannot mix shards and whole caches ({names} not a shard): merge the shards first, then merge views"
+    )
 
 
-def merge(paths: list[str | Path], out: str | Path, kind: str = "auto", overwrite: bool = False,
-          progress: bool = True) -> tuple[str, Path]:
+def merge(
+    paths: list[str | Path], out: str | Path, kind: str = "auto", overwrite: bool = False, progress: bool = True
+) -> tuple[str, Path]:
     """Merge row shards or view sets (`kind` auto decides from the inputs); returns (kind, path)."""
     if kind not in MERGE_KINDS:
         raise ValueError(f"unknown merge kind {kind!r}; choose one of: {', '.join(MERGE_KINDS)}")

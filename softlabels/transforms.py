@@ -9,6 +9,7 @@ trainer replays the stored parameters through the same pipeline and gets bit-ide
 Everything here works on float (C, H, W) tensors in [0, 1]; normalisation comes after, on the device
 (`softlabels.pipeline.Normalize`), so padding is black, as with torchvision's RandomCrop before Normalize.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -67,13 +68,17 @@ class Augment:
     def _unpack(self, params) -> tuple[int, ...]:
         values = tuple(int(v) for v in np.asarray(params).reshape(-1))
         if len(values) != len(self.param_names):
-            raise ValueError(f"augment {self.name!r} takes {len(self.param_names)} parameters "
-                             f"({', '.join(self.param_names) or 'none'}), got {len(values)}")
+            raise ValueError(
+                f"augment {self.name!r} takes {len(self.param_names)} parameters "
+                f"({', '.join(self.param_names) or 'none'}), got {len(values)}"
+            )
         return values
 
     def _out_of_bounds(self, params, height: int, width: int) -> ValueError:
-        return ValueError(f"augment {self.name!r} parameters {dict(zip(self.param_names, params))} do not fit "
-                          f"a {height}x{width} image (were they drawn for another image size?)")
+        return ValueError(
+            f"augment {self.name!r} parameters {dict(zip(self.param_names, params))} do not fit "
+            f"a {height}x{width} image (were they drawn for another image size?)"
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, params={self.param_names})"
@@ -128,7 +133,7 @@ class CifarCrop(Augment):
         if not (0 <= top <= 2 * self.padding and 0 <= left <= 2 * self.padding):
             raise self._out_of_bounds((top, left, flip), height, width)
         pad = self.padding
-        x = F.pad(x, (pad, pad, pad, pad))[..., top:top + height, left:left + width]
+        x = F.pad(x, (pad, pad, pad, pad))[..., top : top + height, left : left + width]
         return x.flip(-1) if flip else x
 
 
@@ -173,7 +178,7 @@ class ImagenetCrop(Augment):
         height, width = x.shape[-2:]
         if not (0 <= top and 0 <= left and 0 < h and 0 < w and top + h <= height and left + w <= width):
             raise self._out_of_bounds((top, left, h, w, flip), height, width)
-        x = _resize(x[..., top:top + h, left:left + w], image_size, image_size)
+        x = _resize(x[..., top : top + h, left : left + w], image_size, image_size)
         return x.flip(-1) if flip else x
 
 
@@ -191,12 +196,13 @@ def get_augment(name: str | Augment) -> Augment:
 
 def view_rng(seed: int, key: str) -> np.random.Generator:
     """The generator of one sample's views: a function of (seed, key) alone, the same on every machine."""
-    digest = hashlib.sha256(f"{int(seed)}\0{key}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{int(seed)}\0{key}".encode()).digest()
     return np.random.default_rng(np.frombuffer(digest, dtype="<u4").tolist())
 
 
-def sample_views(augment: str | Augment, seed: int, key: str, views: int, height: int, width: int,
-                 image_size: int) -> np.ndarray:
+def sample_views(
+    augment: str | Augment, seed: int, key: str, views: int, height: int, width: int, image_size: int
+) -> np.ndarray:
     """Parameters of `views` views of the sample `key` as int32 (V, P): view v is the v-th draw."""
     augment = get_augment(augment)
     if views < 1:

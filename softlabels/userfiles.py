@@ -1,4 +1,5 @@
 """User code named on the command line as `FILE.py:FUNC` (datasets, teachers, students)."""
+
 from __future__ import annotations
 
 import hashlib

@@ -5,6 +5,7 @@ trusts the file. Wrappers such as {"state_dict": ...}, `module.` (DataParallel) 
 (torch.compile) are stripped, then keys and shapes must match exactly. A checkpoint written by
 `trainer fit` also records the model spec and the input it was trained with (`Weights.input`).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -68,7 +69,8 @@ def _load(path: Path, trust: bool):
     if trust:
         warnings.warn(
             f"loading {path} with full unpickling (--trust-checkpoint): this runs code from the file",
-            UserWarning, stacklevel=2,
+            UserWarning,
+            stacklevel=2,
         )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not trust)
@@ -129,7 +131,7 @@ def strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
         prefix = next((p for p in KEY_PREFIXES if all(k.startswith(p) for k in state_dict)), None)
         if prefix is None:
             return state_dict
-        state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
+        state_dict = {k[len(prefix) :]: v for k, v in state_dict.items()}
 
 
 def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
@@ -147,7 +149,8 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> No
     unexpected = [k for k in state_dict if k not in expected]
     reshaped = [
         f"{k} (checkpoint {tuple(state_dict[k].shape)}, model {tuple(v.shape)})"
-        for k, v in expected.items() if k in state_dict and state_dict[k].shape != v.shape
+        for k, v in expected.items()
+        if k in state_dict and state_dict[k].shape != v.shape
     ]
     if missing or unexpected or reshaped:
         raise ValueError(_mismatch_message(type(model).__name__, missing, unexpected, reshaped))
@@ -159,15 +162,16 @@ def _mismatch_message(model_name: str, missing: list, unexpected: list, reshaped
         more = f", ... (+{len(items) - _SHOWN} more)" if len(items) > _SHOWN else ""
         return f"{len(items)} {label}: {', '.join(items[:_SHOWN])}{more}" if items else f"0 {label}"
 
-    parts = [listed("missing keys", missing), listed("unexpected keys", unexpected),
-             listed("shape mismatches", reshaped)]
+    parts = [
+        listed("missing keys", missing),
+        listed("unexpected keys", unexpected),
+        listed("shape mismatches", reshaped),
+    ]
     return (
         f"checkpoint does not match the {model_name} model: {'; '.join(parts)}. "
         "Check that the architecture spec (depth, width, num_classes, in_channels) is the one the "
         "checkpoint was trained with."
     )
-
-
 
 
 def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:

@@ -5,10 +5,11 @@ and ignores what does not apply to it, so teachers and students are created the 
 The CIFAR ResNets reproduce He et al. 2016, section 4.2, with the parameter names of the public
 checkpoints in shared/teachers (see its README), which therefore load without renaming.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -157,8 +158,12 @@ class SmallCNN(nn.Module):
         if image_size < 4:
             raise ValueError(f"small_cnn needs image_size >= 4 (two 2x2 poolings), got {image_size}")
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 32, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(in_channels, 32, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
         )
         side = image_size // 2 // 2
         self.classifier = nn.Linear(64 * side * side, num_classes)
@@ -175,8 +180,10 @@ class MLP(nn.Module):
         _check_positive(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
         self.net = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(in_channels * image_size * image_size, hidden), nn.ReLU(inplace=True),
-            nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
+            nn.Linear(in_channels * image_size * image_size, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=True),
             nn.Linear(hidden, num_classes),
         )
 

@@ -1,4 +1,5 @@
 """Tiny real data for the whole suite: PNG image folders and small teacher checkpoints made on the fly."""
+
 from __future__ import annotations
 
 import signal
@@ -52,9 +53,17 @@ def teacher_weights(tmp_path) -> Path:
 @pytest.fixture
 def build_options(image_folder, teacher_weights, tmp_path) -> dict:
     """Options of a quick, deterministic build (float32 so results compare exactly)."""
-    return dict(dataset=f"imagefolder:{image_folder}", teacher="small_cnn", weights=str(teacher_weights),
-                out=str(tmp_path / "cache.h5"), batch_size=4, workers=0, dtype="float32", device="cpu",
-                progress=False)
+    return dict(
+        dataset=f"imagefolder:{image_folder}",
+        teacher="small_cnn",
+        weights=str(teacher_weights),
+        out=str(tmp_path / "cache.h5"),
+        batch_size=4,
+        workers=0,
+        dtype="float32",
+        device="cpu",
+        progress=False,
+    )
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
 """The seams hold: only the store knows HDF5, one resolver decides a model's input, one pipeline makes views."""
+
 import ast
 from pathlib import Path
 
@@ -26,8 +27,11 @@ def imported_modules(tree):
 
 
 def test_only_the_store_imports_h5py():
-    offenders = [str(path.relative_to(ROOT)) for path, tree in sources()
-                 if any(name.split(".")[0] == "h5py" for name in imported_modules(tree))]
+    offenders = [
+        str(path.relative_to(ROOT))
+        for path, tree in sources()
+        if any(name.split(".")[0] == "h5py" for name in imported_modules(tree))
+    ]
     assert offenders == []
 
 
@@ -41,21 +45,33 @@ def dataset_paths():
 def test_no_module_outside_the_store_names_an_hdf5_dataset_path():
     paths = dataset_paths()
     assert "topk/values" in paths and "views/params" in paths
-    offenders = [(str(path.relative_to(ROOT)), node.value) for path, tree in sources() for node in ast.walk(tree)
-                 if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in paths]
+    offenders = [
+        (str(path.relative_to(ROOT)), node.value)
+        for path, tree in sources()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in paths
+    ]
     assert offenders == []
 
 
 def calls_to(name):
-    return [str(path.relative_to(ROOT)) for path, tree in sources(outside_store=False) for node in ast.walk(tree)
-            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == name]
+    return [
+        str(path.relative_to(ROOT))
+        for path, tree in sources(outside_store=False)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == name
+    ]
 
 
 def test_one_resolver_and_one_normalisation():
     callers = set(calls_to("resolve_input"))
     assert callers == {"softlabels/teachers.py", "trainer/students.py"}  # teachers: build, recompute, online KD
-    normalisers = {str(path.relative_to(ROOT)) for path, tree in sources(outside_store=False) for node in ast.walk(tree)
-                   if isinstance(node, ast.ClassDef) and node.name == "Normalize"}
+    normalisers = {
+        str(path.relative_to(ROOT))
+        for path, tree in sources(outside_store=False)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ClassDef) and node.name == "Normalize"
+    }
     assert normalisers == {"softlabels/pipeline.py"}
 
 

@@ -1,8 +1,9 @@
 """trainer: train students from a softlabels cache (stage 2), from labels, or from a teacher online.
 
-    from trainer import FitConfig, fit, kd_loss
-    summary = fit(FitConfig(cache="data/cache.h5", student="small_cnn", out="runs/kd"))
+from trainer import FitConfig, fit, kd_loss
+summary = fit(FitConfig(cache="data/cache.h5", student="small_cnn", out="runs/kd"))
 """
+
 from softlabels.checks import compare_samples
 from trainer.data import CachedDataset, EpochSampler, LabelledDataset, ViewSchedule
 from trainer.loop import FitConfig, evaluate, fit, train_one_epoch
@@ -11,8 +12,22 @@ from trainer.students import create_student, list_students
 from trainer.sweep import SweepConfig, sweep
 
 __all__ = [
-    "CachedDataset", "EpochSampler", "LabelledDataset", "ViewSchedule", "compare_samples",
-    "FitConfig", "evaluate", "fit", "train_one_epoch",
-    "DEFAULT_ALPHA", "DEFAULT_TEMPERATURE", "Objective", "hard_loss", "kd_loss",
-    "create_student", "list_students", "SweepConfig", "sweep",
+    "CachedDataset",
+    "EpochSampler",
+    "LabelledDataset",
+    "ViewSchedule",
+    "compare_samples",
+    "FitConfig",
+    "evaluate",
+    "fit",
+    "train_one_epoch",
+    "DEFAULT_ALPHA",
+    "DEFAULT_TEMPERATURE",
+    "Objective",
+    "hard_loss",
+    "kd_loss",
+    "create_student",
+    "list_students",
+    "SweepConfig",
+    "sweep",
 ]

@@ -5,6 +5,7 @@ reads them (no code runs). The weights sit under "model", which `softlabels buil
 so a teacher trained here builds a cache directly. `last.pt` adds what an exact resume needs: the
 optimizer, schedule, gradient scaler and RNG states and the metrics history.
 """
+
 from __future__ import annotations
 
 import io
@@ -69,8 +70,10 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(f"{path} is not a readable trainer checkpoint ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0] if str(err) else ''}); start again without --resume") from None
+        raise ValueError(
+            f"{path} is not a readable trainer checkpoint ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}); start again without --resume"
+        ) from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise ValueError(f"{path} is not a trainer checkpoint (no 'model' and 'config' entries)")
     return state
@@ -97,8 +100,11 @@ def resume_differences(saved: dict, current: dict) -> list[str]:
     one by one so the message names the setting.
     """
     saved, current = _flatten(saved), _flatten(current)
-    return [f"{key}: checkpoint has {saved.get(key)!r}, this run {current.get(key)!r}"
-            for key in sorted(set(saved) | set(current)) if saved.get(key) != current.get(key)]
+    return [
+        f"{key}: checkpoint has {saved.get(key)!r}, this run {current.get(key)!r}"
+        for key in sorted(set(saved) | set(current))
+        if saved.get(key) != current.get(key)
+    ]
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -125,6 +131,8 @@ def check_resumable(state: dict, identity: dict, data_identity: dict, path: str 
     differences = resume_differences(state.get("identity", {}), data_identity)
     differences += resume_differences(saved, identity)
     if differences:
-        raise ValueError(f"cannot resume {path}: it was trained with other settings ({differences[0]}"
-                         f"{f' and {len(differences) - 1} more' if len(differences) > 1 else ''}); "
-                         f"use the original options, or another --out for a new run")
+        raise ValueError(
+            f"cannot resume {path}: it was trained with other settings ({differences[0]}"
+            f"{f' and {len(differences) - 1} more' if len(differences) > 1 else ''}); "
+            f"use the original options, or another --out for a new run"
+        )

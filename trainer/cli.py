@@ -1,4 +1,5 @@
 """`trainer` command line: parses options into a FitConfig (or SweepConfig), calls one library function, prints."""
+
 from __future__ import annotations
 
 import sys
@@ -12,9 +13,9 @@ from softlabels.transforms import AUGMENTS
 from trainer.data import START_METHODS
 from trainer.loop import OPTIMIZERS, SCHEDULES, FitConfig
 from trainer.loop import fit as run_fit
+from trainer.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, LOSSES
 from trainer.sweep import SweepConfig
 from trainer.sweep import sweep as run_sweep
-from trainer.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, LOSSES
 
 
 @click.group(cls=CleanErrors, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -29,57 +30,118 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 
 _OPTIONS = [
-    click.option("--cache", type=click.Path(dir_okay=False), help="Teacher cache (softlabels build) to learn from; "
-                 "the teacher itself is never loaded."),
-    click.option("--dataset", help="cifar10, cifar100, mnist, fashion-mnist, imagefolder:PATH or FILE.py:FUNC "
-                 "[default with --cache: the dataset recorded in the cache]."),
+    click.option(
+        "--cache",
+        type=click.Path(dir_okay=False),
+        help="Teacher cache (softlabels build) to learn from; the teacher itself is never loaded.",
+    ),
+    click.option(
+        "--dataset",
+        help="cifar10, cifar100, mnist, fashion-mnist, imagefolder:PATH or FILE.py:FUNC "
+        "[default with --cache: the dataset recorded in the cache].",
+    ),
     click.option("--split", default="train", help="Training split (without --cache; a cache records its own)."),
     click.option("--teacher", help="Online KD instead of --cache: teacher spec run inside the loop on each batch."),
     click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint of --teacher."),
-    click.option("--trust-checkpoint", is_flag=True, help="Allow full unpickling of --weights (runs code from the file)."),
-    click.option("--loss", type=click.Choice(LOSSES), help="kd: Hinton's KD; hard: CE on the teacher's arg-max; "
-                 "ce: labels only  [default: kd with --cache/--teacher, else ce]"),
+    click.option(
+        "--trust-checkpoint", is_flag=True, help="Allow full unpickling of --weights (runs code from the file)."
+    ),
+    click.option(
+        "--loss",
+        type=click.Choice(LOSSES),
+        help="kd: Hinton's KD; hard: CE on the teacher's arg-max; "
+        "ce: labels only  [default: kd with --cache/--teacher, else ce]",
+    ),
     click.option("--label-smoothing", default=0.0, type=float, help="Label smoothing of the cross-entropy terms."),
-    click.option("--eval-dataset", help="Held-out set evaluated each epoch, or `none`  [default: the test split of "
-                 "the training dataset where one exists: built-ins, imagefolder PATH/test]"),
-    click.option("--subset", type=int_range(1), help="Train on the first N samples of each class (dataset order); "
-                 "evaluation still uses the whole held-out set."),
+    click.option(
+        "--eval-dataset",
+        help="Held-out set evaluated each epoch, or `none`  [default: the test split of "
+        "the training dataset where one exists: built-ins, imagefolder PATH/test]",
+    ),
+    click.option(
+        "--subset",
+        type=int_range(1),
+        help="Train on the first N samples of each class (dataset order); "
+        "evaluation still uses the whole held-out set.",
+    ),
     click.option("--epochs", default=10, type=int_range(1), help="Epochs."),
     click.option("--batch-size", default=64, type=int_range(1), help="Batch size (per process under torchrun)."),
     click.option("--lr", type=float, help="Peak learning rate  [default: 0.05 for sgd, 0.001 for adamw]"),
     click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="sgd", help="sgd: momentum 0.9, Nesterov."),
     click.option("--weight-decay", type=float, help="Weight decay  [default: 5e-4 for sgd, 0.05 for adamw]"),
-    click.option("--schedule", type=click.Choice(SCHEDULES), default="onecycle", help="Learning-rate schedule, "
-                 "stepped every batch. onecycle: rise from lr/25 over --warmup-epochs (25%% of the run when 0), then "
-                 "cosine to 0; cosine: warmup then cosine to 0; step: warmup then x0.1 at 50%% and 75%%."),
-    click.option("--clip-grad-norm", default=2.0, type=click.FloatRange(min=0), help="Clip the global gradient "
-                 "norm to this value; 0 turns clipping off (KD at T >= 2 diverged without it in bench/accuracy.py)."),
-    click.option("--warmup-epochs", default=0.0, type=float, help="Linear warmup length in epochs (fractions allowed)."),
-    click.option("--augment", type=click.Choice(list(AUGMENTS)), default="none", help="Random augmentation of the "
-                 "student's images, drawn per sample and epoch from --seed. With --cache it needs "
-                 "--inconsistent-augment: a multi-view cache replays its stored views instead."),
-    click.option("--inconsistent-augment", is_flag=True, help="Allow --augment with --cache: random views paired "
-                 "with targets computed on other views (for comparisons)."),
-    click.option("--mean", type=floats, help="Student normalisation mean R,G,B or one value for grey  [default: the "
-                 "student's zoo entry's, else the dataset's]"),
+    click.option(
+        "--schedule",
+        type=click.Choice(SCHEDULES),
+        default="onecycle",
+        help="Learning-rate schedule, "
+        "stepped every batch. onecycle: rise from lr/25 over --warmup-epochs (25%% of the run when 0), then "
+        "cosine to 0; cosine: warmup then cosine to 0; step: warmup then x0.1 at 50%% and 75%%.",
+    ),
+    click.option(
+        "--clip-grad-norm",
+        default=2.0,
+        type=click.FloatRange(min=0),
+        help="Clip the global gradient "
+        "norm to this value; 0 turns clipping off (KD at T >= 2 diverged without it in bench/accuracy.py).",
+    ),
+    click.option(
+        "--warmup-epochs", default=0.0, type=float, help="Linear warmup length in epochs (fractions allowed)."
+    ),
+    click.option(
+        "--augment",
+        type=click.Choice(list(AUGMENTS)),
+        default="none",
+        help="Random augmentation of the "
+        "student's images, drawn per sample and epoch from --seed. With --cache it needs "
+        "--inconsistent-augment: a multi-view cache replays its stored views instead.",
+    ),
+    click.option(
+        "--inconsistent-augment",
+        is_flag=True,
+        help="Allow --augment with --cache: random views paired "
+        "with targets computed on other views (for comparisons).",
+    ),
+    click.option(
+        "--mean",
+        type=floats,
+        help="Student normalisation mean R,G,B or one value for grey  [default: the "
+        "student's zoo entry's, else the dataset's]",
+    ),
     click.option("--std", type=floats, help="Student normalisation std  [default: as --mean]"),
-    click.option("--workers", type=int_range(0), help=f"DataLoader workers  [default: cores - 1, at most 8: "
-                 f"{default_workers()} here]"),
-    click.option("--start-method", type=click.Choice(START_METHODS), help="Worker start method  [default: the "
-                 "platform's]"),
+    click.option(
+        "--workers",
+        type=int_range(0),
+        help=f"DataLoader workers  [default: cores - 1, at most 8: {default_workers()} here]",
+    ),
+    click.option(
+        "--start-method", type=click.Choice(START_METHODS), help="Worker start method  [default: the platform's]"
+    ),
     click.option("--threads", type=int_range(1), help="CPU intra-op threads  [default: cores - workers]"),
     click.option("--device", default="auto", help="auto, cpu, cuda or cuda:INDEX."),
     click.option("--amp/--no-amp", default=True, help="fp16 autocast on CUDA (ignored on CPU)."),
-    click.option("--seed", default=0, type=int, help="Seed of the weights, the shuffling, the view schedule and "
-                 "random augmentation."),
-    click.option("--data-root", default="data", type=click.Path(file_okay=False), help="Root of the built-in datasets."),
+    click.option(
+        "--seed",
+        default=0,
+        type=int,
+        help="Seed of the weights, the shuffling, the view schedule and random augmentation.",
+    ),
+    click.option(
+        "--data-root", default="data", type=click.Path(file_okay=False), help="Root of the built-in datasets."
+    ),
     click.option("--download", is_flag=True, help="Let torchvision download a built-in dataset (needs a network)."),
-    click.option("--cache-memory-mb", default=2048, type=int_range(0), help="Read caches up to this size into "
-                 "memory; larger ones are read lazily per worker."),
+    click.option(
+        "--cache-memory-mb",
+        default=2048,
+        type=int_range(0),
+        help="Read caches up to this size into memory; larger ones are read lazily per worker.",
+    ),
     click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt (or start it if none)."),
     click.option("--overwrite", is_flag=True, help="Start again in an --out that already holds a run."),
-    click.option("--stop-after", type=int_range(1), help="Stop after this epoch (of --epochs), leaving a last.pt "
-                 "to --resume from: for time-limited jobs."),
+    click.option(
+        "--stop-after",
+        type=int_range(1),
+        help="Stop after this epoch (of --epochs), leaving a last.pt to --resume from: for time-limited jobs.",
+    ),
     click.option("--progress/--no-progress", default=True, help="Progress bars and per-epoch lines."),
 ]
 
@@ -97,13 +159,20 @@ def _fit_config(options: dict):
 
 
 @main.command()
-@click.option("--student", required=True, help="Zoo name (small_cnn, mlp, linear, cifar_resnet8/14/20/32/...), "
-              "torchvision:NAME or FILE.py:FUNC.")
+@click.option(
+    "--student",
+    required=True,
+    help="Zoo name (small_cnn, mlp, linear, cifar_resnet8/14/20/32/...), torchvision:NAME or FILE.py:FUNC.",
+)
 @click.option("--temperature", default=DEFAULT_TEMPERATURE, type=float, help="KD temperature T (> 0).")
 @click.option("--alpha", default=DEFAULT_ALPHA, type=float, help="KD weight of the teacher term, in [0, 1].")
 @training_options
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder: summary.json, "
-              "metrics.jsonl/.csv, last.pt, best.pt, curves.png.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Run folder: summary.json, metrics.jsonl/.csv, last.pt, best.pt, curves.png.",
+)
 def fit(**options):
     """Train one student: from a cache (kd), from labels (ce), or from a teacher online.
 
@@ -121,24 +190,43 @@ def describe_summary(summary: dict, out: str) -> str:
     def percent(value):
         return "n/a" if value is None else f"{value:.2%}"
 
-    best = f" (best {percent(summary['best_accuracy'])} at epoch {summary['best_epoch']})" \
-        if summary.get("best_epoch") else ""
-    state = "" if summary["finished"] else f" (stopped at epoch {summary['epochs']} of {summary['config']['optim']['epochs']})"
-    return (f"{summary['student']} [{summary['loss']}]: test accuracy {percent(summary['test_accuracy'])}{best}, "
-            f"{summary['epochs']} epochs in {summary['wall_seconds']:.1f} s, "
-            f"{summary['images_per_second'] or 0:.0f} images/s{state}; wrote {out}")
+    best = (
+        f" (best {percent(summary['best_accuracy'])} at epoch {summary['best_epoch']})"
+        if summary.get("best_epoch")
+        else ""
+    )
+    state = (
+        ""
+        if summary["finished"]
+        else f" (stopped at epoch {summary['epochs']} of {summary['config']['optim']['epochs']})"
+    )
+    return (
+        f"{summary['student']} [{summary['loss']}]: test accuracy {percent(summary['test_accuracy'])}{best}, "
+        f"{summary['epochs']} epochs in {summary['wall_seconds']:.1f} s, "
+        f"{summary['images_per_second'] or 0:.0f} images/s{state}; wrote {out}"
+    )
 
 
 @main.command()
 @click.option("--student", "students", required=True, multiple=True, help="Student spec; repeat for several.")
-@click.option("--temperature", "temperatures", multiple=True, type=float,
-              help=f"KD temperature; repeat for a grid  [default: {DEFAULT_TEMPERATURE:g}]")
-@click.option("--alpha", "alphas", multiple=True, type=float, help=f"KD alpha; repeat for a grid  "
-              f"[default: {DEFAULT_ALPHA:g}]")
+@click.option(
+    "--temperature",
+    "temperatures",
+    multiple=True,
+    type=float,
+    help=f"KD temperature; repeat for a grid  [default: {DEFAULT_TEMPERATURE:g}]",
+)
+@click.option(
+    "--alpha", "alphas", multiple=True, type=float, help=f"KD alpha; repeat for a grid  [default: {DEFAULT_ALPHA:g}]"
+)
 @click.option("--with-ce", is_flag=True, help="Also train each student on labels alone (the baseline row).")
 @training_options
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Sweep folder: one sub-folder per run, "
-              "leaderboard.md/.csv/.png.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Sweep folder: one sub-folder per run, leaderboard.md/.csv/.png.",
+)
 def sweep(students, temperatures, alphas, with_ce, **options):
     """Train every student x temperature x alpha combination from one cache and rank them.
 

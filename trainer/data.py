@@ -11,6 +11,7 @@ per-sample permutation of the V stored views, so that every V consecutive epochs
 view's dense teacher logits. The epoch also seeds random (uncached) augmentation per sample, so a
 run is reproducible whatever the worker count.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -74,8 +75,15 @@ class EpochSampler(Sampler):
     ranks run the same number of batches (harmless in training, and DDP would hang otherwise).
     """
 
-    def __init__(self, indices: np.ndarray, seed: int, schedule: ViewSchedule | None = None,
-                 shuffle: bool = True, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        indices: np.ndarray,
+        seed: int,
+        schedule: ViewSchedule | None = None,
+        shuffle: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         self.indices, self.seed, self.schedule, self.shuffle = np.asarray(indices), seed, schedule, shuffle
         self.rank, self.world_size, self.epoch = rank, world_size, 0
 
@@ -87,8 +95,10 @@ class EpochSampler(Sampler):
 
     def __iter__(self):
         count = len(self.indices)
-        order = np.random.default_rng([int(self.seed), self.epoch]).permutation(count) if self.shuffle else np.arange(count)
-        order = np.resize(order, len(self) * self.world_size)[self.rank::self.world_size]
+        order = (
+            np.random.default_rng([int(self.seed), self.epoch]).permutation(count) if self.shuffle else np.arange(count)
+        )
+        order = np.resize(order, len(self) * self.world_size)[self.rank :: self.world_size]
         for position in order.tolist():
             index = int(self.indices[position])
             view = self.schedule.view(index, self.epoch) if self.schedule else 0
@@ -133,8 +143,7 @@ class CachedDataset(Dataset):
     instead, paired with the targets of cached view v: inconsistent teaching, kept for comparisons.
     """
 
-    def __init__(self, source: DatasetSource, targets: store.CacheTargets, random_augment: str = "none",
-                 seed: int = 0):
+    def __init__(self, source: DatasetSource, targets: store.CacheTargets, random_augment: str = "none", seed: int = 0):
         if len(source) != len(targets):
             raise ValueError(f"{source.spec} has {len(source)} samples but the cache {targets.path} {len(targets)}")
         self.source, self.targets, self.seed = source, targets, seed
@@ -160,8 +169,14 @@ class CachedDataset(Dataset):
 # ----------------------------------------------------------------------------- loaders
 
 
-def make_loader(dataset: Dataset, batch_size: int, workers: int, device: torch.device,
-                sampler: Sampler | None = None, start_method: str | None = None) -> DataLoader:
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    workers: int,
+    device: torch.device,
+    sampler: Sampler | None = None,
+    start_method: str | None = None,
+) -> DataLoader:
     """A loader over `sampler` (in order when None); pinned memory on CUDA, persistent workers.
 
     A lone trailing sample is dropped: BatchNorm cannot train on a batch of one.
@@ -170,9 +185,14 @@ def make_loader(dataset: Dataset, batch_size: int, workers: int, device: torch.d
         raise ValueError(f"unknown start method {start_method!r}; choose one of: {', '.join(START_METHODS)}")
     count = len(sampler) if sampler is not None else len(dataset)
     return DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-        pin_memory=device.type == "cuda", drop_last=sampler is not None and count % batch_size == 1 and count > 1,
-        persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        drop_last=sampler is not None and count % batch_size == 1 and count > 1,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers else None,
         multiprocessing_context=start_method if workers else None,
         generator=torch.Generator().manual_seed(0),  # worker seeds never draw from the global RNG
     )
@@ -199,10 +219,11 @@ class TrainingData:
         identity = {"dataset_fingerprint": self.fingerprint}
         if self.cache is not None:
             teacher = self.cache.teacher
-            identity["cache_targets"] = {"teacher": teacher.weights_sha256 or teacher.spec,
-                                         **{k: v for k, v in self.cache.meta.to_attrs().items()
-                                            if k in ("augment", "preprocessing")},
-                                         "storage": self.cache.build.to_dict()}
+            identity["cache_targets"] = {
+                "teacher": teacher.weights_sha256 or teacher.spec,
+                **{k: v for k, v in self.cache.meta.to_attrs().items() if k in ("augment", "preprocessing")},
+                "storage": self.cache.build.to_dict(),
+            }
         return identity
 
 
@@ -223,9 +244,17 @@ def open_cache_dataset(info: store.CacheInfo, spec: str | None, data_root: str, 
     return open_dataset(f"imagefolder:{folder.parent if folder.name == split else folder}", split)
 
 
-def cached_training_data(cache: str, spec: str | None = None, *, data_root: str = "data", download: bool = False,
-                         memory_budget: int = 2 << 30, subset: int | None = None, augment: str = "none",
-                         seed: int = 0) -> TrainingData:
+def cached_training_data(
+    cache: str,
+    spec: str | None = None,
+    *,
+    data_root: str = "data",
+    download: bool = False,
+    memory_budget: int = 2 << 30,
+    subset: int | None = None,
+    augment: str = "none",
+    seed: int = 0,
+) -> TrainingData:
     """Images joined with a cache's targets, after checking they are the samples it was built on."""
     targets = store.CacheTargets(cache, memory_budget=memory_budget)
     source = open_cache_dataset(targets.info, spec, data_root, download)
@@ -236,22 +265,41 @@ def cached_training_data(cache: str, spec: str | None = None, *, data_root: str 
     defaults = data_input(source.defaults, image_size=cache_prep.image_size)
     image_prep = defaults if defaults.channels == cache_prep.channels else cache_prep
     schedule = ViewSchedule(len(source), targets.layout.num_views, seed)
-    return TrainingData(source, CachedDataset(source, targets, augment, seed), subset_indices(source.labels, subset),
-                        image_prep, fingerprint, schedule, targets.info)
+    return TrainingData(
+        source,
+        CachedDataset(source, targets, augment, seed),
+        subset_indices(source.labels, subset),
+        image_prep,
+        fingerprint,
+        schedule,
+        targets.info,
+    )
 
 
-def labelled_training_data(source: DatasetSource, subset: int | None, augment: str, seed: int,
-                           channels: int | None = None, image_size: int | None = None) -> TrainingData:
+def labelled_training_data(
+    source: DatasetSource,
+    subset: int | None,
+    augment: str,
+    seed: int,
+    channels: int | None = None,
+    image_size: int | None = None,
+) -> TrainingData:
     """A dataset with its labels (and random augmentation), as views of `channels` x `image_size`
     (the dataset's defaults when None)."""
     image_prep = data_input(source.defaults, channels, image_size)
     dataset = LabelledDataset(source, image_prep.channels, image_prep.image_size, augment, seed)
-    return TrainingData(source, dataset, subset_indices(source.labels, subset), image_prep,
-                        store.dataset_fingerprint(source.keys, source.labels))
+    return TrainingData(
+        source,
+        dataset,
+        subset_indices(source.labels, subset),
+        image_prep,
+        store.dataset_fingerprint(source.keys, source.labels),
+    )
 
 
-def eval_dataset(choice: str | None, train: DatasetSource, image_prep: Preprocessing, data_root: str,
-                 download: bool) -> LabelledDataset | None:
+def eval_dataset(
+    choice: str | None, train: DatasetSource, image_prep: Preprocessing, data_root: str, download: bool
+) -> LabelledDataset | None:
     """The held-out set: `none`, a spec, or (None) the test split matching the training data."""
     if choice == "none":
         return None
@@ -263,8 +311,10 @@ def eval_dataset(choice: str | None, train: DatasetSource, image_prep: Preproces
         found = eval_spec_for(choice, data_root) or (choice, "test")
     source = open_dataset(found[0], found[1], data_root, download)
     if list(source.classes) != list(train.classes):
-        raise ValueError(f"the evaluation set {found[0]} ({found[1]}) has classes {_short(source.classes)} but the "
-                         f"training set has {_short(train.classes)}; pass a matching --eval-dataset or none")
+        raise ValueError(
+            f"the evaluation set {found[0]} ({found[1]}) has classes {_short(source.classes)} but the "
+            f"training set has {_short(train.classes)}; pass a matching --eval-dataset or none"
+        )
     return LabelledDataset(source, image_prep.channels, image_prep.image_size)
 
 

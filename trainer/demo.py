@@ -7,6 +7,7 @@
 then print a table of accuracies and times. Every step is a real subprocess of the console commands,
 echoed before it runs, so the printed commands are exactly what a user would type.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,20 +50,56 @@ def needs_download(data_root: str) -> bool:
 def commands(config: DemoConfig) -> dict[str, list[str]]:
     """The four steps, as argument lists of `python -m softlabels` / `python -m trainer`."""
     out = Path(config.out)
-    common = ["--workers", str(config.workers), "--seed", str(config.seed), "--data-root", config.data_root,
-              "--overwrite"] + (["--download"] if needs_download(config.data_root) else [])
+    common = [
+        "--workers",
+        str(config.workers),
+        "--seed",
+        str(config.seed),
+        "--data-root",
+        config.data_root,
+        "--overwrite",
+    ] + (["--download"] if needs_download(config.data_root) else [])
     trainer, softlabels = [sys.executable, "-m", "trainer", "fit"], [sys.executable, "-m", "softlabels", "build"]
-    student = ["--student", config.student, "--subset", str(config.student_per_class),
-               "--epochs", str(config.student_epochs)]
+    student = [
+        "--student",
+        config.student,
+        "--subset",
+        str(config.student_per_class),
+        "--epochs",
+        str(config.student_epochs),
+    ]
     return {
-        "teacher": trainer + ["--dataset", "fashion-mnist", "--student", config.teacher, "--loss", "ce",
-                              "--subset", str(config.teacher_per_class), "--epochs", str(config.teacher_epochs),
-                              *common, "--out", str(out / "teacher")],
-        "cache": softlabels + ["--dataset", "fashion-mnist", "--teacher", config.teacher,
-                               "--weights", str(out / "teacher" / "best.pt"), *common, "--out", str(out / "cache.h5")],
+        "teacher": trainer
+        + [
+            "--dataset",
+            "fashion-mnist",
+            "--student",
+            config.teacher,
+            "--loss",
+            "ce",
+            "--subset",
+            str(config.teacher_per_class),
+            "--epochs",
+            str(config.teacher_epochs),
+            *common,
+            "--out",
+            str(out / "teacher"),
+        ],
+        "cache": softlabels
+        + [
+            "--dataset",
+            "fashion-mnist",
+            "--teacher",
+            config.teacher,
+            "--weights",
+            str(out / "teacher" / "best.pt"),
+            *common,
+            "--out",
+            str(out / "cache.h5"),
+        ],
         "student-kd": trainer + ["--cache", str(out / "cache.h5"), *student, *common, "--out", str(out / "student-kd")],
-        "student-ce": trainer + ["--dataset", "fashion-mnist", *student, "--loss", "ce", *common,
-                                 "--out", str(out / "student-ce")],
+        "student-ce": trainer
+        + ["--dataset", "fashion-mnist", *student, "--loss", "ce", *common, "--out", str(out / "student-ce")],
     }
 
 
@@ -89,14 +126,27 @@ def results_table(config: DemoConfig, seconds: dict[str, float]) -> str:
     cache = read_info(out / "cache.h5")
     teacher, kd, ce = summary("teacher"), summary("student-kd"), summary("student-ce")
     rows = [
-        (f"teacher {config.teacher}, labels ({config.teacher_per_class}/class, {config.teacher_epochs} ep)",
-         teacher["test_accuracy"], seconds["teacher"]),
-        (f"cache: teacher pass over {cache.layout.num_samples} images (train acc {cache.teacher_accuracy:.2%})",
-         None, seconds["cache"]),
-        (f"student {config.student}, labels only (CE, {config.student_per_class}/class, {config.student_epochs} ep)",
-         ce["test_accuracy"], seconds["student-ce"]),
-        (f"student {config.student}, from the cache (KD T={kd['config']['objective']['temperature']:g} "
-         f"alpha={kd['config']['objective']['alpha']:g})", kd["test_accuracy"], seconds["student-kd"]),
+        (
+            f"teacher {config.teacher}, labels ({config.teacher_per_class}/class, {config.teacher_epochs} ep)",
+            teacher["test_accuracy"],
+            seconds["teacher"],
+        ),
+        (
+            f"cache: teacher pass over {cache.layout.num_samples} images (train acc {cache.teacher_accuracy:.2%})",
+            None,
+            seconds["cache"],
+        ),
+        (
+            f"student {config.student}, labels only (CE, {config.student_per_class}/class, {config.student_epochs} ep)",
+            ce["test_accuracy"],
+            seconds["student-ce"],
+        ),
+        (
+            f"student {config.student}, from the cache (KD T={kd['config']['objective']['temperature']:g} "
+            f"alpha={kd['config']['objective']['alpha']:g})",
+            kd["test_accuracy"],
+            seconds["student-kd"],
+        ),
     ]
     width = max(len(r[0]) for r in rows)
     lines = [f"{'run':<{width}}  test acc   time", "-" * (width + 18)]
@@ -114,12 +164,18 @@ def run_demo(config: DemoConfig) -> str:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.option("--out", default=DemoConfig.out, type=click.Path(file_okay=False), help="Folder for every run and the cache.")
+@click.option(
+    "--out", default=DemoConfig.out, type=click.Path(file_okay=False), help="Folder for every run and the cache."
+)
 @click.option("--data-root", default=DemoConfig.data_root, type=click.Path(file_okay=False), help="Dataset root.")
 @click.option("--student", default=DemoConfig.student, help="Student spec.")
-@click.option("--teacher-per-class", default=DemoConfig.teacher_per_class, type=int, help="Teacher training images per class.")
+@click.option(
+    "--teacher-per-class", default=DemoConfig.teacher_per_class, type=int, help="Teacher training images per class."
+)
 @click.option("--teacher-epochs", default=DemoConfig.teacher_epochs, type=int, help="Teacher epochs.")
-@click.option("--student-per-class", default=DemoConfig.student_per_class, type=int, help="Student training images per class.")
+@click.option(
+    "--student-per-class", default=DemoConfig.student_per_class, type=int, help="Student training images per class."
+)
 @click.option("--student-epochs", default=DemoConfig.student_epochs, type=int, help="Student epochs.")
 @click.option("--workers", default=DemoConfig.workers, type=int, help="DataLoader workers of every step.")
 def main(**options):

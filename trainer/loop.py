@@ -6,6 +6,7 @@ loaded), a teacher run inside the loop on the student's exact batch (`--teacher`
 labels alone. Under torchrun each process trains on its share of every epoch (DDP); rank 0 evaluates
 and writes the run's files.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,16 +24,22 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from softlabels.datasets import open_dataset
-from softlabels.runtime import Rank, autocast, cpu_threads, current_rank, default_workers, prepare_model, resolve_device
 from softlabels.inputs import Preprocessing, data_input
 from softlabels.models import archive_path
 from softlabels.options import Options
 from softlabels.pipeline import Normalize
+from softlabels.runtime import Rank, autocast, cpu_threads, current_rank, default_workers, prepare_model, resolve_device
 from softlabels.teachers import load_teacher
 from softlabels.transforms import get_augment
 from trainer import checkpoints, plots
-from trainer.data import (EpochSampler, TrainingData, cached_training_data, eval_dataset, labelled_training_data,
-                          make_loader)
+from trainer.data import (
+    EpochSampler,
+    TrainingData,
+    cached_training_data,
+    eval_dataset,
+    labelled_training_data,
+    make_loader,
+)
 from trainer.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, LOSSES, Objective
 from trainer.students import create_student, probe_student, student_input
 
@@ -42,8 +49,17 @@ DEFAULT_LR = {"sgd": 0.05, "adamw": 1e-3}
 DEFAULT_WEIGHT_DECAY = {"sgd": 5e-4, "adamw": 0.05}
 ONECYCLE_RISE = 0.25  # fraction of the steps spent rising to the peak when no --warmup-epochs is given
 ONECYCLE_START = 1 / 25  # the rise starts at peak/25, as torch's OneCycleLR
-METRIC_FIELDS = ("epoch", "lr", "train_loss", "train_accuracy", "eval_loss", "eval_accuracy", "seconds",
-                 "eval_seconds", "images_per_second")
+METRIC_FIELDS = (
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_accuracy",
+    "eval_loss",
+    "eval_accuracy",
+    "seconds",
+    "eval_seconds",
+    "images_per_second",
+)
 
 
 class InconsistentAugmentWarning(UserWarning):
@@ -168,13 +184,17 @@ def check_config(config: FitConfig) -> None:
     if config.runtime.weights and not config.objective.teacher:
         raise ValueError("--weights belongs to --teacher (online distillation); a student starts from scratch")
     if config.objective.teacher and not config.runtime.weights and archive_path(config.objective.teacher) is None:
-        raise ValueError(f"--teacher {config.objective.teacher} needs --weights PATH: an untrained teacher teaches nothing")
+        raise ValueError(
+            f"--teacher {config.objective.teacher} needs --weights PATH: an untrained teacher teaches nothing"
+        )
     if config.objective.loss is not None and config.objective.loss not in LOSSES:
         raise ValueError(f"unknown loss {config.objective.loss!r}; choose one of: {', '.join(LOSSES)}")
     objective = config.make_objective()
     if objective.needs_teacher and not (config.runtime.cache or config.objective.teacher):
-        raise ValueError(f"--loss {objective.name} needs teacher outputs: pass --cache FILE, or --teacher SPEC "
-                         f"--weights PATH for online distillation (or use --loss ce)")
+        raise ValueError(
+            f"--loss {objective.name} needs teacher outputs: pass --cache FILE, or --teacher SPEC "
+            f"--weights PATH for online distillation (or use --loss ce)"
+        )
     if config.objective.teacher and not objective.needs_teacher:
         raise ValueError(f"--loss {objective.name} does not use --teacher; drop it or use --loss kd/hard")
     _check_numbers(config)
@@ -191,7 +211,9 @@ def _check_numbers(config: FitConfig) -> None:
     if not config.peak_lr > 0:
         raise ValueError(f"--lr must be positive, got {config.optim.lr}")
     if not 0 <= config.optim.warmup_epochs < config.optim.epochs:
-        raise ValueError(f"--warmup-epochs must lie in [0, --epochs={config.optim.epochs}), got {config.optim.warmup_epochs}")
+        raise ValueError(
+            f"--warmup-epochs must lie in [0, --epochs={config.optim.epochs}), got {config.optim.warmup_epochs}"
+        )
     if config.runtime.stop_after is not None and not 1 <= config.runtime.stop_after <= config.optim.epochs:
         raise ValueError(f"--stop-after must lie in 1..{config.optim.epochs}, got {config.runtime.stop_after}")
     if config.runtime.workers < 0 or config.runtime.cache_memory_mb < 0:
@@ -202,12 +224,18 @@ def _check_augment(config: FitConfig) -> None:
     augment = get_augment(config.data.augment)
     if config.runtime.cache and augment.name != "none":
         if not config.data.inconsistent_augment:
-            raise ValueError(f"--augment {augment.name} with --cache pairs random views with targets the teacher "
-                             f"computed on other views (inconsistent teaching). Build a multi-view cache instead "
-                             f"(softlabels build --views V --augment {augment.name}), whose views are replayed "
-                             f"exactly, or add --inconsistent-augment to do it anyway")
-        warnings.warn(f"--inconsistent-augment: the student sees random {augment.name} views but learns the "
-                      f"cached targets of other views", InconsistentAugmentWarning, stacklevel=3)
+            raise ValueError(
+                f"--augment {augment.name} with --cache pairs random views with targets the teacher "
+                f"computed on other views (inconsistent teaching). Build a multi-view cache instead "
+                f"(softlabels build --views V --augment {augment.name}), whose views are replayed "
+                f"exactly, or add --inconsistent-augment to do it anyway"
+            )
+        warnings.warn(
+            f"--inconsistent-augment: the student sees random {augment.name} views but learns the "
+            f"cached targets of other views",
+            InconsistentAugmentWarning,
+            stacklevel=3,
+        )
 
 
 # ----------------------------------------------------------------------------- setup
@@ -250,15 +278,27 @@ def load_data(config: FitConfig) -> tuple[TrainingData, Teacher | None]:
     """The training data, and the online teacher when there is one (whose input sets the views)."""
     data, runtime, seed = config.data, config.runtime, config.optim.seed
     if runtime.cache:
-        return cached_training_data(runtime.cache, data.dataset, data_root=runtime.data_root, download=runtime.download,
-                                    memory_budget=runtime.cache_memory_mb << 20, subset=data.subset,
-                                    augment=data.augment, seed=seed), None
+        return cached_training_data(
+            runtime.cache,
+            data.dataset,
+            data_root=runtime.data_root,
+            download=runtime.download,
+            memory_budget=runtime.cache_memory_mb << 20,
+            subset=data.subset,
+            augment=data.augment,
+            seed=seed,
+        ), None
     source = open_dataset(data.dataset, data.split, runtime.data_root, runtime.download)
     if not config.objective.teacher:
         channels = len(config.model.mean) if config.model.mean else None
         return labelled_training_data(source, data.subset, data.augment, seed, channels), None
-    loaded = load_teacher(config.objective.teacher, runtime.weights, num_classes=len(source.classes),
-                          trust_checkpoint=runtime.trust_checkpoint, data=data_input(source.defaults))
+    loaded = load_teacher(
+        config.objective.teacher,
+        runtime.weights,
+        num_classes=len(source.classes),
+        trust_checkpoint=runtime.trust_checkpoint,
+        data=data_input(source.defaults),
+    )
     prep = loaded.input
     training = labelled_training_data(source, data.subset, data.augment, seed, prep.channels, prep.image_size)
     return training, Teacher(loaded.model.eval(), Normalize(prep))
@@ -268,31 +308,62 @@ def build_run(config: FitConfig, rank: Rank, device: torch.device) -> Run:
     data, teacher = load_data(config)
     prep = student_input(config.model.student, data.image_prep, config.model.mean, config.model.std)
     sampler = EpochSampler(data.indices, config.optim.seed, data.schedule, rank=rank.rank, world_size=rank.world_size)
-    train_loader = make_loader(data.dataset, config.optim.batch_size, config.runtime.workers, device, sampler, config.runtime.start_method)
-    held_out = eval_dataset(config.runtime.eval_dataset, data.source, prep, config.runtime.data_root, config.runtime.download)
-    eval_loader = make_loader(held_out, max(config.optim.batch_size, 256), config.runtime.workers, device,
-                              start_method=config.runtime.start_method) if held_out is not None and rank.is_main else None
+    train_loader = make_loader(
+        data.dataset, config.optim.batch_size, config.runtime.workers, device, sampler, config.runtime.start_method
+    )
+    held_out = eval_dataset(
+        config.runtime.eval_dataset, data.source, prep, config.runtime.data_root, config.runtime.download
+    )
+    eval_loader = (
+        make_loader(
+            held_out,
+            max(config.optim.batch_size, 256),
+            config.runtime.workers,
+            device,
+            start_method=config.runtime.start_method,
+        )
+        if held_out is not None and rank.is_main
+        else None
+    )
     torch.manual_seed(config.optim.seed)
     # channels_last everywhere: on this 2-core CPU a small_cnn training step ran 1.7x faster, cifar_resnet20 1.2x.
     num_classes = len(data.source.classes)
     student = prepare_model(create_student(config.model.student, num_classes, prep.channels, prep.image_size), device)
     probe_student(student, config.model.student, prep, num_classes)
     if rank.distributed:
-        student = nn.parallel.DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None)
+        student = nn.parallel.DistributedDataParallel(
+            student, device_ids=[device.index] if device.type == "cuda" else None
+        )
     if teacher is not None:
         teacher = Teacher(prepare_model(teacher.model, device).eval(), teacher.normalize.to(device))
     optimizer = make_optimizer(student, config)
     scheduler = make_scheduler(optimizer, config, len(train_loader))
     scaler = torch.amp.GradScaler("cuda", enabled=config.optim.amp and device.type == "cuda")
-    return Run(config, rank, device, data, sampler, train_loader, eval_loader, student, Normalize(prep).to(device),
-               prep, teacher, config.make_objective(), optimizer, scheduler, scaler)
+    return Run(
+        config,
+        rank,
+        device,
+        data,
+        sampler,
+        train_loader,
+        eval_loader,
+        student,
+        Normalize(prep).to(device),
+        prep,
+        teacher,
+        config.make_objective(),
+        optimizer,
+        scheduler,
+        scaler,
+    )
 
 
 def make_optimizer(model: nn.Module, config: FitConfig) -> torch.optim.Optimizer:
     """SGD (momentum 0.9, Nesterov) or AdamW, with the per-optimizer default lr and weight decay."""
     if config.optim.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=config.peak_lr, momentum=0.9, nesterov=True,
-                               weight_decay=config.decay)
+        return torch.optim.SGD(
+            model.parameters(), lr=config.peak_lr, momentum=0.9, nesterov=True, weight_decay=config.decay
+        )
     return torch.optim.AdamW(model.parameters(), lr=config.peak_lr, weight_decay=config.decay)
 
 
@@ -321,7 +392,9 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
 def make_scheduler(optimizer, config: FitConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
     total = config.optim.epochs * steps_per_epoch
     warmup = round(config.optim.warmup_epochs * steps_per_epoch)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, warmup, config.optim.schedule))
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total, warmup, config.optim.schedule)
+    )
 
 
 # ----------------------------------------------------------------------------- one epoch
@@ -366,13 +439,24 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
     totals = torch.zeros(3, dtype=torch.float64, device=run.device)  # loss sum, correct, images
     lr = run.optimizer.param_groups[0]["lr"]
     started = time.perf_counter()
-    bar = tqdm(run.train_loader, desc=f"epoch {epoch + 1}/{run.config.optim.epochs}", unit="batch", dynamic_ncols=True,
-               disable=not (run.config.runtime.progress and run.rank.is_main), leave=False)
+    bar = tqdm(
+        run.train_loader,
+        desc=f"epoch {epoch + 1}/{run.config.optim.epochs}",
+        unit="batch",
+        dynamic_ncols=True,
+        disable=not (run.config.runtime.progress and run.rank.is_main),
+        leave=False,
+    )
     for step, batch in enumerate(bar):
         images, labels, targets = _to_device(batch, run.device)
         loss, logits = train_step(run, images, labels, targets)
-        totals += torch.stack([loss.double() * len(labels), (logits.argmax(1) == labels).sum().double(),
-                               torch.tensor(float(len(labels)), dtype=torch.float64, device=run.device)])
+        totals += torch.stack(
+            [
+                loss.double() * len(labels),
+                (logits.argmax(1) == labels).sum().double(),
+                torch.tensor(float(len(labels)), dtype=torch.float64, device=run.device),
+            ]
+        )
         if step % 10 == 0 or step == len(run.train_loader) - 1:
             _show(bar, totals, started)
     if run.rank.distributed:
@@ -380,16 +464,25 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
     loss_sum, correct, count = totals.tolist()
     bar.close()
     seconds = time.perf_counter() - started
-    return {"lr": lr, "train_loss": loss_sum / max(count, 1), "train_accuracy": correct / max(count, 1),
-            "seconds": seconds, "images_per_second": count / max(seconds, 1e-9)}
+    return {
+        "lr": lr,
+        "train_loss": loss_sum / max(count, 1),
+        "train_accuracy": correct / max(count, 1),
+        "seconds": seconds,
+        "images_per_second": count / max(seconds, 1e-9),
+    }
 
 
 def _show(bar, totals: torch.Tensor, started: float) -> None:
     if bar.disable:
         return
     loss_sum, correct, count = totals.tolist()
-    bar.set_postfix(loss=f"{loss_sum / count:.4f}", acc=f"{correct / count:.2%}",
-                    img_s=f"{count / max(time.perf_counter() - started, 1e-9):.0f}", refresh=False)
+    bar.set_postfix(
+        loss=f"{loss_sum / count:.4f}",
+        acc=f"{correct / count:.2%}",
+        img_s=f"{count / max(time.perf_counter() - started, 1e-9):.0f}",
+        refresh=False,
+    )
 
 
 @torch.no_grad()
@@ -465,8 +558,10 @@ def _process_group(rank: Rank, device: torch.device):
 
 def _check_out(config: FitConfig, out: Path, rank: Rank) -> None:
     if (out / "last.pt").exists() and not (config.runtime.resume or config.runtime.overwrite):
-        raise FileExistsError(f"{out} already holds a run (last.pt): pass --resume to continue it, "
-                              f"--overwrite to start again, or choose another --out")
+        raise FileExistsError(
+            f"{out} already holds a run (last.pt): pass --resume to continue it, "
+            f"--overwrite to start again, or choose another --out"
+        )
     if rank.is_main:
         out.mkdir(parents=True, exist_ok=True)
 
@@ -491,9 +586,13 @@ def _report(run: Run, record: dict) -> None:
     """One line per epoch under its progress bar."""
     if not (run.config.runtime.progress and run.rank.is_main):
         return
-    held_out = f", eval loss {record['eval_loss']:.4f} acc {record['eval_accuracy']:.2%}" if "eval_accuracy" in record else ""
-    tqdm.write(f"epoch {record['epoch']}/{run.config.optim.epochs}: train loss {record['train_loss']:.4f} "
-               f"acc {record['train_accuracy']:.2%}{held_out}, {record['images_per_second']:.0f} images/s")
+    held_out = (
+        f", eval loss {record['eval_loss']:.4f} acc {record['eval_accuracy']:.2%}" if "eval_accuracy" in record else ""
+    )
+    tqdm.write(
+        f"epoch {record['epoch']}/{run.config.optim.epochs}: train loss {record['train_loss']:.4f} "
+        f"acc {record['train_accuracy']:.2%}{held_out}, {record['images_per_second']:.0f} images/s"
+    )
 
 
 def _note_best(progress: Progress, record: dict) -> bool:
@@ -519,9 +618,14 @@ def checkpoint_state(run: Run, progress: Progress, resumable: bool) -> dict:
         "best_accuracy": progress.best_accuracy,
     }
     if resumable:
-        state.update(optimizer=run.optimizer.state_dict(), scheduler=run.scheduler.state_dict(),
-                     scaler=run.scaler.state_dict(), rng=checkpoints.rng_state(), history=progress.history,
-                     best_epoch=progress.best_epoch)
+        state.update(
+            optimizer=run.optimizer.state_dict(),
+            scheduler=run.scheduler.state_dict(),
+            scaler=run.scaler.state_dict(),
+            rng=checkpoints.rng_state(),
+            history=progress.history,
+            best_epoch=progress.best_epoch,
+        )
     return state
 
 
@@ -578,15 +682,20 @@ def make_summary(run: Run, progress: Progress, run_seconds: float | None) -> dic
     last = history[-1] if history else {}
     summary = {
         "config": run.config.to_dict(),
-        "student": run.config.model.student, "loss": run.config.loss_name,
-        "epochs": progress.epoch, "finished": progress.epoch >= run.config.optim.epochs,
-        "test_accuracy": last.get("eval_accuracy"), "best_accuracy": progress.best_accuracy,
-        "best_epoch": progress.best_epoch, "train_accuracy": last.get("train_accuracy"),
+        "student": run.config.model.student,
+        "loss": run.config.loss_name,
+        "epochs": progress.epoch,
+        "finished": progress.epoch >= run.config.optim.epochs,
+        "test_accuracy": last.get("eval_accuracy"),
+        "best_accuracy": progress.best_accuracy,
+        "best_epoch": progress.best_epoch,
+        "train_accuracy": last.get("train_accuracy"),
         "train_loss": last.get("train_loss"),
         "wall_seconds": round(train_seconds + sum(r.get("eval_seconds", 0.0) for r in history), 3),
         "images_per_second": round(images / train_seconds, 1) if train_seconds else None,
         "num_params": sum(p.numel() for p in run.bare_student.parameters()),
-        "device": str(run.device), "world_size": run.rank.world_size,
+        "device": str(run.device),
+        "world_size": run.rank.world_size,
         "cache_fingerprint": run.data.cache.fingerprint if run.data.cache else None,
         "teacher_accuracy": run.data.cache.attrs.get("teacher_accuracy") if run.data.cache else None,
         **peak_memory(run.device),

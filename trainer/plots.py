@@ -2,6 +2,7 @@
 
 matplotlib with the Agg backend (files only, no display needed); each figure is written atomically.
 """
+
 from __future__ import annotations
 
 import io
@@ -43,15 +44,20 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> Path:
 def plot_leaderboard(rows: list[dict], path: str | Path, title: str = "") -> Path:
     """Horizontal bars of test accuracy per run, best at the top; failed runs are listed as such."""
     ranked = sorted(rows, key=lambda r: -1 if r.get("test_accuracy") is None else r["test_accuracy"])
-    labels = [r["run"] + ("" if r.get("test_accuracy") is not None else f" ({r.get('status', 'failed')})")
-              for r in ranked]
+    labels = [
+        r["run"] + ("" if r.get("test_accuracy") is not None else f" ({r.get('status', 'failed')})") for r in ranked
+    ]
     values = [100 * (r.get("test_accuracy") or 0.0) for r in ranked]
     students = sorted({r["student"] for r in ranked})
     colours = {s: plt.cm.tab10(i % 10) for i, s in enumerate(students)}
     figure, axis = plt.subplots(figsize=(8, 0.9 + 0.35 * max(1, len(ranked))))
     bars = axis.barh(range(len(ranked)), values, color=[colours[r["student"]] for r in ranked])
-    axis.bar_label(bars, [f"{v:.2f}" if r.get("test_accuracy") is not None else "" for v, r in zip(values, ranked)],
-                   padding=3, fontsize=8)
+    axis.bar_label(
+        bars,
+        [f"{v:.2f}" if r.get("test_accuracy") is not None else "" for v, r in zip(values, ranked)],
+        padding=3,
+        fontsize=8,
+    )
     axis.set_yticks(range(len(ranked)), labels, fontsize=8)
     finite = [v for v, r in zip(values, ranked) if r.get("test_accuracy") is not None]
     if finite:

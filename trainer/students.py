@@ -6,6 +6,7 @@ un-normalised [0, 1] images at the size of the data; the student's statistics co
 `softlabels.inputs.resolve_input`, and it normalises its own batch on the device
 (`softlabels.pipeline.Normalize`).
 """
+
 from __future__ import annotations
 
 import torch
@@ -27,8 +28,10 @@ def create_student(spec: str, num_classes: int, in_channels: int, image_size: in
         ValueError: unknown specs, and archives (frozen programs cannot be trained).
     """
     if not source_for(spec).trainable:
-        raise ValueError(f"{spec} is a model archive (fixed weights and graph) and cannot be trained; "
-                         f"name a zoo model ({', '.join(list_students())}), torchvision:NAME or FILE.py:FUNC")
+        raise ValueError(
+            f"{spec} is a model archive (fixed weights and graph) and cannot be trained; "
+            f"name a zoo model ({', '.join(list_students())}), torchvision:NAME or FILE.py:FUNC"
+        )
     return create_model(spec, num_classes, in_channels=in_channels, image_size=image_size)
 
 
@@ -49,10 +52,13 @@ def probe_student(model: nn.Module, spec: str, prep: Preprocessing, num_classes:
         with torch.no_grad():
             out = model.eval()(probe.contiguous(memory_format=torch.channels_last))
     except RuntimeError as err:
-        raise ValueError(f"student {spec} cannot run on {prep.describe()} images "
-                         f"({str(err).splitlines()[0]})") from None
+        raise ValueError(
+            f"student {spec} cannot run on {prep.describe()} images ({str(err).splitlines()[0]})"
+        ) from None
     finally:
         model.train(was_training)
     if tuple(out.shape) != (2, num_classes):
-        raise ValueError(f"student {spec} returned shape {tuple(out.shape)} for 2 images; expected (2, {num_classes}) "
-                         f"logits, one per class")
+        raise ValueError(
+            f"student {spec} returned shape {tuple(out.shape)} for 2 images; expected (2, {num_classes}) "
+            f"logits, one per class"
+        )

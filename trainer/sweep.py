@@ -4,6 +4,7 @@ Runs go one after another in the same process; a run that fails is recorded with
 sweep goes on. The leaderboard (leaderboard.md, .csv, .png) is rewritten after every run, so an
 interrupted sweep still shows what it has, and `--resume` picks the runs up where they stopped.
 """
+
 from __future__ import annotations
 
 import csv
@@ -14,14 +15,27 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from softlabels.store import read_info
 from trainer import plots
 from trainer.checkpoints import write_text_atomic
-from softlabels.store import read_info
-from trainer.losses import check_kd_settings
 from trainer.loop import FitConfig, check_config, fit
+from trainer.losses import check_kd_settings
 
-COLUMNS = ("rank", "run", "student", "loss", "temperature", "alpha", "test_accuracy", "best_accuracy", "epochs",
-           "wall_seconds", "images_per_second", "status", "error")
+COLUMNS = (
+    "rank",
+    "run",
+    "student",
+    "loss",
+    "temperature",
+    "alpha",
+    "test_accuracy",
+    "best_accuracy",
+    "epochs",
+    "wall_seconds",
+    "images_per_second",
+    "status",
+    "error",
+)
 
 
 @dataclass(frozen=True)
@@ -47,9 +61,14 @@ class SweepConfig:
             if self.base.loss_name != "kd":  # temperature and alpha only shape the kd loss
                 grid.append(self.base.replace(student=student, out=str(out / _name(student, self.base.loss_name))))
                 continue
-            for t, a in itertools.product(self.temperatures or (self.base.objective.temperature,), self.alphas or (self.base.objective.alpha,)):
-                grid.append(self.base.replace(student=student, temperature=t, alpha=a,
-                                    out=str(out / _name(student, "kd", t, a))))
+            for t, a in itertools.product(
+                self.temperatures or (self.base.objective.temperature,), self.alphas or (self.base.objective.alpha,)
+            ):
+                grid.append(
+                    self.base.replace(
+                        student=student, temperature=t, alpha=a, out=str(out / _name(student, "kd", t, a))
+                    )
+                )
         return grid
 
 
@@ -60,9 +79,13 @@ def _name(student: str, loss: str, temperature: float | None = None, alpha: floa
 
 def run_one(config: FitConfig) -> dict:
     """One run of the sweep as a leaderboard row; failures become rows too (status and error)."""
-    row = {"run": Path(config.runtime.out).name, "student": config.model.student, "loss": config.loss_name,
-           "temperature": config.objective.temperature if config.loss_name == "kd" else None,
-           "alpha": config.objective.alpha if config.loss_name == "kd" else None}
+    row = {
+        "run": Path(config.runtime.out).name,
+        "student": config.model.student,
+        "loss": config.loss_name,
+        "temperature": config.objective.temperature if config.loss_name == "kd" else None,
+        "alpha": config.objective.alpha if config.loss_name == "kd" else None,
+    }
     resume = config.runtime.resume and (Path(config.runtime.out) / "last.pt").exists()
     try:
         summary = fit(config.replace(resume=resume))
@@ -96,6 +119,7 @@ def sweep(config: SweepConfig, on_result=None) -> list[dict]:
 
 def rank_rows(rows: list[dict]) -> list[dict]:
     """Best test accuracy first (best-epoch accuracy where there is no test set), failures last."""
+
     def score(row):
         value = row.get("test_accuracy")
         return -1.0 if value is None else value
@@ -129,5 +153,16 @@ def _markdown(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(shown) + " |", "|" + "|".join(" --- " for _ in shown) + "|"]
     lines += ["| " + " | ".join(cell(row, c) for c in shown) + " |" for row in rows]
     failures = [f"- {row['run']}: {row['error']}" for row in rows if row.get("status") == "failed"]
-    return "\n".join(["# Sweep leaderboard", "", "Accuracies in %.", "", *lines,
-                      *(["", "## Failed runs", "", *failures] if failures else [])]) + "\n"
+    return (
+        "\n".join(
+            [
+                "# Sweep leaderboard",
+                "",
+                "Accuracies in %.",
+                "",
+                *lines,
+                *(["", "## Failed runs", "", *failures] if failures else []),
+            ]
+        )
+        + "\n"
+    )

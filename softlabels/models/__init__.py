@@ -5,6 +5,7 @@ A spec is claimed by the first source in `SOURCES` that recognises it: a zoo nam
 path of an archive carrying code and weights (`.pt2` torch.export, TorchScript). A new source is one
 `ModelSource` subclass in one file, added to `SOURCES`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -53,5 +54,13 @@ def source_for_or_none(spec: str) -> ModelSource | None:
     return next((source for source in SOURCES if source.claims(spec)), None)
 
 
-__all__ = ["SOURCES", "ModelSource", "ExportedModule", "archive_path", "create_model", "declared_input",
-           "load_archive", "source_for"]
+__all__ = [
+    "SOURCES",
+    "ModelSource",
+    "ExportedModule",
+    "archive_path",
+    "create_model",
+    "declared_input",
+    "load_archive",
+    "source_for",
+]

@@ -1,5 +1,6 @@
 """Archives that carry code and weights in one file: `.pt2` (torch.export) or TorchScript. They keep
 their own head and input, so `num_classes`, `in_channels` and `image_size` do not apply to them."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,5 +1,6 @@
 """What every model source provides: which specs it claims, how it builds a module, what input its
 published weights expect. One subclass per source, in its own file, listed in `models.SOURCES`."""
+
 from __future__ import annotations
 
 from typing import ClassVar

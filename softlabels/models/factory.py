@@ -1,5 +1,6 @@
 """`FILE.py:FUNC`: a factory in the user's own file, called as FUNC(num_classes=..., [in_channels=...,
 image_size=...]) (the optional arguments only where its signature takes them)."""
+
 from __future__ import annotations
 
 import inspect
@@ -27,8 +28,9 @@ class FactorySource(ModelSource):
         module = import_user_file(path, "model")
         factory = getattr(module, func, None)
         if not callable(factory):
-            raise ValueError(f"{path} has no function {func!r}; functions defined there: "
-                             f"{', '.join(_defined(module)) or 'none'}")
+            raise ValueError(
+                f"{path} has no function {func!r}; functions defined there: {', '.join(_defined(module)) or 'none'}"
+            )
         model = factory(**_factory_kwargs(factory, f"{path}:{func}", num_classes, in_channels, image_size))
         if not isinstance(model, nn.Module):
             raise ValueError(f"{path}:{func} returned {type(model).__name__}, not a torch.nn.Module")
@@ -36,9 +38,13 @@ class FactorySource(ModelSource):
 
 
 def _defined(module) -> list[str]:
-    return sorted(n for n, obj in vars(module).items()
-                  if not n.startswith("_") and (inspect.isfunction(obj) or inspect.isclass(obj))
-                  and getattr(obj, "__module__", None) == module.__name__)
+    return sorted(
+        n
+        for n, obj in vars(module).items()
+        if not n.startswith("_")
+        and (inspect.isfunction(obj) or inspect.isclass(obj))
+        and getattr(obj, "__module__", None) == module.__name__
+    )
 
 
 def _factory_kwargs(factory, name: str, num_classes: int, in_channels: int, image_size: int) -> dict:

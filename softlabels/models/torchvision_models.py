@@ -1,4 +1,5 @@
 """`torchvision:NAME`: any torchvision classifier, built without weights (load them with --weights)."""
+
 from __future__ import annotations
 
 import difflib
@@ -18,7 +19,7 @@ class TorchvisionSource(ModelSource):
     def create(self, spec, num_classes, in_channels, image_size):
         import torchvision
 
-        name = spec[len(PREFIX):]
+        name = spec[len(PREFIX) :]
         valid = torchvision.models.list_models(module=torchvision.models)  # classifiers only
         if name not in valid:
             close = difflib.get_close_matches(name, valid, n=5, cutoff=0.5)

@@ -1,4 +1,5 @@
 """Zoo names (`cifar_resnet56`, `small_cnn`, ...): the architectures of `softlabels.zoo`."""
+
 from __future__ import annotations
 
 from softlabels.models.base import ModelSource

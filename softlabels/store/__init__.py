@@ -6,22 +6,76 @@
 - `writer`: the crash-safe `CacheWriter`; `reader`: `read_info`, `iter_rows`, `CacheTargets`;
 - `checking`: header, trust, structure and full integrity checks (`verify`).
 """
+
 from softlabels.store.checking import CheckStats, check_file, verify
 from softlabels.store.files import open_cache_file, partial_path, short_reason
 from softlabels.store.modes import MODES, STORAGES, NonFiniteOutputs, StorageMode, storage_mode
-from softlabels.store.reader import (CacheTargets, iter_rows, looks_like_cache, read_complete_info, read_info,
-                                     read_keys_labels, rows_written)
+from softlabels.store.reader import (
+    CacheTargets,
+    iter_rows,
+    looks_like_cache,
+    read_complete_info,
+    read_info,
+    read_keys_labels,
+    rows_written,
+)
 from softlabels.store.rows import Rows
-from softlabels.store.schema import (COMPRESSIONS, DTYPES, FORMAT_VERSION, PARTIAL_SUFFIX, AugmentRecord, BuildRecord,
-                                     CacheError, CacheInfo, DatasetRecord, Layout, Metadata, ShardRecord,
-                                     TeacherRecord, dataset_fingerprint, index_dtype)
+from softlabels.store.schema import (
+    COMPRESSIONS,
+    DTYPES,
+    FORMAT_VERSION,
+    PARTIAL_SUFFIX,
+    AugmentRecord,
+    BuildRecord,
+    CacheError,
+    CacheInfo,
+    DatasetRecord,
+    Layout,
+    Metadata,
+    ShardRecord,
+    TeacherRecord,
+    dataset_fingerprint,
+    index_dtype,
+)
 from softlabels.store.writer import CacheWriter, PartialInUse, close_quietly, layout_bytes
 
 __all__ = [
-    "CheckStats", "check_file", "verify", "open_cache_file", "partial_path", "short_reason",
-    "MODES", "STORAGES", "NonFiniteOutputs", "StorageMode", "storage_mode",
-    "CacheTargets", "iter_rows", "looks_like_cache", "read_complete_info", "read_info", "read_keys_labels",
-    "rows_written", "Rows", "COMPRESSIONS", "DTYPES", "FORMAT_VERSION", "PARTIAL_SUFFIX", "AugmentRecord",
-    "BuildRecord", "CacheError", "CacheInfo", "DatasetRecord", "Layout", "Metadata", "ShardRecord", "TeacherRecord",
-    "dataset_fingerprint", "index_dtype", "CacheWriter", "PartialInUse", "close_quietly", "layout_bytes",
+    "CheckStats",
+    "check_file",
+    "verify",
+    "open_cache_file",
+    "partial_path",
+    "short_reason",
+    "MODES",
+    "STORAGES",
+    "NonFiniteOutputs",
+    "StorageMode",
+    "storage_mode",
+    "CacheTargets",
+    "iter_rows",
+    "looks_like_cache",
+    "read_complete_info",
+    "read_info",
+    "read_keys_labels",
+    "rows_written",
+    "Rows",
+    "COMPRESSIONS",
+    "DTYPES",
+    "FORMAT_VERSION",
+    "PARTIAL_SUFFIX",
+    "AugmentRecord",
+    "BuildRecord",
+    "CacheError",
+    "CacheInfo",
+    "DatasetRecord",
+    "Layout",
+    "Metadata",
+    "ShardRecord",
+    "TeacherRecord",
+    "dataset_fingerprint",
+    "index_dtype",
+    "CacheWriter",
+    "PartialInUse",
+    "close_quietly",
+    "layout_bytes",
 ]

@@ -1,5 +1,6 @@
 """Checking a cache file: header and version, trust (a cache is data, never code), the shapes the
 layout promises, and the full integrity pass (every block's checksum, finiteness, fingerprint)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,8 +19,10 @@ def check_header(file: h5py.File) -> None:
     if not isinstance(version, int) or version < 1:
         raise CacheError(f"{file.filename}: bad format_version {version!r}")
     if version > FORMAT_VERSION:
-        raise CacheError(f"{file.filename} uses cache format version {version}; this softlabels "
-                         f"reads up to version {FORMAT_VERSION}: upgrade softlabels")
+        raise CacheError(
+            f"{file.filename} uses cache format version {version}; this softlabels "
+            f"reads up to version {FORMAT_VERSION}: upgrade softlabels"
+        )
     for name in ("num_samples", "num_classes", "num_views"):
         if not isinstance(files.attr(file, name), int):
             raise CacheError(f"{file.filename}: missing or bad root attribute {name!r}")
@@ -54,8 +57,12 @@ def check_structure(file: h5py.File) -> Layout:
     layout = files.read_layout(file)
     check_trust(file)
     n = layout.num_samples
-    expected = {files.KEYS: (n,), files.LABELS: (n,), files.DONE: (layout.num_blocks,),
-                files.BLOCK_SHA256: (layout.num_blocks, 32)}
+    expected = {
+        files.KEYS: (n,),
+        files.LABELS: (n,),
+        files.DONE: (layout.num_blocks,),
+        files.BLOCK_SHA256: (layout.num_blocks, 32),
+    }
     expected.update({name: shape for name, (shape, _) in files.row_datasets(layout).items()})
     for name, shape in expected.items():
         if name not in file:
@@ -104,8 +111,9 @@ def _check_block(file, layout: Layout, block: int) -> int:
     try:
         arrays = files.read_block(file, layout, block)
     except OSError as err:  # e.g. a damaged compressed chunk
-        raise CacheError(f"{file.filename}: block {block} (rows {start}..{stop - 1}) cannot be read "
-                         f"({files.short_reason(err)})") from None
+        raise CacheError(
+            f"{file.filename}: block {block} (rows {start}..{stop - 1}) cannot be read ({files.short_reason(err)})"
+        ) from None
     if files.block_digest(arrays) != files.stored_digest(file, block):
         raise CacheError(f"{file.filename}: checksum mismatch in block {block} (rows {start}..{stop - 1})")
     labels = arrays.pop(files.LABELS)

@@ -1,5 +1,6 @@
 """The HDF5 side of the schema: dataset paths of a layout, attributes, opening files, chunking and
 block checksums. Shared by the writer, the reader and the checks (the only modules importing h5py)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -115,9 +116,13 @@ def read_layout(file: h5py.File) -> Layout:
     if PARAMS in file:
         names = tuple(json.loads(attr(file[PARAMS], "names", "[]")))
     return Layout(
-        num_samples=int(attr(file, "num_samples")), num_classes=int(attr(file, "num_classes")),
-        num_views=int(attr(file, "num_views")), storage=attr(file, "storage", "logits"),
-        dtype=attr(file, "dtype", "float16"), topk=attr(file, "topk"), param_names=names,
+        num_samples=int(attr(file, "num_samples")),
+        num_classes=int(attr(file, "num_classes")),
+        num_views=int(attr(file, "num_views")),
+        storage=attr(file, "storage", "logits"),
+        dtype=attr(file, "dtype", "float16"),
+        topk=attr(file, "topk"),
+        param_names=names,
         compression=attr(file, "compression", "none"),
         block_rows=int(attr(file["integrity"], "block_rows")) if "integrity" in file else 1024,
     )
@@ -147,8 +152,11 @@ def open_cache_file(path) -> h5py.File:
     """Open a cache read-only with a clear error for missing or unreadable files."""
     path = Path(path)
     if not path.exists():
-        hint = f" (a partial build exists at {partial_path(path)}: finish it with --resume)" \
-            if partial_path(path).exists() else ""
+        hint = (
+            f" (a partial build exists at {partial_path(path)}: finish it with --resume)"
+            if partial_path(path).exists()
+            else ""
+        )
         raise FileNotFoundError(f"cache not found: {path}{hint}")
     try:
         # Default HDF5 locking: readers take shared locks, so many processes read one cache. On NFS,

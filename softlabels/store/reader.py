@@ -1,10 +1,11 @@
 """Reading a cache: its metadata (`read_info`), keys and labels, rows in order (`iter_rows`) and the
 per-sample targets for DataLoader workers (`CacheTargets`)."""
+
 from __future__ import annotations
 
 import math
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import h5py
 import numpy as np
@@ -125,5 +126,3 @@ class CacheTargets:
         if self._file is not None:
             self._file.close()
             self._file = None
-
-

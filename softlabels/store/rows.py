@@ -4,6 +4,7 @@ A `Rows` holds the storage mode's target arrays and the view parameters of conse
 ((n, V, ...) arrays), of one sample ((V, ...)) or of one view ((...)). The writer takes `Rows`
 and the readers return them; callers ask for dense logits, the arg-max or the parameters.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ class Rows:
     params: np.ndarray | None = None  # int32 view parameters (..., P), when views are augmented
 
     @classmethod
-    def encode(cls, mode: StorageMode, logits, params: np.ndarray | None = None) -> "Rows":
+    def encode(cls, mode: StorageMode, logits, params: np.ndarray | None = None) -> Rows:
         """Rows of teacher logits (torch (n, V, C)) and their (n, V, P) view parameters."""
         return cls(mode, mode.encode(logits), None if params is None else np.asarray(params, dtype=np.int32))
 
@@ -36,17 +37,20 @@ class Rows:
     def top1(self) -> np.ndarray:
         return self.mode.top1(self.targets)
 
-    def take(self, index) -> "Rows":
+    def take(self, index) -> Rows:
         """Index the leading axis (samples, or views of one sample)."""
-        return Rows(self.mode, {name: value[index] for name, value in self.targets.items()},
-                    None if self.params is None else self.params[index])
+        return Rows(
+            self.mode,
+            {name: value[index] for name, value in self.targets.items()},
+            None if self.params is None else self.params[index],
+        )
 
-    def view(self, view: int) -> "Rows":
+    def view(self, view: int) -> Rows:
         """One view of one sample's rows."""
         return self.take(view)
 
     @classmethod
-    def concat(cls, parts: list["Rows"], axis: int = 0) -> "Rows":
+    def concat(cls, parts: list[Rows], axis: int = 0) -> Rows:
         """Join rows along samples (axis 0) or views (axis 1)."""
         first = parts[0]
         targets = {name: np.concatenate([p.targets[name] for p in parts], axis=axis) for name in first.targets}
@@ -61,5 +65,5 @@ class Rows:
         return out
 
     @classmethod
-    def from_arrays(cls, mode: StorageMode, arrays: dict[str, np.ndarray]) -> "Rows":
+    def from_arrays(cls, mode: StorageMode, arrays: dict[str, np.ndarray]) -> Rows:
         return cls(mode, {name: value for name, value in arrays.items() if name != PARAMS}, arrays.get(PARAMS))

@@ -4,13 +4,15 @@ metadata records that the JSON attributes are parsed into once (docs/FORMAT.md, 
 Every record writes exactly the JSON it was read from (unknown keys from newer writers are kept in
 `extra`), so a cache merged or resumed by this version carries its metadata unchanged.
 """
+
 from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from functools import cached_property
-from typing import Any, ClassVar, Iterable, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -31,7 +33,7 @@ def dataset_fingerprint(keys: Sequence[str], labels: Iterable[int]) -> str:
     """sha256 over `key TAB label NEWLINE` for every sample, in order."""
     digest = hashlib.sha256()
     for key, label in zip(keys, labels):
-        digest.update(f"{key}\t{int(label)}\n".encode("utf-8"))
+        digest.update(f"{key}\t{int(label)}\n".encode())
     return "sha256:" + digest.hexdigest()
 
 
@@ -61,7 +63,7 @@ class Layout:
             raise ValueError(f"unknown dtype {self.dtype!r}; choose one of: {', '.join(DTYPES)}")
         if self.compression not in COMPRESSIONS:
             raise ValueError(f"unknown compression {self.compression!r}; choose one of: {', '.join(COMPRESSIONS)}")
-        self.mode  # validates the storage mode and its settings
+        _ = self.mode  # validates the storage mode and its settings
 
     @cached_property
     def mode(self):
@@ -78,7 +80,7 @@ class Layout:
         start = block * self.block_rows
         return start, min(start + self.block_rows, self.num_samples)
 
-    def replace(self, **changes) -> "Layout":
+    def replace(self, **changes) -> Layout:
         return Layout(**{**self.fields(), **changes})
 
     def fields(self) -> dict:
@@ -203,8 +205,14 @@ class ShardRecord(Record):
     fingerprint: str | None = None
 
 
-RECORDS: dict[str, type] = {"teacher": TeacherRecord, "dataset": DatasetRecord, "preprocessing": Preprocessing,
-                            "augment": AugmentRecord, "build": BuildRecord, "shard": ShardRecord}
+RECORDS: dict[str, type] = {
+    "teacher": TeacherRecord,
+    "dataset": DatasetRecord,
+    "preprocessing": Preprocessing,
+    "augment": AugmentRecord,
+    "build": BuildRecord,
+    "shard": ShardRecord,
+}
 JSON_ATTRS = tuple(RECORDS)
 
 
@@ -224,17 +232,22 @@ class Metadata:
         return {name: getattr(self, name).to_dict() for name in RECORDS if getattr(self, name) is not None}
 
     @classmethod
-    def from_attrs(cls, attrs: dict[str, dict | None]) -> "Metadata":
+    def from_attrs(cls, attrs: dict[str, dict | None]) -> Metadata:
         """Parse the JSON attributes; `preprocessing` and `shard` stay None where absent or empty."""
+
         def optional(name):
             return RECORDS[name].from_dict(attrs[name]) if attrs.get(name) else None
 
-        return cls(teacher=TeacherRecord.from_dict(attrs.get("teacher")),
-                   dataset=DatasetRecord.from_dict(attrs.get("dataset")),
-                   preprocessing=optional("preprocessing"), augment=AugmentRecord.from_dict(attrs.get("augment")),
-                   build=BuildRecord.from_dict(attrs.get("build")), shard=optional("shard"))
+        return cls(
+            teacher=TeacherRecord.from_dict(attrs.get("teacher")),
+            dataset=DatasetRecord.from_dict(attrs.get("dataset")),
+            preprocessing=optional("preprocessing"),
+            augment=AugmentRecord.from_dict(attrs.get("augment")),
+            build=BuildRecord.from_dict(attrs.get("build")),
+            shard=optional("shard"),
+        )
 
-    def replace(self, **changes) -> "Metadata":
+    def replace(self, **changes) -> Metadata:
         return Metadata(**{**{name: getattr(self, name) for name in RECORDS}, **changes})
 
 
@@ -295,8 +308,13 @@ class CacheInfo:
         return self.attrs.get("format_version")
 
     def to_dict(self) -> dict:
-        return {"path": self.path, "layout": asdict(self.layout), "complete": self.complete,
-                **self.meta.to_attrs(), "attrs": dict(self.attrs)}
+        return {
+            "path": self.path,
+            "layout": asdict(self.layout),
+            "complete": self.complete,
+            **self.meta.to_attrs(),
+            "attrs": dict(self.attrs),
+        }
 
 
 def index_dtype(num_classes: int) -> np.dtype:

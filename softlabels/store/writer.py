@@ -6,14 +6,15 @@ HDF5 metadata until it finishes. A kill at any moment leaves a readable `.partia
 `integrity/done` mask says which blocks are written. The final name only ever appears through
 `os.replace` of a complete, re-verified file.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
 import errno
 import fcntl
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import h5py
 import numpy as np
@@ -30,8 +31,10 @@ class PartialInUse(FileExistsError):
     """Another process holds the partial file's lock: it is writing it."""
 
     def __init__(self, path: Path):
-        super().__init__(f"{path} is being written by another process (a build with the same --out); "
-                         f"wait for it to finish, or stop it and rerun with --resume")
+        super().__init__(
+            f"{path} is being written by another process (a build with the same --out); "
+            f"wait for it to finish, or stop it and rerun with --resume"
+        )
 
 
 def layout_bytes(layout: Layout) -> int:
@@ -42,7 +45,9 @@ def _size_estimate(layout: Layout, keys: Sequence[str], attrs: dict) -> int:
     """An upper bound on the size of a new partial: targets, keys, labels, checksums, metadata."""
     keys_bytes = sum(len(key.encode("utf-8")) + 32 for key in keys)
     attrs_bytes = sum(len(files.to_json(value)) for value in attrs.values())
-    return layout_bytes(layout) + keys_bytes + attrs_bytes + 41 * layout.num_samples + 33 * layout.num_blocks + (64 << 10)
+    return (
+        layout_bytes(layout) + keys_bytes + attrs_bytes + 41 * layout.num_samples + 33 * layout.num_blocks + (64 << 10)
+    )
 
 
 def _claim_space(path: Path, size: int) -> None:
@@ -109,7 +114,7 @@ class CacheWriter:
 
     # -- opening
     @classmethod
-    def create(cls, path, layout: Layout, keys: Sequence[str], labels, meta: Metadata) -> "CacheWriter":
+    def create(cls, path, layout: Layout, keys: Sequence[str], labels, meta: Metadata) -> CacheWriter:
         """Start a new partial file beside `path` (an existing partial is replaced: callers check)."""
         path = Path(path)
         if len(keys) != layout.num_samples or len(labels) != layout.num_samples:
@@ -130,12 +135,13 @@ class CacheWriter:
             # time is spent. Nothing was computed yet, so nothing is lost by removing the stub.
             close_quietly(file)
             tmp.unlink(missing_ok=True)
-            raise OSError(f"cannot create {tmp} ({layout_bytes(layout) / 2**20:.1f} MiB of targets): "
-                          f"{files.short_reason(err)}") from None
+            raise OSError(
+                f"cannot create {tmp} ({layout_bytes(layout) / 2**20:.1f} MiB of targets): {files.short_reason(err)}"
+            ) from None
         return cls(path, file, layout, 0)
 
     @classmethod
-    def resume(cls, path) -> "CacheWriter":
+    def resume(cls, path) -> CacheWriter:
         """Reopen `path`'s partial file; writing continues at the first block not yet done."""
         tmp = partial_path(path)
         try:
@@ -143,8 +149,9 @@ class CacheWriter:
         except OSError as err:
             if files.errno_of(err) in (errno.EAGAIN, errno.EWOULDBLOCK):
                 raise PartialInUse(tmp) from None
-            raise CacheError(f"cannot resume from {tmp} ({files.short_reason(err)}); "
-                             f"pass --overwrite to start again") from None
+            raise CacheError(
+                f"cannot resume from {tmp} ({files.short_reason(err)}); pass --overwrite to start again"
+            ) from None
         try:
             layout = check_structure(file)
         except CacheError as err:
@@ -241,7 +248,9 @@ def _first_block_to_write(file, layout: Layout) -> int:
     on disk without the rows."""
     done = file[files.DONE][:]
     for block in range(layout.num_blocks):
-        if not done[block] or files.block_digest(files.read_block(file, layout, block)) != files.stored_digest(file, block):
+        if not done[block] or files.block_digest(files.read_block(file, layout, block)) != files.stored_digest(
+            file, block
+        ):
             return block
     return layout.num_blocks
 
@@ -311,8 +320,13 @@ def _copy_compressed(tmp: Path, packed: Path, compression: str) -> None:
                 dst.require_group(name).attrs.update(dict(obj.attrs))
                 return
             if name in compressed:
-                out = dst.create_dataset(name, data=obj[:], chunks=files.chunks(obj.shape, obj.dtype.itemsize),
-                                         compression=compression, shuffle=True)
+                out = dst.create_dataset(
+                    name,
+                    data=obj[:],
+                    chunks=files.chunks(obj.shape, obj.dtype.itemsize),
+                    compression=compression,
+                    shuffle=True,
+                )
             else:
                 out = dst.create_dataset(name, data=obj[:], dtype=obj.dtype)
             out.attrs.update(dict(obj.attrs))

@@ -6,6 +6,7 @@ repository root, with a softlabels whose writer writes version 1:
 Never regenerate them with a writer of a later version: they exist so that every later softlabels
 is tested against bytes that version 1 actually wrote.
 """
+
 import importlib.util
 import json
 import sys
@@ -40,9 +41,20 @@ def main() -> None:
         expected = {}
         for name, options in CACHES.items():
             out = HERE / name
-            build_cache(BuildConfig(dataset=f"imagefolder:{images}", teacher="small_cnn", weights=str(weights),
-                                    out=str(out), batch_size=4, workers=0, device="cpu", progress=False,
-                                    overwrite=True, **options))
+            build_cache(
+                BuildConfig(
+                    dataset=f"imagefolder:{images}",
+                    teacher="small_cnn",
+                    weights=str(weights),
+                    out=str(out),
+                    batch_size=4,
+                    workers=0,
+                    device="cpu",
+                    progress=False,
+                    overwrite=True,
+                    **options,
+                )
+            )
             expected[name] = _contents(out)
     (HERE / "v1-expected.json").write_text(json.dumps(expected, indent=1) + "\n")
 
@@ -51,10 +63,13 @@ def _contents(path: Path) -> dict:
     """What a reader must get back from the file: keys, labels, dense logits and view parameters."""
     keys, labels = store.read_keys_labels(path)
     targets = store.CacheTargets(path)
-    return {"keys": keys, "labels": labels.tolist(),
-            "logits": [targets.logits(i).tolist() for i in range(len(keys))],
-            "params": [targets.params(i).tolist() for i in range(len(keys))] if targets.layout.param_names else None,
-            "fingerprint": store.read_info(path).fingerprint}
+    return {
+        "keys": keys,
+        "labels": labels.tolist(),
+        "logits": [targets.logits(i).tolist() for i in range(len(keys))],
+        "params": [targets.params(i).tolist() for i in range(len(keys))] if targets.layout.param_names else None,
+        "fingerprint": store.read_info(path).fingerprint,
+    }
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Real caches of every kind the commands must handle (full, top-k, multi-view, merged), built on the
 suite's tiny image folder: each build takes a few tens of milliseconds."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -54,8 +55,10 @@ def _make_kind(make_cache, kind: str, folder: Path) -> Path:
     if kind == "multiview":
         return make_cache("views-seed0.h5", views=2, augment="flip")
     if kind == "merged_views":
-        parts = [make_cache("views-seed0.h5", views=2, augment="flip"),
-                 make_cache("views-seed1.h5", views=2, augment="flip", seed=1)]
+        parts = [
+            make_cache("views-seed0.h5", views=2, augment="flip"),
+            make_cache("views-seed1.h5", views=2, augment="flip", seed=1),
+        ]
         return merge_views(parts, folder / "merged-views.h5", progress=False)
     if kind == "merged_rows":
         parts = [make_cache(f"part{i}.h5", shard=(i, 2)) for i in range(2)]

@@ -1,4 +1,5 @@
 """`import softlabels`: what a user's own training loop needs, without the CLI."""
+
 import pickle
 import subprocess
 import sys
@@ -11,18 +12,22 @@ from softlabels import store
 
 
 def test_import_is_light_and_exports_the_api():
-    code = ("import sys, softlabels; heavy = {'torch', 'h5py', 'matplotlib'} & set(sys.modules); "
-            "assert not heavy, heavy; print(softlabels.__version__)")
+    code = (
+        "import sys, softlabels; heavy = {'torch', 'h5py', 'matplotlib'} & set(sys.modules); "
+        "assert not heavy, heavy; print(softlabels.__version__)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     for name in ("open_cache", "verify", "build_cache", "BuildConfig", "open_dataset", "read_info"):
         assert callable(getattr(softlabels, name)) and name in softlabels.__all__ and name in dir(softlabels)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        softlabels.nope
+        softlabels.nope  # noqa: B018
 
 
 def test_a_training_loop_of_ones_own(build_options, image_folder):
-    result = softlabels.build_cache(softlabels.BuildConfig.from_options(**{**build_options, "views": 2, "augment": "flip"}))
+    result = softlabels.build_cache(
+        softlabels.BuildConfig.from_options(**{**build_options, "views": 2, "augment": "flip"})
+    )
     softlabels.verify(result.path)
     assert softlabels.read_info(result.path).layout.num_views == 2
     cache = softlabels.open_cache(result.path)

@@ -1,4 +1,5 @@
 """The teacher pass: what lands in the cache, determinism, resume, sharding and its errors."""
+
 import textwrap
 
 import h5py
@@ -9,9 +10,9 @@ import torch
 from softlabels import store
 from softlabels.build import BuildConfig, BuildInterrupted, build_cache
 from softlabels.datasets import open_dataset
+from softlabels.inputs import Preprocessing
 from softlabels.shards import merge_caches
 from softlabels.teachers import load_teacher
-from softlabels.inputs import Preprocessing
 from softlabels.transforms import to_tensor
 
 
@@ -25,8 +26,13 @@ def test_cache_holds_the_teachers_logits(build_options, image_folder, teacher_we
     source = open_dataset(f"imagefolder:{image_folder}")
     teacher = load_teacher("small_cnn", weights=str(teacher_weights), num_classes=3, image_size=8)
     prep = Preprocessing(**{k: source.defaults[k] for k in ("mean", "std", "image_size")})
-    images = torch.stack([(to_tensor(source.load(i), 3) - torch.tensor(prep.mean).view(3, 1, 1))
-                          / torch.tensor(prep.std).view(3, 1, 1) for i in range(len(source))])
+    images = torch.stack(
+        [
+            (to_tensor(source.load(i), 3) - torch.tensor(prep.mean).view(3, 1, 1))
+            / torch.tensor(prep.std).view(3, 1, 1)
+            for i in range(len(source))
+        ]
+    )
     with torch.inference_mode():
         expected = teacher.model.eval()(images)
     with h5py.File(result.path, "r") as f:
@@ -34,8 +40,7 @@ def test_cache_holds_the_teachers_logits(build_options, image_folder, teacher_we
         assert f["keys"].asstr()[0] == "cat/0000.png"
         np.testing.assert_array_equal(f["labels"][:], source.labels)
         np.testing.assert_allclose(f["logits"][:, 0], expected.numpy(), rtol=1e-4, atol=1e-5)
-        assert f.attrs["teacher_accuracy"] == pytest.approx(
-            float((expected.argmax(1).numpy() == source.labels).mean()))
+        assert f.attrs["teacher_accuracy"] == pytest.approx(float((expected.argmax(1).numpy() == source.labels).mean()))
     info = store.read_info(result.path)
     assert info.teacher.weights_sha256 and info.teacher.num_params > 0
     assert list(info.dataset.classes) == ["cat", "dog", "frog"]
@@ -45,21 +50,25 @@ def test_cache_holds_the_teachers_logits(build_options, image_folder, teacher_we
 
 def test_same_file_whatever_batch_size_and_workers(build_options, tmp_path):
     first = build_cache(BuildConfig.from_options(**build_options)).path
-    second = build_cache(BuildConfig.from_options(**{**build_options, "batch_size": 5, "workers": 2,
-                                        "out": str(tmp_path / "again.h5")})).path
+    second = build_cache(
+        BuildConfig.from_options(**{**build_options, "batch_size": 5, "workers": 2, "out": str(tmp_path / "again.h5")})
+    ).path
     np.testing.assert_allclose(logits_of(first), logits_of(second), rtol=1e-5, atol=1e-6)
 
 
 def test_user_model_file_equals_zoo_name(build_options, tmp_path):
     model_file = tmp_path / "mymodel.py"
-    model_file.write_text(textwrap.dedent("""
+    model_file.write_text(
+        textwrap.dedent("""
         from softlabels.zoo import SmallCNN
         def make(num_classes):
             return SmallCNN(num_classes, in_channels=3, image_size=8)
-    """))
+    """)
+    )
     zoo = build_cache(BuildConfig.from_options(**build_options)).path
-    own = build_cache(BuildConfig.from_options(**{**build_options, "teacher": f"{model_file}:make",
-                                     "out": str(tmp_path / "own.h5")})).path
+    own = build_cache(
+        BuildConfig.from_options(**{**build_options, "teacher": f"{model_file}:make", "out": str(tmp_path / "own.h5")})
+    ).path
     np.testing.assert_array_equal(logits_of(zoo), logits_of(own))
 
 

@@ -1,4 +1,5 @@
 """`softlabels info`, `ls` and `merge` (row shards and view sets) on every kind of cache."""
+
 import json
 
 import h5py
@@ -24,8 +25,15 @@ def run(*args):
 def test_info_shows_everything_a_user_looks_for(cache_of, kind):
     cache = cache_of(kind)
     text = run("info", cache).output
-    for line in ("teacher       small_cnn with teacher.pt", "split         train", "classes       cat, dog, frog",
-                 "teacher acc.", "by softlabels 0.1.0 (format v1)", "dataset fp    sha256:", "weights sha"):
+    for line in (
+        "teacher       small_cnn with teacher.pt",
+        "split         train",
+        "classes       cat, dog, frog",
+        "teacher acc.",
+        "by softlabels 0.1.0 (format v1)",
+        "dataset fp    sha256:",
+        "weights sha",
+    ):
         assert line in text, text
     summary = json.loads(run("info", cache, "--json").output)
     assert summary["num_samples"] == 18 and summary["num_classes"] == 3 and summary["complete"] is True
@@ -92,7 +100,9 @@ def test_merged_views_hold_every_view_of_every_input(make_cache, dense, tmp_path
     assert info.layout.num_views == 3 and info.augment.seeds == (0, 0, 5) and info.augment.views == 3
     np.testing.assert_array_equal(dense(out), np.concatenate([dense(first), dense(second)], axis=1))
     targets = store.CacheTargets(out)
-    np.testing.assert_array_equal(targets.params(0), np.concatenate([store.CacheTargets(p).params(0) for p in (first, second)]))
+    np.testing.assert_array_equal(
+        targets.params(0), np.concatenate([store.CacheTargets(p).params(0) for p in (first, second)])
+    )
     assert store.read_keys_labels(out)[0] == store.read_keys_labels(first)[0]
     # Merging a merged cache again keeps the record of every view's seed.
     third = make_cache("c.h5", views=1, augment="flip", seed=9)
@@ -100,17 +110,20 @@ def test_merged_views_hold_every_view_of_every_input(make_cache, dense, tmp_path
     assert store.read_info(again).augment.seeds == (0, 0, 5, 9)
 
 
-@pytest.mark.parametrize("other, message", [
-    (dict(views=2, augment="flip"), "both hold views of seed 0"),
-    (dict(views=2, augment="flip", seed=1, topk=2), "differ in build.storage"),
-    (dict(views=2, augment="flip", seed=1, dtype="float16"), "differ in build.dtype"),
-    (dict(views=2, augment="cifar", seed=1), "differ in augment.name"),
-    (dict(views=2, augment="flip", seed=1, mean=(0.5, 0.5, 0.5)), "differ in preprocessing"),
-    (dict(views=2, augment="flip", seed=1, split="test"), "differ in dataset.fingerprint"),
-    (dict(views=2, augment="flip", seed=1, weights=None), "differ in teacher.weights_sha256"),
-    (dict(), "has no augmentation"),
-    (dict(views=2, augment="flip", seed=1, shard=(0, 2)), "is a shard"),
-])
+@pytest.mark.parametrize(
+    "other, message",
+    [
+        (dict(views=2, augment="flip"), "both hold views of seed 0"),
+        (dict(views=2, augment="flip", seed=1, topk=2), "differ in build.storage"),
+        (dict(views=2, augment="flip", seed=1, dtype="float16"), "differ in build.dtype"),
+        (dict(views=2, augment="cifar", seed=1), "differ in augment.name"),
+        (dict(views=2, augment="flip", seed=1, mean=(0.5, 0.5, 0.5)), "differ in preprocessing"),
+        (dict(views=2, augment="flip", seed=1, split="test"), "differ in dataset.fingerprint"),
+        (dict(views=2, augment="flip", seed=1, weights=None), "differ in teacher.weights_sha256"),
+        (dict(), "has no augmentation"),
+        (dict(views=2, augment="flip", seed=1, shard=(0, 2)), "is a shard"),
+    ],
+)
 def test_inconsistent_view_sets_are_refused(make_cache, tmp_path, other, message):
     base = make_cache("base.h5", views=2, augment="flip")
     extra = make_cache("extra.h5", **other)
@@ -125,7 +138,9 @@ def test_merge_command_decides_rows_or_views(make_cache, tmp_path):
     assert result.exit_code == 0 and "merged 2 shard(s)" in result.output and "18 samples x 1 view(s)" in result.output
     views = [make_cache("v0.h5", views=2, augment="flip"), make_cache("v1.h5", views=2, augment="flip", seed=1)]
     result = run("merge", *views, "--out", tmp_path / "views.h5")
-    assert result.exit_code == 0 and "merged 2 view set(s)" in result.output and "18 samples x 4 view(s)" in result.output
+    assert (
+        result.exit_code == 0 and "merged 2 view set(s)" in result.output and "18 samples x 4 view(s)" in result.output
+    )
     result = run("merge", parts[0], views[0], "--out", tmp_path / "mixed.h5")
     assert result.exit_code == 1 and "cannot mix shards and whole caches" in result.output
     result = run("merge", *views, "--kind", "rows", "--out", tmp_path / "forced.h5")

@@ -1,4 +1,5 @@
 """`softlabels` on the command line: results, and one clear line for every bad input."""
+
 import json
 import subprocess
 import sys
@@ -16,9 +17,23 @@ def run(*args):
 
 @pytest.fixture
 def build_args(image_folder, teacher_weights, tmp_path):
-    return ["build", "--dataset", f"imagefolder:{image_folder}", "--teacher", "small_cnn",
-            "--weights", teacher_weights, "--batch-size", "4", "--workers", "0", "--device", "cpu",
-            "--out", tmp_path / "cache.h5"]
+    return [
+        "build",
+        "--dataset",
+        f"imagefolder:{image_folder}",
+        "--teacher",
+        "small_cnn",
+        "--weights",
+        teacher_weights,
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path / "cache.h5",
+    ]
 
 
 def test_build_info_verify(build_args, tmp_path):
@@ -75,7 +90,7 @@ def test_bad_input_gives_one_clear_line(build_args, extra, message):
         if flag in args:
             index = args.index(flag)
             if value == "":
-                del args[index:index + 2]
+                del args[index : index + 2]
                 continue
             args[index + 1] = value
         elif value != "":

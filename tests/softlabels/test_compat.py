@@ -1,4 +1,5 @@
 """Caches written by format version 1 (committed in tests/data, see its README) stay readable forever."""
+
 import json
 import shutil
 from pathlib import Path

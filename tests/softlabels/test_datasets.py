@@ -1,4 +1,5 @@
 """Dataset specs: every sample keeps its key, label and order; missing data fails with a fix."""
+
 import gzip
 import json
 import pickle
@@ -14,8 +15,10 @@ from PIL import Image
 from softlabels import datasets
 from softlabels.datasets import DATASET_NAMES, eval_spec_for, open_dataset
 
-FASHION_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-                 "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+FASHION_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 
 
 def write_idx_gz(path, array: np.ndarray) -> None:
@@ -133,8 +136,10 @@ def test_image_folder_errors_say_what_is_wrong(tmp_path):
 def test_unknown_spec_lists_every_form(image_folder):
     with pytest.raises(ValueError) as err:
         open_dataset("cifar-10")
-    assert str(err.value) == ("unknown dataset 'cifar-10'; choose one of: cifar10, cifar100, mnist, "
-                              "fashion-mnist, imagefolder:PATH, FILE.py:FUNC")
+    assert str(err.value) == (
+        "unknown dataset 'cifar-10'; choose one of: cifar10, cifar100, mnist, "
+        "fashion-mnist, imagefolder:PATH, FILE.py:FUNC"
+    )
     with pytest.raises(ValueError, match="did you mean imagefolder:"):
         open_dataset(str(image_folder))
 
@@ -207,8 +212,11 @@ def test_factory_errors(factory_file, tmp_path):
 
 
 def test_sources_pickle_without_their_data(image_folder, factory_file, fake_fashion, tmp_path):
-    sources = [open_dataset(f"imagefolder:{image_folder}"), open_dataset(f"{factory_file}:make"),
-               open_dataset("fashion-mnist", root=tmp_path / "data")]
+    sources = [
+        open_dataset(f"imagefolder:{image_folder}"),
+        open_dataset(f"{factory_file}:make"),
+        open_dataset("fashion-mnist", root=tmp_path / "data"),
+    ]
     for source in sources:
         data = pickle.dumps(source)
         assert len(data) < 4000

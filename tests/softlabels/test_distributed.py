@@ -1,4 +1,5 @@
 """Real torchrun processes (gloo on CPU): a 2-rank build equals a 1-process build, and resumes."""
+
 import os
 import subprocess
 import sys
@@ -14,15 +15,29 @@ pytestmark = pytest.mark.slow
 
 
 def torchrun(args, cwd, nproc=2, env=None):
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", "softlabels", "build", *map(str, args)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "softlabels",
+        "build",
+        *map(str, args),
+    ]
     environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300, env=environment)
 
 
 def single(args, cwd):
-    return subprocess.run([sys.executable, "-m", "softlabels", "build", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "softlabels", "build", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def contents(path):
@@ -33,8 +48,22 @@ def contents(path):
 @pytest.fixture
 def args(image_folder, teacher_weights):
     # 18 samples: not a multiple of world size x batch size (2 x 4)
-    return ["--dataset", f"imagefolder:{image_folder}", "--teacher", "small_cnn", "--weights", teacher_weights,
-            "--batch-size", "4", "--block-rows", "4", "--workers", "0", "--dtype", "float32"]
+    return [
+        "--dataset",
+        f"imagefolder:{image_folder}",
+        "--teacher",
+        "small_cnn",
+        "--weights",
+        teacher_weights,
+        "--batch-size",
+        "4",
+        "--block-rows",
+        "4",
+        "--workers",
+        "0",
+        "--dtype",
+        "float32",
+    ]
 
 
 def test_two_ranks_equal_one_process(args, tmp_path):

@@ -1,4 +1,5 @@
 """`softlabels export --format npz`: plain arrays that numpy (and scikit-learn) read without pickle."""
+
 import json
 
 import numpy as np
@@ -49,8 +50,13 @@ def test_keep_topk_writes_the_stored_arrays(cache_of, tmp_path):
     stored = rows.targets
     np.testing.assert_array_equal(data["topk_indices"], stored["topk/indices"])
     np.testing.assert_array_equal(data["topk_logsumexp"], stored["topk/logsumexp"])
-    rebuilt = rows.mode.dense({"topk/values": data["topk_values"], "topk/indices": data["topk_indices"],
-                               "topk/logsumexp": data["topk_logsumexp"]})
+    rebuilt = rows.mode.dense(
+        {
+            "topk/values": data["topk_values"],
+            "topk/indices": data["topk_indices"],
+            "topk/logsumexp": data["topk_logsumexp"],
+        }
+    )
     np.testing.assert_array_equal(rebuilt, np.load(export_npz(cache, tmp_path / "dense.npz"))["logits"])
 
 

@@ -5,6 +5,7 @@ result compared bit for bit with an uninterrupted build.
 Tests that start `python -m softlabels` processes are marked slow (each start costs seconds); CI runs
 them too. Every build here: 18 images, batches and blocks of 2 rows (9 blocks), float32 storage.
 """
+
 import math
 import os
 import random
@@ -30,7 +31,7 @@ DELAY = 0.15  # seconds per teacher forward in the processes we stop: a pass of 
 
 # One small_cnn teacher with faults switched on by environment variables, counted in forward calls
 # (call 1 is the shape probe, call b + 1 computes batch b).
-FAULTY_TEACHER = '''
+FAULTY_TEACHER = """
 import os, signal, time
 from softlabels.zoo import SmallCNN
 
@@ -49,7 +50,7 @@ class Faulty(SmallCNN):
 
 def make(num_classes, in_channels=3, image_size=8):
     return Faulty(num_classes, in_channels=in_channels, image_size=image_size)
-'''
+"""
 
 
 @pytest.fixture
@@ -59,9 +60,29 @@ def argv(image_folder, teacher_weights, tmp_path):
     teacher.write_text(FAULTY_TEACHER)
 
     def make(out, *extra):
-        return ["build", "--dataset", f"imagefolder:{image_folder}", "--teacher", f"{teacher}:make",
-                "--weights", str(teacher_weights), "--batch-size", "2", "--block-rows", "2", "--workers", "0",
-                "--device", "cpu", "--dtype", "float32", "--out", str(out), *extra]
+        return [
+            "build",
+            "--dataset",
+            f"imagefolder:{image_folder}",
+            "--teacher",
+            f"{teacher}:make",
+            "--weights",
+            str(teacher_weights),
+            "--batch-size",
+            "2",
+            "--block-rows",
+            "2",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "--dtype",
+            "float32",
+            "--out",
+            str(out),
+            *extra,
+        ]
+
     return make
 
 
@@ -87,8 +108,9 @@ def start(args, delay=0.0, limit_kib=None) -> subprocess.Popen:
     command = [sys.executable, "-m", "softlabels", *map(str, args)]
     if limit_kib is not None:  # Python ignores SIGXFSZ, so writes past the limit fail with EFBIG
         command = ["bash", "-c", f'ulimit -f {limit_kib} && exec "$@"', "ulimit", *command]
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_interruptible)
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_interruptible
+    )
 
 
 def _interruptible():
@@ -182,7 +204,7 @@ def test_kill_9_at_random_points_then_resume_is_bit_identical(argv, out, tmp_pat
     thirds = [range(i * NUM_BLOCKS // 3, (i + 1) * NUM_BLOCKS // 3) for i in range(3)]
     for attempt, blocks in enumerate(rng.choice(third) for third in thirds):  # early, middle, late
         process = start(argv(out, *(["--resume"] if attempt else [])), delay=DELAY)
-        wait_for(lambda: blocks_done(partial) >= blocks, process)
+        wait_for(lambda: blocks_done(partial) >= blocks, process)  # noqa: B023
         time.sleep(rng.uniform(0, DELAY))  # anywhere in the next batch: forward, encode, write, flush
         process.send_signal(signal.SIGKILL)
         process.wait()
@@ -254,8 +276,9 @@ def test_file_size_limit_at_start_mid_pass_and_at_finish_then_resume(argv, out, 
 
     # At the finish: every row fits under the limit, the compressed copy made at the end does not.
     expected = reference(argv, tmp_path, "--compression", "gzip")
-    data_end = max(end for _, end in chunk_offsets(partial, ["labels", "logits", "integrity/done",
-                                                             "integrity/block_sha256"]))
+    data_end = max(
+        end for _, end in chunk_offsets(partial, ["labels", "logits", "integrity/done", "integrity/block_sha256"])
+    )
     limit_kib = math.ceil(data_end / 1024)
     assert limit_kib * 1024 < expected.stat().st_size
     status, line = finish(start(argv(out, "--compression", "gzip", "--resume"), limit_kib=limit_kib))
@@ -330,7 +353,7 @@ def test_verify_names_the_block_of_a_flipped_byte(cache, name, row_bytes):
         damaged = cache.with_name(f"damaged-{name}.h5")
         shutil.copy(cache, damaged)
         row = rng.randrange(18)
-        (first, _), = chunk_offsets(damaged, [name])  # one chunk holds all 18 rows
+        ((first, _),) = chunk_offsets(damaged, [name])  # one chunk holds all 18 rows
         flip_byte(damaged, first + row * row_bytes + rng.randrange(row_bytes))
         assert_refused(run("verify", damaged), f"checksum mismatch in block {row // 2} ")
 
@@ -357,7 +380,7 @@ def test_an_incomplete_file_at_the_final_name_is_never_accepted(argv, out, tmp_p
 
 def test_compressed_cache_with_a_flipped_byte_is_refused(argv, out):
     assert run(*argv(out, "--compression", "gzip")).exit_code == 0
-    (first, end), = chunk_offsets(out, ["logits"])
+    ((first, end),) = chunk_offsets(out, ["logits"])
     flip_byte(out, (first + end) // 2)
     assert_refused(run("verify", out), "block")
 
@@ -381,19 +404,25 @@ def change_images(folder, change):
         shutil.copy(train / "frog" / "0000.png", train / "ant" / "0000.png")
 
 
-@pytest.mark.parametrize("change, message", [
-    ("remove", "1 removed (e.g. cat/0003.png)"),
-    ("rename", "1 renamed (e.g. cat/0003.png -> cat/0003b.png)"),
-    ("relabel", "1 relabelled (e.g. cat/0006.png -> dog/0006.png: cat -> dog)"),
-    ("add", "1 added (e.g. frog/0099.png)"),
-    ("new class", "classes differ (cache: cat, dog, frog; dataset: ant, cat, dog, frog)"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ("remove", "1 removed (e.g. cat/0003.png)"),
+        ("rename", "1 renamed (e.g. cat/0003.png -> cat/0003b.png)"),
+        ("relabel", "1 relabelled (e.g. cat/0006.png -> dog/0006.png: cat -> dog)"),
+        ("add", "1 added (e.g. frog/0099.png)"),
+        ("new class", "classes differ (cache: cat, dog, frog; dataset: ant, cat, dog, frog)"),
+    ],
+)
 def test_verify_dataset_says_what_changed(cache, image_folder, change, message):
     result = run("verify", cache, "--dataset", f"imagefolder:{image_folder}")
     assert result.exit_code == 0 and "the same 18 samples and labels" in result.output, result.output
     change_images(image_folder, change)
-    assert_refused(run("verify", cache, "--dataset", f"imagefolder:{image_folder}"),
-                   f"was not built from imagefolder:{image_folder} (train)", message)
+    assert_refused(
+        run("verify", cache, "--dataset", f"imagefolder:{image_folder}"),
+        f"was not built from imagefolder:{image_folder} (train)",
+        message,
+    )
 
 
 def test_compare_samples_in_indexed_datasets():
@@ -417,8 +446,11 @@ def test_recompute_replays_views_and_catches_what_the_fingerprint_cannot(argv, o
     # An image replaced by another under the same name: same keys and labels, other logits.
     shutil.copy(image_folder / "train" / "dog" / "0001.png", image_folder / "train" / "cat" / "0002.png")
     assert run("verify", out, "--dataset", f"imagefolder:{image_folder}").exit_code == 0
-    assert_refused(run("verify", out, "--recompute", 18), "differ from the stored ones for 1 of 18 samples",
-                   "first: cat/0002.png view 0")
+    assert_refused(
+        run("verify", out, "--recompute", 18),
+        "differ from the stored ones for 1 of 18 samples",
+        "first: cat/0002.png view 0",
+    )
 
 
 def test_recompute_refuses_other_weights(argv, out, tmp_path):
@@ -431,8 +463,11 @@ def test_recompute_refuses_other_weights(argv, out, tmp_path):
     torch.manual_seed(1)
     other = tmp_path / "other.pt"
     torch.save(create_model("small_cnn", num_classes=3, in_channels=3, image_size=8).state_dict(), other)
-    assert_refused(run("verify", out, "--recompute", 4, "--weights", other), "differ from the stored ones",
-                   "another teacher, weights or preprocessing")
+    assert_refused(
+        run("verify", out, "--recompute", 4, "--weights", other),
+        "differ from the stored ones",
+        "another teacher, weights or preprocessing",
+    )
     assert_refused(run("verify", out, "--weights", other), "--recompute")
     (tmp_path / "teacher.pt").rename(tmp_path / "moved.pt")
     assert_refused(run("verify", out, "--recompute", 4), "teacher.pt are not here; pass --weights")
@@ -484,8 +519,14 @@ def bad_files(tmp_path):
 
 @pytest.mark.parametrize("extra, message", BAD_OPTIONS, ids=[" ".join(a) for a, _ in BAD_OPTIONS])
 def test_bad_build_option_gives_one_clear_line(image_folder, teacher_weights, bad_files, out, extra, message):
-    options = {"--dataset": f"imagefolder:{image_folder}", "--teacher": "small_cnn", "--weights": str(teacher_weights),
-               "--workers": "0", "--device": "cpu", "--out": str(out)}
+    options = {
+        "--dataset": f"imagefolder:{image_folder}",
+        "--teacher": "small_cnn",
+        "--weights": str(teacher_weights),
+        "--workers": "0",
+        "--device": "cpu",
+        "--out": str(out),
+    }
     for flag, value in zip(extra[::2], extra[1::2]):
         options[flag] = value.format(images=image_folder, tmp=bad_files)
     result = run("build", *[item for pair in options.items() for item in pair])

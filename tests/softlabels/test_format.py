@@ -1,4 +1,5 @@
 """The cache format: what a reader with plain h5py relies on, and what verify catches."""
+
 import os
 import re
 import subprocess
@@ -15,18 +16,40 @@ from softlabels import store
 ROOT = Path(__file__).parents[2]
 
 
-def write_cache(path, n=10, views=1, classes=5, storage="logits", topk=None, block_rows=4,
-                compression="none", seed=0, dtype="float16"):
-    layout = store.Layout(num_samples=n, num_classes=classes, num_views=views, storage=storage, topk=topk,
-                        block_rows=block_rows, compression=compression, dtype=dtype)
+def write_cache(
+    path,
+    n=10,
+    views=1,
+    classes=5,
+    storage="logits",
+    topk=None,
+    block_rows=4,
+    compression="none",
+    seed=0,
+    dtype="float16",
+):
+    layout = store.Layout(
+        num_samples=n,
+        num_classes=classes,
+        num_views=views,
+        storage=storage,
+        topk=topk,
+        block_rows=block_rows,
+        compression=compression,
+        dtype=dtype,
+    )
     keys = [f"k{i}" for i in range(n)]
     labels = np.arange(n) % classes
-    attrs = {"dataset": {"classes": [f"c{i}" for i in range(classes)],
-                         "fingerprint": store.dataset_fingerprint(keys, labels)}}
+    attrs = {
+        "dataset": {
+            "classes": [f"c{i}" for i in range(classes)],
+            "fingerprint": store.dataset_fingerprint(keys, labels),
+        }
+    }
     writer = store.CacheWriter.create(path, layout, keys, labels, store.Metadata.from_attrs(attrs))
     logits = torch.randn(n, views, classes, generator=torch.Generator().manual_seed(seed)) * 3
     for start in range(0, n, 3):
-        writer.write(store.Rows.encode(layout.mode, logits[start:start + 3]))
+        writer.write(store.Rows.encode(layout.mode, logits[start : start + 3]))
     writer.finish()
     return logits
 
@@ -123,7 +146,9 @@ def test_verify_rejects_truncated_file(tmp_path):
 
 def test_incomplete_cache_is_refused(tmp_path):
     layout = store.Layout(num_samples=8, num_classes=3, block_rows=4)
-    writer = store.CacheWriter.create(tmp_path / "c.h5", layout, [str(i) for i in range(8)], np.zeros(8), store.Metadata())
+    writer = store.CacheWriter.create(
+        tmp_path / "c.h5", layout, [str(i) for i in range(8)], np.zeros(8), store.Metadata()
+    )
     writer.write(store.Rows.encode(layout.mode, torch.randn(4, 1, 3)))
     writer.close()
     partial = store.partial_path(tmp_path / "c.h5")
@@ -138,15 +163,18 @@ def test_incomplete_cache_is_refused(tmp_path):
 def test_writer_resumes_at_first_missing_block(tmp_path):
     layout = store.Layout(num_samples=10, num_classes=3, block_rows=4)
     logits = torch.randn(10, 1, 3)
-    writer = store.CacheWriter.create(tmp_path / "c.h5", layout, [str(i) for i in range(10)], np.zeros(10), store.Metadata())
+    writer = store.CacheWriter.create(
+        tmp_path / "c.h5", layout, [str(i) for i in range(10)], np.zeros(10), store.Metadata()
+    )
     writer.write(store.Rows.encode(layout.mode, logits[:6]))  # block 0 done, rows 4-5 pending (lost)
     writer.close()
     writer = store.CacheWriter.resume(tmp_path / "c.h5")
     assert writer.done_rows == 4
     writer.write(store.Rows.encode(layout.mode, logits[4:]))
     writer.finish()
-    np.testing.assert_array_equal(store.CacheTargets(tmp_path / "c.h5").logits(7, 0),
-                                  logits[7, 0].half().float().numpy())
+    np.testing.assert_array_equal(
+        store.CacheTargets(tmp_path / "c.h5").logits(7, 0), logits[7, 0].half().float().numpy()
+    )
 
 
 def test_newer_major_version_is_refused(tmp_path):

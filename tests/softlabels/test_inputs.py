@@ -1,4 +1,5 @@
 """One resolver decides a model's input: flags, then what the weights record, then the model, then the data."""
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -57,16 +58,46 @@ def test_a_teacher_trained_by_the_trainer_builds_with_no_extra_flags(tmp_path):
     """The issue's reproducer: a grey dataset, a zoo architecture whose published weights are RGB."""
     data = make_grey_folder(tmp_path / "grey")
     quick = ["--workers", "0", "--device", "cpu", "--no-progress"]
-    done = CliRunner().invoke(trainer_cli, ["fit", "--dataset", f"imagefolder:{data}", "--student", "cifar_resnet20",
-                                            "--loss", "ce", "--epochs", "1", "--batch-size", "6", *quick,
-                                            "--out", str(tmp_path / "t")])
+    done = CliRunner().invoke(
+        trainer_cli,
+        [
+            "fit",
+            "--dataset",
+            f"imagefolder:{data}",
+            "--student",
+            "cifar_resnet20",
+            "--loss",
+            "ce",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "6",
+            *quick,
+            "--out",
+            str(tmp_path / "t"),
+        ],
+    )
     assert done.exit_code == 0, done.output
-    done = CliRunner().invoke(softlabels_cli, ["build", "--dataset", f"imagefolder:{data}", "--teacher",
-                                               "cifar_resnet20", "--weights", str(tmp_path / "t" / "best.pt"),
-                                               "--workers", "0", "--device", "cpu", "--out", str(tmp_path / "c.h5")])
+    done = CliRunner().invoke(
+        softlabels_cli,
+        [
+            "build",
+            "--dataset",
+            f"imagefolder:{data}",
+            "--teacher",
+            "cifar_resnet20",
+            "--weights",
+            str(tmp_path / "t" / "best.pt"),
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "c.h5"),
+        ],
+    )
     assert done.exit_code == 0, done.output
     info = store.read_info(tmp_path / "c.h5")
     assert info.preprocessing.channels == 1 and info.preprocessing.image_size == 12
-    done = CliRunner().invoke(softlabels_cli, ["verify", str(tmp_path / "c.h5"), "--recompute", "6",
-                                               "--device", "cpu"])
+    done = CliRunner().invoke(softlabels_cli, ["verify", str(tmp_path / "c.h5"), "--recompute", "6", "--device", "cpu"])
     assert done.exit_code == 0 and "reproduces 6 samples" in done.output, done.output

@@ -1,4 +1,5 @@
 """`softlabels inspect`: the statistics are right, and the report and plots land on disk for every kind of cache."""
+
 import json
 
 import numpy as np
@@ -7,8 +8,15 @@ from click.testing import CliRunner
 
 from softlabels import store
 from softlabels.cli import main
-from softlabels.inspection import (T_RANGE, InspectConfig, compute_report, entropy, fit_temperature, reliability,
-                                   views_section)
+from softlabels.inspection import (
+    T_RANGE,
+    InspectConfig,
+    compute_report,
+    entropy,
+    fit_temperature,
+    reliability,
+    views_section,
+)
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -40,7 +48,9 @@ def test_report_numbers_agree_with_the_cache(cache_of, dense, kind):
     n, v, c = logits.shape
     assert report["samples_used"] == n == 18 and report["num_views"] == v
     assert report["accuracy"]["accuracy"] == pytest.approx(report["accuracy"]["stored_teacher_accuracy"])
-    assert confusion.sum() == n * v and confusion.sum(axis=1).tolist() == (np.bincount(labels, minlength=c) * v).tolist()
+    assert (
+        confusion.sum() == n * v and confusion.sum(axis=1).tolist() == (np.bincount(labels, minlength=c) * v).tolist()
+    )
     assert set(report["accuracy"]["per_class"]) == {"cat", "dog", "frog"}
     assert report["coverage"]["mass"]["1"] <= report["coverage"]["mass"]["3"] == pytest.approx(1.0, abs=1e-5)
     assert "10" not in report["coverage"]["mass"]  # only 3 classes

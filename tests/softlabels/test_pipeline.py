@@ -1,5 +1,6 @@
 """One pipeline makes every view: the teacher pass, `verify --recompute`, the trainer and `Cache.replay`
 hand out the same bits for the same stored view."""
+
 import numpy as np
 import pytest
 import torch
@@ -65,5 +66,7 @@ def test_normalize_is_elementwise_and_exact():
     mean, std = torch.tensor(prep.mean).view(3, 1, 1), torch.tensor(prep.std).view(3, 1, 1)
     assert torch.equal(Normalize(prep)(x), (x - mean) / std)
     assert torch.equal(Normalize(prep)(x.contiguous(memory_format=torch.channels_last)), (x - mean) / std)
-    np.testing.assert_array_equal(Normalize(prep)(x).numpy(), ((x.numpy() - np.float32(prep.mean).reshape(3, 1, 1))
-                                                               / np.float32(prep.std).reshape(3, 1, 1)))
+    np.testing.assert_array_equal(
+        Normalize(prep)(x).numpy(),
+        ((x.numpy() - np.float32(prep.mean).reshape(3, 1, 1)) / np.float32(prep.std).reshape(3, 1, 1)),
+    )

@@ -1,4 +1,5 @@
 """Teacher specs and checkpoint loading: what users bring must load exactly, or fail with a clear reason."""
+
 import argparse
 from pathlib import Path
 
@@ -36,10 +37,13 @@ def fresh_small() -> nn.Module:
 
 
 @needs_shared
-@pytest.mark.parametrize("spec, file, millions", [
-    ("cifar_resnet20", "resnet20-12fca82f.th", 0.27),  # {"best_prec1", "state_dict": {"module.*"}}
-    ("cifar_resnet56", "cifar_resnet56-jpegft.pt", 0.85),  # {"state_dict", "arch", "note", ...}
-])
+@pytest.mark.parametrize(
+    "spec, file, millions",
+    [
+        ("cifar_resnet20", "resnet20-12fca82f.th", 0.27),  # {"best_prec1", "state_dict": {"module.*"}}
+        ("cifar_resnet56", "cifar_resnet56-jpegft.pt", 0.85),  # {"state_dict", "arch", "note", ...}
+    ],
+)
 def test_shared_checkpoints_load(spec, file, millions):
     teacher = load_teacher(spec, weights=SHARED_TEACHERS / file)
     assert teacher.num_params / 1e6 == pytest.approx(millions, abs=0.005)
@@ -59,15 +63,19 @@ def test_shared_checkpoint_refuses_the_wrong_depth():
 # --- wrappers and prefixes -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("wrap", [
-    lambda sd: sd,
-    lambda sd: {"state_dict": sd, "epoch": 3},
-    lambda sd: {"model": sd, "optimizer": {"lr": 0.1}},
-    lambda sd: {"model_state_dict": {f"module.{k}": v for k, v in sd.items()}},
-    lambda sd: {f"module.{k}": v for k, v in sd.items()},
-    lambda sd: {f"_orig_mod.{k}": v for k, v in sd.items()},
-    lambda sd: {"model": {"state_dict": {f"_orig_mod.module.{k}": v for k, v in sd.items()}}},
-], ids=["plain", "state_dict", "model", "model_state_dict+module", "module.", "_orig_mod.", "nested"])
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda sd: sd,
+        lambda sd: {"state_dict": sd, "epoch": 3},
+        lambda sd: {"model": sd, "optimizer": {"lr": 0.1}},
+        lambda sd: {"model_state_dict": {f"module.{k}": v for k, v in sd.items()}},
+        lambda sd: {f"module.{k}": v for k, v in sd.items()},
+        lambda sd: {f"_orig_mod.{k}": v for k, v in sd.items()},
+        lambda sd: {"model": {"state_dict": {f"_orig_mod.module.{k}": v for k, v in sd.items()}}},
+    ],
+    ids=["plain", "state_dict", "model", "model_state_dict+module", "module.", "_orig_mod.", "nested"],
+)
 def test_wrapped_checkpoints_load_to_identical_outputs(tmp_path, small, images, wrap):
     path = tmp_path / "ckpt.pt"
     torch.save(wrap(small.state_dict()), path)
@@ -127,7 +135,7 @@ def test_missing_and_unreadable_checkpoints(tmp_path):
 # --- other spec kinds ------------------------------------------------------------------------------
 
 
-FACTORY_FILE = '''
+FACTORY_FILE = """
 import torch.nn as nn
 
 def tiny(num_classes):
@@ -138,7 +146,7 @@ def sized(num_classes, in_channels=3, image_size=32):
 
 def not_a_model(num_classes):
     return "oops"
-'''
+"""
 
 
 @pytest.fixture
@@ -220,8 +228,15 @@ def test_describe_is_json_able_and_hash_streams(tmp_path, small):
     torch.save(small.state_dict(), path)
     teacher = load_teacher("small_cnn", weights=path, num_classes=5, data=Preprocessing((0.5,), (0.25,), 8))
     info = json.loads(json.dumps(teacher.record().to_dict()))
-    assert info == {"spec": "small_cnn", "weights": str(path), "weights_name": "w.pt", "weights_sha256": weights.sha256_file(path),
-                    "num_params": teacher.num_params, "model_class": "SmallCNN"}
+    assert info == {
+        "spec": "small_cnn",
+        "weights": str(path),
+        "weights_name": "w.pt",
+        "weights_sha256": weights.sha256_file(path),
+        "num_params": teacher.num_params,
+        "model_class": "SmallCNN",
+    }
     import hashlib
+
     assert weights.sha256_file(path, chunk_bytes=7) == hashlib.sha256(path.read_bytes()).hexdigest()
     assert load_teacher("small_cnn").weights_sha256 is None

@@ -1,4 +1,5 @@
 """Views: parameters come from (seed, key) alone and replaying them gives the same bits."""
+
 import numpy as np
 import pytest
 import torch

@@ -1,4 +1,5 @@
 """The zoo: every registered model builds and runs; CIFAR ResNets have the published shape."""
+
 import pytest
 import torch
 from torch import nn
@@ -40,8 +41,14 @@ def test_cifar_resnet_sizes_match_the_paper(depth, millions):
 
 def test_cifar_resnet_uses_the_checkpoint_names_and_parameter_free_shortcuts():
     keys = set(zoo.cifar_resnet(20).state_dict())
-    assert {"conv1.weight", "bn1.running_var", "layer2.0.conv1.weight", "layer3.2.bn2.bias",
-            "linear.weight", "linear.bias"} <= keys
+    assert {
+        "conv1.weight",
+        "bn1.running_var",
+        "layer2.0.conv1.weight",
+        "layer3.2.bn2.bias",
+        "linear.weight",
+        "linear.bias",
+    } <= keys
     assert not any("shortcut" in k for k in keys)
     # 19 convs, 19 BatchNorms (5 entries each), linear weight and bias
     assert len(keys) == 19 + 19 * 5 + 2

@@ -1,4 +1,5 @@
 """Real tiny caches for the trainer tests, built by `softlabels.build.build_cache` (no mocks)."""
+
 from __future__ import annotations
 
 import pytest
@@ -22,5 +23,6 @@ def multiview_cache(build_options, tmp_path):
 @pytest.fixture
 def fit_options(image_folder, tmp_path):
     """A quick, quiet CPU run: 2 epochs of batches of 4 on the 18 training images."""
-    return dict(student="small_cnn", out=str(tmp_path / "run"), epochs=2, batch_size=4, workers=0,
-                device="cpu", progress=False)
+    return dict(
+        student="small_cnn", out=str(tmp_path / "run"), epochs=2, batch_size=4, workers=0, device="cpu", progress=False
+    )

@@ -1,14 +1,18 @@
 """Atomic run files and safe, checked checkpoints."""
+
 import pytest
 import torch
 
+from trainer.checkpoints import check_resumable, load_checkpoint, resume_differences, save_checkpoint, write_json_atomic
 from trainer.loop import FitConfig
-from trainer.checkpoints import (check_resumable, load_checkpoint, resume_differences, save_checkpoint,
-                                 write_json_atomic)
 
 
 def test_checkpoints_load_with_weights_only(tmp_path):
-    state = {"model": {"w": torch.ones(2)}, "config": {"student": "mlp", "mean": [0.5]}, "rng": {"torch": torch.get_rng_state()}}
+    state = {
+        "model": {"w": torch.ones(2)},
+        "config": {"student": "mlp", "mean": [0.5]},
+        "rng": {"torch": torch.get_rng_state()},
+    }
     path = save_checkpoint(state, tmp_path / "last.pt")
     loaded = torch.load(path, weights_only=True)
     assert torch.equal(loaded["model"]["w"], torch.ones(2)) and loaded["config"]["student"] == "mlp"
@@ -36,10 +40,15 @@ def test_run_only_settings_may_change_on_resume():
     moved = saved.replace(workers=4, device="cuda", out="b", cache_memory_mb=0, threads=2)
     assert resume_differences(saved.identity(), moved.identity()) == []
     assert resume_differences(saved.identity(), saved.replace(epochs=8).identity()) == [
-        "optim.epochs: checkpoint has 4, this run 8"]
+        "optim.epochs: checkpoint has 4, this run 8"
+    ]
     with pytest.raises(ValueError, match="dataset_fingerprint"):
-        check_resumable({"config": saved.to_dict(), "identity": {"dataset_fingerprint": "x"}}, saved.identity(),
-                        {"dataset_fingerprint": "y"}, "last.pt")
+        check_resumable(
+            {"config": saved.to_dict(), "identity": {"dataset_fingerprint": "x"}},
+            saved.identity(),
+            {"dataset_fingerprint": "y"},
+            "last.pt",
+        )
     with pytest.raises(ValueError, match="model.student: checkpoint has 'mlp', this run 'linear'"):
         check_resumable({"config": saved.to_dict()}, saved.replace(student="linear").identity(), {}, "last.pt")
 

@@ -1,4 +1,5 @@
 """`trainer` on the command line: a short real run, and one clear line for every bad input."""
+
 import json
 import subprocess
 import sys
@@ -21,12 +22,29 @@ def test_fit_from_a_cache(cache, tmp_path):
     assert result.exit_code == 0, result.output
     assert result.output.startswith("mlp [kd]: test accuracy ") and "wrote" in result.output
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert (summary["config"]["objective"]["temperature"], summary["config"]["objective"]["alpha"]) == (DEFAULT_TEMPERATURE, DEFAULT_ALPHA)
+    assert (summary["config"]["objective"]["temperature"], summary["config"]["objective"]["alpha"]) == (
+        DEFAULT_TEMPERATURE,
+        DEFAULT_ALPHA,
+    )
 
 
 def test_sweep_from_the_command_line(cache, tmp_path):
-    result = run("sweep", "--cache", cache, "--student", "linear", "--student", "mlp", "--temperature", "1",
-                 "--temperature", "2", *QUICK, "--out", tmp_path / "sweep")
+    result = run(
+        "sweep",
+        "--cache",
+        cache,
+        "--student",
+        "linear",
+        "--student",
+        "mlp",
+        "--temperature",
+        "1",
+        "--temperature",
+        "2",
+        *QUICK,
+        "--out",
+        tmp_path / "sweep",
+    )
     assert result.exit_code == 0, result.output
     assert "[4/4]" in result.output and "(4 runs, 0 failed)" in result.output
     assert (tmp_path / "sweep" / "leaderboard.md").exists()
@@ -37,20 +55,36 @@ def test_python_dash_m_trainer():
     assert done.returncode == 0 and "--inconsistent-augment" in done.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--cache", "{cache}", "--student", "resnet9000"], "unknown model 'resnet9000'; choose one of: cifar_resnet"),
-    (["--cache", "{tmp}/missing.h5", "--student", "mlp"], "cache not found: "),
-    (["--dataset", "imagefolder:{images}", "--student", "mlp", "--loss", "kd"], "--loss kd needs teacher outputs"),
-    (["--cache", "{cache}", "--student", "mlp", "--temperature", "0"], "temperature must be positive"),
-    (["--cache", "{cache}", "--student", "mlp", "--alpha", "1.5"], r"alpha must lie in [0, 1]"),
-    (["--cache", "{cache}", "--student", "mlp", "--augment", "cifar"], "inconsistent teaching"),
-    (["--dataset", "imagefolder:{images}", "--student", "mlp", "--teacher", "small_cnn"], "needs --weights"),
-    (["--student", "mlp"], "give --cache FILE"),
-    (["--dataset", "imagefolder:{images}", "--student", "mlp", "--teacher", "small_cnn", "--weights", "{tmp}/t.pt",
-      "--loss", "ce"], "does not use --teacher"),
-    (["--cache", "{cache}", "--teacher", "small_cnn", "--student", "mlp"], "exclude each other"),
-    (["--dataset", "nosuchdata", "--student", "mlp"], "unknown dataset 'nosuchdata'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--cache", "{cache}", "--student", "resnet9000"], "unknown model 'resnet9000'; choose one of: cifar_resnet"),
+        (["--cache", "{tmp}/missing.h5", "--student", "mlp"], "cache not found: "),
+        (["--dataset", "imagefolder:{images}", "--student", "mlp", "--loss", "kd"], "--loss kd needs teacher outputs"),
+        (["--cache", "{cache}", "--student", "mlp", "--temperature", "0"], "temperature must be positive"),
+        (["--cache", "{cache}", "--student", "mlp", "--alpha", "1.5"], r"alpha must lie in [0, 1]"),
+        (["--cache", "{cache}", "--student", "mlp", "--augment", "cifar"], "inconsistent teaching"),
+        (["--dataset", "imagefolder:{images}", "--student", "mlp", "--teacher", "small_cnn"], "needs --weights"),
+        (["--student", "mlp"], "give --cache FILE"),
+        (
+            [
+                "--dataset",
+                "imagefolder:{images}",
+                "--student",
+                "mlp",
+                "--teacher",
+                "small_cnn",
+                "--weights",
+                "{tmp}/t.pt",
+                "--loss",
+                "ce",
+            ],
+            "does not use --teacher",
+        ),
+        (["--cache", "{cache}", "--teacher", "small_cnn", "--student", "mlp"], "exclude each other"),
+        (["--dataset", "nosuchdata", "--student", "mlp"], "unknown dataset 'nosuchdata'"),
+    ],
+)
 def test_bad_input_is_one_clear_line(args, message, cache, image_folder, tmp_path):
     filled = [a.format(cache=cache, tmp=tmp_path, images=image_folder) for a in args]
     result = run("fit", *filled, *QUICK, "--out", tmp_path / "run")

@@ -1,23 +1,36 @@
 """Images joined with cached targets: fingerprint check, exact replay, view schedule, worker-safe loading."""
+
 import numpy as np
 import pytest
 import torch
 
 from softlabels.datasets import open_dataset
+from softlabels.inputs import Preprocessing
+from softlabels.pipeline import Normalize
 from softlabels.store import CacheTargets, read_info
 from softlabels.teachers import load_teacher
-from softlabels.inputs import Preprocessing
-from trainer.data import (CachedDataset, EpochSampler, LabelledDataset, ViewSchedule, cached_training_data,
-                          check_same_samples, make_loader, subset_indices)
-from softlabels.pipeline import Normalize
+from trainer.data import (
+    CachedDataset,
+    EpochSampler,
+    LabelledDataset,
+    ViewSchedule,
+    cached_training_data,
+    check_same_samples,
+    make_loader,
+    subset_indices,
+)
+
 
 def test_cache_refuses_changed_images(cache, image_folder):
     source = open_dataset(f"imagefolder:{image_folder}")
     assert check_same_samples(cache, read_info(cache).fingerprint, source).startswith("sha256:")
     (image_folder / "train" / "cat" / "0003.png").rename(image_folder / "train" / "cat" / "0003-renamed.png")
     (image_folder / "train" / "dog" / "0001.png").rename(image_folder / "train" / "frog" / "0099.png")
-    with pytest.raises(ValueError, match=r"was not built from .*: 1 added \(e.g. frog/0099.png\), 1 removed "
-                                         r"\(e.g. dog/0001.png\), 1 renamed \(e.g. cat/0003.png -> cat/0003-renamed.png\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"was not built from .*: 1 added \(e.g. frog/0099.png\), 1 removed "
+        r"\(e.g. dog/0001.png\), 1 renamed \(e.g. cat/0003.png -> cat/0003-renamed.png\)",
+    ):
         cached_training_data(cache)
 
 

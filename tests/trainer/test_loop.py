@@ -1,4 +1,5 @@
 """fit end to end: outputs, exact resume, the teacher never needed with a cache, online KD, schedules."""
+
 import json
 import math
 
@@ -14,8 +15,14 @@ from trainer.loop import InconsistentAugmentWarning, lr_factor
 def test_fit_from_a_cache_writes_every_output(cache, fit_options, tmp_path):
     summary = fit(FitConfig.from_options(cache=cache, **fit_options))
     out = tmp_path / "run"
-    assert {p.name for p in out.iterdir()} >= {"summary.json", "metrics.jsonl", "metrics.csv", "last.pt", "best.pt",
-                                                "curves.png"}
+    assert {p.name for p in out.iterdir()} >= {
+        "summary.json",
+        "metrics.jsonl",
+        "metrics.csv",
+        "last.pt",
+        "best.pt",
+        "curves.png",
+    }
     assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
     assert summary["loss"] == "kd" and summary["epochs"] == 2 and summary["finished"]
     assert 0 <= summary["test_accuracy"] <= 1 and summary["best_accuracy"] >= summary["test_accuracy"]
@@ -26,7 +33,10 @@ def test_fit_from_a_cache_writes_every_output(cache, fit_options, tmp_path):
     assert (out / "metrics.csv").read_text().startswith("epoch,lr,train_loss")
     for name in ("last.pt", "best.pt"):
         state = torch.load(out / name, weights_only=True)
-        assert state["config"]["model"]["student"] == "small_cnn" and state["cache_fingerprint"] == summary["cache_fingerprint"]
+        assert (
+            state["config"]["model"]["student"] == "small_cnn"
+            and state["cache_fingerprint"] == summary["cache_fingerprint"]
+        )
     assert "optimizer" in torch.load(out / "last.pt", weights_only=True)
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
 
@@ -70,14 +80,30 @@ def test_resume_refuses_another_student_or_cache(cache, multiview_cache, fit_opt
 
 
 def test_online_kd_with_augmentation(image_folder, teacher_weights, fit_options):
-    summary = fit(FitConfig.from_options(dataset=f"imagefolder:{image_folder}", teacher="small_cnn", weights=str(teacher_weights),
-                            augment="cifar", **fit_options))
+    summary = fit(
+        FitConfig.from_options(
+            dataset=f"imagefolder:{image_folder}",
+            teacher="small_cnn",
+            weights=str(teacher_weights),
+            augment="cifar",
+            **fit_options,
+        )
+    )
     assert summary["loss"] == "kd" and summary["finished"]
 
 
 def test_labels_only_with_adamw_and_cosine(image_folder, fit_options):
-    summary = fit(FitConfig.from_options(dataset=f"imagefolder:{image_folder}", optimizer="adamw", schedule="cosine",
-                            warmup_epochs=0.5, eval_dataset="none", subset=3, **fit_options))
+    summary = fit(
+        FitConfig.from_options(
+            dataset=f"imagefolder:{image_folder}",
+            optimizer="adamw",
+            schedule="cosine",
+            warmup_epochs=0.5,
+            eval_dataset="none",
+            subset=3,
+            **fit_options,
+        )
+    )
     assert summary["loss"] == "ce" and summary["test_accuracy"] is None and summary["finished"]
 
 
@@ -85,8 +111,15 @@ def test_random_augmentation_with_a_cache_needs_the_explicit_flag(cache, fit_opt
     with pytest.raises(ValueError, match="inconsistent"):
         fit(FitConfig.from_options(cache=cache, augment="flip", **fit_options))
     with pytest.warns(InconsistentAugmentWarning):
-        fit(FitConfig.from_options(cache=cache, augment="flip", inconsistent_augment=True, epochs=1,
-                      **{k: v for k, v in fit_options.items() if k != "epochs"}))
+        fit(
+            FitConfig.from_options(
+                cache=cache,
+                augment="flip",
+                inconsistent_augment=True,
+                epochs=1,
+                **{k: v for k, v in fit_options.items() if k != "epochs"},
+            )
+        )
 
 
 def test_mismatched_images_are_refused_before_training(cache, image_folder, make_images, fit_options, tmp_path):
@@ -112,8 +145,13 @@ def test_onecycle_rises_over_a_quarter_without_warmup():
 
 
 def test_top_k_cache_and_hard_loss(build_options, fit_options, tmp_path):
-    topk = str(build_cache(BuildConfig.from_options(**{**build_options, "out": str(tmp_path / "top2.h5"), "topk": 2,
-                                          "dtype": "float16"})).path)
+    topk = str(
+        build_cache(
+            BuildConfig.from_options(
+                **{**build_options, "out": str(tmp_path / "top2.h5"), "topk": 2, "dtype": "float16"}
+            )
+        ).path
+    )
     summary = fit(FitConfig.from_options(cache=topk, loss="hard", **fit_options))
     assert summary["loss"] == "hard" and summary["finished"]
 
@@ -126,13 +164,23 @@ def test_resuming_a_finished_run_trains_no_more(cache, fit_options):
 
 def test_gradient_clipping_bounds_each_step(cache, fit_options, tmp_path):
     """A vanishing clip norm leaves the weights where they started; 0 turns clipping off."""
+
     def weights(clip, out):
-        fit(FitConfig.from_options(**{**fit_options, "out": str(tmp_path / out), "epochs": 1}, cache=cache, lr=1.0, weight_decay=0.0,
-                      clip_grad_norm=clip, eval_dataset="none"))
+        fit(
+            FitConfig.from_options(
+                **{**fit_options, "out": str(tmp_path / out), "epochs": 1},
+                cache=cache,
+                lr=1.0,
+                weight_decay=0.0,
+                clip_grad_norm=clip,
+                eval_dataset="none",
+            )
+        )
         return torch.load(tmp_path / out / "last.pt", weights_only=True)["model"]
 
     torch.manual_seed(0)
     from trainer.students import create_student
+
     start = create_student("small_cnn", 3, 3, 8).state_dict()
     frozen, free = weights(1e-12, "clipped"), weights(0.0, "free")
     for key in start:

@@ -1,4 +1,5 @@
 """Loss values against hand computations."""
+
 import math
 
 import pytest
@@ -37,7 +38,9 @@ def test_temperature_squared_scaling(logits):
     T = 4.0
     p = F.softmax(teacher / T, dim=1)
     kl = (p * (p.log() - F.log_softmax(student / T, dim=1))).sum(1).mean()
-    assert kd_loss(student, teacher, labels, temperature=T, alpha=1.0).item() == pytest.approx(T * T * kl.item(), rel=1e-5)
+    assert kd_loss(student, teacher, labels, temperature=T, alpha=1.0).item() == pytest.approx(
+        T * T * kl.item(), rel=1e-5
+    )
 
 
 def test_batch_mean_does_not_depend_on_batch_size(logits):
@@ -53,10 +56,14 @@ def test_hard_is_cross_entropy_on_the_teachers_argmax(logits):
 
 def test_objective_dispatch_and_label_smoothing(logits):
     student, teacher, labels = logits
-    assert torch.allclose(Objective("ce", label_smoothing=0.1)(student, None, labels),
-                          F.cross_entropy(student, labels, label_smoothing=0.1))
-    assert torch.allclose(Objective("kd", temperature=2.0, alpha=0.3)(student, teacher, labels),
-                          kd_loss(student, teacher, labels, temperature=2.0, alpha=0.3))
+    assert torch.allclose(
+        Objective("ce", label_smoothing=0.1)(student, None, labels),
+        F.cross_entropy(student, labels, label_smoothing=0.1),
+    )
+    assert torch.allclose(
+        Objective("kd", temperature=2.0, alpha=0.3)(student, teacher, labels),
+        kd_loss(student, teacher, labels, temperature=2.0, alpha=0.3),
+    )
     assert Objective("hard").needs_teacher and not Objective("ce").needs_teacher
 
 
@@ -66,12 +73,15 @@ def test_half_precision_logits_are_computed_in_float32(logits):
     assert value.dtype == torch.float32
 
 
-@pytest.mark.parametrize("settings, message", [
-    (dict(temperature=0.0), "temperature must be positive"),
-    (dict(temperature=-1.0), "temperature must be positive"),
-    (dict(alpha=1.5), r"alpha must lie in \[0, 1\]"),
-    (dict(alpha=-0.1), r"alpha must lie in \[0, 1\]"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (dict(temperature=0.0), "temperature must be positive"),
+        (dict(temperature=-1.0), "temperature must be positive"),
+        (dict(alpha=1.5), r"alpha must lie in \[0, 1\]"),
+        (dict(alpha=-0.1), r"alpha must lie in \[0, 1\]"),
+    ],
+)
 def test_bad_settings_are_refused(logits, settings, message):
     student, teacher, labels = logits
     with pytest.raises(ValueError, match=message):

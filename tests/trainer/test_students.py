@@ -1,10 +1,12 @@
 """Every zoo model trains as a student, with the input the resolver gives it."""
+
 import pytest
 import torch
 
 from softlabels.inputs import Preprocessing
 from softlabels.zoo import list_models
-from trainer.students import create_student, student_input as model_preprocessing
+from trainer.students import create_student
+from trainer.students import student_input as model_preprocessing
 
 
 @pytest.mark.parametrize("name", list_models())

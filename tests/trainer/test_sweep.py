@@ -1,4 +1,5 @@
 """trainer sweep: every combination in its own folder, failures recorded, a leaderboard."""
+
 import csv
 
 import pytest
@@ -8,11 +9,17 @@ from trainer import FitConfig, SweepConfig, sweep
 
 def test_sweep_ranks_runs_and_records_failures(cache, fit_options, tmp_path):
     base = FitConfig.from_options(cache=cache, **{**fit_options, "epochs": 1, "out": str(tmp_path / "sweep")})
-    config = SweepConfig(base, students=("linear", "no_such_model"), temperatures=(1.0, 4.0), alphas=(0.5,),
-                         with_ce=True)
+    config = SweepConfig(
+        base, students=("linear", "no_such_model"), temperatures=(1.0, 4.0), alphas=(0.5,), with_ce=True
+    )
     assert [c.runtime.out.rsplit("/", 1)[1] for c in config.runs()] == [
-        "linear-ce", "linear-kd-T1-a0.5", "linear-kd-T4-a0.5",
-        "no_such_model-ce", "no_such_model-kd-T1-a0.5", "no_such_model-kd-T4-a0.5"]
+        "linear-ce",
+        "linear-kd-T1-a0.5",
+        "linear-kd-T4-a0.5",
+        "no_such_model-ce",
+        "no_such_model-kd-T1-a0.5",
+        "no_such_model-kd-T4-a0.5",
+    ]
     rows = sweep(config)
     assert [r["status"] for r in rows] == ["ok"] * 3 + ["failed"] * 3
     assert "unknown model 'no_such_model'" in rows[-1]["error"]

@@ -3,6 +3,7 @@
 Adding a mode is one `StorageMode` subclass in one file here, listed in `MODES`; the writer, the
 reader, `verify`, `export`, `inspect` and the trainer then handle it through its methods.
 """
+
 from __future__ import annotations
 
 from softlabels.store.modes.base import NonFiniteOutputs, StorageMode

@@ -1,4 +1,5 @@
 """What every storage mode provides: the HDF5 datasets it owns and how teacher outputs go in and out."""
+
 from __future__ import annotations
 
 from typing import ClassVar

@@ -1,4 +1,5 @@
 """`logits`: every class's logit, float16 or float32: exact at every temperature, C values a view."""
+
 from __future__ import annotations
 
 import numpy as np

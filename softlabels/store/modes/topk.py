@@ -4,6 +4,7 @@ Rebuilding full logits (docs/FORMAT.md, "Top-k"): the K stored logits are kept e
 missing classes share one logit chosen so that their total probability at temperature 1 equals the
 true tail mass, known exactly from the stored log-sum-exp. Any temperature then applies as usual.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,8 +26,11 @@ class TopK(StorageMode):
 
     def datasets(self, num_samples, num_views):
         n, v, k = num_samples, num_views, self.topk
-        return {VALUES: ((n, v, k), np.dtype(self.dtype)), INDICES: ((n, v, k), index_dtype(self.num_classes)),
-                LOGSUMEXP: ((n, v), np.dtype(np.float32))}
+        return {
+            VALUES: ((n, v, k), np.dtype(self.dtype)),
+            INDICES: ((n, v, k), index_dtype(self.num_classes)),
+            LOGSUMEXP: ((n, v), np.dtype(np.float32)),
+        }
 
     def encode(self, logits):
         """Top-k selection runs on the logits' device; only the selected values cross to the host."""
@@ -37,9 +41,11 @@ class TopK(StorageMode):
         values, indices = torch.topk(logits, self.topk, dim=-1, sorted=True)
         stored = values.to(getattr(torch, self.dtype))
         check_finite(stored)
-        return {VALUES: stored.cpu().numpy(),
-                INDICES: indices.cpu().numpy().astype(index_dtype(self.num_classes)),
-                LOGSUMEXP: torch.logsumexp(logits, dim=-1).cpu().numpy().astype(np.float32)}
+        return {
+            VALUES: stored.cpu().numpy(),
+            INDICES: indices.cpu().numpy().astype(index_dtype(self.num_classes)),
+            LOGSUMEXP: torch.logsumexp(logits, dim=-1).cpu().numpy().astype(np.float32),
+        }
 
     def dense(self, arrays):
         values = arrays[VALUES].astype(np.float32)
@@ -62,12 +68,16 @@ class TopK(StorageMode):
 
         head = np.take_along_axis(fresh, arrays[INDICES].astype(np.int64), axis=-1)
         lse = torch.logsumexp(torch.from_numpy(fresh), dim=-1).numpy()
-        return np.maximum(np.abs(arrays[VALUES].astype(np.float32) - head).max(axis=-1),
-                          np.abs(arrays[LOGSUMEXP] - lse))
+        return np.maximum(
+            np.abs(arrays[VALUES].astype(np.float32) - head).max(axis=-1), np.abs(arrays[LOGSUMEXP] - lse)
+        )
 
     def export(self, arrays):
-        return {"topk_values": arrays[VALUES].astype(np.float32), "topk_indices": arrays[INDICES].astype(np.int64),
-                "topk_logsumexp": arrays[LOGSUMEXP].astype(np.float32)}
+        return {
+            "topk_values": arrays[VALUES].astype(np.float32),
+            "topk_indices": arrays[INDICES].astype(np.int64),
+            "topk_logsumexp": arrays[LOGSUMEXP].astype(np.float32),
+        }
 
     def label(self, short=False):
         return f"{self.dtype} top-{self.topk}" if short else f"top-{self.topk} logits + logsumexp, {self.dtype}"
