@@ -11,7 +11,7 @@ endif
 STAMP := $(VENV)/.installed
 DEMO := data/demo
 
-.PHONY: install test test-fast demo demo-data bench clean
+.PHONY: install lint test test-fast demo demo-data bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
+# ruff (lint + format check) and mypy: the habits that keep the seams where they are.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check softlabels trainer bench tests
+	$(VENV)/bin/ruff format --check softlabels trainer bench tests
+	$(VENV)/bin/mypy
+
+test: lint
 	$(PY) -m pytest
 
 test-fast: $(STAMP)

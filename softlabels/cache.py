@@ -16,10 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from softlabels import store
+
+if TYPE_CHECKING:
+    from softlabels.pipeline import ViewPipeline
 
 Index = int | str | np.integer
 
@@ -47,7 +51,7 @@ class Cache:
         self.labels: np.ndarray = labels
         self.classes: list[str] = self.info.classes
         self._positions: dict[str, int] | None = None
-        self._pipeline = None
+        self._pipeline: ViewPipeline | None = None
         self._checked = None  # the last source check_dataset accepted
 
     @property
@@ -141,12 +145,12 @@ class Cache:
             self.check_dataset(source)
             self._checked = source
         if self._pipeline is None:
-            self._pipeline = ViewPipeline(self.info.preprocessing, self.info.augment.name)
+            self._pipeline = ViewPipeline(self.info.input, self.info.augment.name)
         rows = self._targets.rows(position).view(self._view(view))
         x = self._pipeline.decode(source.load(position))
         image = self._pipeline.view(x, rows.params if rows.params is not None else ())
         if normalize:
-            image = Normalize(self.info.preprocessing)(image[None])[0]
+            image = Normalize(self.info.input)(image[None])[0]
         return image, int(self.labels[position]), torch.from_numpy(rows.dense())
 
     def _view(self, view: int) -> int:

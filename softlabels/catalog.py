@@ -162,7 +162,7 @@ def find_cache_files(root) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a directory")
-    found = []
+    found: list[Path] = []
     for folder, _, files in os.walk(root):
         found.extend(Path(folder) / name for name in files if CACHE_NAME.search(name))
     return sorted(found, key=lambda path: path.relative_to(root).parts)

@@ -185,12 +185,15 @@ def recompute(
 
     targets = store.CacheTargets(path, memory_budget=0)  # read only the rows recomputed
     info, layout = targets.info, targets.layout
-    source = source or open_dataset(info.dataset.spec, info.dataset.split, info.dataset.root or "data")
+    if source is None:
+        if not info.dataset.spec:
+            raise ValueError(f"{path} records no dataset: pass --dataset")
+        source = open_dataset(info.dataset.spec, info.dataset.split, info.dataset.root or "data")
     model = _load_teacher(info, teacher, weights, trust_checkpoint)
     target = resolve_device(device)
     model = prepare_model(model, target).eval()
-    normalize = Normalize(info.preprocessing).to(target)
-    pipeline = ViewPipeline(info.preprocessing, info.augment.name)
+    normalize = Normalize(info.input).to(target)
+    pipeline = ViewPipeline(info.input, info.augment.name)
     rows = np.sort(np.random.default_rng(seed).choice(layout.num_samples, min(n, layout.num_samples), replace=False))
     keys = [str(k) for k in store.read_keys_labels(path)[0]]
     index = {k: i for i, k in enumerate(source.keys)}
@@ -230,7 +233,7 @@ def _load_teacher(info: store.CacheInfo, spec: str | None, weights: str | None, 
         weights = info.teacher.weights  # the recorded checkpoint, when it is still there
         if weights is not None and not Path(weights).is_file():
             raise FileNotFoundError(f"the cache's teacher weights {weights} are not here; pass --weights")
-    prep = info.preprocessing
+    prep = info.input
     return load_teacher(
         spec,
         weights=weights,

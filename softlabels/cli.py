@@ -99,7 +99,7 @@ def build(**options):
         )
 
 
-build.help += "\n\n\b\n" + _augment_help()
+build.help = (build.help or "") + "\n\n\b\n" + _augment_help()
 
 
 @main.command()

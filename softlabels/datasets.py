@@ -23,6 +23,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -181,7 +182,7 @@ def eval_spec_for(spec: str, root: str | Path = "data") -> tuple[str, str] | Non
     return spec, "test"
 
 
-def _parse_spec(spec: str) -> tuple[str, object]:
+def _parse_spec(spec: str) -> tuple[str, Any]:
     if spec in BUILTINS:
         return "builtin", spec
     if spec.startswith("imagefolder:"):

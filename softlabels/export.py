@@ -37,7 +37,10 @@ def export_npz(path, out, keep_topk: bool = False, compress: bool = False, overw
     arrays = export_arrays(path, info, keep_topk)
     tmp = out.with_name(out.name + ".tmp")
     with open(tmp, "wb") as file:  # a file object: numpy would otherwise append `.npz` to the name
-        (np.savez_compressed if compress else np.savez)(file, **arrays)
+        if compress:
+            np.savez_compressed(file, **arrays)  # type: ignore[arg-type]
+        else:
+            np.savez(file, **arrays)  # type: ignore[arg-type]
     os.replace(tmp, out)
     return out
 
@@ -57,7 +60,7 @@ def export_arrays(path, info: store.CacheInfo, keep_topk: bool = False) -> dict[
     else:
         out["logits"] = rows.dense()
     if layout.param_names:
-        out["view_params"] = rows.params.astype(np.int32)
+        out["view_params"] = np.asarray(rows.params, dtype=np.int32)
         out["view_param_names"] = np.array(layout.param_names, dtype=str)
     out["metadata"] = np.array(json.dumps(_metadata(info), sort_keys=True))
     return out

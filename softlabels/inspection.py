@@ -390,13 +390,14 @@ def _scope(report: dict) -> str:
 def _key_numbers(report: dict) -> list[tuple[str, str]]:
     acc, conf, cal = report["accuracy"], report["confidence"], report["calibration"]
     per_class = {k: v for k, v in acc["per_class"].items() if v is not None}
-    worst = min(per_class, key=per_class.get)
+    worst = min(per_class, key=lambda name: per_class[name])
+    best = max(per_class, key=lambda name: per_class[name])
     temps = report["temperatures"]
     rows = [
         ("accuracy", f"{acc['accuracy']:.2%} (view 0: {acc['view0']:.2%})"),
         (
             "worst / best class",
-            f"{worst} {per_class[worst]:.1%} / {max(per_class, key=per_class.get)} {max(per_class.values()):.1%}",
+            f"{worst} {per_class[worst]:.1%} / {best} {per_class[best]:.1%}",
         ),
         (
             "mean confidence",

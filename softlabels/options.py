@@ -19,12 +19,12 @@ class Options:
     """Mixin for a config made of option groups."""
 
     @classmethod
-    def _groups(cls) -> dict[str, type]:
+    def _groups(cls: Any) -> dict[str, type]:
         hints = typing.get_type_hints(cls)
         return {f.name: hints[f.name] for f in dataclasses.fields(cls) if dataclasses.is_dataclass(hints[f.name])}
 
     @classmethod
-    def from_options(cls, **options: Any):
+    def from_options(cls: Any, **options: Any) -> Any:
         """Build the config from flat options (`--epochs 3` -> epochs=3), each sent to the group that
         declares it; options left at None take the group's default. Unknown names raise TypeError."""
         groups = cls._groups()
@@ -41,19 +41,19 @@ class Options:
                 raise TypeError(f"unknown option {name!r}")
         return cls(**top, **{group: groups[group](**values[group]) for group in groups})
 
-    def replace(self, **options: Any):
+    def replace(self, **options: Any) -> Any:
         """A copy with flat options changed."""
         return type(self).from_options(**{**self.flat(), **options})
 
-    def flat(self) -> dict[str, Any]:
+    def flat(self: Any) -> dict[str, Any]:
         """Every option by its flat name."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            out.update(dataclasses.asdict(value) if dataclasses.is_dataclass(value) else {f.name: value})
+            out.update(dataclasses.asdict(value) if dataclasses.is_dataclass(value) else {f.name: value})  # type: ignore[arg-type]
         return out
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self: Any) -> dict[str, Any]:
         """The config as nested plain JSON types (tuples as lists)."""
         return _plain(dataclasses.asdict(self))
 

@@ -57,6 +57,9 @@ class ViewPipeline:
 class Normalize(nn.Module):
     """(x - mean) / std on (N, C, H, W) batches: the one place inputs are normalised."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, prep: Preprocessing):
         super().__init__()
         self.register_buffer("mean", torch.tensor(prep.mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)

@@ -11,6 +11,7 @@ agree, and that shards cover every sample exactly once or view sets never repeat
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def stale_rank_shards(out: str | Path, world_size: int) -> list[Path]:
     )
 
 
-def merge_caches(paths: list[str | Path], out: str | Path, overwrite: bool = False, progress: bool = True) -> Path:
+def merge_caches(paths: Sequence[str | Path], out: str | Path, overwrite: bool = False, progress: bool = True) -> Path:
     """Merge complete shard caches of one build into a single verified cache at `out`."""
     out = Path(out)
     if out.exists() and not overwrite:
@@ -101,7 +102,9 @@ def _check_agreement(infos: list[store.CacheInfo]) -> int:
             raise ValueError(f"{name} stores targets differently ({info.layout}): refusing to merge")
     expected_start = 0
     for info in infos:
-        start, stop = info.shard.start, info.shard.stop
+        shard = info.shard
+        assert shard is not None  # checked above
+        start, stop = shard.start, shard.stop
         if start != expected_start:
             kind = "overlap" if start < expected_start else "gap"
             raise ValueError(
@@ -132,7 +135,7 @@ def _copy_rows(info: store.CacheInfo, writer: store.CacheWriter, bar) -> None:
 # ----------------------------------------------------------------------------- view sets
 
 
-def merge_views(paths: list[str | Path], out: str | Path, overwrite: bool = False, progress: bool = True) -> Path:
+def merge_views(paths: Sequence[str | Path], out: str | Path, overwrite: bool = False, progress: bool = True) -> Path:
     """Merge caches of the same samples built with different seeds into one cache holding all their views.
 
     View order follows `paths`: the first cache's views come first. The merged `augment` attribute
@@ -230,7 +233,7 @@ def _copy_views(infos: list[store.CacheInfo], writer: store.CacheWriter, bar) ->
 # ----------------------------------------------------------------------------- either
 
 
-def merge_kind(paths: list[str | Path]) -> str:
+def merge_kind(paths: Sequence[str | Path]) -> str:
     """`rows` when every input is a shard, `views` when none is; mixed inputs are refused."""
     shards = [store.read_info(p).shard is not None for p in paths]
     if all(shards):

@@ -21,6 +21,8 @@ def import_user_file(path: Path, kind: str) -> ModuleType:
     stem = re.sub(r"\W", "_", path.stem)
     name = f"softlabels_user_{kind}_{stem}_{digest}"
     module_spec = importlib.util.spec_from_file_location(name, resolved)
+    if module_spec is None or module_spec.loader is None:
+        raise ValueError(f"{path} cannot be imported as a Python file")
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module
     sys.path.insert(0, str(resolved.parent))

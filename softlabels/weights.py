@@ -48,7 +48,7 @@ def _recorded(obj) -> tuple[Preprocessing | None, str | None, int | None]:
         return None, None, None
     prep, config, classes = obj.get("preprocessing"), obj.get("config"), obj.get("classes")
     try:
-        recorded = Preprocessing.from_dict(prep) if isinstance(prep, Mapping) else None
+        recorded = Preprocessing.from_dict(dict(prep)) if isinstance(prep, Mapping) else None
     except (KeyError, TypeError, ValueError):
         recorded = None
     spec = config.get("student") if isinstance(config, Mapping) else None

@@ -12,6 +12,7 @@ import io
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -81,7 +82,7 @@ def load_checkpoint(path: str | Path) -> dict:
 
 def rng_state() -> dict:
     """Torch's CPU and CUDA generator states, as tensors."""
-    state = {"torch": torch.get_rng_state()}
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -110,7 +111,10 @@ class EpochSampler(Sampler):
 
 def _unpack(item) -> tuple[int, int, int]:
     """(index, view, epoch) from a sampler's triple or a plain index (evaluation)."""
-    return (int(item), 0, 0) if isinstance(item, (int, np.integer)) else tuple(int(v) for v in item)
+    if isinstance(item, (int, np.integer)):
+        return int(item), 0, 0
+    index, view, epoch = (int(v) for v in item)
+    return index, view, epoch
 
 
 def random_view(pipeline: ViewPipeline, x: torch.Tensor, seed: int, index: int, epoch: int) -> torch.Tensor:
@@ -147,7 +151,7 @@ class CachedDataset(Dataset):
         if len(source) != len(targets):
             raise ValueError(f"{source.spec} has {len(source)} samples but the cache {targets.path} {len(targets)}")
         self.source, self.targets, self.seed = source, targets, seed
-        prep = targets.info.preprocessing
+        prep = targets.info.input
         self.replay = ViewPipeline(prep, targets.info.augment.name)
         self.random = ViewPipeline(prep, random_augment)
 
@@ -183,7 +187,7 @@ def make_loader(
     """
     if start_method is not None and start_method not in START_METHODS:
         raise ValueError(f"unknown start method {start_method!r}; choose one of: {', '.join(START_METHODS)}")
-    count = len(sampler) if sampler is not None else len(dataset)
+    count = len(sampler) if sampler is not None else len(dataset)  # type: ignore[arg-type]
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -216,7 +220,7 @@ class TrainingData:
     @property
     def identity(self) -> dict:
         """What a checkpoint's resume must agree on (see trainer.checkpoints.check_resumable)."""
-        identity = {"dataset_fingerprint": self.fingerprint}
+        identity: dict[str, Any] = {"dataset_fingerprint": self.fingerprint}
         if self.cache is not None:
             teacher = self.cache.teacher
             identity["cache_targets"] = {
@@ -261,7 +265,7 @@ def cached_training_data(
     fingerprint = check_same_samples(cache, targets.info.fingerprint, source)
     if targets.layout.num_classes != len(source.classes):
         raise ValueError(f"the cache has {targets.layout.num_classes} classes but {source.spec} {len(source.classes)}")
-    cache_prep = targets.info.preprocessing
+    cache_prep = targets.info.input
     defaults = data_input(source.defaults, image_size=cache_prep.image_size)
     image_prep = defaults if defaults.channels == cache_prep.channels else cache_prep
     schedule = ViewSchedule(len(source), targets.layout.num_views, seed)

@@ -288,6 +288,7 @@ def load_data(config: FitConfig) -> tuple[TrainingData, Teacher | None]:
             augment=data.augment,
             seed=seed,
         ), None
+    assert data.dataset is not None  # check_config: --cache or --dataset
     source = open_dataset(data.dataset, data.split, runtime.data_root, runtime.download)
     if not config.objective.teacher:
         channels = len(config.model.mean) if config.model.mean else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from functools import cached_property
 from typing import Any, ClassVar
@@ -232,7 +232,7 @@ class Metadata:
         return {name: getattr(self, name).to_dict() for name in RECORDS if getattr(self, name) is not None}
 
     @classmethod
-    def from_attrs(cls, attrs: dict[str, dict | None]) -> Metadata:
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> Metadata:
         """Parse the JSON attributes; `preprocessing` and `shard` stay None where absent or empty."""
 
         def optional(name):
@@ -272,6 +272,13 @@ class CacheInfo:
 
     @property
     def preprocessing(self) -> Preprocessing | None:
+        return self.meta.preprocessing
+
+    @property
+    def input(self) -> Preprocessing:
+        """The model input the targets were computed on (what views are replayed at)."""
+        if self.meta.preprocessing is None:
+            raise CacheError(f"{self.path} records no preprocessing: its views cannot be replayed")
         return self.meta.preprocessing
 
     @property
