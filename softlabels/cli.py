@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 
 import click
 
 from softlabels import store
-from softlabels.clitools import CleanErrors, floats, int_range
+from softlabels.clitools import CleanErrors, floats, int_range, one_line_warning
 
 
 @click.group(cls=CleanErrors, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(package_name="softlabels")
 def main():
     """Build, check and inspect teacher-logit caches for knowledge distillation."""
+    warnings.showwarning = one_line_warning
 
 
 def _augment_help() -> str:

@@ -29,6 +29,11 @@ class CleanErrors(click.Group):
             sys.exit(1)
 
 
+def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """`warnings.showwarning` for the command lines: `warning: ...` on one line of stderr."""
+    click.echo(f"warning: {message}", err=True)
+
+
 def one_line(err: BaseException) -> str:
     text = str(err) or type(err).__name__
     if isinstance(err, OSError) and err.errno == errno.ENOSPC:

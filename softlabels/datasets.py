@@ -159,7 +159,18 @@ def load_image(path: str | Path) -> Image.Image:
 
 
 def open_dataset(spec: str, split: str = "train", root: str | Path = "data", download: bool = False) -> DatasetSource:
-    """The source a spec names (see the module docstring); `root` is where built-ins live."""
+    """The samples a spec names, with stable keys, labels and class names.
+
+    Args:
+        spec: a built-in name (`cifar10`, `fashion-mnist`, ...), `imagefolder:PATH` or `FILE.py:FUNC`.
+        split: `train`, `test`, or an image folder's split sub-folder.
+        root: where built-in datasets live.
+        download: let torchvision download a built-in dataset (needs a network).
+    Returns:
+        A `DatasetSource` (keys, labels, classes in memory; samples decoded on `load(i)`).
+    Raises:
+        ValueError: an unknown spec form; FileNotFoundError: data that is not there.
+    """
     kind, arg = _parse_spec(spec)
     if kind == "builtin":
         return _open_builtin(spec, arg, split, Path(root).expanduser().resolve(), download)

@@ -7,7 +7,7 @@ import warnings
 
 import click
 
-from softlabels.clitools import CleanErrors, floats, int_range
+from softlabels.clitools import CleanErrors, floats, int_range, one_line_warning
 from softlabels.runtime import current_rank, default_workers
 from softlabels.transforms import AUGMENTS
 from trainer.data import START_METHODS
@@ -22,11 +22,7 @@ from trainer.sweep import sweep as run_sweep
 @click.version_option(package_name="softlabels")
 def main():
     """Train students from a softlabels cache (or from labels, or from a teacher online)."""
-    warnings.showwarning = _one_line_warning
-
-
-def _one_line_warning(message, category, filename, lineno, file=None, line=None):
-    click.echo(f"warning: {message}", err=True)
+    warnings.showwarning = one_line_warning
 
 
 _OPTIONS = [

@@ -517,7 +517,16 @@ class Progress:
 
 
 def fit(config: FitConfig) -> dict:
-    """Train one student as `config` says; returns the summary also written to OUT/summary.json."""
+    """Train one student as `config` says.
+
+    Args:
+        config: the run (`FitConfig.from_options(cache=..., student=..., out=...)`).
+    Returns:
+        The summary also written to OUT/summary.json (test accuracy, best epoch, timings, config).
+    Raises:
+        ValueError / FileNotFoundError / FileExistsError: bad options, a cache that does not match
+            its images, an --out that holds another run; raised before the first epoch.
+    """
     check_config(config)
     rank = current_rank()
     device = _device_for(config, rank)

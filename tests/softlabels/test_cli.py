@@ -117,3 +117,10 @@ def test_existing_partial_needs_resume_or_overwrite(build_args, tmp_path):
     assert result.exit_code == 1 and "cannot resume from" in result.output and "--overwrite" in result.output
     result = CliRunner().invoke(main, [str(a) for a in build_args] + ["--overwrite"])
     assert result.exit_code == 0, result.output
+
+
+def test_a_teacher_without_weights_is_built_with_a_loud_warning(image_folder, tmp_path):
+    result = CliRunner().invoke(main, ["build", "--dataset", f"imagefolder:{image_folder}", "--teacher", "small_cnn",
+                                       "--workers", "0", "--device", "cpu", "--out", str(tmp_path / "random.h5")])
+    assert result.exit_code == 0, result.output
+    assert "warning: teacher small_cnn has no --weights: it is randomly initialised" in result.output
