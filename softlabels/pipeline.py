@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from softlabels.inputs import Preprocessing
-from softlabels.transforms import Augment, fit_size, get_augment, sample_views, to_tensor
+from softlabels.transforms import Augment, eval_fit, fit_size, get_augment, sample_views, to_tensor
 
 
 class ViewPipeline:
@@ -29,8 +29,15 @@ class ViewPipeline:
         self.augment = get_augment(augment)
 
     def decode(self, sample) -> torch.Tensor:
-        """A decoded sample (a PIL image) as float32 (C, H, W) in [0, 1] with the input's channels."""
-        return to_tensor(sample, self.prep.channels)
+        """A decoded sample (a PIL image) as float32 (C, H, W) in [0, 1] with the input's channels.
+
+        With an eval transform (`prep.resize`), the image is first resized and centre-cropped as
+        timm's and torchvision's eval transforms do it, unless the augmentation makes the size itself.
+        """
+        prep = self.prep
+        if prep.resize is not None and not self.augment.resizes:
+            sample = eval_fit(sample, prep.channels, prep.resize, prep.image_size, prep.interpolation)
+        return to_tensor(sample, prep.channels)
 
     def view(self, x: torch.Tensor, params) -> torch.Tensor:
         """The view of decoded `x` that `params` (P,) describe, at the input size."""

@@ -17,10 +17,8 @@ from softlabels.datasets import IMAGENET_MEAN, IMAGENET_STD
 from softlabels.inputs import Preprocessing, resolve_input
 from softlabels.models import create_model, source_for
 from softlabels.store.schema import TeacherRecord
-from softlabels.weights import load_weights, read_weights, sha256_file
+from softlabels.weights import load_weights, read_weights, sha256_file, state_dict_sha256
 
-DEFAULT_NUM_CLASSES = 10
-TORCHVISION_NUM_CLASSES = 1000
 DEFAULT_DATA = Preprocessing(IMAGENET_MEAN, IMAGENET_STD, 32)
 
 
@@ -56,23 +54,19 @@ class Teacher:
         )
 
 
-def load_teacher(
-    spec: str,
-    weights: str | Path | None = None,
-    num_classes: int | None = None,
-    trust_checkpoint: bool = False,
-    *,
-    data: Preprocessing | None = None,
-    mean: tuple[float, ...] | None = None,
-    std: tuple[float, ...] | None = None,
-    image_size: int | None = None,
-) -> Teacher:
+def load_teacher(spec: str | None, weights: str | Path | None = None, num_classes: int | None = None,
+                 trust_checkpoint: bool = False, *, data: Preprocessing | None = None,
+                 mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
+                 image_size: int | None = None) -> Teacher:
     """Create the model a spec names, load its weights (if any) and put it in eval mode.
 
     Args:
-        spec: zoo name, `torchvision:NAME`, `FILE.py:FUNC` or archive path (`softlabels.models`).
-        weights: a checkpoint path (none for archives, which carry their own).
-        num_classes: output classes [default: 1000 for torchvision:NAME, else 10]; archives ignore it.
+        spec: zoo name, `timm:NAME`, `torchvision:NAME`, `FILE.py:FUNC` or archive path
+            (`softlabels.models`); None: the spec the weights record (weights from `trainer fit`).
+        weights: a weights file (checkpoint or `.safetensors`), or weights the source names itself
+            (`DEFAULT`, `IMAGENET1K_V2` for torchvision, `pretrained` for timm); none for archives.
+        num_classes: output classes [default: what the weights record, else 1000 for torchvision
+            and timm, else 10]; archives ignore it.
         trust_checkpoint: allow full unpickling of `weights` (runs code from the file).
         data: the data's own input (channels, size, statistics) [default: RGB 32 px, ImageNet statistics].
         mean, std, image_size: explicit input overrides.
@@ -81,30 +75,42 @@ def load_teacher(
     Raises:
         ValueError / FileNotFoundError: unknown specs, unreadable or mismatching weights.
     """
-    source = source_for(spec)
-    if source.carries_weights and weights is not None:
+    if spec is not None and weights is not None and source_for(spec).carries_weights:
         raise ValueError(f"{spec} is an archive that carries its own weights; drop --weights {weights}")
+    named = weights is not None and spec is not None and source_for(spec).named_weights(spec, str(weights))
+    loaded = read_weights(weights, trust_checkpoint) if weights is not None and not named else None
+    spec = spec or (loaded.spec if loaded else None)
+    if spec is None:
+        raise ValueError("give --teacher SPEC: the weights do not record which model they belong to")
+    source = source_for(spec)
     if weights is None and not source.carries_weights:
-        warnings.warn(
-            f"teacher {spec} has no --weights: it is randomly initialised, and its outputs teach nothing",
-            RandomTeacherWarning,
-            stacklevel=2,
-        )
-    loaded = read_weights(weights, trust_checkpoint) if weights is not None else None
-    model_input = resolve_input(
-        spec, data or DEFAULT_DATA, trained=loaded.input if loaded else None, mean=mean, std=std, image_size=image_size
-    )
-    if num_classes is None:
-        num_classes = TORCHVISION_NUM_CLASSES if source.name == "torchvision" else DEFAULT_NUM_CLASSES
+        warnings.warn(f"teacher {spec} has no --weights: it is randomly initialised, and its outputs teach "
+                      f"nothing", RandomTeacherWarning, stacklevel=2)
+    model_input = resolve_input(spec, data or DEFAULT_DATA, weights=None if weights is None else str(weights),
+                                trained=loaded.input if loaded else None, mean=mean, std=std, image_size=image_size)
+    if named:
+        model = _named(source, spec, str(weights), num_classes, model_input.channels)
+        return _teacher(model, spec, model_input, str(weights), state_dict_sha256(model))
+    num_classes = num_classes or (loaded.num_classes if loaded else None) or source.default_classes
     model = create_model(spec, num_classes, model_input.channels, model_input.image_size)
     if loaded is not None:
-        load_weights(model, loaded.state_dict)
+        load_weights(model, loaded.state_dict, num_classes)
     origin = Path(spec).expanduser() if source.carries_weights else weights
-    return Teacher(
-        model=model.eval(),
-        spec=spec,
-        input=model_input,
-        weights=None if origin is None else str(origin),
-        weights_sha256=None if origin is None else sha256_file(origin),
-        num_params=sum(p.numel() for p in model.parameters()),
-    )
+    return _teacher(model, spec, model_input, None if origin is None else str(origin),
+                    None if origin is None else sha256_file(origin))
+
+
+def _named(source, spec: str, weights: str, num_classes: int | None, channels: int) -> nn.Module:
+    """A teacher with weights its source fetches itself; a teacher keeps their head (and class count)."""
+    classes = source.pretrained_classes(spec, weights) if hasattr(source, "pretrained_classes") else None
+    if num_classes is not None and classes is not None and num_classes != classes:
+        raise ValueError(f"{spec} with --weights {weights} outputs {classes} classes but {num_classes} are asked for "
+                         f"(--num-classes, or the dataset's classes): a teacher must output the dataset's classes; "
+                         f"fine-tune it first (trainer fit --student {spec} --weights {weights} --loss ce)")
+    return source.create_with_weights(spec, weights, classes or num_classes or source.default_classes, channels)
+
+
+def _teacher(model: nn.Module, spec: str, model_input: Preprocessing, weights: str | None,
+             digest: str | None) -> Teacher:
+    return Teacher(model=model.eval(), spec=spec, input=model_input, weights=weights, weights_sha256=digest,
+                   num_params=sum(p.numel() for p in model.parameters()))

@@ -32,6 +32,16 @@ def to_tensor(img: Image.Image, channels: int) -> torch.Tensor:
     return TF.pil_to_tensor(img).to(torch.float32).div_(255)
 
 
+def eval_fit(img: Image.Image, channels: int, resize: int, size: int, interpolation: str | None) -> Image.Image:
+    """A published eval transform's geometry on a decoded image, as timm's and torchvision's do it on
+    PIL images: shorter side to `resize` (PIL's resampling, antialiased), then a centre crop of `size`."""
+    mode = "L" if channels == 1 else "RGB"
+    if img.mode != mode:
+        img = img.convert(mode)
+    img = TF.resize(img, [resize], interpolation=TF.InterpolationMode(interpolation or "bilinear"), antialias=True)
+    return TF.center_crop(img, [size, size])
+
+
 def _resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     if tuple(x.shape[-2:]) == (height, width):
         return x
@@ -51,11 +61,16 @@ def fit_size(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class Augment:
-    """One augmentation: `sample` draws int32 parameters, `apply` is an exact function of them."""
+    """One augmentation: `sample` draws int32 parameters, `apply` is an exact function of them.
+
+    `resizes`: the augmentation makes the input size itself from the whole decoded image (a random
+    resized crop), so an eval transform's resize and centre crop do not apply before it.
+    """
 
     name: str = ""
     param_names: tuple[str, ...] = ()
     description: str = ""
+    resizes: bool = False
 
     def sample(self, rng: np.random.Generator, height: int, width: int, image_size: int) -> np.ndarray:
         """Parameters of one view of an image of `height` x `width`, as int32 (P,)."""
@@ -145,6 +160,7 @@ class ImagenetCrop(Augment):
     """
 
     name = "imagenet"
+    resizes = True
     param_names = ("top", "left", "height", "width", "flip")
     description = "random resized crop (scale 0.08-1, ratio 3/4-4/3) to the image size, then horizontal flip with p=1/2"
     scale = (0.08, 1.0)

@@ -2,13 +2,17 @@
 
 Checkpoints are read with `weights_only=True` (tensors and plain containers, no code) unless the user
 trusts the file. Wrappers such as {"state_dict": ...}, `module.` (DataParallel) and `_orig_mod.`
-(torch.compile) are stripped, then keys and shapes must match exactly. A checkpoint written by
-`trainer fit` also records the model spec and the input it was trained with (`Weights.input`).
+(torch.compile) are stripped, then keys and shapes must match exactly. `.safetensors` files are read
+with safetensors (an optional extra). Weights written by `trainer fit` also record the model spec,
+the classes and the input they were trained with (`WeightsConfig`), inside `best.pt`/`last.pt`, in
+the `.safetensors` metadata and in a `best.json` beside them, so `softlabels build --weights
+RUN/best.pt` needs no other flag.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 import re
 import warnings
@@ -26,33 +30,138 @@ KEY_PREFIXES = ("module.", "_orig_mod.")
 _SHOWN = 10  # keys listed in a mismatch message
 
 
+CONFIG_FORMAT = "softlabels-weights"
+
+
+@dataclass(frozen=True)
+class WeightsConfig:
+    """What weights written by `trainer fit` say about themselves (JSON beside or inside the file)."""
+
+    spec: str | None = None  # the model spec they belong to
+    input: Preprocessing | None = None  # the input they were trained with
+    classes: tuple[str, ...] | None = None
+
+    @property
+    def num_classes(self) -> int | None:
+        return None if self.classes is None else len(self.classes)
+
+    def to_dict(self) -> dict:
+        return {"format": CONFIG_FORMAT, "version": 1, "model": self.spec, "classes": list(self.classes or []),
+                "num_classes": self.num_classes, "input": None if self.input is None else self.input.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> WeightsConfig:
+        """Our JSON config, or the entries of a `trainer fit` checkpoint (`config`, `preprocessing`, `classes`)."""
+        prep = data.get("input", data.get("preprocessing"))
+        config = data.get("config")
+        spec = data.get("model") if isinstance(data.get("model"), str) else None
+        if spec is None and isinstance(config, Mapping):  # a checkpoint: nested (now) or flat (0.1) config
+            model = config.get("model")
+            spec = model.get("student") if isinstance(model, Mapping) else config.get("student")
+        classes = data.get("classes")
+        try:
+            recorded = Preprocessing.from_dict(dict(prep)) if isinstance(prep, Mapping) else None
+        except (KeyError, TypeError, ValueError):
+            recorded = None
+        return cls(spec if isinstance(spec, str) else None, recorded,
+                   tuple(str(c) for c in classes) if isinstance(classes, list) and classes else None)
+
+
 @dataclass
 class Weights:
-    """A checkpoint's state dict and what it says about itself (trainer checkpoints only)."""
+    """A weights file's state dict and what it says about itself."""
 
     state_dict: dict[str, torch.Tensor]
-    input: Preprocessing | None = None  # the input the weights were trained with
-    spec: str | None = None  # the model spec they belong to
-    num_classes: int | None = None
+    config: WeightsConfig = WeightsConfig()
+
+    @property
+    def input(self) -> Preprocessing | None:
+        return self.config.input
+
+    @property
+    def spec(self) -> str | None:
+        return self.config.spec
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.config.num_classes
 
 
 def read_weights(path: str | Path, trust: bool = False) -> Weights:
-    """The state dict of a checkpoint file and the training config it records, if any."""
-    obj = _load(Path(path), trust)
-    return Weights(unwrap_state_dict(obj), *_recorded(obj))
+    """The state dict of a weights file (checkpoint or `.safetensors`) and the config it records."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    obj = _load(path, trust)
+    config = WeightsConfig.from_dict(obj) if isinstance(obj, Mapping) else WeightsConfig()
+    return Weights(unwrap_state_dict(obj), _with_sidecar(config, path))
 
 
-def _recorded(obj) -> tuple[Preprocessing | None, str | None, int | None]:
-    """(input, spec, classes) recorded by `trainer fit` checkpoints; Nones for other files."""
-    if not isinstance(obj, Mapping):
-        return None, None, None
-    prep, config, classes = obj.get("preprocessing"), obj.get("config"), obj.get("classes")
+def _with_sidecar(config: WeightsConfig, path: Path) -> WeightsConfig:
+    """A `NAME.json` beside `NAME.pt` / `NAME.safetensors` fills in what the file itself does not say."""
+    sidecar = path.with_suffix(".json")
+    if config.spec or not sidecar.is_file():
+        return config
     try:
-        recorded = Preprocessing.from_dict(dict(prep)) if isinstance(prep, Mapping) else None
-    except (KeyError, TypeError, ValueError):
-        recorded = None
-    spec = config.get("student") if isinstance(config, Mapping) else None
-    return recorded, spec if isinstance(spec, str) else None, len(classes) if isinstance(classes, list) else None
+        data = json.loads(sidecar.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{sidecar} is not readable JSON ({err})") from None
+    return WeightsConfig.from_dict(data) if data.get("format") == CONFIG_FORMAT else config
+
+
+def _read_safetensors(path: Path) -> Weights:
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        raise ValueError(f"{path} is a .safetensors file: pip install 'softlabels[safetensors]'") from None
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            state = {key: file.get_tensor(key) for key in file.keys()}
+            metadata = file.metadata() or {}
+    except Exception as err:
+        raise ValueError(f"{path} is not a readable .safetensors file ({type(err).__name__}: {err})") from None
+    config = WeightsConfig()
+    if metadata.get(CONFIG_FORMAT):
+        config = WeightsConfig.from_dict(json.loads(metadata[CONFIG_FORMAT]))
+    return Weights(strip_prefixes(state), _with_sidecar(config, path))
+
+
+def write_weights(state_dict: Mapping[str, torch.Tensor], config: WeightsConfig, path: str | Path) -> None:
+    """`path` as `.safetensors` with the config in its metadata, plus `NAME.json` beside it (atomic)."""
+    from safetensors.torch import save
+
+    path = Path(path)
+    tensors = {key: value.detach().cpu().contiguous() for key, value in state_dict.items()}
+    text = json.dumps(config.to_dict(), sort_keys=True)
+    _write_atomic(save(tensors, metadata={CONFIG_FORMAT: text}), path)
+    _write_atomic((json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n").encode(), path.with_suffix(".json"))
+
+
+def _write_atomic(data: bytes, path: Path) -> None:
+    import os
+
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def state_dict_sha256(model: nn.Module) -> str:
+    """SHA-256 over a model's parameters and buffers (names and bytes, in order): the identity of
+    weights that come from no file of ours (torchvision's or timm's own)."""
+    digest = hashlib.sha256()
+    for name, value in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def load_checkpoint(path: str | Path, trust: bool = False) -> dict[str, torch.Tensor]:
@@ -134,8 +243,20 @@ def strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
         state_dict = {k[len(prefix) :]: v for k, v in state_dict.items()}
 
 
-def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
+def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], num_classes: int | None = None,
+                 new_head: bool = False) -> list[str]:
     """Load a state dict whose keys and shapes match the model exactly, or explain the difference.
+
+    Args:
+        model: the module to load into.
+        state_dict: the weights.
+        num_classes: the model's class count: names a classifier of another class count in errors.
+        new_head: fine-tuning: keep the model's fresh classifier where the weights' has another
+            class count (the tensors whose first axis is the class count), load everything else.
+    Returns:
+        The keys left at their fresh values (the new head), empty unless `new_head`.
+    Raises:
+        ValueError: listing missing, unexpected and reshaped keys.
 
     The one tolerance: BatchNorm `num_batches_tracked` counters, absent from checkpoints saved by
     PyTorch < 0.4.1 (such as the public CIFAR ResNets), keep the model's own value.
@@ -145,6 +266,9 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> No
     for key in expected.keys() - state_dict.keys():
         if key.endswith("num_batches_tracked"):
             state_dict[key] = expected[key]
+    head = _head_keys(expected, state_dict, num_classes)
+    if new_head:
+        state_dict.update({key: expected[key] for key in head})
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
     reshaped = [
@@ -152,9 +276,26 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> No
         for k, v in expected.items()
         if k in state_dict and state_dict[k].shape != v.shape
     ]
+    if head and not new_head and len(reshaped) == len(head) and not (missing or unexpected):
+        theirs = state_dict[head[0]].shape[0]
+        raise ValueError(f"the checkpoint's classifier ({head[0]}) has {theirs} classes but the model {num_classes}: "
+                         f"pass --num-classes {theirs} if the data has them; a teacher must output the dataset's "
+                         f"classes, so fine-tune it first (trainer fit --student SPEC --weights FILE --loss ce)")
     if missing or unexpected or reshaped:
         raise ValueError(_mismatch_message(type(model).__name__, missing, unexpected, reshaped))
     model.load_state_dict(state_dict, strict=True)
+    return list(head) if new_head else []
+
+
+def _head_keys(expected: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor],
+               num_classes: int | None) -> list[str]:
+    """Keys of the output layer when only the class count differs: first axis num_classes in the model,
+    another size in the weights, every other axis equal."""
+    if num_classes is None:
+        return []
+    return [key for key, value in expected.items()
+            if key in state_dict and value.ndim >= 1 and value.shape[0] == num_classes
+            and state_dict[key].shape[0] != num_classes and state_dict[key].shape[1:] == value.shape[1:]]
 
 
 def _mismatch_message(model_name: str, missing: list, unexpected: list, reshaped: list) -> str:

@@ -15,10 +15,11 @@ from torch import nn
 from softlabels.models.archive import ArchiveSource, ExportedModule, load_archive, looks_like_path
 from softlabels.models.base import ModelSource
 from softlabels.models.factory import FactorySource
+from softlabels.models.timm_models import TimmSource
 from softlabels.models.torchvision_models import TorchvisionSource
 from softlabels.models.zoo import ZooSource
 
-SOURCES: tuple[ModelSource, ...] = (ZooSource(), TorchvisionSource(), FactorySource(), ArchiveSource())
+SOURCES: tuple[ModelSource, ...] = (ZooSource(), TimmSource(), TorchvisionSource(), FactorySource(), ArchiveSource())
 
 
 def source_for(spec: str) -> ModelSource:
@@ -40,9 +41,9 @@ def create_model(spec: str, num_classes: int, in_channels: int = 3, image_size: 
     return source_for(spec).create(spec, num_classes, in_channels, image_size)
 
 
-def declared_input(spec: str) -> dict | None:
-    """What the spec's published weights expect (mean, std, image_size), or None."""
-    return source_for(spec).declared_input(spec)
+def declared_input(spec: str, weights: str | None = None, channels: int = 3) -> dict | None:
+    """What the model declares as its input on data of `channels` channels, or None."""
+    return source_for(spec).declared_input(spec, weights, channels)
 
 
 def archive_path(spec: str) -> Path | None:

@@ -15,6 +15,7 @@ class ModelSource:
     form: ClassVar[str] = ""  # how the spec looks, for error messages
     trainable: ClassVar[bool] = True  # False: a frozen program (archives) that cannot be a student
     carries_weights: ClassVar[bool] = False  # True: no --weights (the spec's file holds them)
+    default_classes: ClassVar[int] = 10  # output classes when nothing says otherwise
 
     def claims(self, spec: str) -> bool:
         raise NotImplementedError
@@ -23,9 +24,18 @@ class ModelSource:
         """A new module with `num_classes` outputs for `in_channels` x `image_size` images."""
         raise NotImplementedError
 
-    def declared_input(self, spec: str) -> dict | None:
-        """The input (mean, std, image_size) the spec's published weights expect, or None."""
+    def declared_input(self, spec: str, weights: str | None, channels: int) -> dict | None:
+        """The input (mean, std, image_size, resize, interpolation) the model declares for data of
+        `channels` channels, with these `--weights`, or None."""
         return None
+
+    def named_weights(self, spec: str, weights: str) -> bool:
+        """Whether `weights` names weights this source fetches itself (not a file)."""
+        return False
+
+    def create_with_weights(self, spec: str, weights: str, num_classes: int, in_channels: int) -> nn.Module:
+        """A module loaded with the named weights (`named_weights` is true)."""
+        raise NotImplementedError
 
     def names(self) -> list[str]:
         """Names this source lists in messages (zoo names), else nothing."""

@@ -16,9 +16,10 @@ class ZooSource(ModelSource):
     def create(self, spec, num_classes, in_channels, image_size):
         return ZOO[spec].factory(num_classes, in_channels=in_channels, image_size=image_size)
 
-    def declared_input(self, spec):
-        entry = ZOO[spec]
-        return None if entry.preprocessing is None else dict(entry.preprocessing)
+    def declared_input(self, spec, weights, channels):
+        """The published checkpoints' statistics, for data with their channel count."""
+        declared = ZOO[spec].preprocessing
+        return None if declared is None or len(declared["mean"]) != channels else dict(declared)
 
     def names(self):
         return list_models()
