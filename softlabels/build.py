@@ -41,7 +41,7 @@ class BuildData:
 class BuildModel:
     """The teacher, its weights and input overrides, and its precision."""
 
-    teacher: str
+    teacher: str | None = None  # None: the spec the weights record (weights written by `trainer fit`)
     weights: str | None = None
     num_classes: int | None = None
     trust_checkpoint: bool = False

@@ -223,7 +223,7 @@ def recompute(
 
 def _load_teacher(info: store.CacheInfo, spec: str | None, weights: str | None, trust: bool):
     """The recorded (or given) teacher, built for exactly the input the cache records."""
-    from softlabels.models import archive_path
+    from softlabels.models import archive_path, source_for
     from softlabels.teachers import load_teacher
 
     spec = spec or info.teacher.spec
@@ -231,7 +231,8 @@ def _load_teacher(info: store.CacheInfo, spec: str | None, weights: str | None, 
         raise ValueError("the cache records no teacher: pass --teacher (and --weights)")
     if weights is None and spec == info.teacher.spec and archive_path(spec) is None:
         weights = info.teacher.weights  # the recorded checkpoint, when it is still there
-        if weights is not None and not Path(weights).is_file():
+        named = weights is not None and source_for(spec).named_weights(spec, weights)
+        if weights is not None and not named and not Path(weights).is_file():
             raise FileNotFoundError(f"the cache's teacher weights {weights} are not here; pass --weights")
     prep = info.input
     return load_teacher(

@@ -33,10 +33,14 @@ def _augment_help() -> str:
 @click.option("--split", default="train", help="Dataset split (train/test; a sub-folder for imagefolder).")
 @click.option(
     "--teacher",
-    required=True,
-    help="Zoo name (e.g. cifar_resnet56), torchvision:NAME, FILE.py:FUNC, or a TorchScript/.pt2 archive.",
+    help="Zoo name (e.g. cifar_resnet56), timm:NAME, torchvision:NAME, FILE.py:FUNC, or a TorchScript/.pt2 "
+    "archive  [default: the model recorded by --weights from `trainer fit`]",
 )
-@click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint to load into the teacher.")
+@click.option(
+    "--weights",
+    help="Weights for the teacher: a checkpoint or .safetensors file (from `trainer fit`: it also says which "
+    "model and input), or the source's own: DEFAULT, IMAGENET1K_V2, ... (torchvision), pretrained (timm).",
+)
 @click.option("--trust-checkpoint", is_flag=True, help="Allow full unpickling of --weights (runs code from the file).")
 @click.option("--num-classes", type=int_range(1), help="Teacher output classes [default: the dataset's class count].")
 @click.option(

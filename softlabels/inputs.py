@@ -93,10 +93,17 @@ def _fit(values: tuple[float, ...], channels: int) -> tuple[float, ...]:
     return values * channels if len(values) == 1 else (sum(values) / len(values),)
 
 
-def resolve_input(spec: str, data: Preprocessing, *, weights: str | None = None,
-                  trained: Preprocessing | None = None, mean: tuple[float, ...] | None = None,
-                  std: tuple[float, ...] | None = None, image_size: int | None = None,
-                  views_given: bool = False) -> Preprocessing:
+def resolve_input(
+    spec: str,
+    data: Preprocessing,
+    *,
+    weights: str | None = None,
+    trained: Preprocessing | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    image_size: int | None = None,
+    views_given: bool = False,
+) -> Preprocessing:
     """The input model `spec` takes on this data (precedence in the module docstring).
 
     Args:
@@ -119,10 +126,10 @@ def resolve_input(spec: str, data: Preprocessing, *, weights: str | None = None,
         chosen.update({key: value for key, value in declared.items() if value is not None})
     if trained is not None:
         chosen.update(trained.to_dict())
-    if views_given:
+    if views_given:  # the views' geometry stays; only statistics that fit their channels may change
         if len(chosen["mean"]) != data.channels:
             chosen.update(mean=data.mean, std=data.std)
-        chosen.update(image_size=data.image_size, resize=None, interpolation=None)
+        chosen.update(image_size=data.image_size, resize=data.resize, interpolation=data.interpolation)
     flags = {"mean": mean, "std": std, "image_size": image_size}
     chosen.update({key: value for key, value in flags.items() if value is not None})
     if len(chosen["mean"]) != len(chosen["std"]):

@@ -54,10 +54,17 @@ class Teacher:
         )
 
 
-def load_teacher(spec: str | None, weights: str | Path | None = None, num_classes: int | None = None,
-                 trust_checkpoint: bool = False, *, data: Preprocessing | None = None,
-                 mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
-                 image_size: int | None = None) -> Teacher:
+def load_teacher(
+    spec: str | None,
+    weights: str | Path | None = None,
+    num_classes: int | None = None,
+    trust_checkpoint: bool = False,
+    *,
+    data: Preprocessing | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    image_size: int | None = None,
+) -> Teacher:
     """Create the model a spec names, load its weights (if any) and put it in eval mode.
 
     Args:
@@ -84,10 +91,20 @@ def load_teacher(spec: str | None, weights: str | Path | None = None, num_classe
         raise ValueError("give --teacher SPEC: the weights do not record which model they belong to")
     source = source_for(spec)
     if weights is None and not source.carries_weights:
-        warnings.warn(f"teacher {spec} has no --weights: it is randomly initialised, and its outputs teach "
-                      f"nothing", RandomTeacherWarning, stacklevel=2)
-    model_input = resolve_input(spec, data or DEFAULT_DATA, weights=None if weights is None else str(weights),
-                                trained=loaded.input if loaded else None, mean=mean, std=std, image_size=image_size)
+        warnings.warn(
+            f"teacher {spec} has no --weights: it is randomly initialised, and its outputs teach nothing",
+            RandomTeacherWarning,
+            stacklevel=2,
+        )
+    model_input = resolve_input(
+        spec,
+        data or DEFAULT_DATA,
+        weights=None if weights is None else str(weights),
+        trained=loaded.input if loaded else None,
+        mean=mean,
+        std=std,
+        image_size=image_size,
+    )
     if named:
         model = _named(source, spec, str(weights), num_classes, model_input.channels)
         return _teacher(model, spec, model_input, str(weights), state_dict_sha256(model))
@@ -96,21 +113,35 @@ def load_teacher(spec: str | None, weights: str | Path | None = None, num_classe
     if loaded is not None:
         load_weights(model, loaded.state_dict, num_classes)
     origin = Path(spec).expanduser() if source.carries_weights else weights
-    return _teacher(model, spec, model_input, None if origin is None else str(origin),
-                    None if origin is None else sha256_file(origin))
+    return _teacher(
+        model,
+        spec,
+        model_input,
+        None if origin is None else str(origin),
+        None if origin is None else sha256_file(origin),
+    )
 
 
 def _named(source, spec: str, weights: str, num_classes: int | None, channels: int) -> nn.Module:
     """A teacher with weights its source fetches itself; a teacher keeps their head (and class count)."""
     classes = source.pretrained_classes(spec, weights) if hasattr(source, "pretrained_classes") else None
     if num_classes is not None and classes is not None and num_classes != classes:
-        raise ValueError(f"{spec} with --weights {weights} outputs {classes} classes but {num_classes} are asked for "
-                         f"(--num-classes, or the dataset's classes): a teacher must output the dataset's classes; "
-                         f"fine-tune it first (trainer fit --student {spec} --weights {weights} --loss ce)")
+        raise ValueError(
+            f"{spec} with --weights {weights} outputs {classes} classes but {num_classes} are asked for "
+            f"(--num-classes, or the dataset's classes): a teacher must output the dataset's classes; "
+            f"fine-tune it first (trainer fit --student {spec} --weights {weights} --loss ce)"
+        )
     return source.create_with_weights(spec, weights, classes or num_classes or source.default_classes, channels)
 
 
-def _teacher(model: nn.Module, spec: str, model_input: Preprocessing, weights: str | None,
-             digest: str | None) -> Teacher:
-    return Teacher(model=model.eval(), spec=spec, input=model_input, weights=weights, weights_sha256=digest,
-                   num_params=sum(p.numel() for p in model.parameters()))
+def _teacher(
+    model: nn.Module, spec: str, model_input: Preprocessing, weights: str | None, digest: str | None
+) -> Teacher:
+    return Teacher(
+        model=model.eval(),
+        spec=spec,
+        input=model_input,
+        weights=weights,
+        weights_sha256=digest,
+        num_params=sum(p.numel() for p in model.parameters()),
+    )

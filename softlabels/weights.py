@@ -46,8 +46,14 @@ class WeightsConfig:
         return None if self.classes is None else len(self.classes)
 
     def to_dict(self) -> dict:
-        return {"format": CONFIG_FORMAT, "version": 1, "model": self.spec, "classes": list(self.classes or []),
-                "num_classes": self.num_classes, "input": None if self.input is None else self.input.to_dict()}
+        return {
+            "format": CONFIG_FORMAT,
+            "version": 1,
+            "model": self.spec,
+            "classes": list(self.classes or []),
+            "num_classes": self.num_classes,
+            "input": None if self.input is None else self.input.to_dict(),
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping) -> WeightsConfig:
@@ -63,8 +69,11 @@ class WeightsConfig:
             recorded = Preprocessing.from_dict(dict(prep)) if isinstance(prep, Mapping) else None
         except (KeyError, TypeError, ValueError):
             recorded = None
-        return cls(spec if isinstance(spec, str) else None, recorded,
-                   tuple(str(c) for c in classes) if isinstance(classes, list) and classes else None)
+        return cls(
+            spec if isinstance(spec, str) else None,
+            recorded,
+            tuple(str(c) for c in classes) if isinstance(classes, list) and classes else None,
+        )
 
 
 @dataclass
@@ -243,8 +252,9 @@ def strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
         state_dict = {k[len(prefix) :]: v for k, v in state_dict.items()}
 
 
-def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], num_classes: int | None = None,
-                 new_head: bool = False) -> list[str]:
+def load_weights(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], num_classes: int | None = None, new_head: bool = False
+) -> list[str]:
     """Load a state dict whose keys and shapes match the model exactly, or explain the difference.
 
     Args:
@@ -278,24 +288,33 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], num_c
     ]
     if head and not new_head and len(reshaped) == len(head) and not (missing or unexpected):
         theirs = state_dict[head[0]].shape[0]
-        raise ValueError(f"the checkpoint's classifier ({head[0]}) has {theirs} classes but the model {num_classes}: "
-                         f"pass --num-classes {theirs} if the data has them; a teacher must output the dataset's "
-                         f"classes, so fine-tune it first (trainer fit --student SPEC --weights FILE --loss ce)")
+        raise ValueError(
+            f"the checkpoint's classifier ({head[0]}) has {theirs} classes but the model {num_classes}: "
+            f"pass --num-classes {theirs} if the data has them; a teacher must output the dataset's "
+            f"classes, so fine-tune it first (trainer fit --student SPEC --weights FILE --loss ce)"
+        )
     if missing or unexpected or reshaped:
         raise ValueError(_mismatch_message(type(model).__name__, missing, unexpected, reshaped))
     model.load_state_dict(state_dict, strict=True)
     return list(head) if new_head else []
 
 
-def _head_keys(expected: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor],
-               num_classes: int | None) -> list[str]:
+def _head_keys(
+    expected: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor], num_classes: int | None
+) -> list[str]:
     """Keys of the output layer when only the class count differs: first axis num_classes in the model,
     another size in the weights, every other axis equal."""
     if num_classes is None:
         return []
-    return [key for key, value in expected.items()
-            if key in state_dict and value.ndim >= 1 and value.shape[0] == num_classes
-            and state_dict[key].shape[0] != num_classes and state_dict[key].shape[1:] == value.shape[1:]]
+    return [
+        key
+        for key, value in expected.items()
+        if key in state_dict
+        and value.ndim >= 1
+        and value.shape[0] == num_classes
+        and state_dict[key].shape[0] != num_classes
+        and state_dict[key].shape[1:] == value.shape[1:]
+    ]
 
 
 def _mismatch_message(model_name: str, missing: list, unexpected: list, reshaped: list) -> str:

@@ -2,7 +2,8 @@
 
 Checkpoints hold tensors, numbers, strings, lists and dicts only, so `torch.load(weights_only=True)`
 reads them (no code runs). The weights sit under "model", which `softlabels build --weights` finds,
-so a teacher trained here builds a cache directly. `last.pt` adds what an exact resume needs: the
+so a teacher trained here builds a cache directly; `best.json` and `best.safetensors` carry the model
+spec, classes and input beside it. `last.pt` adds what an exact resume needs: the
 optimizer, schedule, gradient scaler and RNG states and the metrics history.
 """
 
@@ -15,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from softlabels.inputs import Preprocessing
+from softlabels.weights import WeightsConfig, write_weights
 
 CHECKPOINT_VERSION = 1
 
@@ -137,3 +141,15 @@ def check_resumable(state: dict, identity: dict, data_identity: dict, path: str 
             f"{f' and {len(differences) - 1} more' if len(differences) > 1 else ''}); "
             f"use the original options, or another --out for a new run"
         )
+
+
+def save_weights(state: dict, spec: str, stem: Path) -> None:
+    """`STEM.json` (model spec, classes, input) and, where safetensors is installed, `STEM.safetensors`
+    with the same config in its metadata: what `softlabels build --weights` reads, with no other flag."""
+    config = WeightsConfig(spec, Preprocessing.from_dict(state["preprocessing"]), tuple(state["classes"]))
+    try:
+        import safetensors  # noqa: F401
+    except ImportError:
+        write_json_atomic(config.to_dict(), stem.with_suffix(".json"))
+        return
+    write_weights(state["model"], config, stem.with_suffix(".safetensors"))

@@ -38,7 +38,12 @@ _OPTIONS = [
     ),
     click.option("--split", default="train", help="Training split (without --cache; a cache records its own)."),
     click.option("--teacher", help="Online KD instead of --cache: teacher spec run inside the loop on each batch."),
-    click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint of --teacher."),
+    click.option(
+        "--weights",
+        help="With --teacher: its weights (online KD). Otherwise the student's starting weights, to fine-tune "
+        "(a new classifier where their class count differs): a file, or DEFAULT, IMAGENET1K_V2, ... "
+        "(torchvision), pretrained (timm).",
+    ),
     click.option(
         "--trust-checkpoint", is_flag=True, help="Allow full unpickling of --weights (runs code from the file)."
     ),
@@ -158,7 +163,7 @@ def _fit_config(options: dict):
 @click.option(
     "--student",
     required=True,
-    help="Zoo name (small_cnn, mlp, linear, cifar_resnet8/14/20/32/...), torchvision:NAME or FILE.py:FUNC.",
+    help="Zoo name (small_cnn, mlp, linear, cifar_resnet8/14/20/32/...), timm:NAME, torchvision:NAME or FILE.py:FUNC.",
 )
 @click.option("--temperature", default=DEFAULT_TEMPERATURE, type=float, help="KD temperature T (> 0).")
 @click.option("--alpha", default=DEFAULT_ALPHA, type=float, help="KD weight of the teacher term, in [0, 1].")

@@ -125,9 +125,9 @@ def random_view(pipeline: ViewPipeline, x: torch.Tensor, seed: int, index: int, 
 class LabelledDataset(Dataset):
     """(view, label) of a dataset: plain, or randomly augmented by `augment` (seeded per sample and epoch)."""
 
-    def __init__(self, source: DatasetSource, channels: int, image_size: int, augment: str = "none", seed: int = 0):
+    def __init__(self, source: DatasetSource, prep: Preprocessing, augment: str = "none", seed: int = 0):
         self.source, self.seed = source, seed
-        self.pipeline = ViewPipeline(data_input(source.defaults, channels, image_size), augment)
+        self.pipeline = ViewPipeline(prep, augment)
 
     def __len__(self) -> int:
         return len(self.source)
@@ -266,8 +266,12 @@ def cached_training_data(
     if targets.layout.num_classes != len(source.classes):
         raise ValueError(f"the cache has {targets.layout.num_classes} classes but {source.spec} {len(source.classes)}")
     cache_prep = targets.info.input
-    defaults = data_input(source.defaults, image_size=cache_prep.image_size)
-    image_prep = defaults if defaults.channels == cache_prep.channels else cache_prep
+    defaults = data_input(source.defaults)  # the dataset's statistics, for the cache's views where they fit
+    image_prep = cache_prep
+    if defaults.channels == cache_prep.channels:
+        image_prep = Preprocessing(
+            defaults.mean, defaults.std, cache_prep.image_size, cache_prep.resize, cache_prep.interpolation
+        )
     schedule = ViewSchedule(len(source), targets.layout.num_views, seed)
     return TrainingData(
         source,
@@ -281,17 +285,12 @@ def cached_training_data(
 
 
 def labelled_training_data(
-    source: DatasetSource,
-    subset: int | None,
-    augment: str,
-    seed: int,
-    channels: int | None = None,
-    image_size: int | None = None,
+    source: DatasetSource, subset: int | None, augment: str, seed: int, image_prep: Preprocessing | None = None
 ) -> TrainingData:
-    """A dataset with its labels (and random augmentation), as views of `channels` x `image_size`
-    (the dataset's defaults when None)."""
-    image_prep = data_input(source.defaults, channels, image_size)
-    dataset = LabelledDataset(source, image_prep.channels, image_prep.image_size, augment, seed)
+    """A dataset with its labels (and random augmentation), as views for the input `image_prep` (the
+    dataset's defaults when None)."""
+    image_prep = image_prep or data_input(source.defaults)
+    dataset = LabelledDataset(source, image_prep, augment, seed)
     return TrainingData(
         source,
         dataset,
@@ -319,7 +318,7 @@ def eval_dataset(
             f"the evaluation set {found[0]} ({found[1]}) has classes {_short(source.classes)} but the "
             f"training set has {_short(train.classes)}; pass a matching --eval-dataset or none"
         )
-    return LabelledDataset(source, image_prep.channels, image_prep.image_size)
+    return LabelledDataset(source, image_prep)
 
 
 def _short(classes) -> str:

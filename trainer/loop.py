@@ -15,7 +15,7 @@ import math
 import resource
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -41,7 +41,7 @@ from trainer.data import (
     make_loader,
 )
 from trainer.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, LOSSES, Objective
-from trainer.students import create_student, probe_student, student_input
+from trainer.students import create_student, labelled_input, probe_student, student_input
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
@@ -181,8 +181,6 @@ def check_config(config: FitConfig) -> None:
         raise ValueError("give --cache FILE (learn from a teacher's cache) or --dataset SPEC (learn from labels)")
     if config.runtime.cache and config.objective.teacher:
         raise ValueError("--cache and --teacher exclude each other: the cache already holds the teacher's outputs")
-    if config.runtime.weights and not config.objective.teacher:
-        raise ValueError("--weights belongs to --teacher (online distillation); a student starts from scratch")
     if config.objective.teacher and not config.runtime.weights and archive_path(config.objective.teacher) is None:
         raise ValueError(
             f"--teacher {config.objective.teacher} needs --weights PATH: an untrained teacher teaches nothing"
@@ -274,11 +272,15 @@ class Run:
         return getattr(self.student, "module", self.student)
 
 
-def load_data(config: FitConfig) -> tuple[TrainingData, Teacher | None]:
-    """The training data, and the online teacher when there is one (whose input sets the views)."""
-    data, runtime, seed = config.data, config.runtime, config.optim.seed
+def load_data(config: FitConfig) -> tuple[TrainingData, Teacher | None, Preprocessing]:
+    """The training data, the online teacher when there is one, and the student's input.
+
+    With a cache or an online teacher the views are the teacher's, and the student takes them as they
+    are (only its statistics resolve); from labels alone the views are made for the student's own input.
+    """
+    data, runtime, seed, model = config.data, config.runtime, config.optim.seed, config.model
     if runtime.cache:
-        return cached_training_data(
+        training = cached_training_data(
             runtime.cache,
             data.dataset,
             data_root=runtime.data_root,
@@ -287,12 +289,21 @@ def load_data(config: FitConfig) -> tuple[TrainingData, Teacher | None]:
             subset=data.subset,
             augment=data.augment,
             seed=seed,
-        ), None
+        )
+        return training, None, student_input(model.student, training.image_prep, model.mean, model.std)
     assert data.dataset is not None  # check_config: --cache or --dataset
     source = open_dataset(data.dataset, data.split, runtime.data_root, runtime.download)
     if not config.objective.teacher:
-        channels = len(config.model.mean) if config.model.mean else None
-        return labelled_training_data(source, data.subset, data.augment, seed, channels), None
+        channels = len(model.mean) if model.mean else None
+        prep = labelled_input(
+            model.student,
+            data_input(source.defaults, channels),
+            runtime.weights,
+            runtime.trust_checkpoint,
+            model.mean,
+            model.std,
+        )
+        return labelled_training_data(source, data.subset, data.augment, seed, prep), None, prep
     loaded = load_teacher(
         config.objective.teacher,
         runtime.weights,
@@ -300,14 +311,18 @@ def load_data(config: FitConfig) -> tuple[TrainingData, Teacher | None]:
         trust_checkpoint=runtime.trust_checkpoint,
         data=data_input(source.defaults),
     )
-    prep = loaded.input
-    training = labelled_training_data(source, data.subset, data.augment, seed, prep.channels, prep.image_size)
-    return training, Teacher(loaded.model.eval(), Normalize(prep))
+    training = labelled_training_data(source, data.subset, data.augment, seed, loaded.input)
+    teacher = Teacher(loaded.model.eval(), Normalize(loaded.input))
+    views = replace(loaded.input, **_statistics(data_input(source.defaults, loaded.input.channels)))
+    return training, teacher, student_input(model.student, views, model.mean, model.std)
+
+
+def _statistics(prep: Preprocessing) -> dict:
+    return {"mean": prep.mean, "std": prep.std}
 
 
 def build_run(config: FitConfig, rank: Rank, device: torch.device) -> Run:
-    data, teacher = load_data(config)
-    prep = student_input(config.model.student, data.image_prep, config.model.mean, config.model.std)
+    data, teacher, prep = load_data(config)
     sampler = EpochSampler(data.indices, config.optim.seed, data.schedule, rank=rank.rank, world_size=rank.world_size)
     train_loader = make_loader(
         data.dataset, config.optim.batch_size, config.runtime.workers, device, sampler, config.runtime.start_method
@@ -329,7 +344,11 @@ def build_run(config: FitConfig, rank: Rank, device: torch.device) -> Run:
     torch.manual_seed(config.optim.seed)
     # channels_last everywhere: on this 2-core CPU a small_cnn training step ran 1.7x faster, cifar_resnet20 1.2x.
     num_classes = len(data.source.classes)
-    student = prepare_model(create_student(config.model.student, num_classes, prep.channels, prep.image_size), device)
+    weights = None if config.objective.teacher else config.runtime.weights  # else: the online teacher's
+    student = create_student(
+        config.model.student, num_classes, prep.channels, prep.image_size, weights, config.runtime.trust_checkpoint
+    )
+    student = prepare_model(student, device)
     probe_student(student, config.model.student, prep, num_classes)
     if rank.distributed:
         student = nn.parallel.DistributedDataParallel(
@@ -643,7 +662,9 @@ def save_outputs(run: Run, progress: Progress, out: Path, improved: bool) -> Non
     """After each epoch: last.pt (and best.pt), metrics.jsonl/.csv, curves.png, summary.json."""
     checkpoints.save_checkpoint(checkpoint_state(run, progress, resumable=True), out / "last.pt")
     if improved:
-        checkpoints.save_checkpoint(checkpoint_state(run, progress, resumable=False), out / "best.pt")
+        best = checkpoint_state(run, progress, resumable=False)
+        checkpoints.save_checkpoint(best, out / "best.pt")
+        checkpoints.save_weights(best, run.config.model.student, out / "best")
     write_metrics(progress.history, out)
     plots.plot_curves(progress.history, out / "curves.png", title=_title(run.config))
     checkpoints.write_json_atomic(make_summary(run, progress, None), out / "summary.json")

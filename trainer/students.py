@@ -9,11 +9,14 @@ un-normalised [0, 1] images at the size of the data; the student's statistics co
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
 from softlabels.inputs import Preprocessing, resolve_input
 from softlabels.models import create_model, source_for
+from softlabels.weights import load_weights, read_weights
 from softlabels.zoo import list_models
 
 
@@ -21,27 +24,68 @@ def list_students() -> list[str]:
     return list_models()
 
 
-def create_student(spec: str, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
-    """A freshly initialised student (seed torch first for reproducible weights).
+def create_student(
+    spec: str,
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    weights: str | None = None,
+    trust_checkpoint: bool = False,
+) -> nn.Module:
+    """A student: freshly initialised (seed torch first for reproducible weights), or fine-tuned from
+    `weights` (a file, or `pretrained` / `DEFAULT` ... for timm and torchvision) with a new classifier
+    where the weights have another class count.
 
     Raises:
-        ValueError: unknown specs, and archives (frozen programs cannot be trained).
+        ValueError: unknown specs, archives (frozen programs cannot be trained), mismatching weights.
     """
-    if not source_for(spec).trainable:
+    source = source_for(spec)
+    if not source.trainable:
         raise ValueError(
-            f"{spec} is a model archive (fixed weights and graph) and cannot be trained; "
-            f"name a zoo model ({', '.join(list_students())}), torchvision:NAME or FILE.py:FUNC"
+            f"{spec} is a model archive (fixed weights and graph) and cannot be trained; name a zoo "
+            f"model ({', '.join(list_students())}), timm:NAME, torchvision:NAME or FILE.py:FUNC"
         )
-    return create_model(spec, num_classes, in_channels=in_channels, image_size=image_size)
+    model = create_model(spec, num_classes, in_channels=in_channels, image_size=image_size)
+    if weights is None:
+        return model
+    if source.named_weights(spec, weights):
+        state = source.create_with_weights(spec, weights, source.default_classes, in_channels).state_dict()
+    else:
+        state = read_weights(weights, trust_checkpoint).state_dict
+    fresh = load_weights(model, state, num_classes, new_head=True)
+    if fresh:
+        warnings.warn(
+            f"{spec}: a new {num_classes}-class head ({', '.join(fresh)}) on the weights of {weights}",
+            NewHeadWarning,
+            stacklevel=2,
+        )
+    return model
+
+
+class NewHeadWarning(UserWarning):
+    """Fine-tuning replaced the classifier of the starting weights (another class count)."""
 
 
 def student_input(spec: str, data: Preprocessing, mean=None, std=None) -> Preprocessing:
-    """The student's input on views of `data`'s channels and size: statistics from `resolve_input`
-    (--mean/--std, else the model's declared ones where they fit the channels, else the data's)."""
-    prep = resolve_input(spec, data, mean=mean, std=std, image_size=data.image_size)
+    """The student's input on given views (`data`: their channels, size and default statistics):
+    statistics from `resolve_input` (--mean/--std, else the model's declared ones where they fit the
+    channels, else the data's)."""
+    prep = resolve_input(spec, data, mean=mean, std=std, views_given=True)
     if prep.channels != data.channels:
         raise ValueError(f"--mean/--std give {prep.channels} channel(s) but the images have {data.channels}")
     return prep
+
+
+def labelled_input(
+    spec: str, data: Preprocessing, weights: str | None = None, trust_checkpoint: bool = False, mean=None, std=None
+) -> Preprocessing:
+    """The student's input when it learns from labels alone: its views are made for it, so the
+    model's declared input (an eval transform, a zoo entry's size) and its starting weights' recorded
+    input apply, as for a teacher."""
+    trained = None
+    if weights is not None and not source_for(spec).named_weights(spec, weights):
+        trained = read_weights(weights, trust_checkpoint).input
+    return resolve_input(spec, data, weights=weights, trained=trained, mean=mean, std=std)
 
 
 def probe_student(model: nn.Module, spec: str, prep: Preprocessing, num_classes: int) -> None:

@@ -39,15 +39,17 @@ class TimmSource(ModelSource):
         return name
 
     def create(self, spec, num_classes, in_channels, image_size):
-        return import_timm().create_model(self._name(spec), pretrained=False, num_classes=num_classes,
-                                          in_chans=in_channels)
+        return import_timm().create_model(
+            self._name(spec), pretrained=False, num_classes=num_classes, in_chans=in_channels
+        )
 
     def declared_input(self, spec, weights, channels):
         """The eval transform of the model's pretrained config (timm's `resolve_data_config`)."""
+        name = self._name(spec)  # imports timm, or says how to install it
         from timm.data import resolve_data_config
         from timm.models import get_pretrained_cfg
 
-        cfg = get_pretrained_cfg(self._name(spec))
+        cfg = get_pretrained_cfg(name)
         if cfg is None:
             return None
         data = resolve_data_config({}, pretrained_cfg=cfg.to_dict())
@@ -61,9 +63,11 @@ class TimmSource(ModelSource):
         try:
             return import_timm().create_model(name, pretrained=True, num_classes=num_classes, in_chans=in_channels)
         except Exception as err:  # no network, hub errors: the user can still bring a file
-            raise ValueError(f"could not fetch timm's pretrained weights for {name} ({type(err).__name__}: "
-                             f"{str(err).splitlines()[0] if str(err) else ''}); where there is no network, save "
-                             f"the weights elsewhere and pass --weights FILE") from None
+            raise ValueError(
+                f"could not fetch timm's pretrained weights for {name} ({type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else ''}); where there is no network, save "
+                f"the weights elsewhere and pass --weights FILE"
+            ) from None
 
     def pretrained_classes(self, spec: str, weights: str | None = None) -> int | None:
         from timm.models import get_pretrained_cfg
@@ -78,7 +82,14 @@ def timm_input(data: dict, spec: str) -> dict:
     if height != width:
         raise ValueError(f"{spec} takes {height}x{width} inputs; only square inputs are supported")
     if data.get("crop_mode", "center") != "center":
-        raise ValueError(f"{spec}'s eval transform uses crop_mode {data['crop_mode']!r}; only 'center' is supported: "
-                         f"pass --image-size, --mean and --std to choose the input yourself")
-    return {"mean": tuple(data["mean"]), "std": tuple(data["std"]), "image_size": int(height),
-            "resize": math.floor(height / data.get("crop_pct", 1.0)), "interpolation": data["interpolation"]}
+        raise ValueError(
+            f"{spec}'s eval transform uses crop_mode {data['crop_mode']!r}; only 'center' is supported: "
+            f"pass --image-size, --mean and --std to choose the input yourself"
+        )
+    return {
+        "mean": tuple(data["mean"]),
+        "std": tuple(data["std"]),
+        "image_size": int(height),
+        "resize": math.floor(height / data.get("crop_pct", 1.0)),
+        "interpolation": data["interpolation"],
+    }

@@ -59,8 +59,13 @@ class TorchvisionSource(ModelSource):
         if member is None:
             return None
         transform = member.transforms()
-        return {"mean": tuple(transform.mean), "std": tuple(transform.std), "image_size": int(transform.crop_size[0]),
-                "resize": int(transform.resize_size[0]), "interpolation": transform.interpolation.value}
+        return {
+            "mean": tuple(transform.mean),
+            "std": tuple(transform.std),
+            "image_size": int(transform.crop_size[0]),
+            "resize": int(transform.resize_size[0]),
+            "interpolation": transform.interpolation.value,
+        }
 
     def named_weights(self, spec, weights):
         import torchvision
@@ -77,8 +82,10 @@ class TorchvisionSource(ModelSource):
         try:
             model = torchvision.models.get_model(self._name(spec), weights=member)
         except Exception as err:  # no network: say how to bring the file instead
-            raise ValueError(f"could not fetch torchvision's {member} weights ({type(err).__name__}); where there "
-                             f"is no network, download them elsewhere and pass --weights FILE") from None
+            raise ValueError(
+                f"could not fetch torchvision's {member} weights ({type(err).__name__}); where there "
+                f"is no network, download them elsewhere and pass --weights FILE"
+            ) from None
         return model
 
     def pretrained_classes(self, spec: str, weights: str | None = None) -> int | None:

@@ -120,7 +120,21 @@ def test_existing_partial_needs_resume_or_overwrite(build_args, tmp_path):
 
 
 def test_a_teacher_without_weights_is_built_with_a_loud_warning(image_folder, tmp_path):
-    result = CliRunner().invoke(main, ["build", "--dataset", f"imagefolder:{image_folder}", "--teacher", "small_cnn",
-                                       "--workers", "0", "--device", "cpu", "--out", str(tmp_path / "random.h5")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "build",
+            "--dataset",
+            f"imagefolder:{image_folder}",
+            "--teacher",
+            "small_cnn",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "random.h5"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "warning: teacher small_cnn has no --weights: it is randomly initialised" in result.output

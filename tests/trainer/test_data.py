@@ -82,7 +82,7 @@ def test_replayed_views_reproduce_the_cached_logits(multiview_cache, image_folde
 
 def test_random_augmentation_is_seeded_per_sample_and_epoch(image_folder):
     source = open_dataset(f"imagefolder:{image_folder}")
-    dataset = LabelledDataset(source, channels=3, image_size=8, augment="cifar", seed=1)
+    dataset = LabelledDataset(source, Preprocessing((0.5,) * 3, (0.25,) * 3, 8), augment="cifar", seed=1)
     assert torch.equal(dataset[(4, 0, 2)][0], dataset[(4, 0, 2)][0])
     assert not all(torch.equal(dataset[(4, 0, 0)][0], dataset[(4, 0, e)][0]) for e in range(1, 4))
 
