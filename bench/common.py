@@ -205,3 +205,31 @@ def summarise(results: list[dict], students, arms) -> list[list]:
             seconds = statistics.mean(r["seconds"] for r in hits)
             rows.append([student, arm, mean_spread([r["accuracy"] for r in hits]), f"{seconds:.0f}"])
     return rows
+
+
+def imagenet_sized_jpegs(count: int = 300, size: tuple[int, int] = (500, 375), classes: int = 10) -> Path:
+    """data/bench/imagenet-sized-COUNT: ImageNet-sized JPEGs (500x375, quality 90) made from the shared
+    CIFAR-10 train images, upscaled (bicubic) with Gaussian grain so they do not compress like
+    smooth upscales: an image folder (train/<class>/) whose decode and resize cost what real photos do."""
+    import numpy as np
+    from PIL import Image
+
+    target = DATA / "bench" / f"imagenet-sized-{count}"
+    if target.exists():
+        return target
+    full = cifar10_jpeg()
+    staging = Path(str(target) + ".making")
+    shutil.rmtree(staging, ignore_errors=True)
+    rng = np.random.default_rng(0)
+    class_dirs = sorted((full / "train").iterdir())[:classes]
+    for index in range(count):
+        class_dir = class_dirs[index % classes]
+        source = sorted(class_dir.iterdir())[index // classes]
+        with Image.open(source) as image:
+            big = np.asarray(image.convert("RGB").resize(size, Image.BICUBIC), dtype=np.float32)
+        grain = rng.normal(0, 8, big.shape)
+        out = staging / "train" / class_dir.name / f"{index:05d}.jpg"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.clip(big + grain, 0, 255).astype(np.uint8)).save(out, quality=90)
+    os.replace(staging, target)
+    return target
