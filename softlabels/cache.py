@@ -124,6 +124,26 @@ class Cache:
             return open_dataset(source, split or self.info.dataset.split, root)
         return source
 
+    def dataset(self, source, normalize: bool = True, transform=None, seed: int = 0):
+        """A `torch.utils.data.Dataset` of (input, label, teacher logits) for any training loop.
+
+        Args:
+            source: the cache's samples (a `DatasetSource` or a spec); checked against the cache now.
+            normalize: normalise inputs with the cache's recorded statistics (else float32 in [0, 1]).
+            transform: a callable applied to each input tensor last.
+            seed: seeds the view schedule (every view once per V epochs).
+        Returns:
+            A `softlabels.replay.ReplayDataset`: call its `set_epoch(epoch)` every epoch (integer
+            indices then follow the view schedule), or iterate it with its `sampler()`.
+        Raises:
+            ValueError: the images are not the ones the cache was built on (saying what differs).
+        """
+        from softlabels.replay import ReplayDataset
+
+        return ReplayDataset(
+            self._source(source, None, "data"), self._targets, normalize=normalize, transform=transform, seed=seed
+        )
+
     def replay(self, source, item: Index, view: int = 0, normalize: bool = False):
         """The input the teacher saw for view `view` of a sample, with its label and logits.
 

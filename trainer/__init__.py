@@ -5,7 +5,8 @@ summary = fit(FitConfig(cache="data/cache.h5", student="small_cnn", out="runs/kd
 """
 
 from softlabels.checks import compare_samples
-from trainer.data import CachedDataset, EpochSampler, LabelledDataset, ViewSchedule
+from softlabels.replay import EpochSampler, ReplayDataset, ViewSchedule
+from trainer.data import CachedDataset, LabelledDataset
 from trainer.loop import FitConfig, evaluate, fit, train_one_epoch
 from trainer.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, Objective, hard_loss, kd_loss
 from trainer.students import create_student, list_students
@@ -13,6 +14,7 @@ from trainer.sweep import SweepConfig, sweep
 
 __all__ = [
     "CachedDataset",
+    "ReplayDataset",
     "EpochSampler",
     "LabelledDataset",
     "ViewSchedule",

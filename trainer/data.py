@@ -27,6 +27,7 @@ from softlabels.checks import require_same_samples
 from softlabels.datasets import DatasetSource, eval_spec_for, open_dataset
 from softlabels.inputs import Preprocessing, data_input
 from softlabels.pipeline import ViewPipeline
+from softlabels.replay import ReplayDataset, ViewSchedule, random_view
 
 START_METHODS = ("fork", "spawn", "forkserver")
 
@@ -54,58 +55,6 @@ def subset_indices(labels: np.ndarray, per_class: int | None) -> np.ndarray:
     return np.flatnonzero(keep)
 
 
-# ----------------------------------------------------------------------------- sampling
-
-
-class ViewSchedule:
-    """view(index, epoch) = perm_index[epoch % V], one seeded permutation of the V views per sample."""
-
-    def __init__(self, num_samples: int, num_views: int, seed: int):
-        self.num_views = num_views
-        rng = np.random.default_rng([int(seed), num_views, 0x71E5])
-        self.order = np.argsort(rng.random((num_samples, num_views)), axis=1).astype(np.int32)
-
-    def view(self, index: int, epoch: int) -> int:
-        return int(self.order[index, epoch % self.num_views])
-
-
-class EpochSampler(Sampler):
-    """Yields (position, view, epoch) for every position, reshuffled from (seed, epoch) by `set_epoch`.
-
-    Under torchrun rank r takes every world-th item of the shuffled order, padded by repetition so all
-    ranks run the same number of batches (harmless in training, and DDP would hang otherwise).
-    """
-
-    def __init__(
-        self,
-        indices: np.ndarray,
-        seed: int,
-        schedule: ViewSchedule | None = None,
-        shuffle: bool = True,
-        rank: int = 0,
-        world_size: int = 1,
-    ):
-        self.indices, self.seed, self.schedule, self.shuffle = np.asarray(indices), seed, schedule, shuffle
-        self.rank, self.world_size, self.epoch = rank, world_size, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return -(-len(self.indices) // self.world_size)
-
-    def __iter__(self):
-        count = len(self.indices)
-        order = (
-            np.random.default_rng([int(self.seed), self.epoch]).permutation(count) if self.shuffle else np.arange(count)
-        )
-        order = np.resize(order, len(self) * self.world_size)[self.rank :: self.world_size]
-        for position in order.tolist():
-            index = int(self.indices[position])
-            view = self.schedule.view(index, self.epoch) if self.schedule else 0
-            yield index, view, self.epoch
-
-
 # ----------------------------------------------------------------------------- datasets
 
 
@@ -115,11 +64,6 @@ def _unpack(item) -> tuple[int, int, int]:
         return int(item), 0, 0
     index, view, epoch = (int(v) for v in item)
     return index, view, epoch
-
-
-def random_view(pipeline: ViewPipeline, x: torch.Tensor, seed: int, index: int, epoch: int) -> torch.Tensor:
-    """A random (uncached) view, from a generator seeded by (seed, epoch, sample index)."""
-    return pipeline.random_view(x, np.random.default_rng([int(seed), epoch, index, 0xA06]))
 
 
 class LabelledDataset(Dataset):
@@ -140,34 +84,7 @@ class LabelledDataset(Dataset):
         return random_view(self.pipeline, x, self.seed, index, epoch), int(self.source.labels[index])
 
 
-class CachedDataset(Dataset):
-    """(view, label, teacher logits): the stored view `v` of sample i replayed exactly, with its targets.
-
-    With `random_augment` (the explicit --inconsistent-augment choice) the image is a random view
-    instead, paired with the targets of cached view v: inconsistent teaching, kept for comparisons.
-    """
-
-    def __init__(self, source: DatasetSource, targets: store.CacheTargets, random_augment: str = "none", seed: int = 0):
-        if len(source) != len(targets):
-            raise ValueError(f"{source.spec} has {len(source)} samples but the cache {targets.path} {len(targets)}")
-        self.source, self.targets, self.seed = source, targets, seed
-        prep = targets.info.input
-        self.replay = ViewPipeline(prep, targets.info.augment.name)
-        self.random = ViewPipeline(prep, random_augment)
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def __getitem__(self, item):
-        index, view, epoch = _unpack(item)
-        rows = self.targets.rows(index).view(view)  # one read for the targets and view parameters
-        x = self.replay.decode(self.source.load(index))
-        if self.random.augment.name != "none":
-            image = random_view(self.random, x, self.seed, index, epoch)
-        else:
-            image = self.replay.view(x, rows.params if rows.params is not None else ())
-        logits = torch.from_numpy(np.ascontiguousarray(rows.dense(), dtype=np.float32))  # only this view expanded
-        return image, int(self.source.labels[index]), logits
+CachedDataset = ReplayDataset  # the trainer's name for it
 
 
 # ----------------------------------------------------------------------------- loaders
@@ -275,7 +192,7 @@ def cached_training_data(
     schedule = ViewSchedule(len(source), targets.layout.num_views, seed)
     return TrainingData(
         source,
-        CachedDataset(source, targets, augment, seed),
+        ReplayDataset(source, targets, seed=seed, random_augment=augment),
         subset_indices(source.labels, subset),
         image_prep,
         fingerprint,

@@ -28,12 +28,12 @@ from softlabels.inputs import Preprocessing, data_input
 from softlabels.models import archive_path
 from softlabels.options import Options
 from softlabels.pipeline import Normalize
+from softlabels.replay import EpochSampler
 from softlabels.runtime import Rank, autocast, cpu_threads, current_rank, default_workers, prepare_model, resolve_device
 from softlabels.teachers import load_teacher
 from softlabels.transforms import get_augment
 from trainer import checkpoints, plots
 from trainer.data import (
-    EpochSampler,
     TrainingData,
     cached_training_data,
     eval_dataset,

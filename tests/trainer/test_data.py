@@ -7,13 +7,12 @@ import torch
 from softlabels.datasets import open_dataset
 from softlabels.inputs import Preprocessing
 from softlabels.pipeline import Normalize
+from softlabels.replay import EpochSampler, ViewSchedule
 from softlabels.store import CacheTargets, read_info
 from softlabels.teachers import load_teacher
 from trainer.data import (
     CachedDataset,
-    EpochSampler,
     LabelledDataset,
-    ViewSchedule,
     cached_training_data,
     check_same_samples,
     make_loader,

@@ -1,0 +1,174 @@
+"""Replaying a cache's stored views in any training loop: `ReplayDataset`, its view schedule and sampler.
+
+    cache = softlabels.open_cache("cache.h5")
+    data = cache.dataset(softlabels.open_dataset("imagefolder:images"))  # checks the images first
+    for epoch in range(epochs):
+        data.set_epoch(epoch)                        # integer indices follow the view schedule
+        for x, label, teacher_logits in DataLoader(data, batch_size=64, shuffle=True): ...
+
+A sample is addressed by (position, view, epoch). `ViewSchedule` is a seeded per-sample permutation
+of the V stored views, so that every V consecutive epochs use each view once. A plain integer index
+takes the view of the epoch set by `set_epoch` (read in the process that runs `__getitem__`: with
+persistent DataLoader workers, use `sampler()`, whose indices carry their view). `EpochSampler`
+shuffles positions each epoch from (seed, epoch) and yields (position, view, epoch) triples; the
+trainer and Lightning call its `set_epoch`. The replayed input is the build's exact view (the same
+`ViewPipeline`), with the teacher's dense logits of that view.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from softlabels import store
+from softlabels.datasets import DatasetSource
+from softlabels.pipeline import Normalize, ViewPipeline
+
+
+class UnscheduledReplayWarning(UserWarning):
+    """A multi-view cache read by integer index without `set_epoch`: every epoch would see view set 0."""
+
+
+class ViewSchedule:
+    """view(index, epoch) = perm_index[epoch % V], one seeded permutation of the V views per sample."""
+
+    def __init__(self, num_samples: int, num_views: int, seed: int):
+        self.num_views = num_views
+        rng = np.random.default_rng([int(seed), num_views, 0x71E5])
+        self.order = np.argsort(rng.random((num_samples, num_views)), axis=1).astype(np.int32)
+
+    def view(self, index: int, epoch: int) -> int:
+        return int(self.order[index, epoch % self.num_views])
+
+
+class EpochSampler(Sampler):
+    """Yields (position, view, epoch) for every position, reshuffled from (seed, epoch) by `set_epoch`.
+
+    Under torchrun rank r takes every world-th item of the shuffled order, padded by repetition so all
+    ranks run the same number of batches (harmless in training, and DDP would hang otherwise).
+    """
+
+    def __init__(
+        self,
+        indices,
+        seed: int,
+        schedule: ViewSchedule | None = None,
+        shuffle: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.indices, self.seed, self.schedule, self.shuffle = np.asarray(indices), seed, schedule, shuffle
+        self.rank, self.world_size, self.epoch = rank, world_size, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-len(self.indices) // self.world_size)
+
+    def __iter__(self):
+        count = len(self.indices)
+        order = (
+            np.random.default_rng([int(self.seed), self.epoch]).permutation(count) if self.shuffle else np.arange(count)
+        )
+        order = np.resize(order, len(self) * self.world_size)[self.rank :: self.world_size]
+        for position in order.tolist():
+            index = int(self.indices[position])
+            view = self.schedule.view(index, self.epoch) if self.schedule else 0
+            yield index, view, self.epoch
+
+
+def random_view(pipeline: ViewPipeline, x: torch.Tensor, seed: int, index: int, epoch: int) -> torch.Tensor:
+    """A random (uncached) view, from a generator seeded by (seed, epoch, sample index)."""
+    return pipeline.random_view(x, np.random.default_rng([int(seed), epoch, index, 0xA06]))
+
+
+class ReplayDataset(Dataset):
+    """(input, label, teacher logits) of a cache's samples: stored view v replayed exactly, with its targets.
+
+    Args:
+        source: the images the cache was built on (checked against its fingerprint here, at once).
+        targets: the cache's targets (`store.CacheTargets`) or its path.
+        normalize: normalise inputs with the cache's recorded statistics (else float32 in [0, 1]).
+        transform: a callable applied to each input tensor last.
+        seed: seeds the view schedule and, with `random_augment`, the random views.
+        random_augment: pair random views of this augmentation with the stored targets instead
+            (inconsistent teaching, the explicit `--inconsistent-augment` choice, for comparisons).
+    Raises:
+        ValueError: the images are not the ones the cache was built on (saying what differs).
+    """
+
+    def __init__(
+        self,
+        source: DatasetSource,
+        targets,
+        *,
+        normalize: bool = False,
+        transform=None,
+        seed: int = 0,
+        random_augment: str = "none",
+    ):
+        if not isinstance(targets, store.CacheTargets):
+            targets = store.CacheTargets(targets)
+        from softlabels.checks import require_same_samples
+
+        if store.dataset_fingerprint(source.keys, source.labels) != targets.info.fingerprint:
+            require_same_samples(targets.path, source)  # says what differs (or passes a cache without one)
+        self.source, self.targets, self.seed, self.transform = source, targets, seed, transform
+        prep = targets.info.input
+        self.replay = ViewPipeline(prep, targets.info.augment.name)
+        self.random = ViewPipeline(prep, random_augment)
+        self.normalize = Normalize(prep) if normalize else None
+        self.schedule = ViewSchedule(len(source), targets.layout.num_views, seed)
+        self.epoch: int | None = None
+        self._warned = False
+
+    @property
+    def num_views(self) -> int:
+        return self.targets.layout.num_views
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Integer indices take, for each sample, the view the schedule gives this epoch."""
+        self.epoch = int(epoch)
+
+    def sampler(self, shuffle: bool = True, rank: int = 0, world_size: int = 1) -> EpochSampler:
+        """A sampler whose indices carry their view (for persistent workers and Lightning, which calls
+        its `set_epoch`)."""
+        return EpochSampler(np.arange(len(self)), self.seed, self.schedule, shuffle, rank, world_size)
+
+    def _address(self, item) -> tuple[int, int, int]:
+        if isinstance(item, (int, np.integer)):
+            if self.epoch is None and self.num_views > 1 and not self._warned:
+                self._warned = True
+                warnings.warn(
+                    f"{self.targets.path} holds {self.num_views} views per sample but set_epoch() was never "
+                    f"called: every epoch replays the views of epoch 0; call dataset.set_epoch(epoch) "
+                    f"each epoch, or use dataset.sampler()",
+                    UnscheduledReplayWarning,
+                    stacklevel=3,
+                )
+            index, epoch = int(item), self.epoch or 0
+            return index, self.schedule.view(index, epoch), epoch
+        index, view, epoch = (int(v) for v in item)
+        return index, view, epoch
+
+    def __getitem__(self, item):
+        index, view, epoch = self._address(item)
+        rows = self.targets.rows(index).view(view)  # one read for the targets and view parameters
+        x = self.replay.decode(self.source.load(index))
+        if self.random.augment.name != "none":
+            image = random_view(self.random, x, self.seed, index, epoch)
+        else:
+            image = self.replay.view(x, rows.params if rows.params is not None else ())
+        if self.normalize is not None:
+            image = self.normalize(image[None])[0]
+        if self.transform is not None:
+            image = self.transform(image)
+        logits = torch.from_numpy(np.ascontiguousarray(rows.dense(), dtype=np.float32))  # only this view expanded
+        return image, int(self.source.labels[index]), logits
