@@ -183,6 +183,8 @@ def cache_metadata(config: BuildConfig, teacher: Teacher, source: DatasetSource)
             seed=config.augmentation.seed,
             views=config.augmentation.views,
             param_names=tuple(augment.param_names),
+            param_dtypes=tuple(augment.param_dtypes) if "float32" in augment.param_dtypes else None,
+            **augment.identity(),
         ),
         build=store.BuildRecord(
             dtype=storage.dtype,
@@ -366,9 +368,17 @@ def _build_shard(config: BuildConfig, out: Path, shard: tuple[int, int] | None) 
                 fingerprint=store.dataset_fingerprint(keys, labels),
             )
         )
+    _check_replay(source, teacher.input, views, rows[0])
     writer = _open_writer(config, out, layout, source, rows, meta)
     with cpu_threads(device, config.runtime.workers, config.runtime.threads):
         return _run_pass(config, writer, source, rows[0], teacher, device)
+
+
+def _check_replay(source: DatasetSource, prep, views: BuildViews, row: int) -> None:
+    """Before any teacher time: one view of the first sample, made twice, must be the same bits."""
+    pipeline = ViewPipeline(prep, views.augment)
+    x = pipeline.decode(source.load(row))
+    pipeline.check_replay(x, pipeline.stored_params(x, views.seed, source.keys[row], 1)[0])
 
 
 def _build_distributed(config: BuildConfig, rank) -> BuildResult:

@@ -56,6 +56,16 @@ class ViewPipeline:
         """The (V, P) parameters of a sample's stored views: a function of (seed, key) alone."""
         return sample_views(self.augment, seed, key, num_views, x.shape[-2], x.shape[-1], self.prep.image_size)
 
+    def check_replay(self, x: torch.Tensor, params) -> None:
+        """Refuse an augmentation whose view is not a function of its parameters (two runs differ)."""
+        first, again = self.view(x, params), self.view(x.clone(), np.array(params, copy=True))
+        if first.shape != again.shape or not torch.equal(first, again):
+            raise ValueError(
+                f"augment {self.augment.name} is not deterministic under a fixed seed: two runs of one "
+                f"view differ, so its views could not be replayed (does it draw from an unseeded "
+                f"generator?)"
+            )
+
     def random_view(self, x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """A freshly drawn (uncached) view."""
         return self.view(x, self.augment.sample(rng, x.shape[-2], x.shape[-1], self.prep.image_size))

@@ -97,8 +97,10 @@ class ReplayDataset(Dataset):
         seed: seeds the view schedule and, with `random_augment`, the random views.
         random_augment: pair random views of this augmentation with the stored targets instead
             (inconsistent teaching, the explicit `--inconsistent-augment` choice, for comparisons).
+        allow_changed_augment: replay with a user augmentation that changed since the build.
     Raises:
-        ValueError: the images are not the ones the cache was built on (saying what differs).
+        ValueError: the images are not the ones the cache was built on, or a user augmentation
+            changed since the build (saying what differs).
     """
 
     def __init__(
@@ -110,6 +112,7 @@ class ReplayDataset(Dataset):
         transform=None,
         seed: int = 0,
         random_augment: str = "none",
+        allow_changed_augment: bool = False,
     ):
         if not isinstance(targets, store.CacheTargets):
             targets = store.CacheTargets(targets)
@@ -119,7 +122,18 @@ class ReplayDataset(Dataset):
             require_same_samples(targets.path, source)  # says what differs (or passes a cache without one)
         self.source, self.targets, self.seed, self.transform = source, targets, seed, transform
         prep = targets.info.input
-        self.replay = ViewPipeline(prep, targets.info.augment.name)
+        recorded = targets.info.augment
+        self.replay = ViewPipeline(prep, recorded.name)
+        if recorded.source_sha256 and not allow_changed_augment:
+            from softlabels.user_augments import identity_differences
+
+            changed = identity_differences(recorded.identity(), self.replay.augment)
+            if changed:
+                raise ValueError(
+                    f"the augmentation {recorded.name} changed since {targets.path} was built "
+                    f"({changed[0]}): its views would not replay; rebuild the cache, or pass "
+                    f"--inconsistent-augment to train on them anyway"
+                )
         self.random = ViewPipeline(prep, random_augment)
         self.normalize = Normalize(prep) if normalize else None
         self.schedule = ViewSchedule(len(source), targets.layout.num_views, seed)

@@ -61,7 +61,12 @@ def fit_size(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class Augment:
-    """One augmentation: `sample` draws int32 parameters, `apply` is an exact function of them.
+    """One augmentation: `sample` draws parameters, `apply` is an exact function of them.
+
+    Subclass it for an augmentation of your own (`--augment FILE.py:NAME`): `param_names` names the
+    parameters, `param_dtypes` says which are "float32" (default: all "int32"); `sample` returns
+    one value per parameter; `apply(x, params, image_size)` gets them back exactly. Parameters are
+    stored as int32 columns (float32 ones bit for bit: read them with `.view(np.float32)`).
 
     `resizes`: the augmentation makes the input size itself from the whole decoded image (a random
     resized crop), so an eval transform's resize and centre crop do not apply before it.
@@ -69,12 +74,37 @@ class Augment:
 
     name: str = ""
     param_names: tuple[str, ...] = ()
+    param_dtypes: tuple[str, ...] = ()  # per parameter "int32" or "float32"; empty: all int32
     description: str = ""
     resizes: bool = False
 
-    def sample(self, rng: np.random.Generator, height: int, width: int, image_size: int) -> np.ndarray:
-        """Parameters of one view of an image of `height` x `width`, as int32 (P,)."""
+    def sample(self, rng: np.random.Generator, height: int, width: int, image_size: int):
+        """Parameters of one view of an image of `height` x `width`: one value per parameter."""
         raise NotImplementedError
+
+    def encode(self, values) -> np.ndarray:
+        """One view's parameters as the stored int32 (P,) row (float32 values bit for bit)."""
+        values = np.asarray(values).reshape(-1)
+        if not any(d == "float32" for d in self.param_dtypes):
+            return values.astype(np.int32)
+        return np.array(
+            [
+                np.float32(v).view(np.int32) if d == "float32" else np.int32(v)
+                for v, d in zip(values, self.param_dtypes)
+            ],
+            dtype=np.int32,
+        )
+
+    def decode(self, row) -> tuple:
+        """A stored int32 row back as the values `sample` drew."""
+        row = np.asarray(row, dtype=np.int32).reshape(-1)
+        if not any(d == "float32" for d in self.param_dtypes):
+            return tuple(int(v) for v in row)
+        return tuple(float(v.view(np.float32)) if d == "float32" else int(v) for v, d in zip(row, self.param_dtypes))
+
+    def identity(self) -> dict:
+        """What names this augmentation exactly, beyond its name (user code: its source and repr)."""
+        return {}
 
     def apply(self, x: torch.Tensor, params, image_size: int) -> torch.Tensor:
         """The view of float (C, H, W) `x` (un-normalised) that `params` describe."""
@@ -202,12 +232,16 @@ AUGMENTS: dict[str, Augment] = {augment.name: augment for augment in (NoAugment(
 
 
 def get_augment(name: str | Augment) -> Augment:
+    """A built-in augmentation by name, or a user's (`FILE.py:NAME`, `softlabels.user_augments`)."""
     if isinstance(name, Augment):
         return name
-    try:
+    if name in AUGMENTS:
         return AUGMENTS[name]
-    except KeyError:
-        raise ValueError(f"unknown augment {name!r}; choose one of: {', '.join(AUGMENTS)}") from None
+    from softlabels.user_augments import is_user_spec, load_user_augment
+
+    if is_user_spec(name):
+        return load_user_augment(name)
+    raise ValueError(f"unknown augment {name!r}; choose one of: {', '.join(AUGMENTS)}, or FILE.py:NAME") from None
 
 
 def view_rng(seed: int, key: str) -> np.random.Generator:
@@ -224,5 +258,5 @@ def sample_views(
     if views < 1:
         raise ValueError(f"views must be at least 1, got {views}")
     rng = view_rng(seed, key)
-    drawn = [augment.sample(rng, height, width, image_size) for _ in range(views)]
+    drawn = [augment.encode(augment.sample(rng, height, width, image_size)) for _ in range(views)]
     return np.stack(drawn).astype(np.int32, copy=False).reshape(views, len(augment.param_names))

@@ -90,10 +90,9 @@ _OPTIONS = [
     ),
     click.option(
         "--augment",
-        type=click.Choice(list(AUGMENTS)),
         default="none",
-        help="Random augmentation of the "
-        "student's images, drawn per sample and epoch from --seed. With --cache it needs "
+        help=f"Random augmentation of the student's images ({', '.join(AUGMENTS)}, or FILE.py:NAME: your own "
+        "Augment or torchvision v2 pipeline), drawn per sample and epoch from --seed. With --cache it needs "
         "--inconsistent-augment: a multi-view cache replays its stored views instead.",
     ),
     click.option(

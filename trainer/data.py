@@ -175,6 +175,7 @@ def cached_training_data(
     subset: int | None = None,
     augment: str = "none",
     seed: int = 0,
+    allow_changed_augment: bool = False,
 ) -> TrainingData:
     """Images joined with a cache's targets, after checking they are the samples it was built on."""
     targets = store.CacheTargets(cache, memory_budget=memory_budget)
@@ -192,7 +193,7 @@ def cached_training_data(
     schedule = ViewSchedule(len(source), targets.layout.num_views, seed)
     return TrainingData(
         source,
-        ReplayDataset(source, targets, seed=seed, random_augment=augment),
+        ReplayDataset(source, targets, seed=seed, random_augment=augment, allow_changed_augment=allow_changed_augment),
         subset_indices(source.labels, subset),
         image_prep,
         fingerprint,

@@ -289,6 +289,7 @@ def load_data(config: FitConfig) -> tuple[TrainingData, Teacher | None, Preproce
             subset=data.subset,
             augment=data.augment,
             seed=seed,
+            allow_changed_augment=data.inconsistent_augment,
         )
         return training, None, student_input(model.student, training.image_prep, model.mean, model.std)
     assert data.dataset is not None  # check_config: --cache or --dataset

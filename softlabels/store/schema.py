@@ -176,7 +176,14 @@ class AugmentRecord(Record):
     views: int = 1
     param_names: tuple[str, ...] = ()
     seeds: tuple[int, ...] | None = None  # merged view sets: the seed of every view
-    OPTIONAL: ClassVar[tuple[str, ...]] = ("seeds",)
+    param_dtypes: tuple[str, ...] | None = None  # when some parameters are float32 (stored bit for bit)
+    source: str | None = None  # user augmentations: the FILE.py:NAME spec,
+    source_sha256: str | None = None  # the SHA-256 of that file,
+    repr: str | None = None  # and the repr of the object: its identity
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("seeds", "param_dtypes", "source", "source_sha256", "repr")
+
+    def identity(self) -> dict:
+        return {"source": self.source, "source_sha256": self.source_sha256, "repr": self.repr}
 
     def view_seeds(self, num_views: int) -> list[int]:
         """The `--seed` behind each of the V views."""

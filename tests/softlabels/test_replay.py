@@ -1,0 +1,226 @@
+"""Your own loop, Lightning, your own augmentations: every stored view replays exactly anywhere."""
+
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import softlabels
+from softlabels import store
+from softlabels.build import BuildConfig, build_cache
+from softlabels.cli import main
+from softlabels.datasets import open_dataset
+from softlabels.pipeline import Normalize
+from softlabels.replay import UnscheduledReplayWarning
+from softlabels.teachers import load_teacher
+
+
+@pytest.fixture
+def four_views(build_options, tmp_path):
+    options = {**build_options, "out": str(tmp_path / "four.h5"), "views": 4, "augment": "cifar", "seed": 3}
+    return build_cache(BuildConfig.from_options(**options)).path
+
+
+def served_view(cache_logits: np.ndarray, logits: torch.Tensor) -> int:
+    """Which stored view a served item is: the one whose logits it carries."""
+    return int(np.argmin(np.abs(cache_logits - logits.numpy()).max(axis=-1)))
+
+
+def test_a_plain_loop_sees_every_view_once_per_four_epochs(four_views, image_folder):
+    cache = softlabels.open_cache(four_views)
+    data = cache.dataset(softlabels.open_dataset(f"imagefolder:{image_folder}"))
+    seen = {i: [] for i in range(len(data))}
+    for epoch in range(8):
+        data.set_epoch(epoch)
+        for index in torch.randperm(len(data)).tolist():  # what DataLoader(shuffle=True) hands the dataset
+            x, label, logits = data[index]
+            seen[index].append(served_view(cache.logits(index, view=None), logits))
+    assert all(sorted(views[:4]) == [0, 1, 2, 3] and sorted(views[4:]) == [0, 1, 2, 3] for views in seen.values())
+    assert len({tuple(v[:4]) for v in seen.values()}) > 1  # samples do not move in lockstep
+
+
+def test_without_set_epoch_a_multi_view_cache_warns_once(four_views, image_folder, cache_of):
+    data = softlabels.open_cache(four_views).dataset(f"imagefolder:{image_folder}")
+    with pytest.warns(UnscheduledReplayWarning, match="set_epoch"):
+        data[0]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data[1]  # once only
+        softlabels.open_cache(cache_of("full")).dataset(f"imagefolder:{image_folder}")[0]  # one view: nothing to say
+
+
+def test_the_dataset_checks_the_images_when_made(four_views, make_images, tmp_path):
+    other = make_images(tmp_path / "other", per_class=(4, 4, 4))
+    with pytest.raises(ValueError, match="was not built from"):
+        softlabels.open_cache(four_views).dataset(f"imagefolder:{other}")
+
+
+def test_inputs_are_normalised_with_the_recorded_statistics(four_views, image_folder, teacher_weights):
+    cache = softlabels.open_cache(four_views)
+    data = cache.dataset(f"imagefolder:{image_folder}")
+    teacher = load_teacher("small_cnn", weights=teacher_weights, num_classes=3, image_size=8).model
+    for index, view in ((0, 0), (5, 3), (17, 2)):
+        x, _, logits = data[(index, view, 0)]
+        with torch.inference_mode():
+            torch.testing.assert_close(teacher(x[None])[0], logits, rtol=1e-4, atol=1e-5)
+
+
+def test_a_lightning_trainer_replays_every_view_once_per_four_epochs(four_views, image_folder):
+    lightning = pytest.importorskip("lightning")
+    cache = softlabels.open_cache(four_views)
+    data = cache.dataset(f"imagefolder:{image_folder}")
+    stored = np.stack([cache.logits(i, view=None) for i in range(len(data))])
+    seen: dict[int, list[int]] = {i: [] for i in range(len(data))}
+
+    class Student(lightning.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 3))
+
+        def training_step(self, batch, _):
+            x, labels, teacher_logits = batch
+            for logits in teacher_logits:  # which stored view each item is
+                distance = np.abs(stored - logits.numpy()[None, None]).max(axis=-1)
+                index, view = np.unravel_index(np.argmin(distance), distance.shape)
+                seen[int(index)].append(int(view))
+            return softlabels_kd(self.net(x), teacher_logits, labels)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+        def train_dataloader(self):  # Lightning calls the sampler's set_epoch every epoch
+            return torch.utils.data.DataLoader(data, batch_size=5, sampler=data.sampler())
+
+    from trainer.losses import kd_loss as softlabels_kd
+
+    trainer = lightning.Trainer(
+        max_epochs=4,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(Student())
+    assert all(sorted(views) == [0, 1, 2, 3] for views in seen.values()), seen
+
+
+# ----------------------------------------------------------------------------- user augmentations
+
+AUGMENTS = '''
+import numpy as np
+import torch
+from torchvision.transforms import v2
+from softlabels.transforms import Augment
+
+
+class Shade(Augment):
+    """Darken by a float factor, flip by an int."""
+    name = "shade"
+    param_names = ("factor", "flip")
+    param_dtypes = ("float32", "int32")
+
+    def sample(self, rng, height, width, image_size):
+        return rng.uniform(0.3, 1.0), rng.integers(0, 2)
+
+    def apply(self, x, params, image_size):
+        factor, flip = params
+        x = x * torch.tensor(factor, dtype=torch.float32)
+        return x.flip(-1) if flip else x
+
+
+def strong():
+    return v2.Compose([v2.RandAugment(num_ops=2, magnitude=9), v2.ColorJitter(0.4, 0.4, 0.4, 0.1),
+                       v2.RandomErasing(p=0.5, value=0)])
+
+
+def unseeded():
+    return v2.Lambda(lambda img: (img.float() * float(np.random.rand())).to(torch.uint8))
+
+
+NOT_AN_AUGMENT = 3
+'''
+
+
+@pytest.fixture
+def augment_file(tmp_path):
+    path = tmp_path / "my_augments.py"
+    path.write_text(textwrap.dedent(AUGMENTS))
+    return path
+
+
+@pytest.mark.parametrize("name", ["Shade", "strong"])
+def test_user_augmentations_replay_exactly(name, augment_file, build_options, image_folder, teacher_weights, tmp_path):
+    """The replay proof for user code: each replayed view fed to the teacher gives its cached logits."""
+    spec = f"{augment_file}:{name}"
+    options = {**build_options, "out": str(tmp_path / f"{name}.h5"), "views": 3, "augment": spec, "workers": 0}
+    path = build_cache(BuildConfig.from_options(**options)).path
+    again = build_cache(
+        BuildConfig.from_options(**{**options, "out": str(tmp_path / "again.h5"), "workers": 2, "batch_size": 5})
+    ).path
+    info = store.read_info(path)
+    assert info.augment.source == spec and len(info.augment.source_sha256) == 64 and info.augment.repr
+    np.testing.assert_array_equal(store.CacheTargets(path).params(4), store.CacheTargets(again).params(4))
+    data = softlabels.open_cache(path).dataset(f"imagefolder:{image_folder}")
+    teacher = load_teacher("small_cnn", weights=teacher_weights, num_classes=3, image_size=8).model
+    for index in range(len(data)):
+        for view in range(3):
+            x, _, logits = data[(index, view, 0)]
+            with torch.inference_mode():
+                torch.testing.assert_close(teacher(x[None])[0], logits, rtol=1e-4, atol=1e-5)
+    if name == "Shade":
+        params = store.CacheTargets(path).params(0)
+        factors = params[:, 0].view(np.float32)
+        assert ((0.3 <= factors) & (factors <= 1.0)).all() and set(params[:, 1]) <= {0, 1}
+
+
+def test_a_changed_augmentation_is_refused(augment_file, build_options, image_folder, tmp_path):
+    options = {**build_options, "out": str(tmp_path / "c.h5"), "views": 2, "augment": f"{augment_file}:strong"}
+    path = build_cache(BuildConfig.from_options(**options)).path
+    augment_file.write_text(augment_file.read_text().replace("magnitude=9", "magnitude=5"))
+    from softlabels import user_augments
+
+    user_augments._LOADED.clear()  # a new process would load the edited file
+    with pytest.raises(ValueError, match=r"changed since .* was built \(source_sha256: cache has"):
+        softlabels.open_cache(path).dataset(f"imagefolder:{image_folder}")
+    from trainer.data import cached_training_data
+
+    cached_training_data(str(path), allow_changed_augment=True)  # --inconsistent-augment: the way out
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("missing", "does not define 'missing'"),
+        ("NOT_AN_AUGMENT", "name an Augment .* torchvision v2 transform"),
+        ("unseeded", "not deterministic under a fixed seed"),
+    ],
+)
+def test_bad_augmentations_are_one_line_errors(name, message, augment_file, image_folder, teacher_weights, tmp_path):
+    result = CliRunner().invoke(
+        main,
+        [
+            "build",
+            "--dataset",
+            f"imagefolder:{image_folder}",
+            "--teacher",
+            "small_cnn",
+            "--weights",
+            str(teacher_weights),
+            "--views",
+            "2",
+            "--augment",
+            f"{augment_file}:{name}",
+            "--workers",
+            "0",
+            "--out",
+            str(tmp_path / "x.h5"),
+        ],
+    )
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1 and __import__("re").search(message, result.output)
+    assert not list(tmp_path.glob("x.h5*"))  # nothing written
