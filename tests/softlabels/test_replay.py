@@ -11,8 +11,6 @@ import softlabels
 from softlabels import store
 from softlabels.build import BuildConfig, build_cache
 from softlabels.cli import main
-from softlabels.datasets import open_dataset
-from softlabels.pipeline import Normalize
 from softlabels.replay import UnscheduledReplayWarning
 from softlabels.teachers import load_teacher
 
