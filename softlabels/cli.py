@@ -9,7 +9,7 @@ import warnings
 import click
 
 from softlabels import store
-from softlabels.clitools import CleanErrors, floats, int_range, one_line_warning
+from softlabels.clitools import CleanErrors, apply_config_file, floats, int_range, one_line_warning, require
 
 
 @click.group(cls=CleanErrors, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -27,9 +27,7 @@ def _augment_help() -> str:
 
 
 @main.command()
-@click.option(
-    "--dataset", required=True, help="cifar10, cifar100, mnist, fashion-mnist, imagefolder:PATH or FILE.py:FUNC."
-)
+@click.option("--dataset", help="cifar10, cifar100, mnist, fashion-mnist, imagefolder:PATH or FILE.py:FUNC.")
 @click.option("--split", default="train", help="Dataset split (train/test; a sub-folder for imagefolder).")
 @click.option(
     "--teacher",
@@ -82,14 +80,22 @@ def _augment_help() -> str:
 @click.option("--download", is_flag=True, help="Let torchvision download a built-in dataset (needs a network).")
 @click.option("--resume", is_flag=True, help="Continue the partial build of --out (or start one if none exists).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing cache or partial build at --out.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Cache file to write (HDF5).")
-def build(**options):
+@click.option("--out", type=click.Path(dir_okay=False), help="Cache file to write (HDF5).")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    help="Options from a JSON (or YAML) file; flags given here win.",
+)
+def build(config_file, **options):
     """Run a teacher once over a dataset and write its logits to an HDF5 cache."""
+    options = apply_config_file(click.get_current_context(), options, config_file)
+    require(options, "dataset", "out")
     from softlabels.build import BuildConfig, build_cache
 
     if options["workers"] is None:
         options.pop("workers")
-    if options["shard"] is not None:
+    if isinstance(options["shard"], str):
         from softlabels.shards import parse_shard
 
         options["shard"] = parse_shard(options["shard"])

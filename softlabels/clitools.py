@@ -63,3 +63,58 @@ floats = _Floats()
 
 def int_range(minimum: int, maximum: int | None = None) -> click.IntRange:
     return click.IntRange(min=minimum, max=maximum)
+
+
+def require(options: dict, *names: str) -> None:
+    """Options a command needs, given as flags or in its --config file."""
+    for name in names:
+        if options.get(name) is None:
+            raise click.UsageError(f"Missing option '--{name.replace('_', '-')}' (on the command line or in --config)")
+
+
+def read_config_file(path: str) -> dict:
+    """Options from a JSON (or, with PyYAML, YAML) file: flat names, option groups, or a run's
+    summary.json (its `config`), all as flat option names."""
+    from pathlib import Path
+
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    text = file.read_text()
+    if file.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise ValueError(f"{path} is YAML: pip install 'softlabels[yaml]' (or give the config as JSON)") from None
+        data = yaml.safe_load(text)
+    else:
+        import json
+
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping of option names to values")
+    data = data.get("config", data)  # a run's summary.json
+    flat: dict = {}
+    for name, value in data.items():
+        flat.update(value if isinstance(value, dict) else {name: value})
+    return flat
+
+
+def apply_config_file(ctx: click.Context, options: dict, path: str | None, ignore: tuple[str, ...] = ()) -> dict:
+    """Fill the options left at their defaults on the command line from a config file: flags win."""
+    if not path:
+        return options
+    from click.core import ParameterSource
+
+    values = read_config_file(path)
+    unknown = sorted(set(values) - set(options) - set(ignore))
+    if unknown:
+        raise ValueError(f"{path} names unknown option(s): {', '.join(unknown)}")
+    merged = dict(options)
+    for name, value in values.items():
+        if name in options and ctx.get_parameter_source(name) in (ParameterSource.DEFAULT, None):
+            merged[name] = tuple(value) if isinstance(value, list) else value
+    return merged

@@ -7,10 +7,11 @@ import warnings
 
 import click
 
-from softlabels.clitools import CleanErrors, floats, int_range, one_line_warning
+from softlabels.clitools import CleanErrors, apply_config_file, floats, int_range, one_line_warning, require
 from softlabels.runtime import current_rank, default_workers
 from softlabels.transforms import AUGMENTS
 from trainer.data import START_METHODS
+from trainer.logs import LOGGERS
 from trainer.loop import OPTIMIZERS, SCHEDULES, FitConfig
 from trainer.loop import fit as run_fit
 from trainer.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, LOSSES
@@ -143,6 +144,13 @@ _OPTIONS = [
         help="Stop after this epoch (of --epochs), leaving a last.pt to --resume from: for time-limited jobs.",
     ),
     click.option("--progress/--no-progress", default=True, help="Progress bars and per-epoch lines."),
+    click.option(
+        "--log",
+        type=click.Choice(LOGGERS),
+        multiple=True,
+        help="Also log to: tensorboard (OUT/tensorboard: "
+        "loss and lr per step, every metric per epoch; pip install 'softlabels[tensorboard]').",
+    ),
 ]
 
 
@@ -161,7 +169,6 @@ def _fit_config(options: dict):
 @main.command()
 @click.option(
     "--student",
-    required=True,
     help="Zoo name (small_cnn, mlp, linear, cifar_resnet8/14/20/32/...), timm:NAME, torchvision:NAME or FILE.py:FUNC.",
 )
 @click.option("--temperature", default=DEFAULT_TEMPERATURE, type=float, help="KD temperature T (> 0).")
@@ -169,11 +176,16 @@ def _fit_config(options: dict):
 @training_options
 @click.option(
     "--out",
-    required=True,
     type=click.Path(file_okay=False),
-    help="Run folder: summary.json, metrics.jsonl/.csv, last.pt, best.pt, curves.png.",
+    help="Run folder: summary.json, metrics.jsonl/.csv, last.pt, best.pt, best.safetensors/.json, curves.png.",
 )
-def fit(**options):
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    help="Options from a JSON (or YAML) file, or a finished run's summary.json to run it again; flags given here win.",
+)
+def fit(config_file, **options):
     """Train one student: from a cache (kd), from labels (ce), or from a teacher online.
 
     \b
@@ -181,6 +193,8 @@ def fit(**options):
     trainer fit --dataset cifar10 --student small_cnn --loss ce --out runs/ce
     torchrun --standalone --nproc-per-node 2 -m trainer fit ...   (DDP; --batch-size per process)
     """
+    options = apply_config_file(click.get_current_context(), options, config_file)
+    require(options, "student", "out")
     summary = run_fit(_fit_config(options))
     if current_rank().is_main:
         click.echo(describe_summary(summary, options["out"]))

@@ -40,6 +40,7 @@ from trainer.data import (
     labelled_training_data,
     make_loader,
 )
+from trainer.logs import RunLog, check_loggers
 from trainer.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, LOSSES, Objective
 from trainer.students import create_student, labelled_input, probe_student, student_input
 
@@ -136,6 +137,7 @@ class RuntimeOptions:
     overwrite: bool = False
     stop_after: int | None = None
     progress: bool = True
+    log: tuple[str, ...] = ()  # extra loggers: "tensorboard"
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,7 @@ def check_config(config: FitConfig) -> None:
     """Every option combination that cannot work, refused before any data is read."""
     if not (config.runtime.cache or config.data.dataset):
         raise ValueError("give --cache FILE (learn from a teacher's cache) or --dataset SPEC (learn from labels)")
+    check_loggers(config.runtime.log)
     if config.runtime.cache and config.objective.teacher:
         raise ValueError("--cache and --teacher exclude each other: the cache already holds the teacher's outputs")
     if config.objective.teacher and not config.runtime.weights and archive_path(config.objective.teacher) is None:
@@ -266,6 +269,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
+    log: RunLog = field(default_factory=lambda: RunLog((), Path(".")))
 
     @property
     def bare_student(self) -> nn.Module:
@@ -471,6 +475,8 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
     for step, batch in enumerate(bar):
         images, labels, targets = _to_device(batch, run.device)
         loss, logits = train_step(run, images, labels, targets)
+        if run.log.per_step:
+            run.log.step(epoch * len(run.train_loader) + step, float(loss), run.optimizer.param_groups[0]["lr"])
         totals += torch.stack(
             [
                 loss.double() * len(labels),
@@ -555,10 +561,15 @@ def fit(config: FitConfig) -> dict:
         _check_out(config, out, rank)
         run = build_run(config, rank, device)
         progress = _restore(run, out) if config.runtime.resume and (out / "last.pt").exists() else Progress()
+        if rank.is_main:
+            run.log = RunLog(config.runtime.log, out, progress.epoch * len(run.train_loader))
         started = time.perf_counter()
         last = min(config.optim.epochs, config.runtime.stop_after or config.optim.epochs)
-        for epoch in range(progress.epoch, last):
-            _run_epoch(run, progress, epoch, out)
+        try:
+            for epoch in range(progress.epoch, last):
+                _run_epoch(run, progress, epoch, out)
+        finally:
+            run.log.close()
         summary = make_summary(run, progress, time.perf_counter() - started)
         if rank.is_main:
             checkpoints.write_json_atomic(summary, out / "summary.json")
@@ -603,6 +614,7 @@ def _run_epoch(run: Run, progress: Progress, epoch: int, out: Path) -> None:
         record.update(evaluate(run.bare_student, run.normalize, run.eval_loader, run.device, run.config.optim.amp))
         record["eval_seconds"] = time.perf_counter() - started
     _report(run, record)
+    run.log.epoch(record)
     progress.epoch = epoch + 1
     progress.history.append(record)
     improved = _note_best(progress, record)
