@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from bench.common import JPEGFT, cifar10_jpeg, cifar10_subset, imagenet_sized_jpegs, machine, table
-from softlabels.build import BuildConfig, TeacherInputs, build_cache, load_build_teacher, make_loader
+from softlabels.build import BuildConfig, TeacherInputs, build_cache, load_build_teachers, make_loader
 from softlabels.datasets import open_dataset
 from softlabels.pipeline import Normalize, ViewPipeline
 from softlabels.runtime import autocast, cpu_threads, default_workers, prepare_model, resolve_device
@@ -34,7 +34,7 @@ def bare_forward(config: BuildConfig) -> float:
     """Images/s of the teacher alone: same dataset, loader, device placement; logits fetched to host."""
     device = resolve_device(config.runtime.device)
     source = open_dataset(config.data.dataset, config.data.split)
-    teacher = load_build_teacher(config, source)
+    teacher = load_build_teachers(config, source)[0]
     model = prepare_model(teacher.model, device).eval()
     normalize = Normalize(teacher.input).to(device)
     loader = make_loader(TeacherInputs(source, ViewPipeline(teacher.input), 1, 0), range(len(source)), config, device)

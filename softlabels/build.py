@@ -6,7 +6,7 @@ import datetime
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -39,16 +39,36 @@ class BuildData:
 
 @dataclass(frozen=True)
 class BuildModel:
-    """The teacher, its weights and input overrides, and its precision."""
+    """The teachers (one, or several run on the same views), their weights and input overrides, and
+    their precision. `teacher` and `weights` take one value or a tuple, paired in order."""
 
-    teacher: str | None = None  # None: the spec the weights record (weights written by `trainer fit`)
-    weights: str | None = None
+    teacher: str | tuple[str, ...] | None = None  # None: the spec the weights record (`trainer fit` weights)
+    weights: str | tuple[str, ...] | None = None
     num_classes: int | None = None
     trust_checkpoint: bool = False
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     image_size: int | None = None
     amp: bool = True
+
+    @property
+    def members(self) -> list[tuple[str | None, str | None]]:
+        """(spec, weights) of every teacher, in order."""
+        specs, weights = _many(self.teacher), _many(self.weights)
+        count = max(len(specs), len(weights), 1)
+        specs = specs or (None,) * count
+        weights = weights or (None,) * count
+        if len(specs) != len(weights):
+            raise ValueError(
+                f"give one --weights per --teacher, in the same order: {len(specs)} teachers, {len(weights)} weights"
+            )
+        return list(zip(specs, weights))
+
+
+def _many(value) -> tuple:
+    if value is None or value == ():
+        return ()
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
 
 
 @dataclass(frozen=True)
@@ -167,17 +187,17 @@ def _check_paths(config: BuildConfig, out: Path) -> None:
         )
 
 
-def cache_metadata(config: BuildConfig, teacher: Teacher, source: DatasetSource) -> store.Metadata:
+def cache_metadata(config: BuildConfig, teachers: list[Teacher], source: DatasetSource) -> store.Metadata:
     """What the cache records about how it was made."""
     augment = get_augment(config.augmentation.augment)
     storage = config.storage
     dataset = source.describe()
     return store.Metadata(
-        teacher=teacher.record(),
+        teacher=teachers[0].record(),
         dataset=store.DatasetRecord(
             **{**dataset, "fingerprint": store.dataset_fingerprint(source.keys, source.labels)}
         ),
-        preprocessing=teacher.input,
+        preprocessing=teachers[0].input,
         augment=store.AugmentRecord(
             name=augment.name,
             seed=config.augmentation.seed,
@@ -193,13 +213,27 @@ def cache_metadata(config: BuildConfig, teacher: Teacher, source: DatasetSource)
             amp=config.model.amp,
             compression=storage.compression,
         ),
+        teachers=member_records(teachers) if len(teachers) > 1 else None,
     )
+
+
+def member_records(teachers: list[Teacher]) -> tuple[store.TeacherRecord, ...]:
+    """Every teacher's record with a unique name (its spec, numbered when repeated) and its input."""
+    names: list[str] = []
+    for teacher in teachers:
+        name = teacher.spec if teacher.spec not in names else f"{teacher.spec}#{names.count(teacher.spec) + 1}"
+        names.append(name)
+    return tuple(replace(t.record(), name=name, input=t.input.to_dict()) for t, name in zip(teachers, names))
 
 
 def resume_differences(recorded: store.Metadata, wanted: store.Metadata) -> list[str]:
     """What differs between a partial file's metadata and what this command would write."""
     checks = [
-        ("teacher", recorded.teacher.identity(), wanted.teacher.identity()),
+        (
+            "teacher",
+            [m.identity() for m in recorded.teachers or (recorded.teacher,)],
+            [m.identity() for m in wanted.teachers or (wanted.teacher,)],
+        ),
         ("dataset", recorded.dataset.identity(), wanted.dataset.identity()),
         ("preprocessing", recorded.preprocessing, wanted.preprocessing),
         ("augment", recorded.augment.to_dict(), wanted.augment.to_dict()),
@@ -233,12 +267,36 @@ def _probe_classes(teacher: Teacher, device) -> int:
             out = teacher.model(probe.contiguous(memory_format=torch.channels_last))
     except RuntimeError as err:
         raise ValueError(
-            f"the teacher cannot run on {prep.describe()} inputs ({str(err).splitlines()[0]}); "
+            f"the teacher {teacher.spec} cannot run on {prep.describe()} inputs ({str(err).splitlines()[0]}); "
             f"check --image-size, --mean/--std"
         ) from None
     if out.ndim != 2:
         raise ValueError(f"the teacher must return (batch, classes) logits, got shape {tuple(out.shape)}")
     return int(out.shape[1])
+
+
+def _check_members(teachers: list[Teacher], classes: list[int], dataset: str, num_classes: int) -> None:
+    """Several teachers run on the same views: the same classes and the same view geometry."""
+    for teacher, count in zip(teachers, classes):
+        if count != num_classes:
+            raise ValueError(
+                f"the teacher {teacher.spec} outputs {count} classes but {dataset} has {num_classes}; "
+                f"use a teacher for this dataset (or --num-classes {num_classes})"
+            )
+    first = teachers[0]
+    for teacher in teachers[1:]:
+        mine, theirs = first.input, teacher.input
+        if (mine.channels, mine.image_size, mine.resize, mine.interpolation) != (
+            theirs.channels,
+            theirs.image_size,
+            theirs.resize,
+            theirs.interpolation,
+        ):
+            raise ValueError(
+                f"the teachers {first.spec} and {teacher.spec} take different views ({mine.to_dict()} vs "
+                f"{theirs.to_dict()}): they must see the same views; pass --image-size (and "
+                f"--mean/--std) to make them agree"
+            )
 
 
 class _BackgroundWriter:
@@ -314,20 +372,25 @@ def _check_options(config: BuildConfig) -> None:
         raise ValueError(f"unknown --dtype {config.storage.dtype!r}; choose one of: {', '.join(store.DTYPES)}")
 
 
-def load_build_teacher(config: BuildConfig, source: DatasetSource) -> Teacher:
-    """The teacher with the input `resolve_input` gives it on this dataset."""
+def load_build_teachers(config: BuildConfig, source: DatasetSource) -> list[Teacher]:
+    """Every teacher, with the input `resolve_input` gives it on this dataset."""
     model = config.model
-    torch.manual_seed(0)  # a teacher without --weights is initialised identically in every process
-    return load_teacher(
-        model.teacher,
-        weights=model.weights,
-        num_classes=model.num_classes or len(source.classes),
-        trust_checkpoint=model.trust_checkpoint,
-        data=data_input(source.defaults),
-        mean=model.mean,
-        std=model.std,
-        image_size=model.image_size,
-    )
+    teachers = []
+    for spec, weights in model.members:
+        torch.manual_seed(0)  # a teacher without --weights is initialised identically in every process
+        teachers.append(
+            load_teacher(
+                spec,
+                weights=weights,
+                num_classes=model.num_classes or len(source.classes),
+                trust_checkpoint=model.trust_checkpoint,
+                data=data_input(source.defaults),
+                mean=model.mean,
+                std=model.std,
+                image_size=model.image_size,
+            )
+        )
+    return teachers
 
 
 def _build_shard(config: BuildConfig, out: Path, shard: tuple[int, int] | None) -> BuildResult:
@@ -335,14 +398,11 @@ def _build_shard(config: BuildConfig, out: Path, shard: tuple[int, int] | None) 
     device = resolve_device(config.runtime.device)
     data = config.data
     source = open_dataset(data.dataset, data.split, data.data_root, data.download)
-    teacher = load_build_teacher(config, source)
-    teacher.model = prepare_model(teacher.model, device).eval()
-    num_classes = _probe_classes(teacher, device)
-    if num_classes != len(source.classes):
-        raise ValueError(
-            f"the teacher outputs {num_classes} classes but {data.dataset} has "
-            f"{len(source.classes)}; use a teacher for this dataset (or --num-classes {len(source.classes)})"
-        )
+    teachers = load_build_teachers(config, source)
+    for teacher in teachers:
+        teacher.model = prepare_model(teacher.model, device).eval()
+    num_classes = len(source.classes)
+    _check_members(teachers, [_probe_classes(t, device) for t in teachers], data.dataset, num_classes)
     rows = shard_range(*shard, len(source)) if shard else (0, len(source))
     storage, views = config.storage, config.augmentation
     layout = store.Layout(
@@ -355,8 +415,9 @@ def _build_shard(config: BuildConfig, out: Path, shard: tuple[int, int] | None) 
         param_names=tuple(get_augment(views.augment).param_names),
         compression=storage.compression,
         block_rows=config.block_rows,
+        num_teachers=len(teachers),
     )
-    meta = cache_metadata(config, teacher, source)
+    meta = cache_metadata(config, teachers, source)
     if shard:
         keys, labels = source.keys[rows[0] : rows[1]], source.labels[rows[0] : rows[1]]
         meta = meta.replace(
@@ -368,10 +429,10 @@ def _build_shard(config: BuildConfig, out: Path, shard: tuple[int, int] | None) 
                 fingerprint=store.dataset_fingerprint(keys, labels),
             )
         )
-    _check_replay(source, teacher.input, views, rows[0])
+    _check_replay(source, teachers[0].input, views, rows[0])
     writer = _open_writer(config, out, layout, source, rows, meta)
     with cpu_threads(device, config.runtime.workers, config.runtime.threads):
-        return _run_pass(config, writer, source, rows[0], teacher, device)
+        return _run_pass(config, writer, source, rows[0], teachers, device)
 
 
 def _check_replay(source: DatasetSource, prep, views: BuildViews, row: int) -> None:
@@ -431,15 +492,15 @@ def _build_distributed(config: BuildConfig, rank) -> BuildResult:
 
 
 def _run_pass(
-    config: BuildConfig, writer: store.CacheWriter, source, first_row: int, teacher: Teacher, device
+    config: BuildConfig, writer: store.CacheWriter, source, first_row: int, teachers: list[Teacher], device
 ) -> BuildResult:
     """Compute rows `first_row + writer.done_rows ...` of the dataset into `writer`, then finish it."""
     resumed = writer.done_rows
     total = writer.layout.num_samples
     views = config.augmentation
-    inputs = TeacherInputs(source, ViewPipeline(teacher.input, views.augment), views.views, views.seed)
+    inputs = TeacherInputs(source, ViewPipeline(teachers[0].input, views.augment), views.views, views.seed)
     loader = make_loader(inputs, range(first_row + resumed, first_row + total), config, device)
-    normalize = Normalize(teacher.input).to(device)
+    members = [(t.model, Normalize(t.input).to(device)) for t in teachers]  # each normalises the same views
     background = _BackgroundWriter(writer)
     started = time.perf_counter()
     bar = tqdm(
@@ -454,7 +515,7 @@ def _run_pass(
     try:
         with torch.inference_mode():
             for indices, batch, params in loader:
-                logits = _forward(teacher.model, normalize, batch, device, config.model.amp)
+                logits = _forward(members, batch, device, config.model.amp)
                 background.put(_encode(logits, params, indices, writer.layout, source))
                 bar.update(len(indices))
         background.close()
@@ -509,13 +570,17 @@ def _stop(background: _BackgroundWriter, writer: store.CacheWriter) -> None:
     store.close_quietly(writer)
 
 
-def _forward(model, normalize, views: torch.Tensor, device, amp: bool) -> torch.Tensor:
+def _forward(members: list, views: torch.Tensor, device, amp: bool) -> torch.Tensor:
+    """(B, V, C) logits of one teacher, or (B, V, M, C) of M teachers, on the same views."""
     batch, num_views = views.shape[:2]
     images = views.flatten(0, 1).to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-    images = normalize(images)
-    with autocast(device, amp):
-        logits = model(images)
-    return logits.float().view(batch, num_views, -1)
+    outputs = []
+    for model, normalize in members:
+        normalised = normalize(images)  # float32, outside autocast
+        with autocast(device, amp):
+            logits = model(normalised)
+        outputs.append(logits.float().view(batch, num_views, -1))
+    return outputs[0] if len(outputs) == 1 else torch.stack(outputs, dim=2)
 
 
 def _encode(logits, params, indices, layout: store.Layout, source: DatasetSource) -> store.Rows:

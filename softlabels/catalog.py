@@ -48,6 +48,11 @@ def describe(path) -> dict:
         "bytes_per_sample": size / layout.num_samples,
         "bytes_per_view": size / (layout.num_samples * layout.num_views),
         "teacher_accuracy": info.teacher_accuracy,
+        "num_teachers": layout.num_teachers,
+        "teachers": [
+            {**m.to_dict(), "name": n, "accuracy": a}
+            for m, n, a in zip(info.members, info.member_names, info.member_accuracy)
+        ],
         "fingerprint": info.fingerprint,
         "fingerprints": {
             "dataset": info.fingerprint,
@@ -120,7 +125,15 @@ def render_info(summary: dict) -> str:
         views = f"{augment['name']} augmentation, {seeds_text(summary['view_seeds'])}"
     rows = [
         ("cache", f"{summary['path']} ({status})"),
-        ("teacher", teacher_text(summary["teacher"])),
+        (
+            "teacher",
+            teacher_text(summary["teacher"])
+            if summary.get("num_teachers", 1) == 1
+            else "; ".join(
+                f"{m['name']}: {teacher_text(m)}" + (f", {m['accuracy']:.2%}" if m["accuracy"] is not None else "")
+                for m in summary["teachers"]
+            ),
+        ),
         ("dataset", f"{dataset.get('spec')} at {dataset.get('root')}"),
         ("split", str(summary["split"])),
         ("samples", f"{summary['num_samples']} x {summary['num_views']} view(s), {summary['num_classes']} classes"),

@@ -13,6 +13,7 @@ import torch
 
 from softlabels import store
 from softlabels.datasets import DatasetSource, open_dataset
+from softlabels.inputs import Preprocessing
 
 SHOWN = 3  # examples per kind of difference in a message
 # Allowed |stored - recomputed| logit difference, as a fraction of the view's largest |logit| (at least
@@ -154,12 +155,13 @@ def require_same_samples(path, source: DatasetSource) -> None:
 
 @dataclass
 class Recomputed:
-    """The outcome of re-running the teacher on some samples of a cache."""
+    """The outcome of re-running the teacher(s) on some samples of a cache."""
 
     keys: list[str]
     num_views: int
     worst: float  # largest |difference| / tolerance over every compared value (<= 1 passes)
-    mismatches: list[tuple[str, int, float, float]]  # key, view, largest |difference|, tolerance
+    mismatches: list[tuple[str, int, float, float, str]]  # key, view, |difference|, tolerance, teacher
+    members: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -177,11 +179,11 @@ def recompute(
     device: str = "auto",
     seed: int = 0,
 ) -> Recomputed:
-    """Re-run a teacher (default: the recorded one) on `n` random samples (chosen by `seed`) and
-    compare with the stored targets, replaying each view from its stored parameters. The images come
-    from `source` (default: the recorded dataset), matched by key."""
-    from softlabels.pipeline import Normalize, ViewPipeline
-    from softlabels.runtime import prepare_model, resolve_device
+    """Re-run the teacher (default: the recorded one; every member of a several-teacher cache) on `n`
+    random samples (chosen by `seed`) and compare with the stored targets, replaying each view from
+    its stored parameters. The images come from `source` (default: the recorded dataset), by key."""
+    from softlabels.pipeline import ViewPipeline
+    from softlabels.runtime import resolve_device
 
     targets = store.CacheTargets(path, memory_budget=0)  # read only the rows recomputed
     info, layout = targets.info, targets.layout
@@ -189,10 +191,7 @@ def recompute(
         if not info.dataset.spec:
             raise ValueError(f"{path} records no dataset: pass --dataset")
         source = open_dataset(info.dataset.spec, info.dataset.split, info.dataset.root or "data")
-    model = _load_teacher(info, teacher, weights, trust_checkpoint)
-    target = resolve_device(device)
-    model = prepare_model(model, target).eval()
-    normalize = Normalize(info.input).to(target)
+    members = _load_members(info, teacher, weights, trust_checkpoint, resolve_device(device))
     pipeline = ViewPipeline(info.input, info.augment.name)
     rows = np.sort(np.random.default_rng(seed).choice(layout.num_samples, min(n, layout.num_samples), replace=False))
     keys = [str(k) for k in store.read_keys_labels(path)[0]]
@@ -209,32 +208,52 @@ def recompute(
                 )
             stored = targets.rows(row)
             views = _views(pipeline, source, index[key], key, stored, info)
-            with torch.inference_mode():
-                batch = normalize(views.to(target).contiguous(memory_format=torch.channels_last))
-                fresh = model(batch).float().cpu().numpy()
-            for view, (difference, allowed) in enumerate(_differences(stored, fresh, tolerance)):
-                worst = max(worst, difference / allowed)
-                if difference > allowed:
-                    mismatches.append((key, view, difference, allowed))
+            for member, (name, model, normalize, device_) in enumerate(members):
+                with torch.inference_mode():
+                    batch = normalize(views.to(device_).contiguous(memory_format=torch.channels_last))
+                    fresh = model(batch).float().cpu().numpy()
+                own = stored if len(members) == 1 else stored.member(member)
+                for view, (difference, allowed) in enumerate(_differences(own, fresh, tolerance)):
+                    worst = max(worst, difference / allowed)
+                    if difference > allowed:
+                        mismatches.append((key, view, difference, allowed, name))
     finally:
         targets.close()
-    return Recomputed([keys[r] for r in rows], layout.num_views, worst, mismatches)
+    return Recomputed([keys[r] for r in rows], layout.num_views, worst, mismatches, [m[0] for m in members])
 
 
-def _load_teacher(info: store.CacheInfo, spec: str | None, weights: str | None, trust: bool):
+def _load_members(info: store.CacheInfo, spec: str | None, weights: str | None, trust: bool, device) -> list:
+    """(name, model, normalize, device) of every teacher to re-run, each with its recorded input."""
+    from softlabels.pipeline import Normalize
+    from softlabels.runtime import prepare_model
+
+    if len(info.members) > 1 and (spec or weights):
+        raise ValueError(
+            "this cache holds several teachers: --recompute re-runs each recorded one; drop --teacher/--weights"
+        )
+    members = []
+    for record, name in zip(info.members, info.member_names):
+        prep = Preprocessing.from_dict(record.input) if record.input else info.input
+        model = _load_teacher(info, record, spec, weights, trust, prep)
+        members.append((name, prepare_model(model, device).eval(), Normalize(prep).to(device), device))
+    return members
+
+
+def _load_teacher(
+    info: store.CacheInfo, record: store.TeacherRecord, spec: str | None, weights: str | None, trust: bool, prep
+):
     """The recorded (or given) teacher, built for exactly the input the cache records."""
     from softlabels.models import archive_path, source_for
     from softlabels.teachers import load_teacher
 
-    spec = spec or info.teacher.spec
+    spec = spec or record.spec
     if not spec:
         raise ValueError("the cache records no teacher: pass --teacher (and --weights)")
-    if weights is None and spec == info.teacher.spec and archive_path(spec) is None:
-        weights = info.teacher.weights  # the recorded checkpoint, when it is still there
+    if weights is None and spec == record.spec and archive_path(spec) is None:
+        weights = record.weights  # the recorded checkpoint, when it is still there
         named = weights is not None and source_for(spec).named_weights(spec, weights)
         if weights is not None and not named and not Path(weights).is_file():
             raise FileNotFoundError(f"the cache's teacher weights {weights} are not here; pass --weights")
-    prep = info.input
     return load_teacher(
         spec,
         weights=weights,
@@ -308,17 +327,19 @@ def verify_cache(config: VerifyConfig) -> list[str]:
         if not result.ok:
             raise ValueError(_mismatch_message(config.path, result))
         lines.append(
-            f"ok: the teacher reproduces {len(result.keys)} samples x {result.num_views} view(s) "
+            f"ok: {'every teacher' if len(result.members) > 1 else 'the teacher'} reproduces {len(result.keys)} "
+            f"samples x {result.num_views} view(s) "
             f"(largest difference {result.worst:.0%} of the tolerance)"
         )
     return lines
 
 
 def _mismatch_message(path, result: Recomputed) -> str:
-    key, view, difference, allowed = result.mismatches[0]
+    key, view, difference, allowed, member = result.mismatches[0]
     samples = len({m[0] for m in result.mismatches})
+    who = f"teacher {member}'s" if len(result.members) > 1 else "the teacher's"
     return (
-        f"{path}: the teacher's logits differ from the stored ones for {samples} of {len(result.keys)} "
+        f"{path}: {who} logits differ from the stored ones for {samples} of {len(result.keys)} "
         f"samples (first: {key} view {view}, |difference| {difference:.3g} > {allowed:.3g}); the cache was "
         f"built with another teacher, weights or preprocessing, or its data was altered"
     )

@@ -31,11 +31,14 @@ def _augment_help() -> str:
 @click.option("--split", default="train", help="Dataset split (train/test; a sub-folder for imagefolder).")
 @click.option(
     "--teacher",
+    multiple=True,
     help="Zoo name (e.g. cifar_resnet56), timm:NAME, torchvision:NAME, FILE.py:FUNC, or a TorchScript/.pt2 "
-    "archive  [default: the model recorded by --weights from `trainer fit`]",
+    "archive  [default: the model recorded by --weights from `trainer fit`]. Repeat it (with one --weights "
+    "each, in order) to store several teachers' outputs on the same views.",
 )
 @click.option(
     "--weights",
+    multiple=True,
     help="Weights for the teacher: a checkpoint or .safetensors file (from `trainer fit`: it also says which "
     "model and input), or the source's own: DEFAULT, IMAGENET1K_V2, ... (torchvision), pretrained (timm).",
 )
@@ -218,27 +221,31 @@ def verify(file, **options):
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Merged cache to write.")
 @click.option(
     "--kind",
-    type=click.Choice(("auto", "rows", "views")),
+    type=click.Choice(("auto", "rows", "views", "teachers")),
     default="auto",
     help="rows: shards of the samples (from `build --shard I/N`); views: extra views of the same "
-    "samples (builds with other --seed values); auto: rows when every input is a shard, else views.",
+    "samples (builds with other --seed values); teachers: other teachers' outputs on the same samples and "
+    "views; auto: rows when every input is a shard, else views.",
 )
+@click.option("--teachers", is_flag=True, help="The same as --kind teachers.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing cache at --out.")
-def merge(caches, out, kind, overwrite):
-    """Merge caches of one teacher and dataset into one self-contained cache.
+def merge(caches, out, kind, teachers, overwrite):
+    """Merge caches of one dataset into one self-contained cache.
 
     \b
     Row shards:  softlabels merge part0.h5 part1.h5 --out all.h5
     View sets:   softlabels merge views-seed0.h5 views-seed1.h5 --out more-views.h5
-    View sets keep the inputs' order (the first file's views come first) and record each view's seed.
-    Anything inconsistent (teacher, data, preprocessing, augmentation, storage, repeated seeds,
-    missing or overlapping rows) is refused.
+    Teachers:    softlabels merge --teachers r56.h5 r20.h5 --out ensemble.h5
+    View sets keep the inputs' order (the first file's views come first) and record each view's seed;
+    teachers keep it too (the first file's teacher is member 0). Anything inconsistent (teacher, data,
+    preprocessing, augmentation, storage, view parameters, repeated seeds, missing or overlapping
+    rows) is refused.
     """
     from softlabels.shards import merge as merge_any
 
-    kind, path = merge_any(list(caches), out, kind=kind, overwrite=overwrite)
+    kind, path = merge_any(list(caches), out, kind="teachers" if teachers else kind, overwrite=overwrite)
     info = store.read_info(path)
-    what = "shard(s)" if kind == "rows" else "view set(s)"
+    what = {"rows": "shard(s)", "views": "view set(s)", "teachers": "teacher cache(s)"}[kind]
     click.echo(
         f"merged {len(caches)} {what} into {path}: {info.layout.num_samples} samples x "
         f"{info.layout.num_views} view(s), teacher accuracy {info.teacher_accuracy:.2%}"

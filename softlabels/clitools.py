@@ -11,8 +11,37 @@ import click
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, OSError, RuntimeError)
 
 
+class StrictCommand(click.Command):
+    """A command that refuses an option given twice unless it may repeat: click would keep the last
+    one silently (`--teacher A --teacher B` building with B alone)."""
+
+    def parse_args(self, ctx, args):
+        counts: dict[str, int] = {}
+        names: dict[str, str] = {}
+        for param in self.params:
+            if isinstance(param, click.Option) and not param.multiple and not param.count:
+                for opt in (*param.opts, *param.secondary_opts):
+                    names[opt] = param.opts[0]
+        for token in args:
+            if token == "--":
+                break
+            opt = token.split("=", 1)[0]
+            if opt in names:
+                counts[names[opt]] = counts.get(names[opt], 0) + 1
+        repeated = [opt for opt, count in counts.items() if count > 1]
+        if repeated:
+            raise click.UsageError(
+                f"{repeated[0]} is given {counts[repeated[0]]} times but takes one value (only the last would count)",
+                ctx,
+            )
+        return super().parse_args(ctx, args)
+
+
 class CleanErrors(click.Group):
-    """A click group that turns library errors into `error: ...` and a non-zero exit."""
+    """A click group that turns library errors into `error: ...` and a non-zero exit; its commands
+    refuse options repeated that cannot repeat (`StrictCommand`)."""
+
+    command_class = StrictCommand
 
     def invoke(self, ctx):
         try:

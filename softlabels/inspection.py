@@ -43,7 +43,8 @@ class Sample:
 
     rows: np.ndarray
     labels: np.ndarray
-    logits: np.ndarray
+    logits: np.ndarray  # the teacher's, or the mean-prob ensemble's (T=1) of several teachers
+    members: np.ndarray | None = None  # several teachers: (n, V, M, C)
 
     @property
     def flat(self) -> tuple[np.ndarray, np.ndarray]:
@@ -55,10 +56,10 @@ class Sample:
 def load_sample(path, info: store.CacheInfo, max_samples: int) -> Sample:
     """Evenly spaced rows of a complete cache, top-k expanded to dense logits."""
     layout = info.layout
-    per_row = layout.num_views * layout.num_classes
+    per_row = layout.num_views * layout.num_classes * layout.num_teachers
     limit = max(1, min(max_samples, MAX_LOGITS // per_row, layout.num_samples))
     rows = np.unique(np.linspace(0, layout.num_samples - 1, limit).round().astype(np.int64))
-    logits = np.empty((len(rows), layout.num_views, layout.num_classes), dtype=np.float32)
+    logits = np.empty((len(rows), *layout.rows[1:], layout.num_classes), dtype=np.float32)
     labels = np.empty(len(rows), dtype=np.int64)
     filled = 0
     for start, stop, block_labels, block in store.iter_rows(path):
@@ -67,7 +68,11 @@ def load_sample(path, info: store.CacheInfo, max_samples: int) -> Sample:
             logits[filled : filled + len(pick)] = block.take(pick).dense()
             labels[filled : filled + len(pick)] = block_labels[pick]
             filled += len(pick)
-    return Sample(rows, labels, logits)
+    if layout.num_teachers == 1:
+        return Sample(rows, labels, logits)
+    from softlabels.ensemble import Ensemble
+
+    return Sample(rows, labels, Ensemble("mean-prob").combine(logits), members=logits)
 
 
 # ----------------------------------------------------------------------------- the report
@@ -126,6 +131,7 @@ def compute_report(path, config: InspectConfig = InspectConfig()) -> tuple[dict,
             "temperatures": temperatures,
             "coverage": coverage_section(temperatures[0]["topk_mass_curve"], len(classes), info.layout.topk),
             "views": views_section(sample.logits, sample.labels, info.view_seeds),
+            "members": members_section(sample, info.member_names, config.bins),
         }
     )
     return report, confusion
@@ -347,10 +353,55 @@ def _number(value) -> float | None:
 # ----------------------------------------------------------------------------- markdown
 
 
+def members_section(sample: Sample, names: list[str], bins: int) -> dict | None:
+    """Several teachers: each one's accuracy, NLL and ECE at T=1, and how often pairs agree (top-1)."""
+    if sample.members is None:
+        return None
+    labels = np.repeat(sample.labels, sample.members.shape[1])
+    flat = sample.members.reshape(-1, *sample.members.shape[2:])  # (n * V, M, C)
+    preds = flat.argmax(axis=-1)  # (n * V, M)
+    members = []
+    for m, name in enumerate(names):
+        correct = preds[:, m] == labels
+        members.append(
+            {
+                "name": name,
+                "accuracy": float(correct.mean()),
+                "nll": nll(flat[:, m], labels, 1.0),
+                "ece": reliability(softmax(flat[:, m]).max(axis=-1), correct, bins)["ece"],
+            }
+        )
+    agreement = [[float((preds[:, a] == preds[:, b]).mean()) for b in range(len(names))] for a in range(len(names))]
+    ensemble = (sample.logits.reshape(-1, sample.logits.shape[-1]).argmax(axis=-1) == labels).mean()
+    return {
+        "teachers": members,
+        "agreement": agreement,
+        "ensemble_accuracy": float(ensemble),
+        "ensemble": "mean-prob at T=1 (every other section describes it)",
+    }
+
+
 def render_markdown(report: dict) -> str:
     """report.md: the numbers that matter in one table, what they suggest, then the plots."""
     lines = [f"# Teacher report: {report['name']}", "", _scope(report), "", "| | |", "| --- | --- |"]
     lines += [f"| {name} | {value} |" for name, value in _key_numbers(report)]
+    if report.get("members"):
+        members = report["members"]
+        lines += ["", "## Teachers", "", "| teacher | accuracy | NLL (T=1) | ECE (T=1) |", "| --- | --- | --- | --- |"]
+        lines += [
+            f"| {m['name']} | {m['accuracy']:.2%} | {m['nll']:.3f} | {m['ece']:.2%} |" for m in members["teachers"]
+        ]
+        lines += [
+            f"| ensemble (mean-prob) | {members['ensemble_accuracy']:.2%} | | |",
+            "",
+            "Top-1 agreement between teachers: "
+            + "; ".join(
+                f"{a['name']} / {b['name']} {members['agreement'][i][j]:.1%}"
+                for i, a in enumerate(members["teachers"])
+                for j, b in enumerate(members["teachers"])
+                if j > i
+            ),
+        ]
     lines += ["", "## What this suggests", ""] + [f"- {text}" for text in _advice(report)]
     captions = {
         "accuracy.png": "Accuracy per class",

@@ -98,6 +98,9 @@ class ReplayDataset(Dataset):
         random_augment: pair random views of this augmentation with the stored targets instead
             (inconsistent teaching, the explicit `--inconsistent-augment` choice, for comparisons).
         allow_changed_augment: replay with a user augmentation that changed since the build.
+        ensemble: with several teachers, how to mix them (`softlabels.ensemble`): `mean-prob`
+            [default], `mean-logit`, weights `0.7,0.3`, or `teacher:NAME|INDEX`.
+        temperature: the distillation temperature `mean-prob` and weights average probabilities at.
     Raises:
         ValueError: the images are not the ones the cache was built on, or a user augmentation
             changed since the build (saying what differs).
@@ -113,6 +116,8 @@ class ReplayDataset(Dataset):
         seed: int = 0,
         random_augment: str = "none",
         allow_changed_augment: bool = False,
+        ensemble: str | None = None,
+        temperature: float = 1.0,
     ):
         if not isinstance(targets, store.CacheTargets):
             targets = store.CacheTargets(targets)
@@ -137,6 +142,13 @@ class ReplayDataset(Dataset):
         self.random = ViewPipeline(prep, random_augment)
         self.normalize = Normalize(prep) if normalize else None
         self.schedule = ViewSchedule(len(source), targets.layout.num_views, seed)
+        self.ensemble = None
+        if targets.layout.num_teachers > 1:
+            from softlabels.ensemble import Ensemble
+
+            self.ensemble = Ensemble.parse(ensemble, targets.info.member_names, temperature)
+        elif ensemble not in (None, "mean-prob"):
+            raise ValueError(f"--ensemble {ensemble}: {targets.path} holds one teacher's outputs")
         self.epoch: int | None = None
         self._warned = False
 
@@ -184,5 +196,8 @@ class ReplayDataset(Dataset):
             image = self.normalize(image[None])[0]
         if self.transform is not None:
             image = self.transform(image)
-        logits = torch.from_numpy(np.ascontiguousarray(rows.dense(), dtype=np.float32))  # only this view expanded
+        dense = rows.dense()  # only this view expanded: (C,), or (M, C) with several teachers
+        if self.ensemble is not None:
+            dense = self.ensemble.combine(dense)
+        logits = torch.from_numpy(np.ascontiguousarray(dense, dtype=np.float32))
         return image, int(self.source.labels[index]), logits

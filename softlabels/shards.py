@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from softlabels import store
 
-MERGE_KINDS = ("auto", "rows", "views")
+MERGE_KINDS = ("auto", "rows", "views", "teachers")
 
 
 def shard_range(index: int, count: int, num_samples: int) -> tuple[int, int]:
@@ -255,5 +255,102 @@ def merge(
     if not paths:
         raise ValueError("give at least one cache to merge")
     kind = merge_kind(paths) if kind == "auto" else kind
-    function = merge_caches if kind == "rows" else merge_views
+    function = {"rows": merge_caches, "views": merge_views, "teachers": merge_teachers}[kind]
     return kind, function(paths, out, overwrite=overwrite, progress=progress)
+
+
+# ----------------------------------------------------------------------------- teachers
+
+
+def merge_teachers(
+    paths: Sequence[str | Path], out: str | Path, overwrite: bool = False, progress: bool = True
+) -> Path:
+    """Join caches that different teachers built on the same samples and the same views into one cache
+    holding every teacher's outputs (the members in the order of `paths`)."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
+    if len(paths) < 2:
+        raise ValueError("give at least two caches whose teachers to join")
+    infos = [_complete_info(p) for p in paths]
+    first = infos[0]
+    for info in infos[1:]:
+        problems = _same_views_differences(first, info)
+        if problems:
+            raise ValueError(
+                f"{Path(info.path).name} and {Path(first.path).name} differ in {problems[0]}: their "
+                f"teachers did not see the same samples and views; refusing to join them"
+            )
+    records = [record for info in infos for record in _named_members(info)]
+    names = _unique([r.name or r.spec or "teacher" for r in records])
+    members = tuple(replace(r, name=n) for r, n in zip(records, names))
+    layout = first.layout.replace(num_teachers=len(members))
+    meta = first.meta.replace(teacher=members[0], teachers=members)
+    keys, labels = store.read_keys_labels(first.path)
+    return _write_merged(
+        out,
+        layout,
+        keys,
+        labels,
+        meta,
+        "joining teachers",
+        progress,
+        lambda writer, bar: _copy_members(infos, writer, bar),
+    )
+
+
+def _named_members(info: store.CacheInfo) -> list[store.TeacherRecord]:
+    """A cache's members with their names and inputs filled in."""
+    prep = info.input.to_dict()
+    return [
+        replace(record, name=name, input=record.input or prep) for record, name in zip(info.members, info.member_names)
+    ]
+
+
+def _unique(names: list[str]) -> list[str]:
+    out: list[str] = []
+    for name in names:
+        out.append(name if name not in out else f"{name}#{sum(n.split('#')[0] == name for n in out) + 1}")
+    return out
+
+
+def _same_views_differences(first: store.CacheInfo, info: store.CacheInfo) -> list[str]:
+    """What makes two caches not outputs on the same samples and views (empty when they agree)."""
+    mine, theirs = first.input, info.input
+    checks = _fields("dataset", first.dataset, info.dataset, ("fingerprint", "split", "classes"))
+    checks += _fields("augment", first.augment, info.augment, ("name", "param_names", "source_sha256", "repr"))
+    checks += [
+        ("view seeds", first.view_seeds, info.view_seeds),
+        (
+            "view geometry",
+            (mine.channels, mine.image_size, mine.resize, mine.interpolation),
+            (theirs.channels, theirs.image_size, theirs.resize, theirs.interpolation),
+        ),
+    ]
+    a, b = (i.layout.replace(num_teachers=1, block_rows=1).fields() for i in (first, info))
+    checks += [(f"layout.{key}", a[key], b[key]) for key in a]
+    return [f"{what} ({x!r} vs {y!r})" for what, x, y in checks if x != y]
+
+
+def _copy_members(infos: list[store.CacheInfo], writer: store.CacheWriter, bar) -> None:
+    readers = [store.iter_rows(info.path, writer.layout.block_rows) for info in infos]
+    for blocks in zip(*readers):
+        first = blocks[0][3]
+        for (start, stop, _, rows), info in zip(blocks, infos):
+            if (rows.params is None) != (first.params is None) or (
+                rows.params is not None and not np.array_equal(rows.params, first.params)
+            ):
+                raise ValueError(
+                    f"{Path(info.path).name} stores other view parameters in rows {start}..{stop - 1}: "
+                    f"its teacher saw other views; refusing to join"
+                )
+        parts = [_member_axis(rows, info.layout) for (_, _, _, rows), info in zip(blocks, infos)]
+        writer.write(store.Rows.concat(parts, axis=2))
+        bar.update(blocks[0][1] - blocks[0][0])
+
+
+def _member_axis(rows: store.Rows, layout: store.Layout) -> store.Rows:
+    """(n, V, ...) rows of a one-teacher cache as (n, V, 1, ...)."""
+    if layout.num_teachers > 1:
+        return rows
+    return store.Rows(rows.mode, {name: value[:, :, None] for name, value in rows.targets.items()}, rows.params)

@@ -38,7 +38,7 @@ def test_only_the_store_imports_h5py():
 def dataset_paths():
     paths = {files.DONE, files.BLOCK_SHA256, PARAMS}
     for mode in modes.MODES.values():
-        paths |= set(mode(10, "float16", 2).datasets(1, 1))
+        paths |= set(mode(10, "float16", 2).datasets((1, 1)))
     return {p for p in paths if "/" in p}  # `keys`, `labels`, `logits` are also plain words (npz names)
 
 

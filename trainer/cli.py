@@ -54,6 +54,11 @@ _OPTIONS = [
         help="kd: Hinton's KD; hard: CE on the teacher's arg-max; "
         "ce: labels only  [default: kd with --cache/--teacher, else ce]",
     ),
+    click.option(
+        "--ensemble",
+        help="A cache of several teachers: mean-prob (their softmax at T averaged) "
+        "[default], mean-logit, weights such as 0.7,0.3, or teacher:NAME|INDEX for one member.",
+    ),
     click.option("--label-smoothing", default=0.0, type=float, help="Label smoothing of the cross-entropy terms."),
     click.option(
         "--eval-dataset",

@@ -139,9 +139,9 @@ class TrainingData:
         """What a checkpoint's resume must agree on (see trainer.checkpoints.check_resumable)."""
         identity: dict[str, Any] = {"dataset_fingerprint": self.fingerprint}
         if self.cache is not None:
-            teacher = self.cache.teacher
+            teachers = [m.weights_sha256 or m.spec for m in self.cache.members]
             identity["cache_targets"] = {
-                "teacher": teacher.weights_sha256 or teacher.spec,
+                "teacher": teachers[0] if len(teachers) == 1 else teachers,
                 **{k: v for k, v in self.cache.meta.to_attrs().items() if k in ("augment", "preprocessing")},
                 "storage": self.cache.build.to_dict(),
             }
@@ -176,6 +176,8 @@ def cached_training_data(
     augment: str = "none",
     seed: int = 0,
     allow_changed_augment: bool = False,
+    ensemble: str | None = None,
+    temperature: float = 1.0,
 ) -> TrainingData:
     """Images joined with a cache's targets, after checking they are the samples it was built on."""
     targets = store.CacheTargets(cache, memory_budget=memory_budget)
@@ -193,7 +195,15 @@ def cached_training_data(
     schedule = ViewSchedule(len(source), targets.layout.num_views, seed)
     return TrainingData(
         source,
-        ReplayDataset(source, targets, seed=seed, random_augment=augment, allow_changed_augment=allow_changed_augment),
+        ReplayDataset(
+            source,
+            targets,
+            seed=seed,
+            random_augment=augment,
+            allow_changed_augment=allow_changed_augment,
+            ensemble=ensemble,
+            temperature=temperature,
+        ),
         subset_indices(source.labels, subset),
         image_prep,
         fingerprint,

@@ -96,6 +96,7 @@ class ObjectiveOptions:
     alpha: float = DEFAULT_ALPHA
     label_smoothing: float = 0.0
     teacher: str | None = None
+    ensemble: str | None = None  # several-teacher caches: mean-prob (default), mean-logit, 0.7,0.3, teacher:NAME
 
 
 @dataclass(frozen=True)
@@ -294,6 +295,8 @@ def load_data(config: FitConfig) -> tuple[TrainingData, Teacher | None, Preproce
             augment=data.augment,
             seed=seed,
             allow_changed_augment=data.inconsistent_augment,
+            ensemble=config.objective.ensemble,
+            temperature=config.objective.temperature,
         )
         return training, None, student_input(model.student, training.image_prep, model.mean, model.std)
     assert data.dataset is not None  # check_config: --cache or --dataset

@@ -75,8 +75,9 @@ def check_structure(file: h5py.File) -> Layout:
 @dataclass
 class CheckStats:
     num_blocks: int
-    teacher_accuracy: float
+    teacher_accuracy: float  # over every view (and every teacher)
     fingerprint: str
+    member_accuracy: list[float] | None = None  # per teacher, when there are several
 
 
 def check_file(file: h5py.File, require_complete: bool = True, on_block=None) -> CheckStats:
@@ -90,7 +91,7 @@ def check_file(file: h5py.File, require_complete: bool = True, on_block=None) ->
     if not done.all():
         first = int(np.flatnonzero(done == 0)[0])
         raise CacheError(f"{file.filename}: block {first} (rows {layout.block_range(first)}) was never written")
-    correct = 0
+    correct = np.zeros(layout.num_teachers, dtype=np.int64)
     for block in range(layout.num_blocks):
         correct += _check_block(file, layout, block)
         if on_block is not None:
@@ -102,11 +103,13 @@ def check_file(file: h5py.File, require_complete: bool = True, on_block=None) ->
     recorded = shard.get("fingerprint") if shard else files.read_json_attr(file, "dataset").get("fingerprint")
     if recorded and recorded != fingerprint:
         raise CacheError(f"{file.filename}: keys/labels do not match the recorded dataset fingerprint")
-    return CheckStats(layout.num_blocks, correct / (layout.num_samples * layout.num_views), fingerprint)
+    per_member = correct / (layout.num_samples * layout.num_views)
+    members = [float(a) for a in per_member] if layout.num_teachers > 1 else None
+    return CheckStats(layout.num_blocks, float(per_member.mean()), fingerprint, members)
 
 
-def _check_block(file, layout: Layout, block: int) -> int:
-    """Checksum and finiteness of one block; returns how many of its views the teacher got right."""
+def _check_block(file, layout: Layout, block: int) -> np.ndarray:
+    """Checksum and finiteness of one block; returns how many of its views each teacher got right."""
     start, stop = layout.block_range(block)
     try:
         arrays = files.read_block(file, layout, block)
@@ -120,7 +123,9 @@ def _check_block(file, layout: Layout, block: int) -> int:
     rows = files.Rows.from_arrays(layout.mode, arrays)
     if not layout.mode.finite(rows.targets):
         raise CacheError(f"{file.filename}: non-finite values in block {block}")
-    return int((rows.top1() == labels[:, None]).sum())
+    top1 = rows.top1()  # (n, V) or (n, V, M)
+    right = top1 == labels.reshape(-1, *([1] * (top1.ndim - 1)))
+    return right.reshape(len(labels), layout.num_views, -1).sum(axis=(0, 1))
 
 
 def verify(path, on_block=None) -> CheckStats:

@@ -26,7 +26,7 @@ def partial_path(path: str | Path) -> Path:
 
 def row_datasets(layout: Layout) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Per-sample data written by the teacher pass: path -> (shape, dtype)."""
-    out = layout.mode.datasets(layout.num_samples, layout.num_views)
+    out = layout.mode.datasets(layout.rows)
     if layout.param_names:
         out[PARAMS] = ((layout.num_samples, layout.num_views, len(layout.param_names)), np.dtype(np.int32))
     return out
@@ -125,6 +125,7 @@ def read_layout(file: h5py.File) -> Layout:
         param_names=names,
         compression=attr(file, "compression", "none"),
         block_rows=int(attr(file["integrity"], "block_rows")) if "integrity" in file else 1024,
+        num_teachers=int(attr(file, "num_teachers", 1)),
     )
 
 

@@ -23,6 +23,7 @@ def read_info(path) -> CacheInfo:
         layout = check_structure(file)
         meta = Metadata.from_attrs(files.read_json_attrs(file))
         plain = {name: files.attr(file, name) for name in file.attrs if name not in JSON_ATTRS}
+        plain = {name: value.tolist() if isinstance(value, np.ndarray) else value for name, value in plain.items()}
         accuracy = plain.get("teacher_accuracy")
         if isinstance(accuracy, float) and math.isnan(accuracy):  # reserved, not yet known
             plain["teacher_accuracy"] = None

@@ -49,11 +49,17 @@ class Rows:
         """One view of one sample's rows."""
         return self.take(view)
 
+    def member(self, member: int) -> Rows:
+        """One teacher's rows of one sample ((V, M, ...) -> (V, ...)) of a several-teacher cache."""
+        return Rows(self.mode, {name: value[:, member] for name, value in self.targets.items()}, self.params)
+
     @classmethod
     def concat(cls, parts: list[Rows], axis: int = 0) -> Rows:
         """Join rows along samples (axis 0) or views (axis 1)."""
         first = parts[0]
         targets = {name: np.concatenate([p.targets[name] for p in parts], axis=axis) for name in first.targets}
+        if axis >= 2:  # the teacher axis: every member saw the same views
+            return cls(first.mode, targets, first.params)
         params = None if first.params is None else np.concatenate([p.params for p in parts], axis=axis)
         return cls(first.mode, targets, params)
 

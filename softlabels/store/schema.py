@@ -19,7 +19,7 @@ import numpy as np
 from softlabels.inputs import Preprocessing
 
 FORMAT_NAME = "softlabels"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest this code reads and writes; files need 2 only for several teachers
 PARTIAL_SUFFIX = ".partial"
 DTYPES = ("float16", "float32")
 COMPRESSIONS = ("none", "lzf", "gzip")
@@ -53,12 +53,13 @@ class Layout:
     param_names: tuple[str, ...] = ()
     compression: str = "none"
     block_rows: int = 1024
+    num_teachers: int = 1
 
     def __post_init__(self):
         if self.num_samples < 1:
             raise ValueError("a cache needs at least one sample")
-        if self.num_classes < 1 or self.num_views < 1 or self.block_rows < 1:
-            raise ValueError("num_classes, num_views and block_rows must be positive")
+        if self.num_classes < 1 or self.num_views < 1 or self.block_rows < 1 or self.num_teachers < 1:
+            raise ValueError("num_classes, num_views, num_teachers and block_rows must be positive")
         if self.dtype not in DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; choose one of: {', '.join(DTYPES)}")
         if self.compression not in COMPRESSIONS:
@@ -71,6 +72,17 @@ class Layout:
         from softlabels.store.modes import storage_mode
 
         return storage_mode(self.storage, self.num_classes, self.dtype, self.topk)
+
+    @property
+    def rows(self) -> tuple[int, ...]:
+        """Leading axes of every target dataset: (N, V), or (N, V, M) with M > 1 teachers."""
+        base = (self.num_samples, self.num_views)
+        return base if self.num_teachers == 1 else (*base, self.num_teachers)
+
+    @property
+    def format_version(self) -> int:
+        """The version a file of this layout is written as: 1 unless it needs 2 (several teachers)."""
+        return 1 if self.num_teachers == 1 else 2
 
     @property
     def num_blocks(self) -> int:
@@ -94,7 +106,7 @@ class Layout:
     @property
     def target_bytes(self) -> int:
         """Bytes of every stored target and view parameter of the cache."""
-        per_view = self.bytes_per_view + 4 * len(self.param_names)
+        per_view = self.bytes_per_view * self.num_teachers + 4 * len(self.param_names)
         return self.num_samples * self.num_views * per_view
 
 
@@ -141,6 +153,9 @@ class TeacherRecord(Record):
     weights_sha256: str | None = None
     num_params: int | None = None
     model_class: str | None = None
+    name: str | None = None  # members of a several-teacher cache: a unique name,
+    input: dict | None = None  # and the input (normalisation) each one takes
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("name", "input")
 
     def identity(self) -> tuple:
         """What names one teacher across machines (a weights path may differ)."""
@@ -220,7 +235,7 @@ RECORDS: dict[str, type] = {
     "build": BuildRecord,
     "shard": ShardRecord,
 }
-JSON_ATTRS = tuple(RECORDS)
+JSON_ATTRS = (*RECORDS, "teachers")  # `teachers`: a list of TeacherRecord, in caches of several teachers
 
 
 @dataclass(frozen=True)
@@ -233,10 +248,16 @@ class Metadata:
     augment: AugmentRecord = field(default_factory=AugmentRecord)
     build: BuildRecord = field(default_factory=BuildRecord)
     shard: ShardRecord | None = None
+    teachers: tuple[TeacherRecord, ...] | None = None  # every member, when there are several
 
-    def to_attrs(self) -> dict[str, dict]:
-        """name -> JSON-able dict, for every record present."""
-        return {name: getattr(self, name).to_dict() for name in RECORDS if getattr(self, name) is not None}
+    def to_attrs(self) -> dict[str, Any]:
+        """name -> JSON-able value, for every record present."""
+        out: dict[str, Any] = {
+            name: getattr(self, name).to_dict() for name in RECORDS if getattr(self, name) is not None
+        }
+        if self.teachers:
+            out["teachers"] = [member.to_dict() for member in self.teachers]
+        return out
 
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any]) -> Metadata:
@@ -252,10 +273,11 @@ class Metadata:
             augment=AugmentRecord.from_dict(attrs.get("augment")),
             build=BuildRecord.from_dict(attrs.get("build")),
             shard=optional("shard"),
+            teachers=tuple(TeacherRecord.from_dict(m) for m in attrs["teachers"]) if attrs.get("teachers") else None,
         )
 
     def replace(self, **changes) -> Metadata:
-        return Metadata(**{**{name: getattr(self, name) for name in RECORDS}, **changes})
+        return Metadata(**{**{name: getattr(self, name) for name in (*RECORDS, "teachers")}, **changes})
 
 
 @dataclass(frozen=True)
@@ -299,6 +321,22 @@ class CacheInfo:
     @property
     def shard(self) -> ShardRecord | None:
         return self.meta.shard
+
+    @property
+    def members(self) -> tuple[TeacherRecord, ...]:
+        """The teachers whose outputs the cache holds, in the order of its member axis."""
+        return self.meta.teachers or (self.meta.teacher,)
+
+    @property
+    def member_names(self) -> list[str]:
+        return [m.name or m.spec or f"teacher{i}" for i, m in enumerate(self.members)]
+
+    @property
+    def member_accuracy(self) -> list[float | None]:
+        values = self.attrs.get("member_accuracy")
+        if values is None:
+            return [self.teacher_accuracy]
+        return [None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v) for v in values]
 
     @property
     def fingerprint(self) -> str | None:

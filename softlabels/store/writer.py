@@ -22,7 +22,7 @@ import numpy as np
 from softlabels.store import files
 from softlabels.store.checking import check_file, check_structure
 from softlabels.store.rows import PARAMS, Rows
-from softlabels.store.schema import FORMAT_NAME, FORMAT_VERSION, CacheError, Layout, Metadata
+from softlabels.store.schema import FORMAT_NAME, CacheError, Layout, Metadata
 
 partial_path = files.partial_path
 
@@ -224,6 +224,8 @@ class CacheWriter:
         # re-creates, allocating new metadata, and a failed write there (full disk, file-size limit)
         # or a kill leaves a partial that HDF5 cannot open any more.
         self.file.attrs.modify("teacher_accuracy", stats.teacher_accuracy)
+        if self.layout.num_teachers > 1:
+            self.file.attrs.modify("member_accuracy", np.asarray(stats.member_accuracy, dtype=np.float64))
         self.file.attrs.modify("complete", True)
         self.close()
         tmp = partial_path(self.path)
@@ -267,7 +269,7 @@ def _create_allocated(group: h5py.Group, name: str, shape, dtype):
 def _write_header(file, layout: Layout, keys, labels, attrs: dict) -> None:
     root = file.attrs
     root["format"] = FORMAT_NAME
-    root["format_version"] = FORMAT_VERSION
+    root["format_version"] = layout.format_version
     root["complete"] = False
     root["num_samples"] = layout.num_samples
     root["num_classes"] = layout.num_classes
@@ -278,6 +280,9 @@ def _write_header(file, layout: Layout, keys, labels, attrs: dict) -> None:
     root["teacher_accuracy"] = np.nan  # reserved now so that finishing only rewrites it in place
     if layout.topk:
         root["topk"] = layout.topk
+    if layout.num_teachers > 1:
+        root["num_teachers"] = layout.num_teachers
+        root["member_accuracy"] = np.full(layout.num_teachers, np.nan)  # rewritten in place at the end
     root["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     from softlabels import __version__
 

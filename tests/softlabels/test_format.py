@@ -180,8 +180,8 @@ def test_writer_resumes_at_first_missing_block(tmp_path):
 def test_newer_major_version_is_refused(tmp_path):
     write_cache(tmp_path / "c.h5")
     with h5py.File(tmp_path / "c.h5", "r+") as f:
-        f.attrs["format_version"] = 2
-    with pytest.raises(store.CacheError, match="version 2.*upgrade"):
+        f.attrs["format_version"] = store.FORMAT_VERSION + 1
+    with pytest.raises(store.CacheError, match=f"version {store.FORMAT_VERSION + 1}.*upgrade"):
         store.read_info(tmp_path / "c.h5")
 
 

@@ -28,8 +28,8 @@ class StorageMode:
     """How a cache stores each view's teacher outputs. One subclass per mode, registered by `name`.
 
     Arrays are keyed by the mode's own dataset paths (`datasets`); they are (n, V, ...) for rows of
-    several samples, (V, ...) for one sample or (...) for one view: every method works on the
-    trailing axes, so it accepts any of these.
+    several samples (n, V, M, ...) with M teachers), (V, ...) for one sample or (...) for one view:
+    every method works on the trailing axes, so it accepts any of these.
     """
 
     name: ClassVar[str] = ""
@@ -38,8 +38,8 @@ class StorageMode:
     def __init__(self, num_classes: int, dtype: str = "float16", topk: int | None = None):
         self.num_classes, self.dtype, self.topk = num_classes, dtype, topk
 
-    def datasets(self, num_samples: int, num_views: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-        """The row datasets this mode owns: path -> (shape, dtype)."""
+    def datasets(self, rows: tuple[int, ...]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """The row datasets this mode owns for leading axes `rows` ((N, V) or (N, V, M)): path -> (shape, dtype)."""
         raise NotImplementedError
 
     def encode(self, logits) -> dict[str, np.ndarray]:
@@ -68,7 +68,7 @@ class StorageMode:
 
     @property
     def bytes_per_view(self) -> int:
-        return sum(int(np.prod(shape)) * dtype.itemsize for shape, dtype in self.datasets(1, 1).values())
+        return sum(int(np.prod(shape)) * dtype.itemsize for shape, dtype in self.datasets((1, 1)).values())
 
     def label(self, short: bool = False) -> str:
         """How `info` and `ls` name the mode."""

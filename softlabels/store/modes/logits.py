@@ -13,8 +13,8 @@ class FullLogits(StorageMode):
     name = "logits"
     description = "every logit of every view"
 
-    def datasets(self, num_samples, num_views):
-        return {LOGITS: ((num_samples, num_views, self.num_classes), np.dtype(self.dtype))}
+    def datasets(self, rows):
+        return {LOGITS: ((*rows, self.num_classes), np.dtype(self.dtype))}
 
     def encode(self, logits):
         import torch

@@ -24,12 +24,12 @@ class TopK(StorageMode):
             raise ValueError(f"top-k K must be between 1 and the number of classes ({num_classes}), got {topk}")
         super().__init__(num_classes, dtype, topk)
 
-    def datasets(self, num_samples, num_views):
-        n, v, k = num_samples, num_views, self.topk
+    def datasets(self, rows):
+        k = self.topk
         return {
-            VALUES: ((n, v, k), np.dtype(self.dtype)),
-            INDICES: ((n, v, k), index_dtype(self.num_classes)),
-            LOGSUMEXP: ((n, v), np.dtype(np.float32)),
+            VALUES: ((*rows, k), np.dtype(self.dtype)),
+            INDICES: ((*rows, k), index_dtype(self.num_classes)),
+            LOGSUMEXP: (tuple(rows), np.dtype(np.float32)),
         }
 
     def encode(self, logits):
