@@ -84,6 +84,7 @@ class BuildViews:
 class BuildStorage:
     """How targets are stored."""
 
+    storage: str | None = None  # a storage mode (softlabels.store.modes); None: topk with --topk, else logits
     dtype: str = "float16"
     topk: int | None = None
     compression: str = "none"
@@ -92,7 +93,7 @@ class BuildStorage:
     @property
     def mode(self) -> str:
         """The storage mode (softlabels.store.modes) these options ask for."""
-        return "topk" if self.topk else "logits"
+        return self.storage or ("topk" if self.topk else "logits")
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,13 @@ def _augment_help() -> str:
 @click.option("--views", default=1, type=int_range(1), help="Augmented views per sample (needs --augment).")
 @click.option("--augment", default="none", help="none, flip, cifar or imagenet (see below).")
 @click.option("--seed", default=0, type=int, help="Seed of the view parameters.")
+@click.option(
+    "--storage",
+    type=click.Choice(store.STORAGES),
+    help="How targets are stored: logits (every class, --dtype), topk (the K largest in --dtype + the "
+    "log-sum-exp), quant8 (8 bits per class with a float16 top and step: 14 bytes a view for 10 classes; "
+    "with --topk, the K largest with bit-packed classes)  [default: topk with --topk, else logits]",
+)
 @click.option("--topk", type=int_range(1), help="Store only the K largest logits per view (plus the log-sum-exp).")
 @click.option(
     "--compression",

@@ -138,3 +138,12 @@ def test_a_teacher_without_weights_is_built_with_a_loud_warning(image_folder, tm
     )
     assert result.exit_code == 0, result.output
     assert "warning: teacher small_cnn has no --weights: it is randomly initialised" in result.output
+
+
+def test_quant8_caches_build_verify_and_recompute(build_args, tmp_path):
+    result = run(*build_args, "--storage", "quant8", "--views", "2", "--augment", "flip")
+    assert result.exit_code == 0, result.output
+    cache = tmp_path / "cache.h5"
+    assert "8-bit logits (all classes)" in run("info", cache).output
+    result = run("verify", cache, "--recompute", "6", "--device", "cpu")
+    assert result.exit_code == 0 and "reproduces 6 samples" in result.output, result.output

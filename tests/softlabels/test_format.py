@@ -74,14 +74,20 @@ def test_float32_storage_is_exact(tmp_path):
     np.testing.assert_array_equal(targets.logits(3, 0), logits[3, 0].numpy())
 
 
-def test_format_doc_example_runs(tmp_path):
-    """The reading example in docs/FORMAT.md works as written, for full and top-k caches."""
+def test_format_doc_example_runs(tmp_path, monkeypatch):
+    """The reading example in docs/FORMAT.md works as written and rebuilds what softlabels does, for
+    every storage mode (a plain h5py reader needs nothing of ours)."""
     code = re.search(r"```python\n(.*?)```", (ROOT / "docs" / "FORMAT.md").read_text(), re.S).group(1)
-    for storage, topk in (("logits", None), ("topk", 2)):
+    monkeypatch.chdir(tmp_path)
+    for storage, topk in (("logits", None), ("topk", 2), ("quant8", None), ("quant8", 2)):
         write_cache(tmp_path / "cache.h5", storage=storage, topk=topk)
         done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
         assert done.stdout.startswith("k0 c0")
+        namespace: dict = {}
+        exec(code, namespace)
+        ours = np.stack([store.CacheTargets(tmp_path / "cache.h5").logits(i) for i in range(10)])
+        np.testing.assert_allclose(namespace["logits"], ours, rtol=1e-6, atol=1e-6)
         os.remove(tmp_path / "cache.h5")
 
 
@@ -239,3 +245,30 @@ def test_targets_pickle_without_handle(tmp_path):
     clone = pickle.loads(pickle.dumps(targets))
     np.testing.assert_array_equal(clone.logits(1), first)
     targets.close()
+
+
+@pytest.mark.parametrize("topk", [None, 3])
+def test_quant8_keeps_logits_within_half_a_step(tmp_path, topk):
+    logits = write_cache(tmp_path / "c.h5", n=10, views=2, classes=7, storage="quant8", topk=topk)
+    store.verify(tmp_path / "c.h5")
+    targets = store.CacheTargets(tmp_path / "c.h5")
+    assert targets.layout.bytes_per_view == (7 + 4 if topk is None else 3 + 2 + 8)  # 3 classes x 3 bits = 2 bytes
+    for index in range(10):
+        dense, true = targets.logits(index), logits[index].numpy()
+        kept = np.argsort(-true, axis=-1)[..., : topk or 7]
+        step = (true.max(-1) - np.take_along_axis(true, kept, -1).min(-1)) / 255
+        error = np.abs(np.take_along_axis(dense, kept, -1) - np.take_along_axis(true, kept, -1)).max(-1)
+        assert (error <= step / 2 + 0.02).all()  # half a step, plus float16 rounding of the top value
+        assert (dense.argmax(-1) == true.argmax(-1)).all()
+
+
+def test_bit_packed_indices_round_trip():
+    from softlabels.store.modes.quant8 import pack_indices, unpack_indices
+
+    rng = np.random.default_rng(0)
+    for classes, k in ((1000, 14), (10, 10), (70000, 5), (2, 1)):
+        bits = max(1, int(np.ceil(np.log2(classes))))
+        indices = rng.integers(0, classes, (4, 3, k))
+        packed = pack_indices(indices, bits)
+        assert packed.shape == (4, 3, -(-k * bits // 8)) and packed.dtype == np.uint8
+        np.testing.assert_array_equal(unpack_indices(packed, k, bits), indices)

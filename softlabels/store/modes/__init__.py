@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from softlabels.store.modes.base import NonFiniteOutputs, StorageMode
 from softlabels.store.modes.logits import FullLogits
+from softlabels.store.modes.quant8 import Quant8
 from softlabels.store.modes.topk import TopK
 
-MODES: dict[str, type[StorageMode]] = {mode.name: mode for mode in (FullLogits, TopK)}
+MODES: dict[str, type[StorageMode]] = {mode.name: mode for mode in (FullLogits, TopK, Quant8)}
 STORAGES = tuple(MODES)
 
 

@@ -48,17 +48,12 @@ class TopK(StorageMode):
         }
 
     def dense(self, arrays):
-        values = arrays[VALUES].astype(np.float32)
-        indices = arrays[INDICES].astype(np.int64)
-        lse = arrays[LOGSUMEXP].astype(np.float32)[..., None]
-        k, c = values.shape[-1], self.num_classes
-        out = np.empty(values.shape[:-1] + (c,), dtype=np.float32)
-        if k < c:
-            head_mass = np.exp(values - lse).sum(axis=-1, keepdims=True)
-            tail_mass = np.clip(1.0 - head_mass, 1e-12, None)
-            out[...] = lse + np.log(tail_mass / (c - k))
-        np.put_along_axis(out, indices, values, axis=-1)
-        return out
+        return rebuild(
+            arrays[VALUES].astype(np.float32),
+            arrays[INDICES].astype(np.int64),
+            arrays[LOGSUMEXP].astype(np.float32),
+            self.num_classes,
+        )
 
     def top1(self, arrays):
         return arrays[INDICES][..., 0].astype(np.int64)
@@ -81,3 +76,17 @@ class TopK(StorageMode):
 
     def label(self, short=False):
         return f"{self.dtype} top-{self.topk}" if short else f"top-{self.topk} logits + logsumexp, {self.dtype}"
+
+
+def rebuild(values: np.ndarray, indices: np.ndarray, lse: np.ndarray, num_classes: int) -> np.ndarray:
+    """Full (..., C) logits from the K kept ones: the C-K others share the logit that gives them the
+    exact tail mass at temperature 1 (docs/FORMAT.md, "Top-k")."""
+    lse = lse[..., None]
+    k = values.shape[-1]
+    out = np.empty(values.shape[:-1] + (num_classes,), dtype=np.float32)
+    if k < num_classes:
+        head_mass = np.exp(values - lse).sum(axis=-1, keepdims=True)
+        tail_mass = np.clip(1.0 - head_mass, 1e-12, None)
+        out[...] = lse + np.log(tail_mass / (num_classes - k))
+    np.put_along_axis(out, indices, values, axis=-1)
+    return out
