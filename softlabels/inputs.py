@@ -36,6 +36,7 @@ class Preprocessing:
     image_size: int
     resize: int | None = None  # shorter side before the centre crop (None: straight to image_size, bilinear)
     interpolation: str | None = None  # of that resize (None: bilinear)
+    pixels: str | None = None  # "uint8": crops and resizes on uint8 pixels (None: on float32, format 1's way)
 
     def __post_init__(self):
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
@@ -45,6 +46,8 @@ class Preprocessing:
             object.__setattr__(self, "resize", int(self.resize))
             if self.resize < self.image_size:
                 raise ValueError(f"resize ({self.resize}) must be at least the image size ({self.image_size})")
+        if self.pixels not in (None, "uint8"):
+            raise ValueError(f"pixels must be uint8 or absent (float32 resampling), got {self.pixels!r}")
         if self.interpolation is not None and self.interpolation not in INTERPOLATIONS:
             raise ValueError(f"unknown interpolation {self.interpolation!r}; choose: {', '.join(INTERPOLATIONS)}")
         if len(self.mean) != len(self.std) or len(self.mean) not in (1, 3):
@@ -68,12 +71,20 @@ class Preprocessing:
     def to_dict(self) -> dict:
         """The JSON form; `resize` and `interpolation` only when set (version-1 readers see no change)."""
         out = {"mean": list(self.mean), "std": list(self.std), "image_size": self.image_size}
-        out.update({k: v for k, v in (("resize", self.resize), ("interpolation", self.interpolation)) if v is not None})
+        optional = (("resize", self.resize), ("interpolation", self.interpolation), ("pixels", self.pixels))
+        out.update({k: v for k, v in optional if v is not None})
         return out
 
     @classmethod
     def from_dict(cls, d: dict) -> Preprocessing:
-        return cls(tuple(d["mean"]), tuple(d["std"]), int(d["image_size"]), d.get("resize"), d.get("interpolation"))
+        return cls(
+            tuple(d["mean"]),
+            tuple(d["std"]),
+            int(d["image_size"]),
+            d.get("resize"),
+            d.get("interpolation"),
+            d.get("pixels"),
+        )
 
     def describe(self) -> str:
         return f"{self.channels}x{self.image_size}x{self.image_size}"
@@ -84,7 +95,9 @@ def data_input(defaults: dict, channels: int | None = None, image_size: int | No
     (grey statistics repeated, RGB averaged) or size."""
     mean, std = tuple(defaults["mean"]), tuple(defaults["std"])
     channels = channels or len(mean)
-    return Preprocessing(_fit(mean, channels), _fit(std, channels), image_size or defaults["image_size"])
+    return Preprocessing(
+        _fit(mean, channels), _fit(std, channels), image_size or defaults["image_size"], pixels="uint8"
+    )
 
 
 def _fit(values: tuple[float, ...], channels: int) -> tuple[float, ...]:
@@ -129,7 +142,9 @@ def resolve_input(
     if views_given:  # the views' geometry stays; only statistics that fit their channels may change
         if len(chosen["mean"]) != data.channels:
             chosen.update(mean=data.mean, std=data.std)
-        chosen.update(image_size=data.image_size, resize=data.resize, interpolation=data.interpolation)
+        chosen.update(
+            image_size=data.image_size, resize=data.resize, interpolation=data.interpolation, pixels=data.pixels
+        )
     flags = {"mean": mean, "std": std, "image_size": image_size}
     chosen.update({key: value for key, value in flags.items() if value is not None})
     if len(chosen["mean"]) != len(chosen["std"]):

@@ -2,7 +2,11 @@
 trainer and users' own loops:
 
     decode  ->  view (stored parameters replayed, or freshly drawn)  ->  fit to the input size
-            ->  (on the device, batched) normalise with `Normalize`
+            ->  float32 [0, 1]  ->  (on the device, batched) normalise with `Normalize`
+
+Inputs with `pixels = "uint8"` (every input resolved since it exists) crop and resize the decoded
+uint8 pixels and convert to float last, as torchvision's fast path does; inputs without it (caches
+of format 1) resample float32 pixels, so their stored views replay bit for bit.
 
 `ViewPipeline` does the first three on the CPU (DataLoader workers) and hands out un-normalised
 float32 [0, 1] views; each model normalises its own batch on its device (`Normalize`), so online KD
@@ -18,7 +22,7 @@ import torch
 from torch import nn
 
 from softlabels.inputs import Preprocessing
-from softlabels.transforms import Augment, eval_fit, fit_size, get_augment, sample_views, to_tensor
+from softlabels.transforms import Augment, eval_fit, fit_size, get_augment, sample_views, to_pixels
 
 
 class ViewPipeline:
@@ -29,7 +33,8 @@ class ViewPipeline:
         self.augment = get_augment(augment)
 
     def decode(self, sample) -> torch.Tensor:
-        """A decoded sample (a PIL image) as float32 (C, H, W) in [0, 1] with the input's channels.
+        """A decoded sample (a PIL image) as (C, H, W) with the input's channels: uint8 pixels, or
+        float32 in [0, 1] for inputs that resample float32 (format 1).
 
         With an eval transform (`prep.resize`), the image is first resized and centre-cropped as
         timm's and torchvision's eval transforms do it, unless the augmentation makes the size itself.
@@ -37,13 +42,17 @@ class ViewPipeline:
         prep = self.prep
         if prep.resize is not None and not self.augment.resizes:
             sample = eval_fit(sample, prep.channels, prep.resize, prep.image_size, prep.interpolation)
-        return to_tensor(sample, prep.channels)
+        pixels = to_pixels(sample, prep.channels)
+        return pixels if prep.pixels == "uint8" else pixels.to(torch.float32).div_(255)
 
     def view(self, x: torch.Tensor, params) -> torch.Tensor:
-        """The view of decoded `x` that `params` (P,) describe, at the input size."""
+        """The view of decoded `x` that `params` (P,) describe: float32 (C, S, S) in [0, 1]."""
         if x.shape[-3] != self.prep.channels:
             raise ValueError(f"image has {x.shape[-3]} channels but the input expects {self.prep.channels}")
-        return fit_size(self.augment.apply(x, params, self.prep.image_size), self.prep.image_size)
+        if x.dtype == torch.uint8 and not self.augment.takes_uint8:
+            x = x.to(torch.float32).div_(255)
+        y = fit_size(self.augment.apply(x, params, self.prep.image_size), self.prep.image_size)
+        return y.to(torch.float32).div_(255) if y.dtype == torch.uint8 else y
 
     def views(self, x: torch.Tensor, params) -> torch.Tensor:
         """(V, C, S, S) views of decoded `x` for (V, P) parameters."""

@@ -22,14 +22,19 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 
-def to_tensor(img: Image.Image, channels: int) -> torch.Tensor:
-    """A PIL image as float32 (C, H, W) in [0, 1], converted to grey ("L") or "RGB" to match `channels`."""
+def to_pixels(img: Image.Image, channels: int) -> torch.Tensor:
+    """A PIL image as uint8 (C, H, W), converted to grey ("L") or "RGB" to match `channels`."""
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     mode = "L" if channels == 1 else "RGB"
     if img.mode != mode:
         img = img.convert(mode)
-    return TF.pil_to_tensor(img).to(torch.float32).div_(255)
+    return TF.pil_to_tensor(img)
+
+
+def to_tensor(img: Image.Image, channels: int) -> torch.Tensor:
+    """A PIL image as float32 (C, H, W) in [0, 1], converted to grey ("L") or "RGB" to match `channels`."""
+    return to_pixels(img, channels).to(torch.float32).div_(255)
 
 
 def eval_fit(img: Image.Image, channels: int, resize: int, size: int, interpolation: str | None) -> Image.Image:
@@ -70,6 +75,8 @@ class Augment:
 
     `resizes`: the augmentation makes the input size itself from the whole decoded image (a random
     resized crop), so an eval transform's resize and centre crop do not apply before it.
+    `takes_uint8`: `apply` works on uint8 pixels as well as on float [0, 1] ones (the built-ins: pads,
+    crops, flips and resizes); a user's augmentation gets float [0, 1] unless it says so.
     """
 
     name: str = ""
@@ -77,6 +84,7 @@ class Augment:
     param_dtypes: tuple[str, ...] = ()  # per parameter "int32" or "float32"; empty: all int32
     description: str = ""
     resizes: bool = False
+    takes_uint8: bool = False
 
     def sample(self, rng: np.random.Generator, height: int, width: int, image_size: int):
         """Parameters of one view of an image of `height` x `width`: one value per parameter."""
@@ -135,6 +143,7 @@ def _params(*values: int) -> np.ndarray:
 
 class NoAugment(Augment):
     name = "none"
+    takes_uint8 = True
     param_names = ()
     description = "the plain image (one view)"
 
@@ -148,6 +157,7 @@ class NoAugment(Augment):
 
 class Flip(Augment):
     name = "flip"
+    takes_uint8 = True
     param_names = ("flip",)
     description = "horizontal flip with probability 1/2"
 
@@ -163,6 +173,7 @@ class CifarCrop(Augment):
     """torchvision's RandomCrop(size=(H, W), padding=4) (zero fill) then RandomHorizontalFlip."""
 
     name = "cifar"
+    takes_uint8 = True
     param_names = ("top", "left", "flip")
     description = "random crop of the image padded by 4 black pixels, then horizontal flip with p=1/2"
     padding = 4
@@ -190,6 +201,7 @@ class ImagenetCrop(Augment):
     """
 
     name = "imagenet"
+    takes_uint8 = True
     resizes = True
     param_names = ("top", "left", "height", "width", "flip")
     description = "random resized crop (scale 0.08-1, ratio 3/4-4/3) to the image size, then horizontal flip with p=1/2"

@@ -91,9 +91,10 @@ class UserAugment(Augment):
 
 
 class SeededPipeline(Augment):
-    """A torchvision v2 transform replayed from one stored seed per view."""
+    """A torchvision v2 transform replayed from one stored seed per view (on the uint8 pixels)."""
 
     param_names = ("seed",)
+    takes_uint8 = True
     description = "a torchvision v2 pipeline, replayed from one seed per view"
 
     def __init__(self, transform, spec: str, source_sha256: str):
@@ -107,7 +108,8 @@ class SeededPipeline(Augment):
         (seed,) = self._unpack(params)
         from torchvision import tv_tensors
 
-        image = tv_tensors.Image((x * 255).round().to(torch.uint8))  # exactly the decoded uint8 pixels
+        pixels = x if x.dtype == torch.uint8 else (x * 255).round().to(torch.uint8)  # exactly the decoded pixels
+        image = tv_tensors.Image(pixels)
         python_state = random.getstate()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

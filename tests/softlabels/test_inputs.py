@@ -38,7 +38,7 @@ def test_precedence_flags_then_weights_then_model_then_data():
 
 def test_data_input_fits_statistics_to_a_channel_count():
     defaults = {"mean": (0.2, 0.4, 0.6), "std": (0.1, 0.2, 0.3), "image_size": 32}
-    assert data_input(defaults) == Preprocessing((0.2, 0.4, 0.6), (0.1, 0.2, 0.3), 32)
+    assert data_input(defaults) == Preprocessing((0.2, 0.4, 0.6), (0.1, 0.2, 0.3), 32, pixels="uint8")
     assert data_input(defaults, channels=1, image_size=8).mean == pytest.approx((0.4,))
     assert data_input({"mean": (0.5,), "std": (0.2,), "image_size": 28}, channels=3).mean == (0.5,) * 3
 

@@ -70,3 +70,25 @@ def test_normalize_is_elementwise_and_exact():
         Normalize(prep)(x).numpy(),
         ((x.numpy() - np.float32(prep.mean).reshape(3, 1, 1)) / np.float32(prep.std).reshape(3, 1, 1)),
     )
+
+
+def test_format_1_inputs_resample_float_pixels_and_new_ones_uint8():
+    """Caches written before `pixels` existed replay exactly as they were built (float32 resampling);
+    new inputs crop and resize uint8 pixels, as torchvision's fast path does."""
+    from PIL import Image
+    from torchvision.transforms.v2 import functional as TF
+
+    from softlabels.transforms import to_pixels, to_tensor
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8))
+    params = np.array([3, 5, 30, 40, 1], dtype=np.int32)  # imagenet: top, left, height, width, flip
+    old = softlabels.Preprocessing((0.5,) * 3, (0.25,) * 3, 16)
+    new = softlabels.Preprocessing((0.5,) * 3, (0.25,) * 3, 16, pixels="uint8")
+    for prep, decoded in ((old, to_tensor(image, 3)), (new, to_pixels(image, 3))):
+        pipeline = ViewPipeline(prep, "imagenet")
+        crop = decoded[:, 3:33, 5:45]
+        expected = TF.resize(crop, [16, 16], antialias=True).flip(-1)
+        if expected.dtype == torch.uint8:
+            expected = expected.float() / 255
+        assert torch.equal(pipeline.view(pipeline.decode(image), params), expected)
+    assert "pixels" not in old.to_dict() and new.to_dict()["pixels"] == "uint8"
