@@ -45,7 +45,9 @@ class ViewSchedule:
 
 
 class EpochSampler(Sampler):
-    """Yields (position, view, epoch) for every position, reshuffled from (seed, epoch) by `set_epoch`.
+    """Yields (position, view, epoch) for every position, reshuffled from (seed, epoch) by `set_epoch`;
+    with `per_decode` R > 1, (position, R views, epoch): R stored views of one decoded sample (FKD's
+    trick), every view once per V / R epochs.
 
     Under torchrun rank r takes every world-th item of the shuffled order, padded by repetition so all
     ranks run the same number of batches (harmless in training, and DDP would hang otherwise).
@@ -59,9 +61,10 @@ class EpochSampler(Sampler):
         shuffle: bool = True,
         rank: int = 0,
         world_size: int = 1,
+        per_decode: int = 1,
     ):
         self.indices, self.seed, self.schedule, self.shuffle = np.asarray(indices), seed, schedule, shuffle
-        self.rank, self.world_size, self.epoch = rank, world_size, 0
+        self.rank, self.world_size, self.epoch, self.per_decode = rank, world_size, 0, per_decode
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -77,6 +80,10 @@ class EpochSampler(Sampler):
         order = np.resize(order, len(self) * self.world_size)[self.rank :: self.world_size]
         for position in order.tolist():
             index = int(self.indices[position])
+            if self.per_decode > 1:  # R views of one decode: slots epoch * R ... epoch * R + R - 1 of the schedule
+                slots = range(self.epoch * self.per_decode, (self.epoch + 1) * self.per_decode)
+                yield index, tuple(self.schedule.view(index, s) if self.schedule else 0 for s in slots), self.epoch
+                continue
             view = self.schedule.view(index, self.epoch) if self.schedule else 0
             yield index, view, self.epoch
 
@@ -163,10 +170,10 @@ class ReplayDataset(Dataset):
         """Integer indices take, for each sample, the view the schedule gives this epoch."""
         self.epoch = int(epoch)
 
-    def sampler(self, shuffle: bool = True, rank: int = 0, world_size: int = 1) -> EpochSampler:
+    def sampler(self, shuffle: bool = True, rank: int = 0, world_size: int = 1, per_decode: int = 1) -> EpochSampler:
         """A sampler whose indices carry their view (for persistent workers and Lightning, which calls
-        its `set_epoch`)."""
-        return EpochSampler(np.arange(len(self)), self.seed, self.schedule, shuffle, rank, world_size)
+        its `set_epoch`); `per_decode` R > 1 hands out R views of each decoded sample at once."""
+        return EpochSampler(np.arange(len(self)), self.seed, self.schedule, shuffle, rank, world_size, per_decode)
 
     def _address(self, item) -> tuple[int, int, int]:
         if isinstance(item, (int, np.integer)):
@@ -185,9 +192,22 @@ class ReplayDataset(Dataset):
         return index, view, epoch
 
     def __getitem__(self, item):
+        """(input, label, logits) of one stored view; with a tuple of views (`sampler(per_decode=R)`),
+        the sample is decoded once and the R views come stacked: (R, C, S, S), (R,), (R, classes)."""
+        if not isinstance(item, (int, np.integer)) and isinstance(item[1], tuple):
+            index, views, epoch = int(item[0]), item[1], int(item[2])
+            rows, x = self.targets.rows(index), self.replay.decode(self.source.load(index))
+            made = [self._one(index, rows.view(v), x, epoch) for v in views]
+            return (
+                torch.stack([m[0] for m in made]),
+                torch.full((len(views),), made[0][1]),
+                torch.stack([m[2] for m in made]),
+            )
         index, view, epoch = self._address(item)
         rows = self.targets.rows(index).view(view)  # one read for the targets and view parameters
-        x = self.replay.decode(self.source.load(index))
+        return self._one(index, rows, self.replay.decode(self.source.load(index)), epoch)
+
+    def _one(self, index: int, rows: store.Rows, x: torch.Tensor, epoch: int):
         if self.random.augment.name != "none":
             image = random_view(self.random, x, self.seed, index, epoch)
         else:

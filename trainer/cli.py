@@ -102,6 +102,14 @@ _OPTIONS = [
         "--inconsistent-augment: a multi-view cache replays its stored views instead.",
     ),
     click.option(
+        "--views-per-decode",
+        default=1,
+        type=int_range(1),
+        help="Put R stored views of each decoded "
+        "image in a batch (FKD's trick: one decode for R samples seen; a batch holds --batch-size / R "
+        "images; every view once per V / R epochs). Needs --cache.",
+    ),
+    click.option(
         "--inconsistent-augment",
         is_flag=True,
         help="Allow --augment with --cache: random views paired "

@@ -178,6 +178,7 @@ def cached_training_data(
     allow_changed_augment: bool = False,
     ensemble: str | None = None,
     temperature: float = 1.0,
+    views_per_decode: int = 1,
 ) -> TrainingData:
     """Images joined with a cache's targets, after checking they are the samples it was built on."""
     targets = store.CacheTargets(cache, memory_budget=memory_budget)
@@ -193,6 +194,11 @@ def cached_training_data(
             defaults.mean, defaults.std, cache_prep.image_size, cache_prep.resize, cache_prep.interpolation
         )
     schedule = ViewSchedule(len(source), targets.layout.num_views, seed)
+    if views_per_decode > targets.layout.num_views:
+        raise ValueError(
+            f"--views-per-decode {views_per_decode} is more than the {targets.layout.num_views} view(s) "
+            f"{cache} stores per sample"
+        )
     return TrainingData(
         source,
         ReplayDataset(

@@ -76,6 +76,7 @@ class DataOptions:
     subset: int | None = None  # first N training samples of each class
     augment: str = "none"
     inconsistent_augment: bool = False
+    views_per_decode: int = 1  # R stored views of one decoded sample in each batch (FKD); needs a cache
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,14 @@ def check_config(config: FitConfig) -> None:
 
 
 def _check_numbers(config: FitConfig) -> None:
+    per_decode = config.data.views_per_decode
+    if per_decode < 1 or config.optim.batch_size % per_decode:
+        raise ValueError(
+            f"--views-per-decode must be at least 1 and divide --batch-size "
+            f"({config.optim.batch_size}), got {per_decode}"
+        )
+    if per_decode > 1 and not config.runtime.cache:
+        raise ValueError("--views-per-decode replays several stored views of each decoded sample: it needs --cache")
     if config.optim.optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {config.optim.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
     if config.optim.schedule not in SCHEDULES:
@@ -297,6 +306,7 @@ def load_data(config: FitConfig) -> tuple[TrainingData, Teacher | None, Preproce
             allow_changed_augment=data.inconsistent_augment,
             ensemble=config.objective.ensemble,
             temperature=config.objective.temperature,
+            views_per_decode=data.views_per_decode,
         )
         return training, None, student_input(model.student, training.image_prep, model.mean, model.std)
     assert data.dataset is not None  # check_config: --cache or --dataset
@@ -331,9 +341,22 @@ def _statistics(prep: Preprocessing) -> dict:
 
 def build_run(config: FitConfig, rank: Rank, device: torch.device) -> Run:
     data, teacher, prep = load_data(config)
-    sampler = EpochSampler(data.indices, config.optim.seed, data.schedule, rank=rank.rank, world_size=rank.world_size)
+    per_decode = config.data.views_per_decode
+    sampler = EpochSampler(
+        data.indices,
+        config.optim.seed,
+        data.schedule,
+        rank=rank.rank,
+        world_size=rank.world_size,
+        per_decode=per_decode,
+    )
     train_loader = make_loader(
-        data.dataset, config.optim.batch_size, config.runtime.workers, device, sampler, config.runtime.start_method
+        data.dataset,
+        config.optim.batch_size // per_decode,
+        config.runtime.workers,
+        device,
+        sampler,
+        config.runtime.start_method,
     )
     held_out = eval_dataset(
         config.runtime.eval_dataset, data.source, prep, config.runtime.data_root, config.runtime.download
@@ -430,6 +453,8 @@ def make_scheduler(optimizer, config: FitConfig, steps_per_epoch: int) -> torch.
 
 def _to_device(batch, device: torch.device):
     images, labels, *rest = batch
+    if images.ndim == 5:  # R views of each decoded sample: (B / R, R, ...) -> (B, ...)
+        images, labels, rest = images.flatten(0, 1), labels.flatten(0, 1), [r.flatten(0, 1) for r in rest]
     images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
     targets = rest[0].to(device, non_blocking=True) if rest else None
     return images, labels.to(device, non_blocking=True), targets

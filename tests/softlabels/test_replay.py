@@ -222,3 +222,45 @@ def test_bad_augmentations_are_one_line_errors(name, message, augment_file, imag
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1 and __import__("re").search(message, result.output)
     assert not list(tmp_path.glob("x.h5*"))  # nothing written
+
+
+def test_several_views_of_one_decode(four_views, image_folder):
+    cache = softlabels.open_cache(four_views)
+    data = cache.dataset(f"imagefolder:{image_folder}", normalize=False)
+    sampler = data.sampler(per_decode=2)
+    seen = {i: [] for i in range(len(data))}
+    for epoch in range(4):
+        sampler.set_epoch(epoch)
+        for index, views, e in sampler:
+            images, labels, logits = data[(index, views, e)]
+            assert images.shape == (2, 3, 8, 8) and labels.tolist() == [int(cache.labels[index])] * 2
+            for image, view, got in zip(images, views, logits):
+                single, _, expected = data[(index, view, e)]
+                assert torch.equal(image, single) and torch.equal(got, expected)
+            seen[index] += list(views)
+    assert all(sorted(views[:4]) == [0, 1, 2, 3] and sorted(views[4:]) == [0, 1, 2, 3] for views in seen.values())
+
+
+def test_trainer_takes_several_views_per_decode(four_views, tmp_path):
+    from trainer import FitConfig, fit
+
+    options = dict(
+        cache=str(four_views),
+        student="small_cnn",
+        epochs=2,
+        batch_size=4,
+        workers=0,
+        device="cpu",
+        progress=False,
+        views_per_decode=2,
+        out=str(tmp_path / "r2"),
+    )
+    summary = fit(FitConfig.from_options(**options))
+    assert summary["finished"] and summary["config"]["data"]["views_per_decode"] == 2
+    for bad, message in (
+        ({"batch_size": 5}, "divide --batch-size"),
+        ({"views_per_decode": 8, "batch_size": 8}, "more than the 4"),
+        ({"cache": None, "dataset": "cifar10"}, "needs --cache"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            fit(FitConfig.from_options(**{**options, **bad, "out": str(tmp_path / "bad")}))
