@@ -197,9 +197,10 @@ def run_grid(name: str, runs: list[tuple[str, str, int, list]], fresh: bool = Fa
 def summarise(results: list[dict], students, arms) -> list[list]:
     """Rows: student, arm, mean ± std accuracy, seconds per run."""
     rows = []
+    unique = {(r["student"], r["arm"], r["seed"]): r for r in results}  # a run measured twice counts once
     for student in students:
         for arm in arms:
-            hits = [r for r in results if r["student"] == student and r["arm"] == arm and "accuracy" in r]
+            hits = [r for r in unique.values() if r["student"] == student and r["arm"] == arm and "accuracy" in r]
             if not hits:
                 continue
             seconds = statistics.mean(r["seconds"] for r in hits)
