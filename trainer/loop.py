@@ -581,6 +581,10 @@ def fit(config: FitConfig) -> dict:
         ValueError / FileNotFoundError / FileExistsError: bad options, a cache that does not match
             its images, an --out that holds another run; raised before the first epoch.
     """
+    from trainer.classic import fit_classic, is_classic
+
+    if is_classic(config.model.student):
+        return fit_classic(config)
     check_config(config)
     rank = current_rank()
     device = _device_for(config, rank)

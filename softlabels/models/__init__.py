@@ -15,11 +15,19 @@ from torch import nn
 from softlabels.models.archive import ArchiveSource, ExportedModule, load_archive, looks_like_path
 from softlabels.models.base import ModelSource
 from softlabels.models.factory import FactorySource
+from softlabels.models.sklearn_models import SklearnSource
 from softlabels.models.timm_models import TimmSource
 from softlabels.models.torchvision_models import TorchvisionSource
 from softlabels.models.zoo import ZooSource
 
-SOURCES: tuple[ModelSource, ...] = (ZooSource(), TimmSource(), TorchvisionSource(), FactorySource(), ArchiveSource())
+SOURCES: tuple[ModelSource, ...] = (
+    ZooSource(),
+    TimmSource(),
+    TorchvisionSource(),
+    SklearnSource(),
+    FactorySource(),
+    ArchiveSource(),
+)
 
 
 def source_for(spec: str) -> ModelSource:
