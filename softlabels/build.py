@@ -17,7 +17,7 @@ from softlabels import store
 from softlabels.datasets import DatasetSource, open_dataset
 from softlabels.inputs import data_input
 from softlabels.options import Options
-from softlabels.pipeline import Normalize, ViewPipeline
+from softlabels.pipeline import Normalize, ViewPipeline, flatten_views, stack, to_device
 from softlabels.runtime import autocast, cpu_threads, current_rank, default_workers, prepare_model, resolve_device
 from softlabels.shards import merge_caches, rank_shard_path, shard_range, stale_rank_shards
 from softlabels.teachers import Teacher, load_teacher
@@ -260,20 +260,35 @@ def _open_writer(config: BuildConfig, out: Path, layout: store.Layout, source, r
     return store.CacheWriter.create(out, layout, source.keys[rows[0] : rows[1]], source.labels[rows[0] : rows[1]], meta)
 
 
-def _probe_classes(teacher: Teacher, device) -> int:
+def _example(source: DatasetSource, prep, views: BuildViews):
+    """Two copies of the first sample's first view: what the teachers are probed with (a real sample,
+    so tensor samples of any shape, and dicts of them, probe as they will run)."""
+    pipeline = ViewPipeline(prep, views.augment)
+    x = pipeline.decode(source.load(0))
+    view = pipeline.view(x, pipeline.stored_params(x, views.seed, source.keys[0], 1)[0])
+    return stack([view, view])
+
+
+def _probe_classes(teacher: Teacher, device, example) -> int:
     prep = teacher.input
-    probe = torch.zeros(2, prep.channels, prep.image_size, prep.image_size, device=device)
     try:
         with torch.inference_mode():
-            out = teacher.model(probe.contiguous(memory_format=torch.channels_last))
-    except RuntimeError as err:
+            out = teacher.model(to_device(Normalize(prep).to(device)(to_device(example, device)), device))
+    except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as err:
         raise ValueError(
-            f"the teacher {teacher.spec} cannot run on {prep.describe()} inputs ({str(err).splitlines()[0]}); "
-            f"check --image-size, --mean/--std"
+            f"the teacher {teacher.spec} cannot run on {_shapes(example)} inputs ({str(err).splitlines()[0]}); "
+            f"check the model, --image-size, --mean/--std"
         ) from None
-    if out.ndim != 2:
-        raise ValueError(f"the teacher must return (batch, classes) logits, got shape {tuple(out.shape)}")
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"the teacher must return (batch, classes) logits, got {shape}")
     return int(out.shape[1])
+
+
+def _shapes(batch) -> str:
+    if isinstance(batch, dict):
+        return "{" + ", ".join(f"{k}: {tuple(v.shape)} {v.dtype}" for k, v in batch.items()) + "}"
+    return f"{tuple(batch.shape)} {batch.dtype}"
 
 
 def _check_members(teachers: list[Teacher], classes: list[int], dataset: str, num_classes: int) -> None:
@@ -403,7 +418,8 @@ def _build_shard(config: BuildConfig, out: Path, shard: tuple[int, int] | None) 
     for teacher in teachers:
         teacher.model = prepare_model(teacher.model, device).eval()
     num_classes = len(source.classes)
-    _check_members(teachers, [_probe_classes(t, device) for t in teachers], data.dataset, num_classes)
+    example = _example(source, teachers[0].input, config.augmentation)
+    _check_members(teachers, [_probe_classes(t, device, example) for t in teachers], data.dataset, num_classes)
     rows = shard_range(*shard, len(source)) if shard else (0, len(source))
     storage, views = config.storage, config.augmentation
     layout = store.Layout(
@@ -571,10 +587,11 @@ def _stop(background: _BackgroundWriter, writer: store.CacheWriter) -> None:
     store.close_quietly(writer)
 
 
-def _forward(members: list, views: torch.Tensor, device, amp: bool) -> torch.Tensor:
-    """(B, V, C) logits of one teacher, or (B, V, M, C) of M teachers, on the same views."""
-    batch, num_views = views.shape[:2]
-    images = views.flatten(0, 1).to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+def _forward(members: list, views, device, amp: bool) -> torch.Tensor:
+    """(B, V, C) logits of one teacher, or (B, V, M, C) of M teachers, on the same views (a tensor,
+    or a dict of tensors for tensor samples)."""
+    batch, num_views = _leading(views)
+    images = to_device(flatten_views(views), device)
     outputs = []
     for model, normalize in members:
         normalised = normalize(images)  # float32, outside autocast
@@ -582,6 +599,11 @@ def _forward(members: list, views: torch.Tensor, device, amp: bool) -> torch.Ten
             logits = model(normalised)
         outputs.append(logits.float().view(batch, num_views, -1))
     return outputs[0] if len(outputs) == 1 else torch.stack(outputs, dim=2)
+
+
+def _leading(views) -> tuple[int, int]:
+    first = next(iter(views.values())) if isinstance(views, dict) else views
+    return int(first.shape[0]), int(first.shape[1])
 
 
 def _encode(logits, params, indices, layout: store.Layout, source: DatasetSource) -> store.Rows:

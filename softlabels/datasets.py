@@ -140,16 +140,27 @@ class _FolderReader(_Reader):
 
 
 class _FactoryReader(_Reader):
-    def __init__(self, path: str, func: str, split: str, root: str, dataset=None):
+    def __init__(self, path: str, func: str, split: str, root: str, dataset=None, shape=None):
         super().__init__()
         self.path, self.func, self.split, self.root = path, func, split, root
+        self.shape = shape  # tensor samples: the (shape, dtype) signature every item must have
         self._dataset = dataset
 
     def open(self):
         return _call_factory(Path(self.path), self.func, self.split, self.root)
 
     def load(self, index: int) -> Image.Image:
-        return _as_image(self.dataset()[index][0], f"{self.path}:{self.func}", index)
+        item = self.dataset()[index][0]
+        spec = f"{self.path}:{self.func}"
+        if self.shape is None:
+            return _as_image(item, spec, index)
+        sample = as_sample(item, spec, index)
+        if signature(sample) != self.shape:
+            raise ValueError(
+                f"{spec}: sample {index} is {describe_signature(signature(sample))} but the first is "
+                f"{describe_signature(self.shape)}: every sample must have one shape and dtype"
+            )
+        return sample
 
 
 def load_image(path: str | Path) -> Image.Image:
@@ -358,7 +369,20 @@ def _open_factory(spec: str, path: Path, func: str, split: str, root: Path) -> D
         raise ValueError(
             f"{spec}: labels must lie in 0..{len(classes) - 1} (one per class), found {labels.min()}..{labels.max()}"
         )
-    image = _as_image(dataset[0][0], spec, 0)
+    first = dataset[0][0]
+    if not _is_image(first, getattr(dataset, "sample_kind", None), spec):
+        sample = as_sample(first, spec, 0)
+        return DatasetSource(
+            spec=spec,
+            split=split,
+            root=str(root),
+            keys=keys,
+            labels=labels,
+            classes=classes,
+            defaults=tensor_defaults(sample),
+            reader=_FactoryReader(str(path.resolve()), func, split, str(root), dataset, signature(sample)),
+        )
+    image = _as_image(first, spec, 0)
     grey = image.mode in GREY_MODES
     defaults = {
         "mean": IMAGENET_GREY_MEAN if grey else IMAGENET_MEAN,
@@ -404,6 +428,55 @@ def _factory_labels(spec: str, dataset, size: int) -> np.ndarray:
     )
 
 
+# --- samples that are not images -------------------------------------------------------------
+
+
+def _is_image(item, kind: str | None, spec: str) -> bool:
+    """PIL images and (1|3, H, W) or (H, W) arrays are images, unless the dataset says
+    `sample_kind = "tensor"`; anything else (feature vectors, waveforms, token ids, dicts) is a tensor sample."""
+    if kind not in (None, "image", "tensor"):
+        raise ValueError(f"{spec}: sample_kind must be 'image' or 'tensor', got {kind!r}")
+    if kind is not None:
+        return kind == "image"
+    if isinstance(item, Image.Image):
+        return True
+    shape = tuple(getattr(item, "shape", ()))
+    return len(shape) == 2 or (len(shape) == 3 and shape[0] in (1, 3))
+
+
+def as_sample(item, spec: str, index: int):
+    """A tensor sample as torch tensors, bit for bit (numpy arrays converted, dtypes kept; dicts of them)."""
+    if isinstance(item, dict):
+        return {str(k): as_sample(v, spec, index) for k, v in item.items()}
+    if isinstance(item, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(item))
+    if isinstance(item, torch.Tensor):
+        return item
+    if isinstance(item, (int, float)):
+        return torch.tensor(item)
+    raise ValueError(
+        f"{spec}: item {index} is a {type(item).__name__}; return a tensor, an array, a dict of them, or a PIL image"
+    )
+
+
+def signature(sample) -> tuple:
+    if isinstance(sample, dict):
+        return tuple((k, *signature(v)) for k, v in sorted(sample.items()))
+    return (tuple(sample.shape), str(sample.dtype))
+
+
+def describe_signature(sig: tuple) -> str:
+    if sig and isinstance(sig[0], tuple) and sig[0] and isinstance(sig[0][0], str):
+        return "{" + ", ".join(f"{k}: {tuple(shape)} {dtype}" for k, shape, dtype in sig) + "}"
+    return f"{sig[0]} {sig[1]}"
+
+
+def tensor_defaults(sample) -> dict:
+    """The input of tensor samples: no image geometry or statistics; `features` is the flat size."""
+    features = int(np.prod(sample.shape)) if isinstance(sample, torch.Tensor) else None
+    return {"mean": (0.0,), "std": (1.0,), "image_size": 1, "sample": "tensor", "features": features}
+
+
 def _as_image(item, spec: str, index: int) -> Image.Image:
     """A factory's image (PIL, uint8 or [0, 1] float tensor/array, (C,H,W) or (H,W)) as a PIL image."""
     if isinstance(item, Image.Image):
@@ -420,7 +493,8 @@ def _as_image(item, spec: str, index: int) -> Image.Image:
         if item.min() < 0 or item.max() > 1:
             raise ValueError(
                 f"{spec}: item {index} is a float tensor outside [0, 1]; return un-normalised "
-                "images (normalisation comes from --mean/--std)"
+                "images (normalisation comes from --mean/--std), or set sample_kind = 'tensor' on the dataset "
+                "for feature data"
             )
         item = (item * 255).round()
     pixels = item.to(torch.uint8).permute(1, 2, 0).cpu().numpy()

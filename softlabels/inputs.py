@@ -37,6 +37,8 @@ class Preprocessing:
     resize: int | None = None  # shorter side before the centre crop (None: straight to image_size, bilinear)
     interpolation: str | None = None  # of that resize (None: bilinear)
     pixels: str | None = None  # "uint8": crops and resizes on uint8 pixels (None: on float32, format 1's way)
+    sample: str | None = None  # "tensor": samples are tensors (or dicts of them) fed as they are; None: images
+    features: int | None = None  # tensor samples: their flat size (what zoo linear/mlp students take)
 
     def __post_init__(self):
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
@@ -46,6 +48,8 @@ class Preprocessing:
             object.__setattr__(self, "resize", int(self.resize))
             if self.resize < self.image_size:
                 raise ValueError(f"resize ({self.resize}) must be at least the image size ({self.image_size})")
+        if self.sample not in (None, "tensor"):
+            raise ValueError(f"sample must be tensor or absent (images), got {self.sample!r}")
         if self.pixels not in (None, "uint8"):
             raise ValueError(f"pixels must be uint8 or absent (float32 resampling), got {self.pixels!r}")
         if self.interpolation is not None and self.interpolation not in INTERPOLATIONS:
@@ -71,7 +75,13 @@ class Preprocessing:
     def to_dict(self) -> dict:
         """The JSON form; `resize` and `interpolation` only when set (version-1 readers see no change)."""
         out = {"mean": list(self.mean), "std": list(self.std), "image_size": self.image_size}
-        optional = (("resize", self.resize), ("interpolation", self.interpolation), ("pixels", self.pixels))
+        optional = (
+            ("resize", self.resize),
+            ("interpolation", self.interpolation),
+            ("pixels", self.pixels),
+            ("sample", self.sample),
+            ("features", self.features),
+        )
         out.update({k: v for k, v in optional if v is not None})
         return out
 
@@ -84,16 +94,32 @@ class Preprocessing:
             d.get("resize"),
             d.get("interpolation"),
             d.get("pixels"),
+            d.get("sample"),
+            d.get("features"),
         )
 
+    @property
+    def is_image(self) -> bool:
+        return self.sample is None
+
     def describe(self) -> str:
+        if not self.is_image:
+            return "tensor" + (f" ({self.features} values)" if self.features else "")
         return f"{self.channels}x{self.image_size}x{self.image_size}"
+
+    @property
+    def model_geometry(self) -> tuple[int, int]:
+        """(in_channels, image_size) a model is built for: a tensor sample's flat size counts as channels
+        of a 1x1 image, so zoo `linear` and `mlp` take feature vectors of any length."""
+        return (self.features or 1, 1) if not self.is_image else (self.channels, self.image_size)
 
 
 def data_input(defaults: dict, channels: int | None = None, image_size: int | None = None) -> Preprocessing:
     """A dataset's defaults (`DatasetSource.defaults`) as an input, optionally for another channel count
     (grey statistics repeated, RGB averaged) or size."""
     mean, std = tuple(defaults["mean"]), tuple(defaults["std"])
+    if defaults.get("sample") == "tensor":
+        return Preprocessing(mean, std, 1, sample="tensor", features=defaults.get("features"))
     channels = channels or len(mean)
     return Preprocessing(
         _fit(mean, channels), _fit(std, channels), image_size or defaults["image_size"], pixels="uint8"
@@ -139,6 +165,8 @@ def resolve_input(
         chosen.update({key: value for key, value in declared.items() if value is not None})
     if trained is not None:
         chosen.update(trained.to_dict())
+    if not data.is_image:  # tensor samples are fed as they are: no geometry or statistics to resolve
+        return data
     if views_given:  # the views' geometry stays; only statistics that fit their channels may change
         if len(chosen["mean"]) != data.channels:
             chosen.update(mean=data.mean, std=data.std)

@@ -31,6 +31,11 @@ class ViewPipeline:
     def __init__(self, prep: Preprocessing, augment: str | Augment = "none"):
         self.prep = prep
         self.augment = get_augment(augment)
+        if not prep.is_image and self.augment.takes_uint8 and self.augment.name != "none":
+            raise ValueError(
+                f"augment {self.augment.name} works on images; tensor samples take none or a "
+                f"FILE.py:NAME augmentation of your own"
+            )
 
     def decode(self, sample) -> torch.Tensor:
         """A decoded sample (a PIL image) as (C, H, W) with the input's channels: uint8 pixels, or
@@ -40,13 +45,18 @@ class ViewPipeline:
         timm's and torchvision's eval transforms do it, unless the augmentation makes the size itself.
         """
         prep = self.prep
+        if not prep.is_image:
+            return sample  # a tensor (or a dict of them), bit for bit
         if prep.resize is not None and not self.augment.resizes:
             sample = eval_fit(sample, prep.channels, prep.resize, prep.image_size, prep.interpolation)
         pixels = to_pixels(sample, prep.channels)
         return pixels if prep.pixels == "uint8" else pixels.to(torch.float32).div_(255)
 
     def view(self, x: torch.Tensor, params) -> torch.Tensor:
-        """The view of decoded `x` that `params` (P,) describe: float32 (C, S, S) in [0, 1]."""
+        """The view of decoded `x` that `params` (P,) describe: float32 (C, S, S) in [0, 1] (a tensor
+        sample: the augmentation's output, or the sample itself)."""
+        if not self.prep.is_image:
+            return self.augment.apply(x, params, 0)
         if x.shape[-3] != self.prep.channels:
             raise ValueError(f"image has {x.shape[-3]} channels but the input expects {self.prep.channels}")
         if x.dtype == torch.uint8 and not self.augment.takes_uint8:
@@ -59,16 +69,17 @@ class ViewPipeline:
         params = np.asarray(params)
         if params.ndim != 2:
             raise ValueError(f"views need (views, parameters) params, got shape {params.shape}")
-        return torch.stack([self.view(x, row) for row in params])
+        return stack([self.view(x, row) for row in params])
 
-    def stored_params(self, x: torch.Tensor, seed: int, key: str, num_views: int) -> np.ndarray:
+    def stored_params(self, x, seed: int, key: str, num_views: int) -> np.ndarray:
         """The (V, P) parameters of a sample's stored views: a function of (seed, key) alone."""
-        return sample_views(self.augment, seed, key, num_views, x.shape[-2], x.shape[-1], self.prep.image_size)
+        height, width = _extent(x, self.prep)
+        return sample_views(self.augment, seed, key, num_views, height, width, self.prep.image_size)
 
     def check_replay(self, x: torch.Tensor, params) -> None:
         """Refuse an augmentation whose view is not a function of its parameters (two runs differ)."""
-        first, again = self.view(x, params), self.view(x.clone(), np.array(params, copy=True))
-        if first.shape != again.shape or not torch.equal(first, again):
+        first, again = self.view(x, params), self.view(_clone(x), np.array(params, copy=True))
+        if not same(first, again):
             raise ValueError(
                 f"augment {self.augment.name} is not deterministic under a fixed seed: two runs of one "
                 f"view differ, so its views could not be replayed (does it draw from an unseeded "
@@ -77,19 +88,62 @@ class ViewPipeline:
 
     def random_view(self, x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """A freshly drawn (uncached) view."""
-        return self.view(x, self.augment.sample(rng, x.shape[-2], x.shape[-1], self.prep.image_size))
+        height, width = _extent(x, self.prep)
+        return self.view(x, self.augment.encode(self.augment.sample(rng, height, width, self.prep.image_size)))
+
+
+def _extent(x, prep: Preprocessing) -> tuple[int, int]:
+    """(height, width) an augmentation draws for: an image's; (0, 0) for tensor samples."""
+    return (x.shape[-2], x.shape[-1]) if prep.is_image else (0, 0)
+
+
+def _clone(x):
+    return {k: _clone(v) for k, v in x.items()} if isinstance(x, dict) else x.clone()
+
+
+def stack(items: list):
+    """Stack tensors, or dicts of tensors key by key (a batch of tensor samples)."""
+    if isinstance(items[0], dict):
+        return {key: stack([item[key] for item in items]) for key in items[0]}
+    return torch.stack(items)
+
+
+def same(a, b) -> bool:
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    return a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
+
+
+def flatten_views(x):
+    """(B, V, ...) -> (B * V, ...), for a tensor or each tensor of a dict."""
+    return {k: flatten_views(v) for k, v in x.items()} if isinstance(x, dict) else x.flatten(0, 1)
+
+
+def to_device(x, device: torch.device, dtype: torch.dtype | None = None):
+    """A batch on the device: images (4-D) in channels_last; tensor samples and dicts as they are, but
+    floating ones in `dtype` when given (a float32 student on float64 features)."""
+    if isinstance(x, dict):
+        return {k: to_device(v, device, dtype) for k, v in x.items()}
+    x = x.to(device, non_blocking=True)
+    if dtype is not None and x.is_floating_point() and x.dtype != dtype:
+        x = x.to(dtype)
+    return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 and x.is_floating_point() else x
 
 
 class Normalize(nn.Module):
-    """(x - mean) / std on (N, C, H, W) batches: the one place inputs are normalised."""
+    """(x - mean) / std on (N, C, H, W) batches: the one place inputs are normalised. Tensor samples
+    (a `sample = "tensor"` input) pass through unchanged."""
 
     mean: torch.Tensor
     std: torch.Tensor
 
     def __init__(self, prep: Preprocessing):
         super().__init__()
+        self.identity = not prep.is_image
         self.register_buffer("mean", torch.tensor(prep.mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(prep.std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x):
+        if self.identity:
+            return x
         return (x - self.mean) / self.std

@@ -109,7 +109,7 @@ def load_teacher(
         model = _named(source, spec, str(weights), num_classes, model_input.channels)
         return _teacher(model, spec, model_input, str(weights), state_dict_sha256(model))
     num_classes = num_classes or (loaded.num_classes if loaded else None) or source.default_classes
-    model = create_model(spec, num_classes, model_input.channels, model_input.image_size)
+    model = create_model(spec, num_classes, *model_input.model_geometry)
     if loaded is not None:
         load_weights(model, loaded.state_dict, num_classes)
     origin = Path(spec).expanduser() if source.carries_weights else weights

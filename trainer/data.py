@@ -14,7 +14,7 @@ run is reproducible whatever the worker count.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -188,11 +188,9 @@ def cached_training_data(
         raise ValueError(f"the cache has {targets.layout.num_classes} classes but {source.spec} {len(source.classes)}")
     cache_prep = targets.info.input
     defaults = data_input(source.defaults)  # the dataset's statistics, for the cache's views where they fit
-    image_prep = cache_prep
-    if defaults.channels == cache_prep.channels:
-        image_prep = Preprocessing(
-            defaults.mean, defaults.std, cache_prep.image_size, cache_prep.resize, cache_prep.interpolation
-        )
+    image_prep = cache_prep  # the views' geometry; the dataset's statistics where they fit its channels
+    if cache_prep.is_image and defaults.channels == cache_prep.channels:
+        image_prep = replace(cache_prep, mean=defaults.mean, std=defaults.std)
     schedule = ViewSchedule(len(source), targets.layout.num_views, seed)
     if views_per_decode > targets.layout.num_views:
         raise ValueError(

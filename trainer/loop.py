@@ -27,7 +27,7 @@ from softlabels.datasets import open_dataset
 from softlabels.inputs import Preprocessing, data_input
 from softlabels.models import archive_path
 from softlabels.options import Options
-from softlabels.pipeline import Normalize
+from softlabels.pipeline import Normalize, flatten_views, stack, to_device
 from softlabels.replay import EpochSampler
 from softlabels.runtime import Rank, autocast, cpu_threads, current_rank, default_workers, prepare_model, resolve_device
 from softlabels.teachers import load_teacher
@@ -285,6 +285,15 @@ class Run:
     def bare_student(self) -> nn.Module:
         return getattr(self.student, "module", self.student)
 
+    @property
+    def input_dtype(self) -> torch.dtype | None:
+        return _input_dtype(self.bare_student)
+
+
+def _input_dtype(model: nn.Module) -> torch.dtype | None:
+    """The floating dtype of a model's parameters: floating tensor samples are cast to it."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+
 
 def load_data(config: FitConfig) -> tuple[TrainingData, Teacher | None, Preprocessing]:
     """The training data, the online teacher when there is one, and the student's input.
@@ -376,11 +385,21 @@ def build_run(config: FitConfig, rank: Rank, device: torch.device) -> Run:
     # channels_last everywhere: on this 2-core CPU a small_cnn training step ran 1.7x faster, cifar_resnet20 1.2x.
     num_classes = len(data.source.classes)
     weights = None if config.objective.teacher else config.runtime.weights  # else: the online teacher's
-    student = create_student(
-        config.model.student, num_classes, prep.channels, prep.image_size, weights, config.runtime.trust_checkpoint
-    )
+    example = None if prep.is_image else stack([data.dataset[int(data.indices[0])][0]] * 2)  # a real sample
+    try:
+        student = create_student(
+            config.model.student, num_classes, *prep.model_geometry, weights, config.runtime.trust_checkpoint
+        )
+    except ValueError as err:
+        if prep.is_image:
+            raise
+        raise ValueError(
+            f"student {config.model.student} cannot take these samples ({err}): it expects images; "
+            f"for tensor or dict samples use a FILE.py:FUNC model that takes them, or linear / mlp "
+            f"for flat features"
+        ) from None
     student = prepare_model(student, device)
-    probe_student(student, config.model.student, prep, num_classes)
+    probe_student(student, config.model.student, prep, num_classes, example)
     if rank.distributed:
         student = nn.parallel.DistributedDataParallel(
             student, device_ids=[device.index] if device.type == "cuda" else None
@@ -451,11 +470,11 @@ def make_scheduler(optimizer, config: FitConfig, steps_per_epoch: int) -> torch.
 # ----------------------------------------------------------------------------- one epoch
 
 
-def _to_device(batch, device: torch.device):
+def _to_device(batch, device: torch.device, dtype: torch.dtype | None = None):
     images, labels, *rest = batch
-    if images.ndim == 5:  # R views of each decoded sample: (B / R, R, ...) -> (B, ...)
-        images, labels, rest = images.flatten(0, 1), labels.flatten(0, 1), [r.flatten(0, 1) for r in rest]
-    images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    if labels.ndim == 2:  # R views of each decoded sample: (B / R, R, ...) -> (B, ...)
+        images, labels, rest = flatten_views(images), labels.flatten(0, 1), [r.flatten(0, 1) for r in rest]
+    images = to_device(images, device, dtype)
     targets = rest[0].to(device, non_blocking=True) if rest else None
     return images, labels.to(device, non_blocking=True), targets
 
@@ -501,7 +520,7 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
         leave=False,
     )
     for step, batch in enumerate(bar):
-        images, labels, targets = _to_device(batch, run.device)
+        images, labels, targets = _to_device(batch, run.device, run.input_dtype)
         loss, logits = train_step(run, images, labels, targets)
         if run.log.per_step:
             run.log.step(epoch * len(run.train_loader) + step, float(loss), run.optimizer.param_groups[0]["lr"])
@@ -547,7 +566,7 @@ def evaluate(model: nn.Module, normalize: nn.Module, loader, device: torch.devic
     model.eval()
     loss_sum, correct, count = 0.0, 0, 0
     for batch in loader:
-        images, labels, _ = _to_device(batch, device)
+        images, labels, _ = _to_device(batch, device, _input_dtype(model))
         with autocast(device, amp):
             logits = model(normalize(images)).float()
         loss_sum += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))

@@ -16,6 +16,7 @@ from torch import nn
 
 from softlabels.inputs import Preprocessing, resolve_input
 from softlabels.models import create_model, source_for
+from softlabels.pipeline import to_device
 from softlabels.weights import load_weights, read_weights
 from softlabels.zoo import list_models
 
@@ -88,16 +89,23 @@ def labelled_input(
     return resolve_input(spec, data, weights=weights, trained=trained, mean=mean, std=std)
 
 
-def probe_student(model: nn.Module, spec: str, prep: Preprocessing, num_classes: int) -> None:
-    """Run a 2-image batch through a fresh student so a shape problem reads as a clear error."""
-    probe = torch.zeros(2, prep.channels, prep.image_size, prep.image_size, device=next(model.parameters()).device)
+def probe_student(model: nn.Module, spec: str, prep: Preprocessing, num_classes: int, example=None) -> None:
+    """Run a batch of 2 through a fresh student so a shape problem reads as a clear error: zeros of the
+    image size, or `example` (two real tensor samples, which may be dicts of tensors)."""
+    device = next(model.parameters()).device
+    if example is None:
+        probe = torch.zeros(2, prep.channels, prep.image_size, prep.image_size, device=device)
+    else:
+        probe = to_device(example, device, next(p.dtype for p in model.parameters() if p.is_floating_point()))
     was_training = model.training
     try:
         with torch.no_grad():
-            out = model.eval()(probe.contiguous(memory_format=torch.channels_last))
-    except RuntimeError as err:
+            out = model.eval()(to_device(probe, device))
+    except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as err:
+        what = f"{prep.describe()} images" if prep.is_image else f"samples {_shapes(probe)}"
         raise ValueError(
-            f"student {spec} cannot run on {prep.describe()} images ({str(err).splitlines()[0]})"
+            f"student {spec} cannot run on {what} ({str(err).splitlines()[0]}); for tensor or dict "
+            f"samples use a FILE.py:FUNC model that takes them, or linear / mlp for flat features"
         ) from None
     finally:
         model.train(was_training)
@@ -106,3 +114,9 @@ def probe_student(model: nn.Module, spec: str, prep: Preprocessing, num_classes:
             f"student {spec} returned shape {tuple(out.shape)} for 2 images; expected (2, {num_classes}) "
             f"logits, one per class"
         )
+
+
+def _shapes(batch) -> str:
+    if isinstance(batch, dict):
+        return "{" + ", ".join(f"{k}: {tuple(v.shape)} {v.dtype}" for k, v in batch.items()) + "}"
+    return f"{tuple(batch.shape)} {batch.dtype}"

@@ -1,0 +1,250 @@
+"""Samples that are not images — feature vectors, waveforms, token ids with masks — from FILE.py:FUNC
+datasets: cached and fed bit for bit, keyed and fingerprinted as images are."""
+
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from softlabels import store
+from softlabels.cli import main
+from softlabels.datasets import open_dataset
+from trainer.cli import main as trainer_main
+
+DATA = '''
+import numpy as np
+import torch
+
+class Features(torch.utils.data.Dataset):
+    """12 float64 features per sample that are no image and no [0, 1] values: rounding would show."""
+    classes = ["a", "b", "c"]
+
+    def __init__(self, split):
+        rng = np.random.default_rng(0 if split == "train" else 1)
+        self.x = rng.normal(size=(30, 12)) * 100 + 1 / 3
+        self.targets = [i % 3 for i in range(30)]
+        self.keys = [f"{split}-{i:02d}" for i in range(30)]
+
+    def __len__(self):
+        return 30
+
+    def __getitem__(self, i):
+        return self.x[i], self.targets[i]
+
+
+class Tokens(torch.utils.data.Dataset):
+    classes = ["neg", "pos"]
+
+    def __init__(self, split):
+        rng = np.random.default_rng(2)
+        self.ids = torch.from_numpy(rng.integers(1, 50, (20, 7)))
+        self.mask = (torch.arange(7)[None] < torch.from_numpy(rng.integers(3, 8, (20, 1)))).long()
+        self.targets = [int(i % 2) for i in range(20)]
+
+    def __len__(self):
+        return 20
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i], "attention_mask": self.mask[i]}, self.targets[i]
+
+
+class Ragged(Features):
+    def __getitem__(self, i):
+        return self.x[i][: 12 - (i == 5)], self.targets[i]
+
+
+def features(split="train", root=None):
+    return Features(split)
+
+
+def tokens(split="train", root=None):
+    return Tokens(split)
+
+
+def ragged(split="train", root=None):
+    return Ragged(split)
+'''
+
+MODELS = '''
+import torch
+from torch import nn
+
+
+class Bag(nn.Module):
+    """Mean of token embeddings over the mask: a dict-taking text model."""
+
+    def __init__(self, num_classes):
+        super().__init__()
+        self.embed = nn.Embedding(50, 8)
+        self.head = nn.Linear(8, num_classes)
+
+    def forward(self, batch):
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        return self.head((self.embed(batch["input_ids"]) * mask).sum(1) / mask.sum(1))
+
+
+def bag(num_classes):
+    return Bag(num_classes)
+
+
+def features_mlp(num_classes):
+    return nn.Sequential(nn.Linear(12, 16, dtype=torch.float64), nn.ReLU(), nn.Linear(16, num_classes,
+                         dtype=torch.float64))
+'''
+
+
+@pytest.fixture
+def files(tmp_path):
+    (tmp_path / "data.py").write_text(textwrap.dedent(DATA))
+    (tmp_path / "models.py").write_text(textwrap.dedent(MODELS))
+    return tmp_path
+
+
+def build(files, dataset, teacher, out, *extra):
+    torch.manual_seed(0)
+    spec = f"{files / 'models.py'}:{teacher}"
+    torch.save(
+        __import__("importlib")
+        .import_module("softlabels.models")
+        .create_model(spec, 3 if teacher != "bag" else 2)
+        .state_dict(),
+        files / f"{teacher}.pt",
+    )
+    result = CliRunner().invoke(
+        main,
+        [
+            "build",
+            "--dataset",
+            f"{files / 'data.py'}:{dataset}",
+            "--teacher",
+            spec,
+            "--weights",
+            str(files / f"{teacher}.pt"),
+            "--dtype",
+            "float32",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            *extra,
+        ],
+    )
+    return result
+
+
+def test_float_features_round_trip_bit_exactly(files, tmp_path):
+    """The cached logits equal the teacher's outputs on the exact stored inputs (float64, no rounding)."""
+    result = build(files, "features", "features_mlp", tmp_path / "f.h5")
+    assert result.exit_code == 0, result.output
+    source = open_dataset(f"{files / 'data.py'}:features")
+    assert source.keys[0] == "train-00" and isinstance(source.load(0), torch.Tensor)
+    assert source.load(0).dtype == torch.float64
+    from softlabels.models import create_model
+
+    model = create_model(f"{files / 'models.py'}:features_mlp", 3)
+    model.load_state_dict(torch.load(files / "features_mlp.pt"))
+    with torch.no_grad():
+        expected = model(torch.stack([source.load(i) for i in range(30)])).float().numpy()
+    targets = store.CacheTargets(tmp_path / "f.h5")
+    np.testing.assert_array_equal(np.stack([targets.logits(i, 0) for i in range(30)]), expected)
+    info = store.read_info(tmp_path / "f.h5")
+    assert info.input.sample == "tensor" and info.input.features == 12
+    assert info.fingerprint == store.dataset_fingerprint(source.keys, source.labels)
+
+
+def test_dict_samples_to_a_text_model_and_classic_students(files, tmp_path):
+    result = build(files, "tokens", "bag", tmp_path / "t.h5", "--views", "1")
+    assert result.exit_code == 0, result.output
+    run = CliRunner().invoke(
+        trainer_main,
+        [
+            "fit",
+            "--cache",
+            str(tmp_path / "t.h5"),
+            "--student",
+            f"{files / 'models.py'}:bag",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "5",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "--eval-dataset",
+            "none",
+            "--out",
+            str(tmp_path / "bag"),
+        ],
+    )
+    assert run.exit_code == 0, run.output
+    refused = CliRunner().invoke(
+        trainer_main,
+        [
+            "fit",
+            "--cache",
+            str(tmp_path / "t.h5"),
+            "--student",
+            "small_cnn",
+            "--workers",
+            "0",
+            "--out",
+            str(tmp_path / "cnn"),
+        ],
+    )
+    assert refused.exit_code == 1 and "student small_cnn cannot take these samples" in refused.output
+    refused = CliRunner().invoke(
+        trainer_main,
+        [
+            "fit",
+            "--cache",
+            str(tmp_path / "t.h5"),
+            "--student",
+            "linear",
+            "--workers",
+            "0",
+            "--out",
+            str(tmp_path / "lin"),
+        ],
+    )
+    assert (
+        refused.exit_code == 1
+        and "student linear cannot run on samples {input_ids: (2, 7) torch.int64, attention_mask" in refused.output
+    )
+
+
+def test_feature_students_linear_and_sklearn(files, tmp_path):
+    assert build(files, "features", "features_mlp", tmp_path / "f.h5").exit_code == 0
+    for student in ("linear", "mlp", "sklearn:logistic"):
+        run = CliRunner().invoke(
+            trainer_main,
+            [
+                "fit",
+                "--cache",
+                str(tmp_path / "f.h5"),
+                "--student",
+                student,
+                "--epochs",
+                "2",
+                "--batch-size",
+                "6",
+                "--workers",
+                "0",
+                "--device",
+                "cpu",
+                "--out",
+                str(tmp_path / student.replace(":", "-")),
+            ],
+        )
+        assert run.exit_code == 0, run.output
+
+
+def test_ragged_samples_and_image_augments_are_refused(files, tmp_path):
+    result = build(files, "ragged", "features_mlp", tmp_path / "r.h5")
+    assert result.exit_code == 1 and "sample 5 is (11,) torch.float64 but the first is (12,)" in result.output
+    result = build(files, "features", "features_mlp", tmp_path / "a.h5", "--views", "2", "--augment", "flip")
+    assert result.exit_code == 1 and "augment flip works on images" in result.output
