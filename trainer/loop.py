@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
+from softlabels import store
 from softlabels.datasets import open_dataset
 from softlabels.inputs import Preprocessing, data_input
 from softlabels.models import archive_path
@@ -61,6 +62,17 @@ METRIC_FIELDS = (
     "eval_seconds",
     "images_per_second",
 )
+
+
+# Each stored view seen more often than this, with no augmentation, overfits the fixed targets: measured
+# (BENCHMARKS.md, "Where caches teach best"): 1,000 CIFAR images, 80 epochs of a 1-view cache without
+# augmentation reached 44.9%, labels with augmentation 54.8%, 16 replayed views 57.9-59.5%, while 10
+# epochs of 10,000 images from a 1-view cache were as good as any augmented arm.
+SAFE_VIEW_USES = 20
+
+
+class OverfitRiskWarning(UserWarning):
+    """Every stored view will be seen many times without augmentation: the student may overfit them."""
 
 
 class InconsistentAugmentWarning(UserWarning):
@@ -611,6 +623,8 @@ def fit(config: FitConfig) -> dict:
         out = Path(config.runtime.out)
         _check_out(config, out, rank)
         run = build_run(config, rank, device)
+        if rank.is_main:
+            warn_if_views_run_out(config, run.data.cache)
         progress = _restore(run, out) if config.runtime.resume and (out / "last.pt").exists() else Progress()
         if rank.is_main:
             run.log = RunLog(config.runtime.log, out, progress.epoch * len(run.train_loader))
@@ -770,6 +784,30 @@ def peak_memory(device: torch.device) -> dict:
     return memory
 
 
+def view_uses(config: FitConfig, cache: store.CacheInfo | None) -> float | None:
+    """How many times the run shows each stored view of a cache (epochs x views per decode / V)."""
+    if cache is None:
+        return None
+    return config.optim.epochs * config.data.views_per_decode / cache.layout.num_views
+
+
+def warn_if_views_run_out(config: FitConfig, cache: store.CacheInfo | None) -> None:
+    """The trap of long schedules on few stored views without augmentation (SAFE_VIEW_USES)."""
+    uses = view_uses(config, cache)
+    if uses is None or uses <= SAFE_VIEW_USES or config.data.augment != "none":
+        return
+    views = cache.layout.num_views if cache else 1
+    warnings.warn(
+        f"each of the cache's {views} stored view(s) will be seen {uses:.0f} times with no augmentation: on long "
+        f"schedules fixed targets overfit (measured: 80 epochs of a 1-view CIFAR cache reached 44.9% where "
+        f"labels + augmentation reached 54.8% and 16 replayed views 57.9-59.5%; BENCHMARKS.md). Build more views "
+        f"with the augmentation you want (softlabels build --views {max(2, int(config.optim.epochs // 10))} "
+        f"--augment imagenet), or add --augment ... --inconsistent-augment",
+        OverfitRiskWarning,
+        stacklevel=3,
+    )
+
+
 def make_summary(run: Run, progress: Progress, run_seconds: float | None) -> dict:
     history = progress.history
     train_seconds = sum(r["seconds"] for r in history)
@@ -793,6 +831,7 @@ def make_summary(run: Run, progress: Progress, run_seconds: float | None) -> dic
         "world_size": run.rank.world_size,
         "cache_fingerprint": run.data.cache.fingerprint if run.data.cache else None,
         "teacher_accuracy": run.data.cache.attrs.get("teacher_accuracy") if run.data.cache else None,
+        "view_uses": view_uses(run.config, run.data.cache),  # times each stored view is seen, in the whole run
         **peak_memory(run.device),
     }
     if run_seconds is not None:

@@ -186,3 +186,19 @@ def test_gradient_clipping_bounds_each_step(cache, fit_options, tmp_path):
     for key in start:
         torch.testing.assert_close(frozen[key], start[key], atol=1e-6, rtol=0)
     assert any(not torch.allclose(free[key], start[key]) for key in start)
+
+
+def test_long_schedules_on_few_views_without_augmentation_warn(cache, multiview_cache, fit_options, tmp_path):
+    import warnings
+
+    from trainer.loop import OverfitRiskWarning
+
+    trap = {**fit_options, "cache": cache, "epochs": 25, "stop_after": 1}
+    with pytest.warns(OverfitRiskWarning, match="seen 25 times with no augmentation"):
+        summary = fit(FitConfig.from_options(**{**trap, "out": str(tmp_path / "trap")}))
+    assert summary["view_uses"] == 25
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OverfitRiskWarning)
+        fit(FitConfig.from_options(**{**trap, "epochs": 10, "out": str(tmp_path / "short")}))  # the safe regime
+        many = fit(FitConfig.from_options(**{**trap, "cache": multiview_cache, "out": str(tmp_path / "views")}))
+    assert many["view_uses"] == pytest.approx(25 / 3)
