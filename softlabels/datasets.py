@@ -370,25 +370,19 @@ def _open_factory(spec: str, path: Path, func: str, split: str, root: Path) -> D
             f"{spec}: labels must lie in 0..{len(classes) - 1} (one per class), found {labels.min()}..{labels.max()}"
         )
     first = dataset[0][0]
-    if not _is_image(first, getattr(dataset, "sample_kind", None), spec):
+    shape = None
+    if _is_image(first, getattr(dataset, "sample_kind", None), spec):
+        image = _as_image(first, spec, 0)
+        grey = image.mode in GREY_MODES
+        defaults = {
+            "mean": IMAGENET_GREY_MEAN if grey else IMAGENET_MEAN,
+            "std": IMAGENET_GREY_STD if grey else IMAGENET_STD,
+            "image_size": min(image.size),
+        }
+    else:
         sample = as_sample(first, spec, 0)
-        return DatasetSource(
-            spec=spec,
-            split=split,
-            root=str(root),
-            keys=keys,
-            labels=labels,
-            classes=classes,
-            defaults=tensor_defaults(sample),
-            reader=_FactoryReader(str(path.resolve()), func, split, str(root), dataset, signature(sample)),
-        )
-    image = _as_image(first, spec, 0)
-    grey = image.mode in GREY_MODES
-    defaults = {
-        "mean": IMAGENET_GREY_MEAN if grey else IMAGENET_MEAN,
-        "std": IMAGENET_GREY_STD if grey else IMAGENET_STD,
-        "image_size": min(image.size),
-    }
+        defaults, shape = tensor_defaults(sample), signature(sample)
+    reader = _FactoryReader(str(path.resolve()), func, split, str(root), dataset, shape)
     return DatasetSource(
         spec=spec,
         split=split,
@@ -397,7 +391,7 @@ def _open_factory(spec: str, path: Path, func: str, split: str, root: Path) -> D
         labels=labels,
         classes=classes,
         defaults=defaults,
-        reader=_FactoryReader(str(path.resolve()), func, split, str(root), dataset),
+        reader=reader,
     )
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from softlabels.atomic import write_bytes_atomic
 from softlabels.inputs import Preprocessing
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
@@ -144,23 +145,10 @@ def write_weights(state_dict: Mapping[str, torch.Tensor], config: WeightsConfig,
     path = Path(path)
     tensors = {key: value.detach().cpu().contiguous() for key, value in state_dict.items()}
     text = json.dumps(config.to_dict(), sort_keys=True)
-    _write_atomic(save(tensors, metadata={CONFIG_FORMAT: text}), path)
-    _write_atomic((json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n").encode(), path.with_suffix(".json"))
-
-
-def _write_atomic(data: bytes, path: Path) -> None:
-    import os
-
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(save(tensors, metadata={CONFIG_FORMAT: text}), path)
+    write_bytes_atomic(
+        (json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n").encode(), path.with_suffix(".json")
+    )
 
 
 def state_dict_sha256(model: nn.Module) -> str:

@@ -11,33 +11,16 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from softlabels.atomic import write_bytes_atomic
 from softlabels.inputs import Preprocessing
 from softlabels.weights import WeightsConfig, write_weights
 
 CHECKPOINT_VERSION = 1
-
-
-def write_bytes_atomic(data: bytes, path: str | Path) -> Path:
-    """Write to a temporary name beside `path`, fsync, then rename: readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
 
 
 def write_text_atomic(text: str, path: str | Path) -> Path:
@@ -46,19 +29,6 @@ def write_text_atomic(text: str, path: str | Path) -> Path:
 
 def write_json_atomic(obj, path: str | Path) -> Path:
     return write_text_atomic(json.dumps(obj, indent=2, sort_keys=True) + "\n", path)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some file systems cannot fsync a directory; the rename is still atomic
-        pass
-    finally:
-        os.close(fd)
 
 
 def save_checkpoint(state: dict, path: str | Path) -> Path:
