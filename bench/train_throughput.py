@@ -1,6 +1,12 @@
 """Training speed: labels only vs cached KD vs online KD, one student, one loader, in one run.
 
     .venv/bin/python -m bench.train_throughput [--per-class 200] [--epochs 2] [--rounds 2]
+    .venv/bin/python -m bench.train_throughput --imagenet [--workers 2] [--device cuda]
+
+`--imagenet` is the loader-bound setting: a tiny student (`linear`) on ImageNet-sized JPEGs (500x375,
+made from the shared CIFAR images), 224 px random-resized crops, 2 loader workers: labels only
+(`--augment imagenet`) against a 4-view `imagenet` cache replayed (R=1) and 4 views per decode (R=4;
+speed per sample seen). The cache's teacher is a random `linear` model: only speed is measured.
 
 Each arm runs as its own `trainer fit` process (so peak RSS is its own), in alternating order.
 Goal: cached KD takes <= 1.05 x the time of label-only training.
@@ -13,7 +19,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from bench.common import JPEGFT, cifar10_subset, ensure_cache, fit, machine, table
+from bench.common import DATA, JPEGFT, cifar10_subset, ensure_cache, fit, imagenet_sized_jpegs, machine, python, table
 
 STUDENTS = ("small_cnn", "cifar_resnet20")
 
@@ -35,14 +41,92 @@ def arms(root: Path, cache: Path) -> dict[str, list[str]]:
     }
 
 
+def imagenet_cache(root: Path) -> Path:
+    import subprocess
+
+    out = DATA / "bench" / "caches" / "imagenet-sized-v4-linear.h5"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                python(),
+                "-m",
+                "softlabels",
+                "build",
+                "--dataset",
+                f"imagefolder:{root}",
+                "--teacher",
+                "linear",
+                "--num-classes",
+                "10",
+                "--image-size",
+                "224",
+                "--views",
+                "4",
+                "--augment",
+                "imagenet",
+                "--out",
+                str(out),
+                "--resume",
+            ],
+            check=True,
+        )
+    return out
+
+
+def imagenet_main(args) -> None:
+    root = imagenet_sized_jpegs(300)
+    cache = imagenet_cache(root)
+    work = Path(tempfile.mkdtemp())
+    common = ["--eval-dataset", "none", "--workers", args.workers, "--batch-size", 64, "--device", args.device]
+    arms = {
+        "labels only (ce, --augment imagenet)": [
+            "--dataset",
+            f"imagefolder:{root}",
+            "--loss",
+            "ce",
+            "--augment",
+            "imagenet",
+            "--image-size",
+            224,
+            "--epochs",
+            args.epochs * 4,
+        ],
+        "cached KD, 4-view replay": ["--cache", cache, "--epochs", args.epochs * 4],
+        "cached KD, 4 views per decode": ["--cache", cache, "--views-per-decode", 4, "--epochs", args.epochs],
+    }
+    speed: dict[str, list[float]] = {name: [] for name in arms}
+    for round_ in range(args.rounds):
+        order = list(arms.items())
+        for name, arm_args in order if round_ % 2 == 0 else order[::-1]:
+            speed[name].append(fit(work / "run", "--student", "linear", *arm_args, *common)["images_per_second"])
+    base = statistics.median(speed["labels only (ce, --augment imagenet)"])
+    rows = [
+        [name, f"{statistics.median(v):.0f}", ", ".join(f"{x:.0f}" for x in v), f"{base / statistics.median(v):.2f}"]
+        for name, v in speed.items()
+    ]
+    print(f"machine: {machine()}")
+    print(
+        f"settings: student linear, 300 ImageNet-sized JPEGs (500x375), 224 px, batch 64, {args.workers} loader "
+        f"workers, device {args.device}, 1,200 samples seen per run, {args.rounds} alternating rounds, median"
+    )
+    print(table(["arm", "samples seen/s", "runs", "time per sample seen vs labels only"], rows))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--imagenet", action="store_true", help="the loader-bound setting (see above)")
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--per-class", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--students", nargs="+", default=list(STUDENTS))
     args = parser.parse_args()
+    if args.imagenet:
+        args.workers = 2 if args.workers == 1 else args.workers
+        args.epochs = 1 if args.epochs == 2 else args.epochs
+        return imagenet_main(args)
     root = cifar10_subset(args.per_class)
     cache = ensure_cache(root, f"r56ft-{args.per_class}")
     work = Path(tempfile.mkdtemp())

@@ -123,6 +123,12 @@ _OPTIONS = [
     ),
     click.option("--std", type=floats, help="Student normalisation std  [default: as --mean]"),
     click.option(
+        "--image-size",
+        type=int_range(1),
+        help="Learning from labels: the size the student's views are "
+        "made at  [default: the student's declared input, else the dataset's]",
+    ),
+    click.option(
         "--workers",
         type=int_range(0),
         help=f"DataLoader workers  [default: cores - 1, at most 8: {default_workers()} here]",

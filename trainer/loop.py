@@ -98,6 +98,7 @@ class ModelOptions:
     student: str
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    image_size: int | None = None  # learning from labels: the size views are made at (a cache fixes its own)
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,11 @@ def check_config(config: FitConfig) -> None:
     if not (config.runtime.cache or config.data.dataset):
         raise ValueError("give --cache FILE (learn from a teacher's cache) or --dataset SPEC (learn from labels)")
     check_loggers(config.runtime.log)
+    if config.model.image_size is not None and (config.runtime.cache or config.objective.teacher):
+        raise ValueError(
+            "--image-size sets the views of training from labels; a cache or an online teacher "
+            "makes its views at its own input size"
+        )
     if config.runtime.cache and config.objective.teacher:
         raise ValueError("--cache and --teacher exclude each other: the cache already holds the teacher's outputs")
     if config.objective.teacher and not config.runtime.weights and archive_path(config.objective.teacher) is None:
@@ -341,6 +347,7 @@ def load_data(config: FitConfig) -> tuple[TrainingData, Teacher | None, Preproce
             runtime.trust_checkpoint,
             model.mean,
             model.std,
+            model.image_size,
         )
         return labelled_training_data(source, data.subset, data.augment, seed, prep), None, prep
     loaded = load_teacher(

@@ -78,7 +78,13 @@ def student_input(spec: str, data: Preprocessing, mean=None, std=None) -> Prepro
 
 
 def labelled_input(
-    spec: str, data: Preprocessing, weights: str | None = None, trust_checkpoint: bool = False, mean=None, std=None
+    spec: str,
+    data: Preprocessing,
+    weights: str | None = None,
+    trust_checkpoint: bool = False,
+    mean=None,
+    std=None,
+    image_size: int | None = None,
 ) -> Preprocessing:
     """The student's input when it learns from labels alone: its views are made for it, so the
     model's declared input (an eval transform, a zoo entry's size) and its starting weights' recorded
@@ -86,7 +92,7 @@ def labelled_input(
     trained = None
     if weights is not None and not source_for(spec).named_weights(spec, weights):
         trained = read_weights(weights, trust_checkpoint).input
-    return resolve_input(spec, data, weights=weights, trained=trained, mean=mean, std=std)
+    return resolve_input(spec, data, weights=weights, trained=trained, mean=mean, std=std, image_size=image_size)
 
 
 def probe_student(model: nn.Module, spec: str, prep: Preprocessing, num_classes: int, example=None) -> None:
