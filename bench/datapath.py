@@ -13,6 +13,9 @@ normalises per sample, as a user's loader does. Median of rounds, arms interleav
 Part 2: reading the targets of one random row, in memory and lazily, from synthetic caches of
 `--rows` rows and 1000 classes: float16 logits V=1 (2.5 GB at 1.28M rows), top-10 V=8, quant8
 top-14 V=8, and float16 logits V=1 with gzip.
+Part 3 (`--accuracy`): does one decode for several views cost accuracy? small_cnn from a 4-view
+`cifar` cache of 5,000 CIFAR-10 JPEG images at equal samples seen: 20 epochs at R=1 against 5 epochs
+at R=4, 3 seeds.
 """
 
 from __future__ import annotations
@@ -149,13 +152,41 @@ def part2(args) -> list[list]:
     return out
 
 
+def accuracy() -> None:
+    from bench.common import cifar10_subset, ensure_cache, run_grid, summarise
+
+    root = cifar10_subset(500, 200)
+    cache = ensure_cache(root, "r56ft-500-200-v4-cifar", "--views", "4", "--augment", "cifar")
+    common = ["--cache", cache, "--batch-size", 64, "--workers", 0, "--threads", 1]
+    arms = {
+        "R=1, 20 epochs": ["--epochs", 20],
+        "R=4, 5 epochs (equal samples seen)": ["--epochs", 5, "--views-per-decode", 4],
+    }
+    runs = [("small_cnn", arm, seed, [*common, *extra]) for seed in range(3) for arm, extra in arms.items()]
+    results = run_grid("views-per-decode", runs)
+    print(f"machine: {machine()}")
+    print(
+        "settings: small_cnn, 5,000 CIFAR-10 JPEG train / 2,000 test images, a 4-view cifar cache of the jpegft "
+        "resnet56, KD at the defaults, batch 64 (R=4: 16 images x 4 views), 100,000 samples seen, seeds 0-2"
+    )
+    print(
+        table(
+            ["student", "views per decode", "test accuracy % (mean ± std)", "s/run"],
+            summarise(results, ["small_cnn"], list(arms)),
+        )
+    )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--rows", type=int, default=1_280_000)
     parser.add_argument("--skip-reads", action="store_true", help="part 1 only")
+    parser.add_argument("--accuracy", action="store_true", help="part 3 only")
     args = parser.parse_args()
+    if args.accuracy:
+        return accuracy()
     print(f"machine: {machine()}")
     print(
         f"settings: {args.images} JPEGs 500x375 (q90), 224 px random-resized crop + flip, one thread, no "
