@@ -14,10 +14,11 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from softlabels import store
-from softlabels.datasets import DatasetSource, open_dataset
+from softlabels.datasets import DatasetSource, key_text, open_dataset
 from softlabels.inputs import data_input
 from softlabels.options import Options
 from softlabels.pipeline import Normalize, ViewPipeline
+from softlabels.sample_errors import SampleError, reading
 from softlabels.runtime import autocast, cpu_threads, current_rank, default_workers, prepare_model, resolve_device
 from softlabels.shards import merge_caches, rank_shard_path, shard_range, stale_rank_shards
 from softlabels.teachers import Teacher, load_teacher
@@ -122,7 +123,8 @@ class BuildInterrupted(RuntimeError):
 
 
 class TeacherInputs(Dataset):
-    """Sample i -> (i, its V un-normalised views as one (V, C, S, S) tensor, their (V, P) parameters).
+    """Sample i -> (i, its V un-normalised views as one (V, C, S, S) tensor, their (V, P) parameters,
+    the (32,) SHA-256 of its source bytes).
 
     The sample is decoded once for all its views; parameters come from (seed, key) alone, so the
     file is the same whatever the batch size, worker count or rank.
@@ -135,9 +137,12 @@ class TeacherInputs(Dataset):
         return len(self.source)
 
     def __getitem__(self, index: int):
-        x = self.pipeline.decode(self.source.load(index))
-        params = self.pipeline.stored_params(x, self.seed, self.source.keys[index], self.views)
-        return index, self.pipeline.views(x, params), torch.from_numpy(params)
+        with reading(self.source, index):
+            image, digest = self.source.read(index)
+            x = self.pipeline.decode(image)
+            params = self.pipeline.stored_params(x, self.seed, self.source.keys[index], self.views)
+            views = self.pipeline.views(x, params)
+        return index, views, torch.from_numpy(params), torch.frombuffer(bytearray(digest), dtype=torch.uint8)
 
 
 def make_loader(inputs: TeacherInputs, rows: range, config: BuildConfig, device: torch.device) -> DataLoader:
@@ -175,7 +180,8 @@ def cache_metadata(config: BuildConfig, teacher: Teacher, source: DatasetSource)
     return store.Metadata(
         teacher=teacher.record(),
         dataset=store.DatasetRecord(
-            **{**dataset, "fingerprint": store.dataset_fingerprint(source.keys, source.labels)}
+            **{**dataset, "fingerprint": store.dataset_fingerprint(source.keys, source.labels)},
+            digests=f"sha256 of {source.digest_source}",
         ),
         preprocessing=teacher.input,
         augment=store.AugmentRecord(
@@ -355,6 +361,7 @@ def _build_shard(config: BuildConfig, out: Path, shard: tuple[int, int] | None) 
         param_names=tuple(get_augment(views.augment).param_names),
         compression=storage.compression,
         block_rows=config.block_rows,
+        sample_digests=True,
     )
     meta = cache_metadata(config, teacher, source)
     if shard:
@@ -453,9 +460,9 @@ def _run_pass(
     )
     try:
         with torch.inference_mode():
-            for indices, batch, params in loader:
+            for indices, batch, params, digests in loader:
                 logits = _forward(teacher.model, normalize, batch, device, config.model.amp)
-                background.put(_encode(logits, params, indices, writer.layout, source))
+                background.put(_encode(logits, params, digests, indices, writer.layout, source))
                 bar.update(len(indices))
         background.close()
     except KeyboardInterrupt:
@@ -518,11 +525,16 @@ def _forward(model, normalize, views: torch.Tensor, device, amp: bool) -> torch.
     return logits.float().view(batch, num_views, -1)
 
 
-def _encode(logits, params, indices, layout: store.Layout, source: DatasetSource) -> store.Rows:
+def _encode(logits, params, digests, indices, layout: store.Layout, source: DatasetSource) -> store.Rows:
     try:
-        return store.Rows.encode(layout.mode, logits, params.numpy() if layout.param_names else None)
+        return store.Rows.encode(
+            layout.mode,
+            logits,
+            params.numpy() if layout.param_names else None,
+            digests.numpy() if layout.sample_digests else None,
+        )
     except store.NonFiniteOutputs as err:
-        keys = [source.keys[int(indices[row])] for row in err.rows[:5]]
+        keys = [key_text(source.keys[int(indices[row])]) for row in err.rows[:5]]
         raise ValueError(
             f"the teacher produced NaN/inf logits for {len(err.rows)} sample(s) in a batch, "
             f"first keys: {', '.join(keys)}; nothing was marked complete "

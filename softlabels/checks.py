@@ -122,10 +122,15 @@ def _renames(gone: list[str], new: list[str], cache_keys: list[str], keys: list[
     return pairs
 
 
-def check_against_dataset(path, source: DatasetSource) -> SampleDiff:
-    """Compare a cache's keys and labels (its shard's rows, for a shard) with a dataset's."""
-    info = store.read_info(path)
-    cache_keys, cache_labels = store.read_keys_labels(path)
+def check_against_dataset(path, source: DatasetSource, targets: store.CacheTargets | None = None) -> SampleDiff:
+    """Compare a cache's keys and labels (its shard's rows, for a shard) with a dataset's; `targets`
+    (the cache opened by the caller) reads them from the file it checked."""
+    if targets is not None:
+        info = targets.info
+        cache_keys, cache_labels = targets.keys_labels()
+    else:
+        info = store.read_info(path)
+        cache_keys, cache_labels = store.read_keys_labels(path)
     keys, labels = source.keys, source.labels
     if info.shard:
         keys, labels = keys[info.shard.start : info.shard.stop], labels[info.shard.start : info.shard.stop]
@@ -138,9 +143,9 @@ def check_against_dataset(path, source: DatasetSource) -> SampleDiff:
     return diff
 
 
-def require_same_samples(path, source: DatasetSource) -> None:
+def require_same_samples(path, source: DatasetSource, targets: store.CacheTargets | None = None) -> None:
     """Raise ValueError saying what differs when `source` is not the data the cache was built on."""
-    diff = check_against_dataset(path, source)
+    diff = check_against_dataset(path, source, targets)
     if diff:
         raise ValueError(
             f"{path} was not built from {source.spec} ({source.split}): "
@@ -195,7 +200,7 @@ def recompute(
     normalize = Normalize(info.input).to(target)
     pipeline = ViewPipeline(info.input, info.augment.name)
     rows = np.sort(np.random.default_rng(seed).choice(layout.num_samples, min(n, layout.num_samples), replace=False))
-    keys = [str(k) for k in store.read_keys_labels(path)[0]]
+    keys = [str(k) for k in targets.keys_labels()[0]]
     index = {k: i for i, k in enumerate(source.keys)}
     tolerance = RELATIVE_TOLERANCE["half" if layout.dtype == "float16" or info.build.amp else "float32"]
     worst, mismatches = 0.0, []

@@ -26,6 +26,11 @@ from torch.utils.data import Dataset, Sampler
 from softlabels import store
 from softlabels.datasets import DatasetSource
 from softlabels.pipeline import Normalize, ViewPipeline
+from softlabels.sample_errors import SampleError, reading
+
+
+class NoDigestsWarning(UserWarning):
+    """Content checks asked of a cache built before sample digests existed."""
 
 
 class UnscheduledReplayWarning(UserWarning):
@@ -98,6 +103,9 @@ class ReplayDataset(Dataset):
         random_augment: pair random views of this augmentation with the stored targets instead
             (inconsistent teaching, the explicit `--inconsistent-augment` choice, for comparisons).
         allow_changed_augment: replay with a user augmentation that changed since the build.
+        check_content: compare each sample's source bytes with the SHA-256 the build stored, and raise
+            SampleError naming a sample whose content changed. None: on where the cache has digests and
+            `DatasetSource.digest_cheap` says hashing costs under 2% of reading a sample (BENCHMARKS.md).
     Raises:
         ValueError: the images are not the ones the cache was built on, or a user augmentation
             changed since the build (saying what differs).
@@ -113,13 +121,14 @@ class ReplayDataset(Dataset):
         seed: int = 0,
         random_augment: str = "none",
         allow_changed_augment: bool = False,
+        check_content: bool | None = None,
     ):
         if not isinstance(targets, store.CacheTargets):
             targets = store.CacheTargets(targets)
         from softlabels.checks import require_same_samples
 
         if store.dataset_fingerprint(source.keys, source.labels) != targets.info.fingerprint:
-            require_same_samples(targets.path, source)  # says what differs (or passes a cache without one)
+            require_same_samples(targets.path, source, targets)  # says what differs (or passes a cache without one)
         self.source, self.targets, self.seed, self.transform = source, targets, seed, transform
         prep = targets.info.input
         recorded = targets.info.augment
@@ -139,6 +148,7 @@ class ReplayDataset(Dataset):
         self.schedule = ViewSchedule(len(source), targets.layout.num_views, seed)
         self.epoch: int | None = None
         self._warned = False
+        self.check_content = content_checking(targets, source, check_content)
 
     @property
     def num_views(self) -> int:
@@ -174,15 +184,47 @@ class ReplayDataset(Dataset):
 
     def __getitem__(self, item):
         index, view, epoch = self._address(item)
-        rows = self.targets.rows(index).view(view)  # one read for the targets and view parameters
-        x = self.replay.decode(self.source.load(index))
-        if self.random.augment.name != "none":
-            image = random_view(self.random, x, self.seed, index, epoch)
-        else:
-            image = self.replay.view(x, rows.params if rows.params is not None else ())
+        rows = self.targets.rows(index).view(view)  # one read for the targets, view parameters and digest
+        with reading(self.source, index):
+            x = self.replay.decode(self._load(index, rows))
+            if self.random.augment.name != "none":
+                image = random_view(self.random, x, self.seed, index, epoch)
+            else:
+                image = self.replay.view(x, rows.params if rows.params is not None else ())
         if self.normalize is not None:
             image = self.normalize(image[None])[0]
         if self.transform is not None:
             image = self.transform(image)
         logits = torch.from_numpy(np.ascontiguousarray(rows.dense(), dtype=np.float32))  # only this view expanded
         return image, int(self.source.labels[index]), logits
+
+    def _load(self, index: int, rows: store.Rows):
+        if not self.check_content:
+            return self.source.load(index)
+        image, digest = self.source.read(index)
+        assert rows.digests is not None  # content_checking: only caches with digests
+        check_digest(self.source, index, digest, rows.digests, self.targets.path)
+        return image
+
+
+def check_digest(source: DatasetSource, index: int, digest: bytes, stored: np.ndarray, cache: str) -> None:
+    """Raise SampleError naming a sample whose source bytes are not the ones the cache was built on."""
+    if digest != np.asarray(stored, dtype=np.uint8).tobytes():
+        raise SampleError(
+            f"{source.where(index)} changed since {cache} was built (its SHA-256 differs from the recorded one): "
+            f"its targets belong to other content; restore the file, or rebuild the cache"
+        )
+
+
+def content_checking(targets: store.CacheTargets, source: DatasetSource, asked: bool | None) -> bool:
+    """Whether to check each sample's digest: asked, or (None) where it is cheap and the cache has digests."""
+    if not targets.layout.sample_digests:
+        if asked:
+            warnings.warn(
+                f"{targets.path} holds no sample digests (built before they existed): content is not checked; "
+                f"rebuild the cache to have them",
+                NoDigestsWarning,
+                stacklevel=3,
+            )
+        return False
+    return source.digest_cheap if asked is None else asked

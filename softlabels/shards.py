@@ -150,7 +150,8 @@ def merge_views(paths: Sequence[str | Path], out: str | Path, overwrite: bool = 
     _check_view_sets(infos)
     first = infos[0]
     seeds = [seed for info in infos for seed in info.view_seeds]
-    layout = first.layout.replace(num_views=len(seeds))
+    digests = all(info.layout.sample_digests for info in infos)  # kept where every view set has them
+    layout = first.layout.replace(num_views=len(seeds), sample_digests=digests)
     augment = replace(first.augment, views=len(seeds), seed=seeds[0], seeds=tuple(seeds))
     keys, labels = store.read_keys_labels(first.path)
     return _write_merged(
@@ -213,7 +214,7 @@ def _view_set_differences(first: store.CacheInfo, info: store.CacheInfo) -> list
     checks += _fields("augment", first.augment, info.augment, ("name", "param_names"))
     build_keys = sorted(set(first.build.to_dict()) | set(info.build.to_dict()))
     checks += [(f"build.{key}", first.build.to_dict().get(key), info.build.to_dict().get(key)) for key in build_keys]
-    mine, theirs = (i.layout.replace(num_views=1, block_rows=1).fields() for i in (first, info))
+    mine, theirs = (i.layout.replace(num_views=1, block_rows=1, sample_digests=False).fields() for i in (first, info))
     checks += [(f"layout.{key}", mine[key], theirs[key]) for key in mine]
     return [f"{what} ({a!r} vs {b!r})" for what, a, b in checks if a != b]
 
@@ -225,9 +226,28 @@ def _fields(prefix: str, a, b, names) -> list[tuple]:
 def _copy_views(infos: list[store.CacheInfo], writer: store.CacheWriter, bar) -> None:
     readers = [store.iter_rows(info.path, writer.layout.block_rows) for info in infos]
     for blocks in zip(*readers):
+        parts = [rows for _, _, _, rows in blocks]
+        _check_same_content(infos, parts, blocks[0][0])
         # Every row array is (N, V, ...): the views of all inputs line up along axis 1.
-        writer.write(store.Rows.concat([rows for _, _, _, rows in blocks], axis=1))
+        merged = store.Rows.concat(parts, axis=1)
+        if not writer.layout.sample_digests:
+            merged.digests = None
+        writer.write(merged)
         bar.update(blocks[0][1] - blocks[0][0])
+
+
+def _check_same_content(infos: list[store.CacheInfo], parts: list[store.Rows], start: int) -> None:
+    """View sets of one dataset whose sample digests differ were built on other content."""
+    with_digests = [(info, rows.digests) for info, rows in zip(infos, parts) if rows.digests is not None]
+    for info, digests in with_digests[1:]:
+        differ = np.flatnonzero((digests != with_digests[0][1]).any(axis=1))
+        if len(differ):
+            row = start + int(differ[0])
+            raise ValueError(
+                f"{Path(info.path).name} and {Path(with_digests[0][0].path).name} were built on other content "
+                f"for {len(differ)} sample(s) (first: row {row}): the images changed between the builds; "
+                f"rebuild the view sets from the same images"
+            )
 
 
 # ----------------------------------------------------------------------------- either

@@ -35,11 +35,11 @@ START_METHODS = ("fork", "spawn", "forkserver")
 # ----------------------------------------------------------------------------- matching images and cache
 
 
-def check_same_samples(cache_path: str, recorded_fingerprint: str | None, source: DatasetSource) -> str:
+def check_same_samples(targets: store.CacheTargets, source: DatasetSource) -> str:
     """Refuse images that are not the ones the cache was built on; returns the shared fingerprint."""
     fingerprint = store.dataset_fingerprint(source.keys, source.labels)
-    if fingerprint != recorded_fingerprint:
-        require_same_samples(cache_path, source)  # says what differs (or passes a cache without one)
+    if fingerprint != targets.info.fingerprint:
+        require_same_samples(targets.path, source, targets)  # says what differs (or passes a cache without one)
     return fingerprint
 
 
@@ -176,11 +176,12 @@ def cached_training_data(
     augment: str = "none",
     seed: int = 0,
     allow_changed_augment: bool = False,
+    verify: bool = True,
 ) -> TrainingData:
     """Images joined with a cache's targets, after checking they are the samples it was built on."""
-    targets = store.CacheTargets(cache, memory_budget=memory_budget)
+    targets = store.CacheTargets(cache, memory_budget=memory_budget, verify=verify)
     source = open_cache_dataset(targets.info, spec, data_root, download)
-    fingerprint = check_same_samples(cache, targets.info.fingerprint, source)
+    fingerprint = check_same_samples(targets, source)
     if targets.layout.num_classes != len(source.classes):
         raise ValueError(f"the cache has {targets.layout.num_classes} classes but {source.spec} {len(source.classes)}")
     cache_prep = targets.info.input

@@ -197,8 +197,9 @@ class CacheWriter:
             raise ValueError(f"rows hold {sorted(arrays)}, the layout expects {sorted(expected)}")
         for name, value in arrays.items():
             self._write(name, slice(start, stop), value)
-        digest = files.block_digest({**arrays, files.LABELS: self.file[files.LABELS][start:stop]})
-        self._write(files.BLOCK_SHA256, block, np.frombuffer(digest, dtype=np.uint8))
+        checksums = files.block_digests(self.layout, {**arrays, files.LABELS: self.file[files.LABELS][start:stop]})
+        for table, digest in checksums.items():
+            self._write(table, block, np.frombuffer(digest, dtype=np.uint8))
         self._write(files.DONE, block, 1)
         self.file.flush()
         self.next_row = stop
@@ -248,9 +249,7 @@ def _first_block_to_write(file, layout: Layout) -> int:
     on disk without the rows."""
     done = file[files.DONE][:]
     for block in range(layout.num_blocks):
-        if not done[block] or files.block_digest(files.read_block(file, layout, block)) != files.stored_digest(
-            file, block
-        ):
+        if not done[block] or files.mismatched_table(file, layout, block, files.read_block(file, layout, block)):
             return block
     return layout.num_blocks
 
@@ -279,6 +278,7 @@ def _write_header(file, layout: Layout, keys, labels, attrs: dict) -> None:
     if layout.topk:
         root["topk"] = layout.topk
     root["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    root[files.BUILD_ID] = files.new_build_id()
     from softlabels import __version__
 
     root["softlabels_version"] = __version__
@@ -294,6 +294,8 @@ def _write_header(file, layout: Layout, keys, labels, attrs: dict) -> None:
     integrity = file.create_group("integrity")
     integrity.attrs["block_rows"] = layout.block_rows
     _create_allocated(integrity, "block_sha256", (layout.num_blocks, 32), np.uint8)
+    if layout.sample_digests:
+        _create_allocated(file, files.DIGESTS_SHA256, (layout.num_blocks, 32), np.uint8)
     _create_allocated(integrity, "done", (layout.num_blocks,), np.uint8)
 
 
