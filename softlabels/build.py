@@ -11,9 +11,8 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
-from softlabels import store
+from softlabels import progress, store
 from softlabels.datasets import DatasetSource, key_text, open_dataset
 from softlabels.inputs import data_input
 from softlabels.options import Options
@@ -21,6 +20,7 @@ from softlabels.pipeline import Normalize, ViewPipeline
 from softlabels.sample_errors import SampleError, reading
 from softlabels.runtime import autocast, cpu_threads, current_rank, default_workers, prepare_model, resolve_device
 from softlabels.shards import merge_caches, rank_shard_path, shard_range, stale_rank_shards
+from softlabels.stopping import StopRequest, Stopped, ignore_in_worker, stop_on_signals
 from softlabels.teachers import Teacher, load_teacher
 from softlabels.transforms import get_augment
 
@@ -87,6 +87,7 @@ class BuildRuntime:
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
+    stop_signals: bool = True  # SIGTERM/SIGUSR1 stop the pass at the next block (softlabels.stopping)
 
 
 @dataclass(frozen=True)
@@ -117,9 +118,23 @@ class BuildResult:
     images_per_second: float
     resumed_from: int = 0
 
+    def to_dict(self) -> dict:
+        """What `softlabels build --json` prints."""
+        return {
+            "path": str(self.path),
+            "num_samples": self.num_samples,
+            "num_views": self.num_views,
+            "teacher_accuracy": self.teacher_accuracy,
+            "seconds": round(self.seconds, 3),
+            "images_per_second": round(self.images_per_second, 1),
+            "resumed_from": self.resumed_from,
+        }
+
 
 class BuildInterrupted(RuntimeError):
     """The pass stopped early (Ctrl-C); the partial file is flushed and resumable."""
+
+    exit_code = 130
 
 
 class TeacherInputs(Dataset):
@@ -155,6 +170,7 @@ def make_loader(inputs: TeacherInputs, rows: range, config: BuildConfig, device:
         pin_memory=device.type == "cuda",
         shuffle=False,
         prefetch_factor=4 if workers else None,
+        worker_init_fn=ignore_in_worker if workers else None,
     )
 
 
@@ -217,7 +233,7 @@ def resume_differences(recorded: store.Metadata, wanted: store.Metadata) -> list
 def _open_writer(config: BuildConfig, out: Path, layout: store.Layout, source, rows, meta) -> store.CacheWriter:
     partial = store.partial_path(out)
     if config.runtime.resume and partial.exists() and not config.runtime.overwrite:
-        writer = store.CacheWriter.resume(out)
+        writer = store.CacheWriter.resume(out, bars=progress.factory(config.runtime.progress))
         differences = resume_differences(writer.meta, meta)
         if writer.layout != layout:
             differences.append(f"layout: partial has {writer.layout}, this command {layout}")
@@ -377,8 +393,10 @@ def _build_shard(config: BuildConfig, out: Path, shard: tuple[int, int] | None) 
         )
     _check_replay(source, teacher.input, views, rows[0])
     writer = _open_writer(config, out, layout, source, rows, meta)
-    with cpu_threads(device, config.runtime.workers, config.runtime.threads):
-        return _run_pass(config, writer, source, rows[0], teacher, device)
+    with cpu_threads(device, config.runtime.workers, config.runtime.threads), stop_on_signals(
+        config.runtime.stop_signals
+    ) as stop:
+        return _run_pass(config, writer, source, rows[0], teacher, device, stop)
 
 
 def _check_replay(source: DatasetSource, prep, views: BuildViews, row: int) -> None:
@@ -438,7 +456,7 @@ def _build_distributed(config: BuildConfig, rank) -> BuildResult:
 
 
 def _run_pass(
-    config: BuildConfig, writer: store.CacheWriter, source, first_row: int, teacher: Teacher, device
+    config: BuildConfig, writer: store.CacheWriter, source, first_row: int, teacher: Teacher, device, stop: StopRequest
 ) -> BuildResult:
     """Compute rows `first_row + writer.done_rows ...` of the dataset into `writer`, then finish it."""
     resumed = writer.done_rows
@@ -449,30 +467,33 @@ def _run_pass(
     normalize = Normalize(teacher.input).to(device)
     background = _BackgroundWriter(writer)
     started = time.perf_counter()
-    bar = tqdm(
+    bar = progress.bar(
         total=total,
         initial=resumed,
         unit="img",
         desc="teacher pass",
-        disable=not config.runtime.progress,
-        dynamic_ncols=True,
+        enabled=config.runtime.progress,
         unit_scale=views.views if views.views > 1 else False,
     )
     try:
-        with torch.inference_mode():
-            for indices, batch, params, digests in loader:
-                logits = _forward(teacher.model, normalize, batch, device, config.model.amp)
-                background.put(_encode(logits, params, digests, indices, writer.layout, source))
-                bar.update(len(indices))
+        _compute(loader, teacher, normalize, background, writer, source, device, config, bar, stop)
         background.close()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Stopped) as err:
         _stop(background, writer)
-        raise BuildInterrupted(
-            f"interrupted: {writer.done_rows} of {total} samples are saved in "
-            f"{store.partial_path(writer.path)}; run the same command with --resume to continue"
-        ) from None
+        saved = f"{writer.done_rows} of {total} samples are saved in {store.partial_path(writer.path)}"
+        if isinstance(err, Stopped):
+            raise Stopped(f"stopped by {stop.name}: {saved}; run the same command with --resume to continue") from None
+        raise BuildInterrupted(f"interrupted: {saved}; run the same command with --resume to continue") from None
+    except SampleError as err:
+        _stop(background, writer)
+        raise SampleError(
+            f"{err}; the {writer.done_rows} samples written to {store.partial_path(writer.path)} are kept: "
+            f"fix or remove the file and rerun with --resume"
+        ) from err
     except OSError as err:
         _stop(background, writer)
+        if err is not background.error:
+            raise
         raise OSError(
             f"writing {store.partial_path(writer.path)} failed ({store.short_reason(err)}); the "
             f"{writer.done_rows} samples written are kept: fix the cause and rerun with --resume"
@@ -482,7 +503,7 @@ def _run_pass(
         raise
     finally:
         bar.close()
-    path = _finish(writer)
+    path = _finish(writer, config.runtime.progress)
     seconds = time.perf_counter() - started  # includes the final re-verification: storing's full cost
     accuracy = store.read_info(path).teacher_accuracy or 0.0
     return BuildResult(
@@ -496,9 +517,27 @@ def _run_pass(
     )
 
 
-def _finish(writer: store.CacheWriter) -> Path:
+def _compute(loader, teacher, normalize, background, writer, source, device, config, bar, stop: StopRequest) -> None:
+    """The teacher over every batch; on a stop signal, up to the end of the block being computed."""
+    block_rows, rows = writer.layout.block_rows, writer.done_rows
+    stop_at: int | None = None
+    with torch.inference_mode():
+        for indices, batch, params, digests in loader:
+            if stop.requested and stop_at is None:
+                stop_at = -(-rows // block_rows) * block_rows  # the end of the block in progress
+            if stop_at is not None and rows >= stop_at:
+                raise Stopped(stop.name)
+            logits = _forward(teacher.model, normalize, batch, device, config.model.amp)
+            background.put(_encode(logits, params, digests, indices, writer.layout, source))
+            rows += len(indices)
+            bar.update(len(indices))
+    if stop.requested and rows < writer.layout.num_samples:
+        raise Stopped(stop.name)
+
+
+def _finish(writer: store.CacheWriter, show_progress: bool = True) -> Path:
     try:
-        return writer.finish()
+        return writer.finish(bars=progress.factory(show_progress))
     except OSError as err:
         store.close_quietly(writer)
         raise OSError(

@@ -16,9 +16,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
-
 from softlabels import store
+from softlabels.progress import bar as progress_bar
+from softlabels.progress import factory
 
 MERGE_KINDS = ("auto", "rows", "views")
 
@@ -170,9 +170,9 @@ def _write_merged(out, layout, keys, labels, meta: store.Metadata, desc: str, pr
     """Create `out` through the crash-safe writer, let `fill(writer, bar)` write every row, finish."""
     writer = store.CacheWriter.create(out, layout, keys, labels, meta)
     try:
-        with tqdm(total=layout.num_samples, unit="row", desc=desc, disable=not progress) as bar:
+        with progress_bar(total=layout.num_samples, unit="row", desc=desc, enabled=progress) as bar:
             fill(writer, bar)
-        writer.finish()
+        writer.finish(bars=factory(progress))
     except BaseException:
         writer.close()
         raise

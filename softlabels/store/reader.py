@@ -50,6 +50,12 @@ def read_keys_labels(path) -> tuple[list[str], np.ndarray]:
         return files.read_keys(file), file[files.LABELS][:]
 
 
+def read_digests(path) -> np.ndarray | None:
+    """The (N, 32) SHA-256 of every sample's source bytes, or None for a cache built before digests."""
+    with files.open_cache_file(path) as file:
+        return file[files.DIGESTS][:] if files.DIGESTS in file else None
+
+
 def looks_like_cache(path) -> bool:
     """True when `path` opens as HDF5 and says it is a softlabels cache (complete or not)."""
     try:

@@ -69,7 +69,7 @@ def test_export_refusals(cache_of, write_partial, tmp_path):
     assert result.exit_code == 1 and "--overwrite" in result.output
     assert export(full, "--out", tmp_path / "x.npz", "--overwrite").exit_code == 0
     result = export(full, "--format", "csv", "--out", tmp_path / "x.csv")
-    assert result.exit_code == 2 and "'csv' is not 'npz'" in result.output
+    assert result.exit_code == 2 and "'csv' is not one of 'npz', 'parquet'" in result.output
     partial = write_partial(full, tmp_path / "stopped.h5")
     result = export(partial, "--out", tmp_path / "p.npz")
     assert result.exit_code == 1 and "incomplete" in result.output and "Traceback" not in result.output

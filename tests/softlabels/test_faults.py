@@ -443,9 +443,16 @@ def test_recompute_replays_views_and_catches_what_the_fingerprint_cannot(argv, o
     assert run(*argv(out, "--augment", "cifar", "--views", "2")).exit_code == 0
     result = run("verify", out, "--recompute", 5, "--dataset", f"imagefolder:{image_folder}")
     assert result.exit_code == 0 and "reproduces 5 samples x 2 view(s)" in result.output, result.output
-    # An image replaced by another under the same name: same keys and labels, other logits.
+    # An image replaced by another under the same name: same keys and labels, other logits. The
+    # fingerprint alone cannot see it (--no-content); the sample digests (issue 16) and recompute do.
     shutil.copy(image_folder / "train" / "dog" / "0001.png", image_folder / "train" / "cat" / "0002.png")
-    assert run("verify", out, "--dataset", f"imagefolder:{image_folder}").exit_code == 0
+    assert run("verify", out, "--dataset", f"imagefolder:{image_folder}", "--no-content").exit_code == 0
+    assert_refused(
+        run("verify", out, "--dataset", f"imagefolder:{image_folder}"),
+        "1 of 18 samples of imagefolder:",
+        "changed content since the build",
+        "e.g. cat/0002.png",
+    )
     assert_refused(
         run("verify", out, "--recompute", 18),
         "differ from the stored ones for 1 of 18 samples",
