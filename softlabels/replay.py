@@ -66,10 +66,11 @@ class EpochSampler(Sampler):
         world_size: int = 1,
     ):
         self.indices, self.seed, self.schedule, self.shuffle = np.asarray(indices), seed, schedule, shuffle
-        self.rank, self.world_size, self.epoch = rank, world_size, 0
+        self.rank, self.world_size, self.epoch, self.start = rank, world_size, 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Shuffle for `epoch`; `start` skips that many of this rank's items (an epoch resumed mid-way)."""
+        self.epoch, self.start = epoch, start
 
     def __len__(self) -> int:
         return -(-len(self.indices) // self.world_size)
@@ -80,7 +81,7 @@ class EpochSampler(Sampler):
             np.random.default_rng([int(self.seed), self.epoch]).permutation(count) if self.shuffle else np.arange(count)
         )
         order = np.resize(order, len(self) * self.world_size)[self.rank :: self.world_size]
-        for position in order.tolist():
+        for position in order[self.start :].tolist():
             index = int(self.indices[position])
             view = self.schedule.view(index, self.epoch) if self.schedule else 0
             yield index, view, self.epoch

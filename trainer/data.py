@@ -28,6 +28,8 @@ from softlabels.datasets import DatasetSource, eval_spec_for, open_dataset
 from softlabels.inputs import Preprocessing, data_input
 from softlabels.pipeline import ViewPipeline
 from softlabels.replay import ReplayDataset, ViewSchedule, random_view
+from softlabels.sample_errors import reading
+from softlabels.stopping import ignore_in_worker
 
 START_METHODS = ("fork", "spawn", "forkserver")
 
@@ -78,10 +80,11 @@ class LabelledDataset(Dataset):
 
     def __getitem__(self, item):
         index, _, epoch = _unpack(item)
-        x = self.pipeline.decode(self.source.load(index))
-        if self.pipeline.augment.name == "none":
-            return self.pipeline.view(x, ()), int(self.source.labels[index])
-        return random_view(self.pipeline, x, self.seed, index, epoch), int(self.source.labels[index])
+        with reading(self.source, index):
+            x = self.pipeline.decode(self.source.load(index))
+            if self.pipeline.augment.name == "none":
+                return self.pipeline.view(x, ()), int(self.source.labels[index])
+            return random_view(self.pipeline, x, self.seed, index, epoch), int(self.source.labels[index])
 
 
 CachedDataset = ReplayDataset  # the trainer's name for it
@@ -116,6 +119,7 @@ def make_loader(
         prefetch_factor=4 if workers else None,
         multiprocessing_context=start_method if workers else None,
         generator=torch.Generator().manual_seed(0),  # worker seeds never draw from the global RNG
+        worker_init_fn=ignore_in_worker if workers else None,  # the main process handles stop signals
     )
 
 
@@ -177,8 +181,12 @@ def cached_training_data(
     seed: int = 0,
     allow_changed_augment: bool = False,
     verify: bool = True,
+    check_content: bool | None = None,
 ) -> TrainingData:
-    """Images joined with a cache's targets, after checking they are the samples it was built on."""
+    """Images joined with a cache's targets, after checking they are the samples it was built on.
+
+    `verify` checks the cache's block checksums (all at once in memory, else each block on first read);
+    `check_content` compares every image read with the digest the build recorded (None: where cheap)."""
     targets = store.CacheTargets(cache, memory_budget=memory_budget, verify=verify)
     source = open_cache_dataset(targets.info, spec, data_root, download)
     fingerprint = check_same_samples(targets, source)
@@ -194,7 +202,14 @@ def cached_training_data(
     schedule = ViewSchedule(len(source), targets.layout.num_views, seed)
     return TrainingData(
         source,
-        ReplayDataset(source, targets, seed=seed, random_augment=augment, allow_changed_augment=allow_changed_augment),
+        ReplayDataset(
+            source,
+            targets,
+            seed=seed,
+            random_augment=augment,
+            allow_changed_augment=allow_changed_augment,
+            check_content=check_content,
+        ),
         subset_indices(source.labels, subset),
         image_prep,
         fingerprint,

@@ -228,7 +228,7 @@ def test_sigint_to_a_build_process_then_resume(argv, out, tmp_path):
     wait_for(lambda: blocks_done(partial) >= 3, process)
     process.send_signal(signal.SIGINT)
     status, line = finish(process)
-    assert status == 1 and line.startswith("error: interrupted:") and "run the same command with --resume" in line
+    assert status == 130 and line.startswith("error: interrupted:") and "run the same command with --resume" in line
     saved = int(re.search(r"(\d+) of 18 samples are saved", line).group(1))
     assert saved == 2 * blocks_done(partial) >= 6  # the message tells the truth about the partial
     assert not out.exists()
