@@ -123,6 +123,16 @@ def make_loader(
     )
 
 
+def close_loader(loader: DataLoader | None) -> None:
+    """Stop a loader's persistent workers now (else they live until the loader is garbage-collected, which
+    an exception's traceback can delay past the end of the process that made them)."""
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+    if loader is not None:
+        loader._iterator = None
+
+
 # ----------------------------------------------------------------------------- assembling a run's data
 
 

@@ -39,6 +39,7 @@ from trainer import checkpoints, plots
 from trainer.data import (
     TrainingData,
     cached_training_data,
+    close_loader,
     eval_dataset,
     labelled_training_data,
     make_loader,
@@ -492,7 +493,7 @@ def train_step(run: Run, images, labels, targets) -> tuple[torch.Tensor, torch.T
         logits = run.student(run.normalize(images))
     loss = run.objective(logits, targets, labels)
     if not _finite_everywhere(run, loss):
-        raise NonFiniteLoss(f"the loss is {float(loss)}")
+        raise NonFiniteLoss(f"the loss is {float(loss.detach())}")
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
     if run.config.optim.clip_grad_norm:
@@ -556,11 +557,7 @@ def train_one_epoch(run: Run, epoch: int, start_step: int = 0, totals: list[floa
         try:
             loss, logits = train_step(run, images, labels, targets)
         except NonFiniteLoss as err:
-            raise NonFiniteLoss(
-                f"{err} at epoch {epoch + 1}, step {step + 1} of {steps}: the run stopped before this step changed "
-                f"the weights, and the last checkpoint ({run.config.runtime.out}/last.pt, if any) is intact; lower "
-                f"--lr or --temperature, keep --clip-grad-norm on, or check the data, then rerun with --resume"
-            ) from None
+            raise NonFiniteLoss(f"{err} at epoch {epoch + 1}, step {step + 1} of {steps}") from None
         if run.log.per_step:
             run.log.step(epoch * steps + step, float(loss), run.optimizer.param_groups[0]["lr"])
         sums += torch.stack(
@@ -677,6 +674,8 @@ def _fit(config: FitConfig, rank: Rank, device: torch.device, out: Path) -> dict
                 _run_epoch(run, progress, epoch, out)
         finally:
             run.log.close()
+            close_loader(run.train_loader)  # persistent workers end with the run, also when it fails
+            close_loader(run.eval_loader)
     summary = make_summary(run, progress, time.perf_counter() - started)
     if rank.is_main:
         checkpoints.write_json_atomic(summary, out / "summary.json")
@@ -734,6 +733,16 @@ RESUME_HINT = "run the same command with --resume to continue"
 def _run_epoch(run: Run, progress: Progress, epoch: int, out: Path) -> None:
     try:
         stats = train_one_epoch(run, epoch, progress.step, progress.totals)
+    except NonFiniteLoss as err:
+        kept = (
+            f"{out / 'last.pt'} (epoch {progress.epoch}{f', step {progress.step}' if progress.step else ''}) is intact"
+            if (out / "last.pt").exists()
+            else "no checkpoint was written yet"
+        )
+        raise NonFiniteLoss(
+            f"{err}: the run stopped before that step changed the weights; {kept}. Lower --lr or --temperature, keep "
+            f"--clip-grad-norm on, or check the data; --resume continues from the checkpoint"
+        ) from None
     except EpochInterrupted as stop:
         _save_mid_epoch(run, progress, stop, out)
         raise Stopped(

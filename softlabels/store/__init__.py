@@ -8,7 +8,7 @@
 """
 
 from softlabels.store.checking import CheckStats, check_file, verify
-from softlabels.store.files import open_cache_file, partial_path, short_reason
+from softlabels.store.files import file_size, is_url, open_cache_file, partial_path, short_reason
 from softlabels.store.modes import MODES, STORAGES, NonFiniteOutputs, StorageMode, storage_mode
 from softlabels.store.reader import (
     CacheTargets,
@@ -44,6 +44,8 @@ __all__ = [
     "CheckStats",
     "check_file",
     "verify",
+    "file_size",
+    "is_url",
     "open_cache_file",
     "partial_path",
     "short_reason",
