@@ -242,6 +242,39 @@ def test_sigint_to_a_build_process_then_resume(argv, out, tmp_path):
     reader.close()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+def test_a_stop_signal_ends_a_build_at_the_next_block_then_resume(argv, out, tmp_path, signum):
+    """A cluster's pre-emption (issue 16): the block in progress is finished, nothing else is computed."""
+    partial = store.partial_path(out)
+    four = ("--block-rows", "4")  # two batches a block: the signal lands inside a block
+    process = start(argv(out, *four), delay=2 * DELAY)
+    wait_for(lambda: blocks_done(partial) >= 1, process)
+    time.sleep(2.5 * DELAY)  # into the next block's first batch
+    process.send_signal(signum)
+    status, line = finish(process)
+    name = signal.Signals(signum).name
+    assert status == 75 and line.startswith(f"error: stopped by {name}: "), line
+    saved = int(re.search(r"(\d+) of 18 samples are saved", line).group(1))
+    assert saved == 4 * blocks_done(partial) >= 8 and "--resume" in line  # the block in progress was finished
+    result = run(*argv(out, *four, "--resume"))
+    assert result.exit_code == 0 and f"(resumed at sample {saved})" in result.output, result.output
+    assert_identical(out, reference(argv, tmp_path, *four))
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_a_bad_image_is_named_with_its_cause_not_called_a_write_error(argv, out, image_folder, workers):
+    broken = image_folder / "train" / "dog" / "0003.png"
+    data = broken.read_bytes()
+    broken.write_bytes(data[: len(data) // 2])
+    result = run(*argv(out, "--workers", workers))
+    assert_refused(result, f"cannot read sample dog/0003.png ({broken}): ", "truncated", "are kept", "--resume")
+    assert "writing" not in result.output and "DataLoader worker" not in result.output
+    assert blocks_done(store.partial_path(out)) == 5  # the rows before it: dog/0003 is row 10 (block 5)
+    debug = run(*argv(out, "--workers", workers, "--resume", "--debug"))
+    assert debug.exit_code == 1 and "Traceback" in debug.output
+
+
 # ----------------------------------------------------------------------------- write errors
 
 
@@ -423,6 +456,50 @@ def test_verify_dataset_says_what_changed(cache, image_folder, change, message):
         f"was not built from imagefolder:{image_folder} (train)",
         message,
     )
+
+
+KEYED_FACTORY = """
+import os
+import numpy as np
+import torch
+
+class Keyed(torch.utils.data.Dataset):
+    def __init__(self):
+        names = ["plain", "two\\nlines", "tab\\there", "last"]
+        drop = os.environ.get("DROP_KEY")
+        self.keys = [k for k in names if k.replace("\\n", "|") != drop]
+        self.targets = [i % 3 for i in range(len(self.keys))]
+        self.classes = ["a", "b", "c"]
+
+    def __len__(self):
+        return len(self.keys)
+
+    def __getitem__(self, i):
+        return torch.full((3, 8, 8), 0.1 * (i + 1)), self.targets[i]
+
+def make(split, root):
+    return Keyed()
+"""
+
+
+def test_keys_with_control_characters_print_escaped_on_one_line(teacher_weights, tmp_path, monkeypatch):
+    factory = tmp_path / "keyed.py"
+    factory.write_text(KEYED_FACTORY)
+    cache = tmp_path / "keyed.h5"
+    build = ["build", "--dataset", f"{factory}:make", "--teacher", "small_cnn", "--weights", teacher_weights]
+    result = run(*build, "--workers", 0, "--device", "cpu", "--out", cache)
+    assert result.exit_code == 0, result.output
+    assert store.read_keys_labels(cache)[0][1] == "two\nlines"  # stored as it is
+    monkeypatch.setenv("DROP_KEY", "two|lines")
+    result = run("verify", cache, "--dataset", f"{factory}:make")
+    assert_refused(result, "1 removed (e.g. two\\nlines)")
+    assert describe_diff(removed=["x\ny\tz"]) == "1 removed (e.g. x\\ny\\tz)"
+
+
+def describe_diff(**kinds) -> str:
+    from softlabels.checks import SampleDiff
+
+    return SampleDiff(**kinds).describe()
 
 
 def test_compare_samples_in_indexed_datasets():
