@@ -17,10 +17,10 @@ from softlabels.datasets import DatasetSource, key_text, open_dataset
 from softlabels.inputs import data_input
 from softlabels.options import Options
 from softlabels.pipeline import Normalize, ViewPipeline
-from softlabels.sample_errors import SampleError, reading
 from softlabels.runtime import autocast, cpu_threads, current_rank, default_workers, prepare_model, resolve_device
+from softlabels.sample_errors import SampleError, reading
 from softlabels.shards import merge_caches, rank_shard_path, shard_range, stale_rank_shards
-from softlabels.stopping import StopRequest, Stopped, ignore_in_worker, stop_on_signals
+from softlabels.stopping import Stopped, StopRequest, ignore_in_worker, stop_on_signals
 from softlabels.teachers import Teacher, load_teacher
 from softlabels.transforms import get_augment
 
@@ -393,9 +393,10 @@ def _build_shard(config: BuildConfig, out: Path, shard: tuple[int, int] | None) 
         )
     _check_replay(source, teacher.input, views, rows[0])
     writer = _open_writer(config, out, layout, source, rows, meta)
-    with cpu_threads(device, config.runtime.workers, config.runtime.threads), stop_on_signals(
-        config.runtime.stop_signals
-    ) as stop:
+    with (
+        cpu_threads(device, config.runtime.workers, config.runtime.threads),
+        stop_on_signals(config.runtime.stop_signals) as stop,
+    ):
         return _run_pass(config, writer, source, rows[0], teacher, device, stop)
 
 

@@ -8,7 +8,6 @@ import warnings
 import click
 
 from softlabels import store
-from softlabels.export import FORMATS as EXPORT_FORMATS
 from softlabels.clitools import (
     CleanErrors,
     apply_config_file,
@@ -22,6 +21,7 @@ from softlabels.clitools import (
     require,
     session,
 )
+from softlabels.export import FORMATS as EXPORT_FORMATS
 
 
 @click.group(cls=CleanErrors, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})

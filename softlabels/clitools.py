@@ -67,7 +67,7 @@ class CleanErrors(click.Group):
             if SESSION.debug:
                 traceback.print_exception(type(err), err, err.__traceback__)
                 if getattr(err, "worker_traceback", None):
-                    click.echo(err.worker_traceback, err=True)  # type: ignore[attr-defined]
+                    click.echo(err.worker_traceback, err=True)
             fail(one_line(err), code)
 
 

@@ -484,7 +484,9 @@ def _factory_labels(spec: str, dataset, size: int) -> np.ndarray:
     from softlabels.progress import bar
 
     # No `targets`: one pass that decodes every item. Add a targets attribute to skip it.
-    return np.array([int(dataset[i][1]) for i in bar(range(size), desc=f"labels of {spec}", unit="img")], dtype=np.int64)
+    return np.array(
+        [int(dataset[i][1]) for i in bar(range(size), desc=f"labels of {spec}", unit="img")], dtype=np.int64
+    )
 
 
 def _as_image(item, spec: str, index: int) -> Image.Image:

@@ -88,9 +88,9 @@ def _write_npz(path, info: store.CacheInfo, tmp: Path, config: ExportConfig) -> 
     arrays = export_arrays(path, info, config.keep_topk, config.progress)
     with open(tmp, "wb") as file:  # a file object: numpy would otherwise append `.npz` to the name
         if config.compress:
-            np.savez_compressed(file, **arrays)  # type: ignore[arg-type]
+            np.savez_compressed(file, **arrays)
         else:
-            np.savez(file, **arrays)  # type: ignore[arg-type]
+            np.savez(file, **arrays)
 
 
 def export_arrays(path, info: store.CacheInfo, keep_topk: bool = False, show_progress: bool = False) -> dict:

@@ -140,7 +140,7 @@ class LineProgress:
 
 def _length(iterable) -> int | None:
     try:
-        return len(iterable)  # type: ignore[arg-type]
+        return len(iterable)
     except TypeError:
         return None
 

@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+
 from softlabels import store
 from softlabels.progress import bar as progress_bar
 from softlabels.progress import factory

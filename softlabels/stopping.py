@@ -26,7 +26,7 @@ class Stopped(RuntimeError):
 class StopRequest:
     """Which stop signal arrived (None: none yet)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.signal: int | None = None
 
     @property

@@ -32,7 +32,7 @@ from softlabels.pipeline import Normalize
 from softlabels.progress import bar as progress_bar
 from softlabels.replay import EpochSampler
 from softlabels.runtime import Rank, autocast, cpu_threads, current_rank, default_workers, prepare_model, resolve_device
-from softlabels.stopping import StopRequest, Stopped, stop_on_signals
+from softlabels.stopping import Stopped, StopRequest, stop_on_signals
 from softlabels.teachers import load_teacher
 from softlabels.transforms import get_augment
 from trainer import checkpoints, plots

@@ -123,9 +123,8 @@ def read_checked_block(file, layout: Layout, block: int) -> dict[str, np.ndarray
     try:
         arrays = files.read_block(file, layout, block)
     except OSError as err:  # e.g. a damaged compressed chunk
-        raise CacheError(
-            f"{files.name_of(file)}: block {block} (rows {start}..{stop - 1}) cannot be read ({files.short_reason(err)})"
-        ) from None
+        where = f"{files.name_of(file)}: block {block} (rows {start}..{stop - 1})"
+        raise CacheError(f"{where} cannot be read ({files.short_reason(err)})") from None
     check_block_arrays(file, layout, block, arrays)
     return arrays
 

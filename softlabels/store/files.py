@@ -194,7 +194,9 @@ def _url_fs(url: str):
     try:
         import fsspec
     except ImportError:
-        raise ValueError(f"{url} is a URL: reading caches from URLs needs fsspec (pip install 'softlabels[remote]')") from None
+        raise ValueError(
+            f"{url} is a URL: reading caches from URLs needs fsspec (pip install 'softlabels[remote]')"
+        ) from None
     try:
         return fsspec.core.url_to_fs(url)
     except (ImportError, ValueError) as err:  # an unknown protocol, or its package is missing

@@ -213,7 +213,9 @@ def test_a_truncated_image_in_a_worker_is_one_line_naming_it(image_folder, tmp_p
 @pytest.mark.slow
 def test_errors_that_are_not_the_users_keep_their_traceback(cache, student, tmp_path):
     done = subprocess.run(
-        command("fit", "--cache", cache, "--student", student, "--epochs", "1", "--workers", "0", *QUICK, "--out", tmp_path),
+        command(
+            "fit", "--cache", cache, "--student", student, "--epochs", "1", "--workers", "0", *QUICK, "--out", tmp_path
+        ),
         capture_output=True,
         text=True,
         env={**os.environ, "FAULT_OOM_AT": "2"},
