@@ -21,7 +21,7 @@ from softlabels.runtime import autocast, cpu_threads, current_rank, default_work
 from softlabels.sample_errors import SampleError, reading
 from softlabels.shards import merge_caches, rank_shard_path, shard_range, stale_rank_shards
 from softlabels.stopping import Stopped, StopRequest, ignore_in_worker, stop_on_signals
-from softlabels.teachers import Teacher, load_teacher
+from softlabels.teachers import RANDOM_INIT_SEED, Teacher, load_teacher
 from softlabels.transforms import get_augment
 
 DEFAULT_BLOCK_ROWS = 1024
@@ -339,7 +339,7 @@ def _check_options(config: BuildConfig) -> None:
 def load_build_teacher(config: BuildConfig, source: DatasetSource) -> Teacher:
     """The teacher with the input `resolve_input` gives it on this dataset."""
     model = config.model
-    torch.manual_seed(0)  # a teacher without --weights is initialised identically in every process
+    torch.manual_seed(RANDOM_INIT_SEED)  # a teacher without --weights is initialised identically in every process
     return load_teacher(
         model.teacher,
         weights=model.weights,

@@ -234,7 +234,7 @@ def recompute(
 def _load_teacher(info: store.CacheInfo, spec: str | None, weights: str | None, trust: bool):
     """The recorded (or given) teacher, built for exactly the input the cache records."""
     from softlabels.models import archive_path, source_for
-    from softlabels.teachers import load_teacher
+    from softlabels.teachers import RANDOM_INIT_SEED, load_teacher
 
     spec = spec or info.teacher.spec
     if not spec:
@@ -245,16 +245,18 @@ def _load_teacher(info: store.CacheInfo, spec: str | None, weights: str | None, 
         if weights is not None and not named and not Path(weights).is_file():
             raise FileNotFoundError(f"the cache's teacher weights {weights} are not here; pass --weights")
     prep = info.input
-    return load_teacher(
-        spec,
-        weights=weights,
-        num_classes=info.layout.num_classes,
-        trust_checkpoint=trust,
-        data=prep,
-        mean=prep.mean,
-        std=prep.std,
-        image_size=prep.image_size,
-    ).model
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)  # a teacher without weights: the network the build made
+        return load_teacher(
+            spec,
+            weights=weights,
+            num_classes=info.layout.num_classes,
+            trust_checkpoint=trust,
+            data=prep,
+            mean=prep.mean,
+            std=prep.std,
+            image_size=prep.image_size,
+        ).model
 
 
 def _views(pipeline, source, index: int, key: str, stored: store.Rows, info: store.CacheInfo) -> torch.Tensor:

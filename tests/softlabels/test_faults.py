@@ -537,6 +537,20 @@ def test_recompute_replays_views_and_catches_what_the_fingerprint_cannot(argv, o
     )
 
 
+def test_a_teacher_without_weights_warns_and_its_cache_still_recomputes(image_folder, out):
+    """Issue 16, finding 6: the build warns in one line, and `verify --recompute` rebuilds the same
+    randomly initialised network instead of calling the cache altered."""
+    build = ["build", "--dataset", f"imagefolder:{image_folder}", "--teacher", "small_cnn", "--workers", 0]
+    result = run(*build, "--device", "cpu", "--out", out)
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning: ")]
+    assert warnings == [
+        "warning: teacher small_cnn has no --weights: it is randomly initialised, and its outputs teach nothing"
+    ]
+    result = run("verify", out, "--recompute", 6)
+    assert result.exit_code == 0 and "the teacher reproduces 6 samples" in result.output, result.output
+
+
 def test_recompute_refuses_other_weights(argv, out, tmp_path):
     import torch
 
