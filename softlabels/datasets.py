@@ -107,11 +107,6 @@ class DatasetSource:
         """What the content digest covers: `file bytes` or `decoded pixels`."""
         return self.reader.digest_source
 
-    @property
-    def digest_cheap(self) -> bool:
-        """Whether hashing a sample costs under 2% of reading it for training (measured: BENCHMARKS.md)."""
-        return self.reader.digest_cheap
-
     def describe(self) -> dict:
         return {
             "spec": self.spec,
@@ -140,7 +135,6 @@ class _Reader:
         raise NotImplementedError
 
     digest_source = "decoded pixels"
-    digest_cheap = False
 
     def read(self, index: int) -> tuple[Image.Image, bytes]:
         image = self.load(index)
@@ -180,7 +174,6 @@ class _FolderReader(_Reader):
         self.root, self.keys = root, keys
 
     digest_source = "file bytes"
-    digest_cheap = True
 
     def path(self, index: int) -> str:
         return os.path.join(self.root, self.keys[index])

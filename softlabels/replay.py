@@ -105,8 +105,9 @@ class ReplayDataset(Dataset):
             (inconsistent teaching, the explicit `--inconsistent-augment` choice, for comparisons).
         allow_changed_augment: replay with a user augmentation that changed since the build.
         check_content: compare each sample's source bytes with the SHA-256 the build stored, and raise
-            SampleError naming a sample whose content changed. None: on where the cache has digests and
-            `DatasetSource.digest_cheap` says hashing costs under 2% of reading a sample (BENCHMARKS.md).
+            SampleError naming a sample whose content changed. Off by default: hashing cost 8-24% of a
+            sample's read on the measured datasets (BENCHMARKS.md), above the 2% a default may cost;
+            `softlabels verify --dataset` checks every sample once instead.
     Raises:
         ValueError: the images are not the ones the cache was built on, or a user augmentation
             changed since the build (saying what differs).
@@ -122,7 +123,7 @@ class ReplayDataset(Dataset):
         seed: int = 0,
         random_augment: str = "none",
         allow_changed_augment: bool = False,
-        check_content: bool | None = None,
+        check_content: bool = False,
     ):
         if not isinstance(targets, store.CacheTargets):
             targets = store.CacheTargets(targets)
@@ -217,8 +218,8 @@ def check_digest(source: DatasetSource, index: int, digest: bytes, stored: np.nd
         )
 
 
-def content_checking(targets: store.CacheTargets, source: DatasetSource, asked: bool | None) -> bool:
-    """Whether to check each sample's digest: asked, or (None) where it is cheap and the cache has digests."""
+def content_checking(targets: store.CacheTargets, source: DatasetSource, asked: bool) -> bool:
+    """Whether to check each sample's digest: when asked and the cache has digests (else a warning)."""
     if not targets.layout.sample_digests:
         if asked:
             warnings.warn(
@@ -228,4 +229,4 @@ def content_checking(targets: store.CacheTargets, source: DatasetSource, asked: 
                 stacklevel=3,
             )
         return False
-    return source.digest_cheap if asked is None else asked
+    return asked

@@ -166,10 +166,10 @@ _OPTIONS = [
     ),
     click.option(
         "--check-content/--no-check-content",
-        default=None,
-        help="Compare every image read with the SHA-256 the build recorded, refusing one that changed  "
-        "[default: on for image folders, where it costs under 2% of reading an image; off for built-ins "
-        "and FILE.py:FUNC datasets]",
+        default=False,
+        help="Compare every image read with the SHA-256 the build recorded, refusing one whose content "
+        "changed (costs 8-24% of reading a sample, BENCHMARKS.md; `softlabels verify --dataset` checks "
+        "every image once instead).",
     ),
     click.option(
         "--log",

@@ -191,12 +191,12 @@ def cached_training_data(
     seed: int = 0,
     allow_changed_augment: bool = False,
     verify: bool = True,
-    check_content: bool | None = None,
+    check_content: bool = False,
 ) -> TrainingData:
     """Images joined with a cache's targets, after checking they are the samples it was built on.
 
     `verify` checks the cache's block checksums (all at once in memory, else each block on first read);
-    `check_content` compares every image read with the digest the build recorded (None: where cheap)."""
+    `check_content` compares every image read with the digest the build recorded."""
     targets = store.CacheTargets(cache, memory_budget=memory_budget, verify=verify)
     source = open_cache_dataset(targets.info, spec, data_root, download)
     fingerprint = check_same_samples(targets, source)

@@ -153,7 +153,7 @@ class RuntimeOptions:
     progress: bool = True
     log: tuple[str, ...] = ()  # extra loggers: "tensorboard"
     verify: bool = True  # check the cache's block checksums (on load, or per block on first read)
-    check_content: bool | None = None  # compare each image with its digest; None: where it is cheap
+    check_content: bool = False  # compare each image read with its digest (8-24% per sample: BENCHMARKS.md)
     stop_signals: bool = True  # SIGTERM/SIGUSR1 save a checkpoint at the current step and stop
 
 
