@@ -118,7 +118,7 @@ def memory_url(make_cache):
 
 
 @pytest.mark.parametrize("memory_budget", [0, 2 << 30])
-def test_a_cache_opens_read_only_through_fsspec_urls(memory_url, memory_budget):
+def test_a_cache_opens_read_only_through_fsspec_urls(memory_url, memory_budget, tmp_path):
     local, url = memory_url
     assert store.read_info(url).fingerprint == store.read_info(local).fingerprint
     assert store.verify(url).num_blocks == store.verify(local).num_blocks
@@ -128,7 +128,13 @@ def test_a_cache_opens_read_only_through_fsspec_urls(memory_url, memory_budget):
     np.testing.assert_array_equal(cache.logits(list(range(18)), view=None), expected.logits(list(range(18)), view=None))
     worker = pickle.loads(pickle.dumps(cache._targets))  # a DataLoader worker reopens the URL itself
     np.testing.assert_array_equal(worker.logits(5), expected._targets.logits(5))
-    for command in (["info", url], ["verify", url]):
+    commands = (
+        ["info", url],
+        ["verify", url],
+        ["inspect", url, "--out", str(tmp_path / "report")],
+        ["export", url, "--out", str(tmp_path / "x.npz"), "--overwrite"],
+    )
+    for command in commands:
         result = CliRunner().invoke(main, command)
         assert result.exit_code == 0, result.output
 
