@@ -40,7 +40,7 @@ def bare_forward(config: BuildConfig) -> float:
     loader = make_loader(TeacherInputs(source, ViewPipeline(teacher.input), 1, 0), range(len(source)), config, device)
     started = time.perf_counter()
     with torch.inference_mode(), cpu_threads(device, config.runtime.workers, config.runtime.threads):  # as the build
-        for _, views, _ in loader:
+        for _, views, *_ in loader:
             images = views.flatten(0, 1).to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             with autocast(device, config.model.amp):
                 model(normalize(images)).float().cpu()

@@ -16,6 +16,9 @@ def write_bytes_atomic(data: bytes, path: str | Path) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # a full disk, a file-size limit: say which file, not the temporary name
+        tmp.unlink(missing_ok=True)
+        raise OSError(err.errno, f"cannot write {path} ({len(data) / 2**20:.1f} MiB): {err.strerror or err}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

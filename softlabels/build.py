@@ -11,16 +11,17 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
-from softlabels import store
-from softlabels.datasets import DatasetSource, open_dataset
+from softlabels import progress, store
+from softlabels.datasets import DatasetSource, key_text, open_dataset
 from softlabels.inputs import data_input
 from softlabels.options import Options
 from softlabels.pipeline import Normalize, ViewPipeline, flatten_views, stack, to_device
 from softlabels.runtime import autocast, cpu_threads, current_rank, default_workers, prepare_model, resolve_device
+from softlabels.sample_errors import SampleError, reading
 from softlabels.shards import merge_caches, rank_shard_path, shard_range, stale_rank_shards
-from softlabels.teachers import Teacher, load_teacher
+from softlabels.stopping import Stopped, StopRequest, ignore_in_worker, stop_on_signals
+from softlabels.teachers import RANDOM_INIT_SEED, Teacher, load_teacher
 from softlabels.transforms import get_augment
 
 DEFAULT_BLOCK_ROWS = 1024
@@ -107,6 +108,7 @@ class BuildRuntime:
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
+    stop_signals: bool = True  # SIGTERM/SIGUSR1 stop the pass at the next block (softlabels.stopping)
 
 
 @dataclass(frozen=True)
@@ -137,13 +139,28 @@ class BuildResult:
     images_per_second: float
     resumed_from: int = 0
 
+    def to_dict(self) -> dict:
+        """What `softlabels build --json` prints."""
+        return {
+            "path": str(self.path),
+            "num_samples": self.num_samples,
+            "num_views": self.num_views,
+            "teacher_accuracy": self.teacher_accuracy,
+            "seconds": round(self.seconds, 3),
+            "images_per_second": round(self.images_per_second, 1),
+            "resumed_from": self.resumed_from,
+        }
+
 
 class BuildInterrupted(RuntimeError):
     """The pass stopped early (Ctrl-C); the partial file is flushed and resumable."""
 
+    exit_code = 130
+
 
 class TeacherInputs(Dataset):
-    """Sample i -> (i, its V un-normalised views as one (V, C, S, S) tensor, their (V, P) parameters).
+    """Sample i -> (i, its V un-normalised views as one (V, C, S, S) tensor, their (V, P) parameters,
+    the (32,) SHA-256 of its source bytes).
 
     The sample is decoded once for all its views; parameters come from (seed, key) alone, so the
     file is the same whatever the batch size, worker count or rank.
@@ -156,9 +173,12 @@ class TeacherInputs(Dataset):
         return len(self.source)
 
     def __getitem__(self, index: int):
-        x = self.pipeline.decode(self.source.load(index))
-        params = self.pipeline.stored_params(x, self.seed, self.source.keys[index], self.views)
-        return index, self.pipeline.views(x, params), torch.from_numpy(params)
+        with reading(self.source, index):
+            image, digest = self.source.read(index)
+            x = self.pipeline.decode(image)
+            params = self.pipeline.stored_params(x, self.seed, self.source.keys[index], self.views)
+            views = self.pipeline.views(x, params)
+        return index, views, torch.from_numpy(params), torch.frombuffer(bytearray(digest), dtype=torch.uint8)
 
 
 def make_loader(inputs: TeacherInputs, rows: range, config: BuildConfig, device: torch.device) -> DataLoader:
@@ -171,6 +191,7 @@ def make_loader(inputs: TeacherInputs, rows: range, config: BuildConfig, device:
         pin_memory=device.type == "cuda",
         shuffle=False,
         prefetch_factor=4 if workers else None,
+        worker_init_fn=ignore_in_worker if workers else None,
     )
 
 
@@ -196,7 +217,8 @@ def cache_metadata(config: BuildConfig, teachers: list[Teacher], source: Dataset
     return store.Metadata(
         teacher=teachers[0].record(),
         dataset=store.DatasetRecord(
-            **{**dataset, "fingerprint": store.dataset_fingerprint(source.keys, source.labels)}
+            **{**dataset, "fingerprint": store.dataset_fingerprint(source.keys, source.labels)},
+            digests=f"sha256 of {source.digest_source}",
         ),
         preprocessing=teachers[0].input,
         augment=store.AugmentRecord(
@@ -246,7 +268,7 @@ def resume_differences(recorded: store.Metadata, wanted: store.Metadata) -> list
 def _open_writer(config: BuildConfig, out: Path, layout: store.Layout, source, rows, meta) -> store.CacheWriter:
     partial = store.partial_path(out)
     if config.runtime.resume and partial.exists() and not config.runtime.overwrite:
-        writer = store.CacheWriter.resume(out)
+        writer = store.CacheWriter.resume(out, bars=progress.factory(config.runtime.progress))
         differences = resume_differences(writer.meta, meta)
         if writer.layout != layout:
             differences.append(f"layout: partial has {writer.layout}, this command {layout}")
@@ -393,7 +415,7 @@ def load_build_teachers(config: BuildConfig, source: DatasetSource) -> list[Teac
     model = config.model
     teachers = []
     for spec, weights in model.members:
-        torch.manual_seed(0)  # a teacher without --weights is initialised identically in every process
+        torch.manual_seed(RANDOM_INIT_SEED)  # a teacher without --weights is initialised identically in every process
         teachers.append(
             load_teacher(
                 spec,
@@ -433,6 +455,7 @@ def _build_shard(config: BuildConfig, out: Path, shard: tuple[int, int] | None) 
         compression=storage.compression,
         block_rows=config.block_rows,
         num_teachers=len(teachers),
+        sample_digests=True,
     )
     meta = cache_metadata(config, teachers, source)
     if shard:
@@ -448,8 +471,11 @@ def _build_shard(config: BuildConfig, out: Path, shard: tuple[int, int] | None) 
         )
     _check_replay(source, teachers[0].input, views, rows[0])
     writer = _open_writer(config, out, layout, source, rows, meta)
-    with cpu_threads(device, config.runtime.workers, config.runtime.threads):
-        return _run_pass(config, writer, source, rows[0], teachers, device)
+    with (
+        cpu_threads(device, config.runtime.workers, config.runtime.threads),
+        stop_on_signals(config.runtime.stop_signals) as stop,
+    ):
+        return _run_pass(config, writer, source, rows[0], teachers, device, stop)
 
 
 def _check_replay(source: DatasetSource, prep, views: BuildViews, row: int) -> None:
@@ -509,7 +535,13 @@ def _build_distributed(config: BuildConfig, rank) -> BuildResult:
 
 
 def _run_pass(
-    config: BuildConfig, writer: store.CacheWriter, source, first_row: int, teachers: list[Teacher], device
+    config: BuildConfig,
+    writer: store.CacheWriter,
+    source,
+    first_row: int,
+    teachers: list[Teacher],
+    device,
+    stop: StopRequest,
 ) -> BuildResult:
     """Compute rows `first_row + writer.done_rows ...` of the dataset into `writer`, then finish it."""
     resumed = writer.done_rows
@@ -520,30 +552,33 @@ def _run_pass(
     members = [(t.model, Normalize(t.input).to(device)) for t in teachers]  # each normalises the same views
     background = _BackgroundWriter(writer)
     started = time.perf_counter()
-    bar = tqdm(
+    bar = progress.bar(
         total=total,
         initial=resumed,
         unit="img",
         desc="teacher pass",
-        disable=not config.runtime.progress,
-        dynamic_ncols=True,
+        enabled=config.runtime.progress,
         unit_scale=views.views if views.views > 1 else False,
     )
     try:
-        with torch.inference_mode():
-            for indices, batch, params in loader:
-                logits = _forward(members, batch, device, config.model.amp)
-                background.put(_encode(logits, params, indices, writer.layout, source))
-                bar.update(len(indices))
+        _compute(loader, members, background, writer, source, device, config, bar, stop)
         background.close()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Stopped) as err:
         _stop(background, writer)
-        raise BuildInterrupted(
-            f"interrupted: {writer.done_rows} of {total} samples are saved in "
-            f"{store.partial_path(writer.path)}; run the same command with --resume to continue"
-        ) from None
+        saved = f"{writer.done_rows} of {total} samples are saved in {store.partial_path(writer.path)}"
+        if isinstance(err, Stopped):
+            raise Stopped(f"stopped by {stop.name}: {saved}; run the same command with --resume to continue") from None
+        raise BuildInterrupted(f"interrupted: {saved}; run the same command with --resume to continue") from None
+    except SampleError as err:
+        _stop(background, writer)
+        raise SampleError(
+            f"{err}; the {writer.done_rows} samples written to {store.partial_path(writer.path)} are kept: "
+            f"fix or remove the file and rerun with --resume"
+        ) from err
     except OSError as err:
         _stop(background, writer)
+        if err is not background.error:
+            raise
         raise OSError(
             f"writing {store.partial_path(writer.path)} failed ({store.short_reason(err)}); the "
             f"{writer.done_rows} samples written are kept: fix the cause and rerun with --resume"
@@ -553,7 +588,7 @@ def _run_pass(
         raise
     finally:
         bar.close()
-    path = _finish(writer)
+    path = _finish(writer, config.runtime.progress)
     seconds = time.perf_counter() - started  # includes the final re-verification: storing's full cost
     accuracy = store.read_info(path).teacher_accuracy or 0.0
     return BuildResult(
@@ -567,9 +602,27 @@ def _run_pass(
     )
 
 
-def _finish(writer: store.CacheWriter) -> Path:
+def _compute(loader, members, background, writer, source, device, config, bar, stop: StopRequest) -> None:
+    """The teacher over every batch; on a stop signal, up to the end of the block being computed."""
+    block_rows, rows = writer.layout.block_rows, writer.done_rows
+    stop_at: int | None = None
+    with torch.inference_mode():
+        for indices, batch, params, digests in loader:
+            if stop.requested and stop_at is None:
+                stop_at = -(-rows // block_rows) * block_rows  # the end of the block in progress
+            if stop_at is not None and rows >= stop_at:
+                raise Stopped(stop.name)
+            logits = _forward(members, batch, device, config.model.amp)
+            background.put(_encode(logits, params, digests, indices, writer.layout, source))
+            rows += len(indices)
+            bar.update(len(indices))
+    if stop.requested and rows < writer.layout.num_samples:
+        raise Stopped(stop.name)
+
+
+def _finish(writer: store.CacheWriter, show_progress: bool = True) -> Path:
     try:
-        return writer.finish()
+        return writer.finish(bars=progress.factory(show_progress))
     except OSError as err:
         store.close_quietly(writer)
         raise OSError(
@@ -606,11 +659,16 @@ def _leading(views) -> tuple[int, int]:
     return int(first.shape[0]), int(first.shape[1])
 
 
-def _encode(logits, params, indices, layout: store.Layout, source: DatasetSource) -> store.Rows:
+def _encode(logits, params, digests, indices, layout: store.Layout, source: DatasetSource) -> store.Rows:
     try:
-        return store.Rows.encode(layout.mode, logits, params.numpy() if layout.param_names else None)
+        return store.Rows.encode(
+            layout.mode,
+            logits,
+            params.numpy() if layout.param_names else None,
+            digests.numpy() if layout.sample_digests else None,
+        )
     except store.NonFiniteOutputs as err:
-        keys = [source.keys[int(indices[row])] for row in err.rows[:5]]
+        keys = [key_text(source.keys[int(indices[row])]) for row in err.rows[:5]]
         raise ValueError(
             f"the teacher produced NaN/inf logits for {len(err.rows)} sample(s) in a batch, "
             f"first keys: {', '.join(keys)}; nothing was marked complete "

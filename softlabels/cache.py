@@ -42,11 +42,11 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 class Cache:
     """A complete cache opened for reading; index it by position or by sample key."""
 
-    def __init__(self, path, memory_budget: int = 2 << 30):
+    def __init__(self, path, memory_budget: int = 2 << 30, verify: bool = True):
         self.path = str(path)
-        self._targets = store.CacheTargets(path, memory_budget)
+        self._targets = store.CacheTargets(path, memory_budget, verify=verify)
         self.info = self._targets.info
-        keys, labels = store.read_keys_labels(path)
+        keys, labels = self._targets.keys_labels()
         self.keys: list[str] = keys
         self.labels: np.ndarray = labels
         self.classes: list[str] = self.info.classes
@@ -114,7 +114,7 @@ class Cache:
 
         fingerprint = store.dataset_fingerprint(source.keys, source.labels)
         if fingerprint != store.dataset_fingerprint(self.keys, self.labels):
-            require_same_samples(self.path, source)  # says what differs
+            require_same_samples(self.path, source, self._targets)  # says what differs
         return fingerprint
 
     def _source(self, source, split: str | None, root):
@@ -188,14 +188,15 @@ class Cache:
         self.close()
 
 
-def open_cache(path, memory_budget: int = 2 << 30) -> Cache:
+def open_cache(path, memory_budget: int = 2 << 30, verify: bool = True) -> Cache:
     """Open a complete cache for reading.
 
     Args:
-        path: the cache file.
+        path: the cache file, or a URL read through fsspec (`s3://...`, `hf://...`; fsspec installed).
         memory_budget: caches whose targets fit in this many bytes are read into memory at once.
+        verify: check block checksums: all of them when read into memory, else each block when first read.
     Raises:
         FileNotFoundError: no such file (the message names a partial build when one exists).
-        softlabels.CacheError: not a cache, incomplete, damaged or untrusted.
+        softlabels.CacheError: not a cache, incomplete, damaged or untrusted, or replaced since it was opened.
     """
-    return Cache(path, memory_budget)
+    return Cache(path, memory_budget, verify)

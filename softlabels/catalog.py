@@ -17,10 +17,10 @@ def describe(path) -> dict:
     """A JSON-able summary of one cache: provenance, shapes, storage, size, accuracy, fingerprints."""
     info = store.read_info(path)
     layout = info.layout
-    size = os.path.getsize(path)
+    size = store.file_size(path)
     attrs = info.meta.to_attrs()
     return {
-        "path": str(Path(path)),
+        "path": str(path) if store.is_url(path) else str(Path(path)),
         "name": Path(path).name,
         "complete": info.complete,
         "rows_written": layout.num_samples if info.complete else store.rows_written(path),

@@ -5,15 +5,19 @@ samples). `softlabels verify --dataset / --recompute` runs them; the trainer reu
 
 from __future__ import annotations
 
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
 
-from softlabels import store
-from softlabels.datasets import DatasetSource, open_dataset
+from softlabels import progress, store
+from softlabels.datasets import DatasetSource, key_text, open_dataset
 from softlabels.inputs import Preprocessing
+from softlabels.progress import bar as progress_bar
+from softlabels.sample_errors import reading
 
 SHOWN = 3  # examples per kind of difference in a message
 # Allowed |stored - recomputed| logit difference, as a fraction of the view's largest |logit| (at least
@@ -65,7 +69,7 @@ def _listed(kind: str, items: list[str]) -> str:
     if not items:
         return ""
     more = ", ..." if len(items) > SHOWN else ""
-    return f"{len(items)} {kind} (e.g. {', '.join(items[:SHOWN])}{more})"
+    return f"{len(items)} {kind} (e.g. {', '.join(key_text(item) for item in items[:SHOWN])}{more})"
 
 
 def _short(names: list[str], limit: int = 6) -> str:
@@ -123,10 +127,15 @@ def _renames(gone: list[str], new: list[str], cache_keys: list[str], keys: list[
     return pairs
 
 
-def check_against_dataset(path, source: DatasetSource) -> SampleDiff:
-    """Compare a cache's keys and labels (its shard's rows, for a shard) with a dataset's."""
-    info = store.read_info(path)
-    cache_keys, cache_labels = store.read_keys_labels(path)
+def check_against_dataset(path, source: DatasetSource, targets: store.CacheTargets | None = None) -> SampleDiff:
+    """Compare a cache's keys and labels (its shard's rows, for a shard) with a dataset's; `targets`
+    (the cache opened by the caller) reads them from the file it checked."""
+    if targets is not None:
+        info = targets.info
+        cache_keys, cache_labels = targets.keys_labels()
+    else:
+        info = store.read_info(path)
+        cache_keys, cache_labels = store.read_keys_labels(path)
     keys, labels = source.keys, source.labels
     if info.shard:
         keys, labels = keys[info.shard.start : info.shard.stop], labels[info.shard.start : info.shard.stop]
@@ -139,9 +148,9 @@ def check_against_dataset(path, source: DatasetSource) -> SampleDiff:
     return diff
 
 
-def require_same_samples(path, source: DatasetSource) -> None:
+def require_same_samples(path, source: DatasetSource, targets: store.CacheTargets | None = None) -> None:
     """Raise ValueError saying what differs when `source` is not the data the cache was built on."""
-    diff = check_against_dataset(path, source)
+    diff = check_against_dataset(path, source, targets)
     if diff:
         raise ValueError(
             f"{path} was not built from {source.spec} ({source.split}): "
@@ -178,6 +187,7 @@ def recompute(
     trust_checkpoint: bool = False,
     device: str = "auto",
     seed: int = 0,
+    show_progress: bool = True,
 ) -> Recomputed:
     """Re-run the teacher (default: the recorded one; every member of a several-teacher cache) on `n`
     random samples (chosen by `seed`) and compare with the stored targets, replaying each view from
@@ -194,16 +204,16 @@ def recompute(
     members = _load_members(info, teacher, weights, trust_checkpoint, resolve_device(device))
     pipeline = ViewPipeline(info.input, info.augment.name)
     rows = np.sort(np.random.default_rng(seed).choice(layout.num_samples, min(n, layout.num_samples), replace=False))
-    keys = [str(k) for k in store.read_keys_labels(path)[0]]
+    keys = [str(k) for k in targets.keys_labels()[0]]
     index = {k: i for i, k in enumerate(source.keys)}
     tolerance = RELATIVE_TOLERANCE["half" if layout.dtype == "float16" or info.build.amp else "float32"]
     worst, mismatches = 0.0, []
     try:
-        for row in map(int, rows):
+        for row in progress_bar(list(map(int, rows)), desc="recomputing", unit="sample", enabled=show_progress):
             key = keys[row]
             if key not in index:
                 raise ValueError(
-                    f"sample {key!r} of {path} is not in {source.spec} ({source.split}); "
+                    f"sample {key_text(key)} of {path} is not in {source.spec} ({source.split}); "
                     f"point --dataset at the images the cache was built from"
                 )
             stored = targets.rows(row)
@@ -244,7 +254,7 @@ def _load_teacher(
 ):
     """The recorded (or given) teacher, built for exactly the input the cache records."""
     from softlabels.models import archive_path, source_for
-    from softlabels.teachers import load_teacher
+    from softlabels.teachers import RANDOM_INIT_SEED, load_teacher
 
     spec = spec or record.spec
     if not spec:
@@ -254,16 +264,18 @@ def _load_teacher(
         named = weights is not None and source_for(spec).named_weights(spec, weights)
         if weights is not None and not named and not Path(weights).is_file():
             raise FileNotFoundError(f"the cache's teacher weights {weights} are not here; pass --weights")
-    return load_teacher(
-        spec,
-        weights=weights,
-        num_classes=info.layout.num_classes,
-        trust_checkpoint=trust,
-        data=prep,
-        mean=prep.mean,
-        std=prep.std,
-        image_size=prep.image_size,
-    ).model
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)  # a teacher without weights: the network the build made
+        return load_teacher(
+            spec,
+            weights=weights,
+            num_classes=info.layout.num_classes,
+            trust_checkpoint=trust,
+            data=prep,
+            mean=prep.mean,
+            std=prep.std,
+            image_size=prep.image_size,
+        ).model
 
 
 def _views(pipeline, source, index: int, key: str, stored: store.Rows, info: store.CacheInfo) -> torch.Tensor:
@@ -287,51 +299,166 @@ def _differences(stored: store.Rows, fresh: np.ndarray, tolerance: float):
 
 @dataclass(frozen=True)
 class VerifyConfig:
-    """What `softlabels verify` checks: always the file itself; optionally the samples and the teacher."""
+    """What `softlabels verify` checks: always the file itself; optionally the samples (keys, labels and
+    content) and the teacher."""
 
     path: str
     dataset: str | None = None
     split: str | None = None
     data_root: str = "data"
+    content: bool = True
     recompute: int = 0
     teacher: str | None = None
     weights: str | None = None
     trust_checkpoint: bool = False
     device: str = "auto"
     seed: int = 0
+    workers: int = 8  # threads hashing the dataset's files
+    progress: bool = True
 
 
-def verify_cache(config: VerifyConfig) -> list[str]:
-    """Run the checks in order, raising at the first failure; returns one line per check passed."""
+@dataclass
+class VerifyReport:
+    """The checks that passed, in order: one line each for people, and their numbers for scripts."""
+
+    path: str
+    checks: list[dict] = field(default_factory=list)
+
+    def passed(self, check: str, line: str, **details) -> None:
+        self.checks.append({"check": check, "ok": True, "message": line, **details})
+
+    @property
+    def lines(self) -> list[str]:
+        return [check["message"] for check in self.checks]
+
+    def to_dict(self) -> dict:
+        return {"ok": True, "path": self.path, "checks": self.checks}
+
+
+class ContentChanged(ValueError):
+    """Samples whose source bytes differ from the digests a cache recorded; `details` lists them all."""
+
+    def __init__(self, message: str, changed: list[str]):
+        super().__init__(message)
+        self.details = {"changed": changed}
+
+
+def verify_cache(config: VerifyConfig) -> VerifyReport:
+    """Run the checks in order, raising at the first failure; returns the checks passed."""
     if (config.teacher or config.weights) and not config.recompute:
         raise ValueError("--teacher and --weights choose the teacher for --recompute N; add --recompute")
-    stats = store.verify(config.path)
-    lines = [f"ok: {config.path} ({stats.num_blocks} blocks verified, {stats.fingerprint[:19]}…)"]
+    bars = progress.factory(config.progress)
+    report = VerifyReport(config.path)
+    info = store.read_info(config.path)
+    with _phase(bars, "verifying blocks", info.layout.num_samples) as bar:
+        stats = store.verify(config.path, on_block=bar.update)
+    report.passed(
+        "file",
+        f"ok: {config.path} ({stats.num_blocks} blocks verified, {stats.fingerprint[:19]}…)",
+        blocks=stats.num_blocks,
+        fingerprint=stats.fingerprint,
+        teacher_accuracy=stats.teacher_accuracy,
+    )
     source = None
     if config.dataset:
-        split = config.split or store.read_info(config.path).dataset.split
+        split = config.split or info.dataset.split
         source = open_dataset(config.dataset, split, config.data_root)
         require_same_samples(config.path, source)
-        lines.append(f"ok: the same {len(source)} samples and labels as {config.dataset} ({split})")
+        report.passed(
+            "samples",
+            f"ok: the same {len(source)} samples and labels as {config.dataset} ({split})",
+            num_samples=len(source),
+        )
+        if config.content:
+            _check_content(config, info, source, bars, report)
     if config.recompute:
-        result = recompute(
-            config.path,
-            config.recompute,
-            config.teacher,
-            config.weights,
-            source=source,
-            trust_checkpoint=config.trust_checkpoint,
-            device=config.device,
-            seed=config.seed,
+        _check_teacher(config, source, report)
+    return report
+
+
+def _check_content(config: VerifyConfig, info: store.CacheInfo, source: DatasetSource, bars, report) -> None:
+    """Every sample's source bytes against the digest the build recorded (names the ones that changed)."""
+    stored = store.read_digests(config.path)
+    if stored is None:
+        report.passed(
+            "content",
+            f"note: content not checked: {config.path} was built before sample digests (rebuild it to have them)",
+            checked=False,
         )
-        if not result.ok:
-            raise ValueError(_mismatch_message(config.path, result))
-        lines.append(
-            f"ok: {'every teacher' if len(result.members) > 1 else 'the teacher'} reproduces {len(result.keys)} "
-            f"samples x {result.num_views} view(s) "
-            f"(largest difference {result.worst:.0%} of the tolerance)"
+        return
+    first = info.shard.start if info.shard else 0
+    with _phase(bars, "hashing samples", len(stored)) as bar:
+        fresh = content_digests(source, range(first, first + len(stored)), config.workers, bar.update)
+    changed = [source.keys[first + i] for i in np.flatnonzero((fresh != stored).any(axis=1))]
+    if changed:
+        shown = ", ".join(key_text(k) for k in changed[:SHOWN]) + (", ..." if len(changed) > SHOWN else "")
+        raise ContentChanged(
+            f"{config.path}: {len(changed)} of {len(stored)} samples of {source.spec} changed content since the "
+            f"build ({info.dataset.digests or 'sha256'} differs; e.g. {shown}): their targets belong to other "
+            f"content; restore them, or rebuild the cache",
+            changed,
         )
-    return lines
+    report.passed(
+        "content",
+        f"ok: the content of all {len(stored)} samples is unchanged ({info.dataset.digests or 'sha256'})",
+        checked=True,
+    )
+
+
+def content_digests(source: DatasetSource, indices: range, workers: int = 8, on_done=None) -> np.ndarray:
+    """(n, 32) uint8 SHA-256 of the given samples' source bytes, hashed by `workers` threads (file reads and
+    hashing release the GIL)."""
+    out = np.zeros((len(indices), 32), dtype=np.uint8)
+    step = 1024
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for start in range(0, len(indices), step):
+            part = indices[start : start + step]
+            for i, digest in enumerate(pool.map(_digest_of(source), part)):
+                out[start + i] = np.frombuffer(digest, dtype=np.uint8)
+            if on_done is not None:
+                on_done(len(part))
+    return out
+
+
+def _digest_of(source: DatasetSource):
+    def digest(index: int) -> bytes:
+        with reading(source, index):
+            return source.digest(index)
+
+    return digest
+
+
+def _check_teacher(config: VerifyConfig, source: DatasetSource | None, report: VerifyReport) -> None:
+    result = recompute(
+        config.path,
+        config.recompute,
+        config.teacher,
+        config.weights,
+        source=source,
+        trust_checkpoint=config.trust_checkpoint,
+        device=config.device,
+        seed=config.seed,
+        show_progress=config.progress,
+    )
+    if not result.ok:
+        raise ValueError(_mismatch_message(config.path, result))
+    report.passed(
+        "teacher",
+        f"ok: {'every teacher' if len(result.members) > 1 else 'the teacher'} reproduces {len(result.keys)} "
+        f"samples x {result.num_views} view(s) "
+        f"(largest difference {result.worst:.0%} of the tolerance)",
+        samples=len(result.keys),
+        worst_fraction_of_tolerance=result.worst,
+    )
+
+
+@contextlib.contextmanager
+def _phase(bars, desc: str, total: int):
+    bar = bars(desc, total)
+    try:
+        yield bar
+    finally:
+        bar.close()
 
 
 def _mismatch_message(path, result: Recomputed) -> str:
@@ -340,6 +467,6 @@ def _mismatch_message(path, result: Recomputed) -> str:
     who = f"teacher {member}'s" if len(result.members) > 1 else "the teacher's"
     return (
         f"{path}: {who} logits differ from the stored ones for {samples} of {len(result.keys)} "
-        f"samples (first: {key} view {view}, |difference| {difference:.3g} > {allowed:.3g}); the cache was "
-        f"built with another teacher, weights or preprocessing, or its data was altered"
+        f"samples (first: {key_text(key)} view {view}, |difference| {difference:.3g} > {allowed:.3g}); the cache "
+        f"was built with another teacher, weights or preprocessing, or its data was altered"
     )

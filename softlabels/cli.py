@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import warnings
 
 import click
 
 from softlabels import store
-from softlabels.clitools import CleanErrors, apply_config_file, floats, int_range, one_line_warning, require
+from softlabels.clitools import (
+    CleanErrors,
+    apply_config_file,
+    common_options,
+    echo,
+    echo_json,
+    floats,
+    int_range,
+    json_option,
+    one_line_warning,
+    require,
+    session,
+)
+from softlabels.export import FORMATS as EXPORT_FORMATS
 
 
 @click.group(cls=CleanErrors, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -97,8 +109,14 @@ def _augment_help() -> str:
     type=click.Path(dir_okay=False),
     help="Options from a JSON (or YAML) file; flags given here win.",
 )
-def build(config_file, **options):
-    """Run a teacher once over a dataset and write its logits to an HDF5 cache."""
+@json_option
+@common_options()
+def build(config_file, as_json, **options):
+    """Run a teacher once over a dataset and write its logits to an HDF5 cache.
+
+    SIGTERM or SIGUSR1 (a cluster's pre-emption) stops the pass at the next block, keeping every row
+    written (exit status 75); Ctrl-C stops it at once (130). Rerun with --resume either way.
+    """
     options = apply_config_file(click.get_current_context(), options, config_file)
     require(options, "dataset", "out")
     from softlabels.build import BuildConfig, build_cache
@@ -109,16 +127,20 @@ def build(config_file, **options):
         from softlabels.shards import parse_shard
 
         options["shard"] = parse_shard(options["shard"])
-    config = BuildConfig.from_options(**options)
+    config = BuildConfig.from_options(**options, progress=session().show_progress)
     result = build_cache(config)
     from softlabels.runtime import current_rank
 
-    if current_rank().is_main:
-        click.echo(
-            f"wrote {result.path}: {result.num_samples} samples x {result.num_views} view(s), "
-            f"teacher accuracy {result.teacher_accuracy:.2%}, {result.images_per_second:.0f} images/s"
-            + (f" (resumed at sample {result.resumed_from})" if result.resumed_from else "")
-        )
+    if not current_rank().is_main:
+        return
+    if as_json:
+        echo_json({"ok": True, **result.to_dict()})
+        return
+    echo(
+        f"wrote {result.path}: {result.num_samples} samples x {result.num_views} view(s), "
+        f"teacher accuracy {result.teacher_accuracy:.2%}, {result.images_per_second:.0f} images/s"
+        + (f" (resumed at sample {result.resumed_from})" if result.resumed_from else "")
+    )
 
 
 build.help = (build.help or "") + "\n\n\b\n" + _augment_help()
@@ -126,18 +148,24 @@ build.help = (build.help or "") + "\n\n\b\n" + _augment_help()
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@json_option
+@common_options(progress=False)
 def info(file, as_json):
-    """Summarise a cache: teacher, dataset, split, classes, views, storage, size, accuracy, provenance, fingerprints."""
+    """Summarise a cache (a path, or a URL read through fsspec): teacher, dataset, split, classes, views,
+    storage, size, accuracy, provenance, fingerprints."""
     from softlabels.catalog import describe, render_info
 
     summary = describe(file)
-    click.echo(json.dumps(summary, indent=2, sort_keys=True) if as_json else render_info(summary))
+    if as_json:
+        echo_json(summary)
+    else:
+        echo(render_info(summary))
 
 
 @main.command("ls")
 @click.argument("directory", default=".", type=click.Path(file_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON ({caches: [...], skipped: [...]}).")
+@json_option
+@common_options(progress=False)
 def ls_(directory, as_json):
     """List the caches under DIRECTORY (recursively): one row each, with partial builds as incomplete.
 
@@ -147,7 +175,10 @@ def ls_(directory, as_json):
     from softlabels.catalog import list_caches, render_table
 
     rows, skipped = list_caches(directory)
-    click.echo(json.dumps({"caches": rows, "skipped": skipped}, indent=2) if as_json else render_table(rows, skipped))
+    if as_json:
+        echo_json({"caches": rows, "skipped": skipped})
+    else:
+        echo(render_table(rows, skipped))
 
 
 @main.command()
@@ -173,6 +204,7 @@ def ls_(directory, as_json):
     help="Use at most this many samples (evenly spaced rows; also capped at 32M logits).",
 )
 @click.option("--bins", default=15, type=int_range(2), help="Confidence bins of the reliability diagrams and ECE.")
+@common_options()
 def inspect(file, out, temperatures, max_samples, bins):
     """Report what the teacher knows: accuracy per class, confusions, confidence, calibration and the
     temperature that fits it best, top-k mass, view agreement, soft-target entropy (PNG + markdown + JSON)."""
@@ -181,14 +213,14 @@ def inspect(file, out, temperatures, max_samples, bins):
     from softlabels.inspection import InspectConfig, inspect_cache
 
     out = Path(out) if out else Path(Path(file).name.split(".")[0] + "-inspect")
-    report = inspect_cache(file, out, InspectConfig(tuple(temperatures), max_samples, bins))
+    report = inspect_cache(file, out, InspectConfig(tuple(temperatures), max_samples, bins, session().show_progress))
     calibration = report["calibration"]
-    click.echo(
+    echo(
         f"accuracy {report['accuracy']['accuracy']:.2%}, ECE {calibration['at_1']['ece']:.2%} at T=1, "
         f"best temperature {calibration['fitted']['temperature']:.2f} (ECE {calibration['fitted']['ece']:.2%}"
         + (", end of the searched range)" if calibration["fitted"]["at_limit"] else ")")
     )
-    click.echo(f"wrote {out / 'report.md'}, report.json and {len(report['plots'])} plots")
+    echo(f"wrote {out / 'report.md'}, report.json and {len(report['plots'])} plots")
 
 
 @main.command()
@@ -200,6 +232,12 @@ def inspect(file, out, temperatures, max_samples, bins):
 )
 @click.option("--split", help="Split of --dataset [default: the cache's].")
 @click.option("--data-root", default="data", type=click.Path(file_okay=False), help="Root of the built-in datasets.")
+@click.option(
+    "--content/--no-content",
+    default=True,
+    help="With --dataset: also hash every sample's source bytes and compare them with the digests the "
+    "build recorded (names the files whose content changed).",
+)
 @click.option(
     "--recompute",
     type=int_range(1),
@@ -213,14 +251,19 @@ def inspect(file, out, temperatures, max_samples, bins):
 @click.option("--trust-checkpoint", is_flag=True, help="Allow full unpickling of --weights (runs code from the file).")
 @click.option("--device", default="auto", help="Device for --recompute: auto, cpu, cuda or cuda:INDEX.")
 @click.option("--seed", default=0, type=int, help="Seed that picks the --recompute samples.")
-def verify(file, **options):
+@json_option
+@common_options()
+def verify(file, as_json, **options):
     """Check structure, completeness, block checksums and fingerprint; with --dataset, that the samples
-    are the ones the cache was built on; with --recompute N, that the teacher reproduces N of them.
-    Non-zero exit on any problem."""
+    (keys, labels and content) are the ones the cache was built on; with --recompute N, that the teacher
+    reproduces N of them. Non-zero exit on any problem."""
     from softlabels.checks import VerifyConfig, verify_cache
 
-    for line in verify_cache(VerifyConfig(path=file, **options)):
-        click.echo(line)
+    report = verify_cache(VerifyConfig(path=file, progress=session().show_progress, **options))
+    if as_json:
+        echo_json(report.to_dict())
+    for line in report.lines:
+        echo(line)
 
 
 @main.command()
@@ -236,7 +279,9 @@ def verify(file, **options):
 )
 @click.option("--teachers", is_flag=True, help="The same as --kind teachers.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing cache at --out.")
-def merge(caches, out, kind, teachers, overwrite):
+@json_option
+@common_options()
+def merge(caches, out, kind, teachers, overwrite, as_json):
     """Merge caches of one dataset into one self-contained cache.
 
     \b
@@ -250,10 +295,26 @@ def merge(caches, out, kind, teachers, overwrite):
     """
     from softlabels.shards import merge as merge_any
 
-    kind, path = merge_any(list(caches), out, kind="teachers" if teachers else kind, overwrite=overwrite)
+    kind, path = merge_any(
+        list(caches), out, kind="teachers" if teachers else kind, overwrite=overwrite, progress=session().show_progress
+    )
     info = store.read_info(path)
+    if as_json:
+        echo_json(
+            {
+                "ok": True,
+                "kind": kind,
+                "path": str(path),
+                "inputs": list(caches),
+                "num_samples": info.layout.num_samples,
+                "num_views": info.layout.num_views,
+                "num_teachers": info.layout.num_teachers,
+                "teacher_accuracy": info.teacher_accuracy,
+            }
+        )
+        return
     what = {"rows": "shard(s)", "views": "view set(s)", "teachers": "teacher cache(s)"}[kind]
-    click.echo(
+    echo(
         f"merged {len(caches)} {what} into {path}: {info.layout.num_samples} samples x "
         f"{info.layout.num_views} view(s), teacher accuracy {info.teacher_accuracy:.2%}"
     )
@@ -261,22 +322,36 @@ def merge(caches, out, kind, teachers, overwrite):
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--format", "format_", type=click.Choice(("npz",)), default="npz", help="Output format.")
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(EXPORT_FORMATS),
+    default="npz",
+    help="npz: numpy arrays; parquet: one row per sample, loadable with Hugging Face "
+    "datasets.load_dataset('parquet', ...) (pip install 'softlabels[parquet]').",
+)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="File to write.")
 @click.option(
     "--keep-topk",
     is_flag=True,
     help="Top-k caches: write topk_values/topk_indices/topk_logsumexp instead of dense (N, V, C) logits.",
 )
-@click.option("--compress", is_flag=True, help="Compress the arrays (np.savez_compressed).")
+@click.option("--compress", is_flag=True, help="Compress the arrays (npz: np.savez_compressed; parquet: zstd).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing file at --out.")
-def export(file, format_, out, keep_topk, compress, overwrite):
-    """Write a cache as plain numpy arrays: keys, labels, classes, float32 logits (N, V, C), view
-    parameters and a JSON `metadata` string. Read it with np.load(PATH) (no pickle needed)."""
-    from softlabels.export import export_npz
+@json_option
+@common_options()
+def export(file, format_, out, keep_topk, compress, overwrite, as_json):
+    """Write a cache as plain arrays: keys, labels, classes, float32 logits (N, V, C), view parameters,
+    sample digests and the metadata as JSON. npz: read it with np.load(PATH) (no pickle needed);
+    parquet: one row per sample, the metadata in the file's schema (key `softlabels`)."""
+    from softlabels.export import ExportConfig, export_cache
 
-    path = export_npz(file, out, keep_topk=keep_topk, compress=compress, overwrite=overwrite)
-    click.echo(f"wrote {path}")
+    config = ExportConfig(format_, keep_topk, compress, overwrite, session().show_progress)
+    result = export_cache(file, out, config)
+    if as_json:
+        echo_json({"ok": True, **result})
+    else:
+        echo(f"wrote {result['path']} ({result['rows']} samples, {result['bytes'] / 2**20:.1f} MiB)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,14 +1,51 @@
-"""Click pieces shared by the `softlabels` and `trainer` commands: clean errors and value parsers."""
+"""Click pieces shared by the `softlabels` and `trainer` commands: clean errors and exit codes, the
+options every command has (`--quiet`, `--no-progress`, `--debug`), `--json` output, value parsers.
+
+Exit codes (README, "Scripting"): 0 success; 1 an error the user can act on, printed as one
+`error: ...` line (a traceback with `--debug`); 2 bad usage (click); 75 stopped by SIGTERM or
+SIGUSR1 with the work saved (rerun with `--resume`); 130 Ctrl-C. Errors that are not the user's
+(CUDA out of memory, NCCL, bugs) keep their traceback and exit 1.
+"""
 
 from __future__ import annotations
 
 import errno
+import json
+import re
 import sys
+import traceback
+from dataclasses import dataclass
 
 import click
 
 # Errors a user can act on: printed as one line, never as a traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, OSError, RuntimeError)
+EXIT_ERROR, EXIT_STOPPED, EXIT_INTERRUPTED = 1, 75, 130
+WORKER = re.compile(r"Caught (\w+) in DataLoader worker process")
+# Exceptions of a DataLoader worker that are the data's fault (their message names the sample or file).
+USER_WORKER_ERRORS = ("SampleError", "CacheError")
+NOT_THE_USERS = ("CUDA out of memory", "NCCL", "cuDNN error", "CUBLAS_STATUS", "device-side assert")
+
+
+@dataclass
+class Session:
+    """What the options every command shares asked for, for the command being run."""
+
+    quiet: bool = False
+    progress: bool = True
+    debug: bool = False
+    json: bool = False
+
+    @property
+    def show_progress(self) -> bool:
+        return self.progress and not self.quiet
+
+
+SESSION = Session()
+
+
+def session() -> Session:
+    return SESSION
 
 
 class StrictCommand(click.Command):
@@ -38,24 +75,129 @@ class StrictCommand(click.Command):
 
 
 class CleanErrors(click.Group):
-    """A click group that turns library errors into `error: ...` and a non-zero exit; its commands
-    refuse options repeated that cannot repeat (`StrictCommand`)."""
+    """A click group that turns library errors into `error: ...` and the documented exit codes; its
+    commands refuse options repeated that cannot repeat (`StrictCommand`)."""
 
     command_class = StrictCommand
 
     def invoke(self, ctx):
+        global SESSION
+        SESSION = Session()
         try:
             return super().invoke(ctx)
-        except click.exceptions.Exit:
-            raise
-        except click.ClickException:
+        except (click.exceptions.Exit, click.ClickException):
             raise
         except KeyboardInterrupt:
-            click.echo("error: interrupted", err=True)
-            sys.exit(130)
-        except USER_ERRORS as err:
-            click.echo(f"error: {one_line(err)}", err=True)
-            sys.exit(1)
+            fail("interrupted", EXIT_INTERRUPTED)
+        except Exception as err:
+            code = exit_code(err)
+            if code is None:  # not the user's: the traceback is what a bug report needs
+                raise
+            if SESSION.debug:
+                traceback.print_exception(type(err), err, err.__traceback__)
+                if getattr(err, "worker_traceback", None):
+                    click.echo(err.worker_traceback, err=True)
+            fail(one_line(err), code)
+
+
+def fail(message: str, code: int) -> None:
+    """Print the error (and, with --json, the JSON object scripts read) and exit with `code`."""
+    if SESSION.json:
+        click.echo(json.dumps({"ok": False, "error": message, "exit_code": code}))
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def exit_code(err: BaseException) -> int | None:
+    """The exit code of a user's error; None for errors that are not the user's (they keep their traceback)."""
+    code = getattr(err, "exit_code", None)
+    if isinstance(code, int):
+        return code
+    if not isinstance(err, USER_ERRORS) or is_internal(err):
+        return None
+    return EXIT_ERROR
+
+
+def is_internal(err: BaseException) -> bool:
+    """CUDA out of memory, NCCL and other device failures, and exceptions of DataLoader workers that are
+    not about the data: not something a one-line message helps with."""
+    text = str(err)
+    if type(err).__name__ in ("OutOfMemoryError", "DistBackendError", "DistNetworkError"):
+        return True
+    if any(marker in text for marker in NOT_THE_USERS):
+        return True
+    found = WORKER.search(text)
+    return found is not None and found.group(1) not in USER_WORKER_ERRORS
+
+
+def common_options(progress: bool = True):
+    """`--quiet`, `--no-progress` (unless the command has its own) and `--debug` on a command."""
+
+    def set_flag(name):
+        def callback(ctx, param, value):
+            if value:
+                setattr(SESSION, name, name != "progress")
+            return value
+
+        return callback
+
+    options = [
+        click.option(
+            "--quiet",
+            "-q",
+            is_flag=True,
+            expose_value=False,
+            callback=set_flag("quiet"),
+            help="Print nothing but warnings and errors (no progress, no report lines).",
+        ),
+        click.option(
+            "--debug",
+            is_flag=True,
+            expose_value=False,
+            callback=set_flag("debug"),
+            help="Show the full traceback of an error (also a DataLoader worker's).",
+        ),
+    ]
+    if progress:
+        options.append(
+            click.option(
+                "--no-progress",
+                "no_progress",
+                is_flag=True,
+                expose_value=False,
+                callback=set_flag("progress"),
+                help="No progress bars or progress lines.",
+            )
+        )
+
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def json_option(command):
+    """`--json`: one JSON object on stdout (also for an error: {"ok": false, "error": ..., "exit_code": ...})."""
+
+    def callback(ctx, param, value):
+        SESSION.json = bool(value)
+        return value
+
+    return click.option(
+        "--json", "as_json", is_flag=True, callback=callback, help="Print one JSON object on stdout (scripts)."
+    )(command)
+
+
+def echo(text: str) -> None:
+    """A report line on stdout, unless --quiet or --json."""
+    if not (SESSION.quiet or SESSION.json):
+        click.echo(text)
+
+
+def echo_json(obj) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
 def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -64,10 +206,21 @@ def one_line_warning(message, category, filename, lineno, file=None, line=None) 
 
 
 def one_line(err: BaseException) -> str:
-    text = str(err) or type(err).__name__
+    text = worker_message(err) or str(err) or type(err).__name__
     if isinstance(err, OSError) and err.errno == errno.ENOSPC:
         text = f"{text} (no space left on device)"
     return " ".join(text.split())
+
+
+def worker_message(err: BaseException) -> str | None:
+    """The original message of a data error re-raised from a DataLoader worker (torch wraps it in the
+    worker's traceback): the text after its type name on the traceback's last line."""
+    text = str(err)
+    found = WORKER.search(text)
+    if found is None or found.group(1) not in USER_WORKER_ERRORS:
+        return None
+    marker = f"{found.group(1)}: "
+    return text.rsplit(marker, 1)[-1].strip() if marker in text else None
 
 
 def _parse_floats(value: str) -> tuple[float, ...]:

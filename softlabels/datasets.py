@@ -11,6 +11,11 @@ Keys are what caches are matched by: the index for built-ins ("0", "1", ...), th
 the split folder for image folders ("cat/0001.jpg"), the dataset's `keys` attribute (else the index)
 for factories.
 
+Each sample also has a content digest, the SHA-256 of its source bytes (`DatasetSource.read`,
+`digest`): the file's bytes for image folders, the decoded sample (pixels with mode and size; tensors
+with dtype and shape) for built-ins and factories. The build stores it; `verify --dataset` and the
+trainer compare it.
+
 A source pickles cheaply for DataLoader workers (fork or spawn): it holds paths and arrays; the
 underlying torchvision or user dataset is dropped when pickled and rebuilt on first use in the worker.
 """
@@ -18,6 +23,8 @@ underlying torchvision or user dataset is dropped when pickled and rebuilt on fi
 from __future__ import annotations
 
 import gzip
+import hashlib
+import io
 import os
 import shutil
 import tempfile
@@ -84,6 +91,23 @@ class DatasetSource:
         """Sample `index` decoded, in its own mode (grey stays "L")."""
         return self.reader.load(index)
 
+    def read(self, index: int) -> tuple[Image.Image, bytes]:
+        """Sample `index` decoded, and the SHA-256 of its source bytes (read once for both)."""
+        return self.reader.read(index)
+
+    def digest(self, index: int) -> bytes:
+        """The SHA-256 of sample `index`'s source bytes (for files: without decoding them)."""
+        return self.reader.digest(index)
+
+    def where(self, index: int) -> str:
+        """How messages name sample `index`: its key, and its file where it has one."""
+        return self.reader.where(index, self.keys[index])
+
+    @property
+    def digest_source(self) -> str:
+        """What the content digest covers: `file bytes` or `decoded samples`."""
+        return self.reader.digest_source
+
     def describe(self) -> dict:
         return {
             "spec": self.spec,
@@ -111,6 +135,18 @@ class _Reader:
     def load(self, index: int) -> Image.Image:
         raise NotImplementedError
 
+    digest_source = "decoded samples"
+
+    def read(self, index: int) -> tuple[Image.Image, bytes]:
+        sample = self.load(index)
+        return sample, sample_digest(sample)
+
+    def digest(self, index: int) -> bytes:
+        return self.read(index)[1]
+
+    def where(self, index: int, key: str) -> str:
+        return f"sample {key_text(key)}"
+
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_dataset": None}
 
@@ -129,14 +165,33 @@ class _TorchvisionReader(_Reader):
     def load(self, index: int) -> Image.Image:
         return self.dataset()[index][0]
 
+    def where(self, index: int, key: str) -> str:
+        return f"sample {key_text(key)} of {self.class_name} ({'train' if self.train else 'test'})"
+
 
 class _FolderReader(_Reader):
     def __init__(self, root: str, keys: list[str]):
         super().__init__()
         self.root, self.keys = root, keys
 
+    digest_source = "file bytes"
+
+    def path(self, index: int) -> str:
+        return os.path.join(self.root, self.keys[index])
+
     def load(self, index: int) -> Image.Image:
-        return load_image(os.path.join(self.root, self.keys[index]))
+        return load_image(self.path(index))
+
+    def read(self, index: int) -> tuple[Image.Image, bytes]:
+        data = Path(self.path(index)).read_bytes()
+        return load_image(io.BytesIO(data)), hashlib.sha256(data).digest()
+
+    def digest(self, index: int) -> bytes:
+        with open(self.path(index), "rb") as file:
+            return hashlib.file_digest(file, "sha256").digest() if hasattr(hashlib, "file_digest") else _sha256(file)
+
+    def where(self, index: int, key: str) -> str:
+        return f"sample {key_text(key)} ({key_text(self.path(index))})"
 
 
 class _FactoryReader(_Reader):
@@ -162,11 +217,50 @@ class _FactoryReader(_Reader):
             )
         return sample
 
+    def where(self, index: int, key: str) -> str:
+        return f"sample {key_text(key)} (item {index} of {Path(self.path).name}:{self.func})"
 
-def load_image(path: str | Path) -> Image.Image:
-    """Decode an image file, keeping greyscale as "L" and turning everything else into "RGB"."""
+
+def load_image(path) -> Image.Image:
+    """Decode an image file (a path or a binary file object), keeping greyscale as "L" and turning
+    everything else into "RGB"."""
     with Image.open(path) as img:
         return img.convert("L" if img.mode in GREY_MODES else "RGB")
+
+
+def sample_digest(sample) -> bytes:
+    """SHA-256 of a decoded sample: an image's mode, size and pixel bytes; a tensor's dtype, shape and
+    values; a dict's entries in key order."""
+    digest = hashlib.sha256()
+    _digest_into(digest, sample)
+    return digest.digest()
+
+
+def _digest_into(digest, sample) -> None:
+    if isinstance(sample, Image.Image):
+        digest.update(f"{sample.mode} {sample.width}x{sample.height}\n".encode())
+        digest.update(sample.tobytes())
+    elif isinstance(sample, dict):
+        for name in sorted(sample):
+            digest.update(f"{name}\n".encode())
+            _digest_into(digest, sample[name])
+    else:
+        values = sample.detach().cpu().contiguous()
+        digest.update(f"{values.dtype} {tuple(values.shape)}\n".encode())
+        digest.update(values.view(torch.uint8).numpy().tobytes() if values.numel() else b"")
+
+
+def _sha256(file) -> bytes:
+    digest = hashlib.sha256()
+    while chunk := file.read(1 << 20):
+        digest.update(chunk)
+    return digest.digest()
+
+
+def key_text(key: str) -> str:
+    """A key or path as messages print it: control characters (a newline in a file name) escaped, so a
+    one-line message stays one line and shows the name as it is."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(key))
 
 
 def open_dataset(spec: str, split: str = "train", root: str | Path = "data", download: bool = False) -> DatasetSource:
@@ -414,11 +508,11 @@ def _factory_labels(spec: str, dataset, size: int) -> np.ndarray:
         if labels.shape != (size,):
             raise ValueError(f"{spec}: dataset.targets has shape {labels.shape}, expected ({size},)")
         return labels
-    from tqdm.auto import tqdm
+    from softlabels.progress import bar
 
     # No `targets`: one pass that decodes every item. Add a targets attribute to skip it.
     return np.array(
-        [int(dataset[i][1]) for i in tqdm(range(size), desc=f"labels of {spec}", unit="img")], dtype=np.int64
+        [int(dataset[i][1]) for i in bar(range(size), desc=f"labels of {spec}", unit="img")], dtype=np.int64
     )
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from softlabels import store
+from softlabels import progress, store
 from softlabels.cache import softmax
 
 DEFAULT_TEMPERATURES = (1.0, 2.0, 4.0)
@@ -35,6 +35,7 @@ class InspectConfig:
     temperatures: tuple[float, ...] = DEFAULT_TEMPERATURES
     max_samples: int = 50_000
     bins: int = 15  # reliability-diagram bins (equal width), also used for the ECE
+    progress: bool = False  # a bar over the cache's blocks while the sample is read
 
 
 @dataclass
@@ -53,7 +54,7 @@ class Sample:
         return self.logits.reshape(n * v, c), np.repeat(self.labels, v)
 
 
-def load_sample(path, info: store.CacheInfo, max_samples: int) -> Sample:
+def load_sample(path, info: store.CacheInfo, max_samples: int, show_progress: bool = False) -> Sample:
     """Evenly spaced rows of a complete cache, top-k expanded to dense logits."""
     layout = info.layout
     per_row = layout.num_views * layout.num_classes * layout.num_teachers
@@ -62,12 +63,14 @@ def load_sample(path, info: store.CacheInfo, max_samples: int) -> Sample:
     logits = np.empty((len(rows), *layout.rows[1:], layout.num_classes), dtype=np.float32)
     labels = np.empty(len(rows), dtype=np.int64)
     filled = 0
-    for start, stop, block_labels, block in store.iter_rows(path):
-        pick = rows[(rows >= start) & (rows < stop)] - start
-        if len(pick):
-            logits[filled : filled + len(pick)] = block.take(pick).dense()
-            labels[filled : filled + len(pick)] = block_labels[pick]
-            filled += len(pick)
+    with progress.bar(total=layout.num_samples, desc="reading", unit="row", enabled=show_progress) as bar:
+        for start, stop, block_labels, block in store.iter_rows(path):
+            pick = rows[(rows >= start) & (rows < stop)] - start
+            if len(pick):
+                logits[filled : filled + len(pick)] = block.take(pick).dense()
+                labels[filled : filled + len(pick)] = block_labels[pick]
+                filled += len(pick)
+            bar.update(stop - start)
     if layout.num_teachers == 1:
         return Sample(rows, labels, logits)
     from softlabels.ensemble import Ensemble
@@ -98,7 +101,7 @@ def compute_report(path, config: InspectConfig = InspectConfig()) -> tuple[dict,
     if config.max_samples < 1 or config.bins < 1:
         raise ValueError("max_samples and bins must be at least 1")
     info = store.read_complete_info(path)
-    sample = load_sample(path, info, config.max_samples)
+    sample = load_sample(path, info, config.max_samples, config.progress)
     logits, labels = sample.flat
     classes = info.classes
     pred = logits.argmax(axis=-1)

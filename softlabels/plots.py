@@ -1,4 +1,8 @@
-"""The PNG figures of `softlabels inspect`, drawn from its report (matplotlib, Agg backend: no display)."""
+"""The PNG figures of `softlabels inspect`, drawn from its report.
+
+matplotlib's object API (`matplotlib.figure.Figure`): no pyplot and no backend chosen at import, so a
+user's own matplotlib setup (a notebook, an interactive backend) is left as it is.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,8 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-from matplotlib.colors import PowerNorm  # noqa: E402
+from matplotlib.colors import PowerNorm
+from matplotlib.figure import Figure
 
 RIGHT, WRONG, ACCENT = "#3b7dd8", "#e0603a", "#444444"
 NAMED_CLASSES = 40  # beyond this many classes, axes stop naming every class
@@ -31,9 +33,14 @@ def draw_plots(report: dict, confusion: np.ndarray, out: Path) -> list[str]:
     for name, draw in figures:
         figure = draw()
         figure.savefig(out / name, dpi=DPI, bbox_inches="tight")
-        plt.close(figure)
         written.append(name)
     return written
+
+
+def _subplots(*grid, figsize):
+    """(figure, axes) as pyplot.subplots gives them, without pyplot."""
+    figure = Figure(figsize=figsize)
+    return figure, figure.subplots(*grid)
 
 
 def _count_scale(axis, counts) -> None:
@@ -56,10 +63,10 @@ def accuracy_figure(report: dict):
     names = list(accuracy["per_class"])
     values = np.array([np.nan if v is None else v for v in accuracy["per_class"].values()])
     if len(names) <= NAMED_CLASSES:
-        figure, axis = plt.subplots(figsize=(8, 1.2 + 0.3 * len(names)))
+        figure, axis = _subplots(figsize=(8, 1.2 + 0.3 * len(names)))
         _class_bars(axis, names, values, list(accuracy["support"].values()), accuracy["accuracy"])
     else:
-        figure, axis = plt.subplots(figsize=(8, 4))
+        figure, axis = _subplots(figsize=(8, 4))
         _sorted_classes(axis, names, values, accuracy["accuracy"])
     axis.set_title(f"per-class accuracy over all views; dashed: overall {accuracy['accuracy']:.2%}", fontsize=10)
     _title(figure, report, "Teacher accuracy")
@@ -99,7 +106,7 @@ def confusion_figure(report: dict, confusion: np.ndarray):
     names = report["classes"]
     rows = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
     size = min(4 + 0.45 * len(names), 12)
-    figure, axis = plt.subplots(figsize=(size + 1.5, size))
+    figure, axis = _subplots(figsize=(size + 1.5, size))
     # A square-root colour scale: with a strong teacher the diagonal would otherwise hide every confusion.
     image = axis.imshow(rows, cmap="Blues", norm=PowerNorm(0.4, vmin=0, vmax=1))
     figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04, label="share of the true class (sqrt scale)")
@@ -143,7 +150,7 @@ def _stacked(axis, histogram: dict, xlabel: str) -> None:
 
 def confidence_figure(report: dict):
     confidence = report["confidence"]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    figure, (left, right) = _subplots(1, 2, figsize=(11, 4))
     _stacked(left, confidence["histogram"], "confidence: largest probability at T = 1")
     left.set_title(f"confidence (mean {confidence['mean']:.3f})", fontsize=10)
     _stacked(right, confidence["entropy_histogram"], "entropy at T = 1 (nats)")
@@ -197,7 +204,7 @@ def _reliability(axis, calibration: dict, label: str) -> None:
 
 def calibration_figure(report: dict):
     calibration = report["calibration"]
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    figure, axes = _subplots(1, 3, figsize=(15, 4.5))
     _reliability(axes[0], calibration["at_1"], "T = 1")
     _reliability(axes[1], calibration["fitted"], f"fitted T = {calibration['fitted']['temperature']:.2f}")
     handles, labels = axes[0].get_legend_handles_labels()
@@ -239,8 +246,8 @@ def calibration_figure(report: dict):
 
 
 def temperature_figure(report: dict):
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    colors = plt.cm.viridis(np.linspace(0, 0.85, len(report["temperatures"])))
+    figure, (left, right) = _subplots(1, 2, figsize=(11, 4))
+    colors = matplotlib.colormaps["viridis"](np.linspace(0, 0.85, len(report["temperatures"])))
     for t, color in zip(report["temperatures"], colors):
         histogram = t["entropy_histogram"]
         edges = np.array(histogram["edges"])
@@ -280,7 +287,7 @@ def temperature_figure(report: dict):
 
 def views_figure(report: dict):
     views = report["views"]
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4))
+    figure, axes = _subplots(1, 3, figsize=(15, 4))
     counts = views["other_views_agreeing"]
     others = views["num_views"] - 1
     axes[0].bar(range(len(counts)), counts, 0.7, color=RIGHT)

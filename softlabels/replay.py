@@ -26,6 +26,11 @@ from torch.utils.data import Dataset, Sampler
 from softlabels import store
 from softlabels.datasets import DatasetSource
 from softlabels.pipeline import Normalize, ViewPipeline
+from softlabels.sample_errors import SampleError, reading
+
+
+class NoDigestsWarning(UserWarning):
+    """Content checks asked of a cache built before sample digests existed."""
 
 
 class UnscheduledReplayWarning(UserWarning):
@@ -64,10 +69,12 @@ class EpochSampler(Sampler):
         per_decode: int = 1,
     ):
         self.indices, self.seed, self.schedule, self.shuffle = np.asarray(indices), seed, schedule, shuffle
-        self.rank, self.world_size, self.epoch, self.per_decode = rank, world_size, 0, per_decode
+        self.rank, self.world_size, self.epoch, self.start = rank, world_size, 0, 0
+        self.per_decode = per_decode
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Shuffle for `epoch`; `start` skips that many of this rank's items (an epoch resumed mid-way)."""
+        self.epoch, self.start = epoch, start
 
     def __len__(self) -> int:
         return -(-len(self.indices) // self.world_size)
@@ -78,7 +85,7 @@ class EpochSampler(Sampler):
             np.random.default_rng([int(self.seed), self.epoch]).permutation(count) if self.shuffle else np.arange(count)
         )
         order = np.resize(order, len(self) * self.world_size)[self.rank :: self.world_size]
-        for position in order.tolist():
+        for position in order[self.start :].tolist():
             index = int(self.indices[position])
             if self.per_decode > 1:  # R views of one decode: slots epoch * R ... epoch * R + R - 1 of the schedule
                 slots = range(self.epoch * self.per_decode, (self.epoch + 1) * self.per_decode)
@@ -108,6 +115,10 @@ class ReplayDataset(Dataset):
         ensemble: with several teachers, how to mix them (`softlabels.ensemble`): `mean-prob`
             [default], `mean-logit`, weights `0.7,0.3`, or `teacher:NAME|INDEX`.
         temperature: the distillation temperature `mean-prob` and weights average probabilities at.
+        check_content: compare each sample's source bytes with the SHA-256 the build stored, and raise
+            SampleError naming a sample whose content changed. Off by default: hashing cost 8-24% of a
+            sample's read on the measured datasets (BENCHMARKS.md), above the 2% a default may cost;
+            `softlabels verify --dataset` checks every sample once instead.
     Raises:
         ValueError: the images are not the ones the cache was built on, or a user augmentation
             changed since the build (saying what differs).
@@ -125,13 +136,14 @@ class ReplayDataset(Dataset):
         allow_changed_augment: bool = False,
         ensemble: str | None = None,
         temperature: float = 1.0,
+        check_content: bool = False,
     ):
         if not isinstance(targets, store.CacheTargets):
             targets = store.CacheTargets(targets)
         from softlabels.checks import require_same_samples
 
         if store.dataset_fingerprint(source.keys, source.labels) != targets.info.fingerprint:
-            require_same_samples(targets.path, source)  # says what differs (or passes a cache without one)
+            require_same_samples(targets.path, source, targets)  # says what differs (or passes a cache without one)
         self.source, self.targets, self.seed, self.transform = source, targets, seed, transform
         prep = targets.info.input
         recorded = targets.info.augment
@@ -158,6 +170,7 @@ class ReplayDataset(Dataset):
             raise ValueError(f"--ensemble {ensemble}: {targets.path} holds one teacher's outputs")
         self.epoch: int | None = None
         self._warned = False
+        self.check_content = content_checking(targets, source, check_content)
 
     @property
     def num_views(self) -> int:
@@ -196,7 +209,9 @@ class ReplayDataset(Dataset):
         the sample is decoded once and the R views come stacked: (R, C, S, S), (R,), (R, classes)."""
         if not isinstance(item, (int, np.integer)) and isinstance(item[1], tuple):
             index, views, epoch = int(item[0]), item[1], int(item[2])
-            rows, x = self.targets.rows(index), self.replay.decode(self.source.load(index))
+            rows = self.targets.rows(index)
+            with reading(self.source, index):
+                x = self.replay.decode(self._load(index, rows))
             made = [self._one(index, rows.view(v), x, epoch) for v in views]
             return (
                 torch.stack([m[0] for m in made]),
@@ -204,14 +219,17 @@ class ReplayDataset(Dataset):
                 torch.stack([m[2] for m in made]),
             )
         index, view, epoch = self._address(item)
-        rows = self.targets.rows(index).view(view)  # one read for the targets and view parameters
-        return self._one(index, rows, self.replay.decode(self.source.load(index)), epoch)
+        rows = self.targets.rows(index).view(view)  # one read for the targets, view parameters and digest
+        with reading(self.source, index):
+            x = self.replay.decode(self._load(index, rows))
+        return self._one(index, rows, x, epoch)
 
-    def _one(self, index: int, rows: store.Rows, x: torch.Tensor, epoch: int):
-        if self.random.augment.name != "none":
-            image = random_view(self.random, x, self.seed, index, epoch)
-        else:
-            image = self.replay.view(x, rows.params if rows.params is not None else ())
+    def _one(self, index: int, rows: store.Rows, x, epoch: int):
+        with reading(self.source, index):
+            if self.random.augment.name != "none":
+                image = random_view(self.random, x, self.seed, index, epoch)
+            else:
+                image = self.replay.view(x, rows.params if rows.params is not None else ())
         if self.normalize is not None:
             image = self.normalize(image[None])[0]
         if self.transform is not None:
@@ -221,3 +239,34 @@ class ReplayDataset(Dataset):
             dense = self.ensemble.combine(dense)
         logits = torch.from_numpy(np.ascontiguousarray(dense, dtype=np.float32))
         return image, int(self.source.labels[index]), logits
+
+    def _load(self, index: int, rows: store.Rows):
+        if not self.check_content:
+            return self.source.load(index)
+        image, digest = self.source.read(index)
+        assert rows.digests is not None  # content_checking: only caches with digests
+        check_digest(self.source, index, digest, rows.digests, self.targets.path)
+        return image
+
+
+def check_digest(source: DatasetSource, index: int, digest: bytes, stored: np.ndarray, cache: str) -> None:
+    """Raise SampleError naming a sample whose source bytes are not the ones the cache was built on."""
+    if digest != np.asarray(stored, dtype=np.uint8).tobytes():
+        raise SampleError(
+            f"{source.where(index)} changed since {cache} was built (its SHA-256 differs from the recorded one): "
+            f"its targets belong to other content; restore the file, or rebuild the cache"
+        )
+
+
+def content_checking(targets: store.CacheTargets, source: DatasetSource, asked: bool) -> bool:
+    """Whether to check each sample's digest: when asked and the cache has digests (else a warning)."""
+    if not targets.layout.sample_digests:
+        if asked:
+            warnings.warn(
+                f"{targets.path} holds no sample digests (built before they existed): content is not checked; "
+                f"rebuild the cache to have them",
+                NoDigestsWarning,
+                stacklevel=3,
+            )
+        return False
+    return asked

@@ -16,9 +16,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from softlabels import store
+from softlabels.progress import bar as progress_bar
+from softlabels.progress import factory
 
 MERGE_KINDS = ("auto", "rows", "views", "teachers")
 
@@ -150,7 +151,8 @@ def merge_views(paths: Sequence[str | Path], out: str | Path, overwrite: bool = 
     _check_view_sets(infos)
     first = infos[0]
     seeds = [seed for info in infos for seed in info.view_seeds]
-    layout = first.layout.replace(num_views=len(seeds))
+    digests = all(info.layout.sample_digests for info in infos)  # kept where every view set has them
+    layout = first.layout.replace(num_views=len(seeds), sample_digests=digests)
     augment = replace(first.augment, views=len(seeds), seed=seeds[0], seeds=tuple(seeds))
     keys, labels = store.read_keys_labels(first.path)
     return _write_merged(
@@ -169,9 +171,9 @@ def _write_merged(out, layout, keys, labels, meta: store.Metadata, desc: str, pr
     """Create `out` through the crash-safe writer, let `fill(writer, bar)` write every row, finish."""
     writer = store.CacheWriter.create(out, layout, keys, labels, meta)
     try:
-        with tqdm(total=layout.num_samples, unit="row", desc=desc, disable=not progress) as bar:
+        with progress_bar(total=layout.num_samples, unit="row", desc=desc, enabled=progress) as bar:
             fill(writer, bar)
-        writer.finish()
+        writer.finish(bars=factory(progress))
     except BaseException:
         writer.close()
         raise
@@ -213,7 +215,7 @@ def _view_set_differences(first: store.CacheInfo, info: store.CacheInfo) -> list
     checks += _fields("augment", first.augment, info.augment, ("name", "param_names"))
     build_keys = sorted(set(first.build.to_dict()) | set(info.build.to_dict()))
     checks += [(f"build.{key}", first.build.to_dict().get(key), info.build.to_dict().get(key)) for key in build_keys]
-    mine, theirs = (i.layout.replace(num_views=1, block_rows=1).fields() for i in (first, info))
+    mine, theirs = (i.layout.replace(num_views=1, block_rows=1, sample_digests=False).fields() for i in (first, info))
     checks += [(f"layout.{key}", mine[key], theirs[key]) for key in mine]
     return [f"{what} ({a!r} vs {b!r})" for what, a, b in checks if a != b]
 
@@ -225,9 +227,28 @@ def _fields(prefix: str, a, b, names) -> list[tuple]:
 def _copy_views(infos: list[store.CacheInfo], writer: store.CacheWriter, bar) -> None:
     readers = [store.iter_rows(info.path, writer.layout.block_rows) for info in infos]
     for blocks in zip(*readers):
+        parts = [rows for _, _, _, rows in blocks]
+        _check_same_content(infos, parts, blocks[0][0])
         # Every row array is (N, V, ...): the views of all inputs line up along axis 1.
-        writer.write(store.Rows.concat([rows for _, _, _, rows in blocks], axis=1))
+        merged = store.Rows.concat(parts, axis=1)
+        if not writer.layout.sample_digests:
+            merged.digests = None
+        writer.write(merged)
         bar.update(blocks[0][1] - blocks[0][0])
+
+
+def _check_same_content(infos: list[store.CacheInfo], parts: list[store.Rows], start: int) -> None:
+    """Caches of one dataset (view sets, teachers) whose sample digests differ were built on other content."""
+    with_digests = [(info, rows.digests) for info, rows in zip(infos, parts) if rows.digests is not None]
+    for info, digests in with_digests[1:]:
+        differ = np.flatnonzero((digests != with_digests[0][1]).any(axis=1))
+        if len(differ):
+            row = start + int(differ[0])
+            raise ValueError(
+                f"{Path(info.path).name} and {Path(with_digests[0][0].path).name} were built on other content "
+                f"for {len(differ)} sample(s) (first: row {row}): the samples changed between the builds; "
+                f"rebuild them from the same samples"
+            )
 
 
 # ----------------------------------------------------------------------------- either
@@ -284,7 +305,8 @@ def merge_teachers(
     records = [record for info in infos for record in _named_members(info)]
     names = _unique([r.name or r.spec or "teacher" for r in records])
     members = tuple(replace(r, name=n) for r, n in zip(records, names))
-    layout = first.layout.replace(num_teachers=len(members))
+    digests = all(info.layout.sample_digests for info in infos)  # kept where every cache has them
+    layout = first.layout.replace(num_teachers=len(members), sample_digests=digests)
     meta = first.meta.replace(teacher=members[0], teachers=members)
     keys, labels = store.read_keys_labels(first.path)
     return _write_merged(
@@ -327,7 +349,7 @@ def _same_views_differences(first: store.CacheInfo, info: store.CacheInfo) -> li
             (theirs.channels, theirs.image_size, theirs.resize, theirs.interpolation),
         ),
     ]
-    a, b = (i.layout.replace(num_teachers=1, block_rows=1).fields() for i in (first, info))
+    a, b = (i.layout.replace(num_teachers=1, block_rows=1, sample_digests=False).fields() for i in (first, info))
     checks += [(f"layout.{key}", a[key], b[key]) for key in a]
     return [f"{what} ({x!r} vs {y!r})" for what, x, y in checks if x != y]
 
@@ -344,13 +366,16 @@ def _copy_members(infos: list[store.CacheInfo], writer: store.CacheWriter, bar) 
                     f"{Path(info.path).name} stores other view parameters in rows {start}..{stop - 1}: "
                     f"its teacher saw other views; refusing to join"
                 )
-        parts = [_member_axis(rows, info.layout) for (_, _, _, rows), info in zip(blocks, infos)]
+        _check_same_content(infos, [rows for _, _, _, rows in blocks], blocks[0][0])
+        keep = writer.layout.sample_digests
+        parts = [_member_axis(rows, info.layout, keep) for (_, _, _, rows), info in zip(blocks, infos)]
         writer.write(store.Rows.concat(parts, axis=2))
         bar.update(blocks[0][1] - blocks[0][0])
 
 
-def _member_axis(rows: store.Rows, layout: store.Layout) -> store.Rows:
-    """(n, V, ...) rows of a one-teacher cache as (n, V, 1, ...)."""
-    if layout.num_teachers > 1:
-        return rows
-    return store.Rows(rows.mode, {name: value[:, :, None] for name, value in rows.targets.items()}, rows.params)
+def _member_axis(rows: store.Rows, layout: store.Layout, digests: bool) -> store.Rows:
+    """(n, V, ...) rows of a one-teacher cache as (n, V, 1, ...), with their digests when kept."""
+    targets = rows.targets
+    if layout.num_teachers == 1:
+        targets = {name: value[:, :, None] for name, value in targets.items()}
+    return store.Rows(rows.mode, targets, rows.params, rows.digests if digests else None)

@@ -22,6 +22,11 @@ from softlabels.weights import load_weights, read_weights, sha256_file, state_di
 DEFAULT_DATA = Preprocessing(IMAGENET_MEAN, IMAGENET_STD, 32)
 
 
+# A teacher without weights is initialised from this seed, so every process of a build and
+# `verify --recompute` later make the same network (and the recompute does not cry "altered").
+RANDOM_INIT_SEED = 0
+
+
 class RandomTeacherWarning(UserWarning):
     """A teacher runs without weights: its outputs are those of a randomly initialised network."""
 

@@ -1,10 +1,12 @@
 """The seams hold: only the store knows HDF5, one resolver decides a model's input, one pipeline makes views."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 from softlabels.store import files, modes
-from softlabels.store.rows import PARAMS
+from softlabels.store.rows import DIGESTS, PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = [ROOT / "softlabels", ROOT / "trainer"]
@@ -36,7 +38,7 @@ def test_only_the_store_imports_h5py():
 
 
 def dataset_paths():
-    paths = {files.DONE, files.BLOCK_SHA256, PARAMS}
+    paths = {files.DONE, files.BLOCK_SHA256, files.DIGESTS_SHA256, PARAMS, DIGESTS}
     for mode in modes.MODES.values():
         paths |= set(mode(10, "float16", 2).datasets((1, 1)))
     return {p for p in paths if "/" in p}  # `keys`, `labels`, `logits` are also plain words (npz names)
@@ -79,3 +81,19 @@ def test_views_are_made_only_by_the_pipeline():
     augmentation_modules = {"softlabels/transforms.py", "softlabels/user_augments.py"}  # wrappers call inner ones
     users = {path for path in calls_to("apply") if path not in augmentation_modules}
     assert users <= {"softlabels/pipeline.py"}
+
+
+def test_importing_and_plotting_leave_the_users_matplotlib_backend_alone(tmp_path):
+    """Library hygiene (issue 16): no `matplotlib.use(...)` at import; figures never go through pyplot."""
+    code = f"""
+import matplotlib
+matplotlib.use("svg")
+import softlabels.plots, trainer.plots, trainer.loop, softlabels.inspection
+trainer.plots.plot_curves([{{"epoch": 1, "train_loss": 1.0, "train_accuracy": 0.5}}], {str(tmp_path)!r} + "/c.png")
+assert matplotlib.get_backend() == "svg", matplotlib.get_backend()
+import sys
+assert "matplotlib.pyplot" not in sys.modules, "pyplot was imported"
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"

@@ -7,7 +7,17 @@ import warnings
 
 import click
 
-from softlabels.clitools import CleanErrors, apply_config_file, floats, int_range, one_line_warning, require
+from softlabels.clitools import (
+    CleanErrors,
+    apply_config_file,
+    common_options,
+    echo,
+    floats,
+    int_range,
+    one_line_warning,
+    require,
+    session,
+)
 from softlabels.runtime import current_rank, default_workers
 from softlabels.transforms import AUGMENTS
 from trainer.data import START_METHODS
@@ -81,8 +91,8 @@ _OPTIONS = [
         type=click.Choice(SCHEDULES),
         default="onecycle",
         help="Learning-rate schedule, "
-        "stepped every batch. onecycle: rise from lr/25 over --warmup-epochs (25%% of the run when 0), then "
-        "cosine to 0; cosine: warmup then cosine to 0; step: warmup then x0.1 at 50%% and 75%%.",
+        "stepped every batch. onecycle: rise from lr/25 over --warmup-epochs (25% of the run when 0), then "
+        "cosine to 0; cosine: warmup then cosine to 0; step: warmup then x0.1 at 50% and 75%.",
     ),
     click.option(
         "--clip-grad-norm",
@@ -162,7 +172,24 @@ _OPTIONS = [
         type=int_range(1),
         help="Stop after this epoch (of --epochs), leaving a last.pt to --resume from: for time-limited jobs.",
     ),
-    click.option("--progress/--no-progress", default=True, help="Progress bars and per-epoch lines."),
+    click.option(
+        "--progress/--no-progress",
+        default=True,
+        help="Progress bars (one line every 30 s when stderr is no terminal) and per-epoch lines.",
+    ),
+    click.option(
+        "--verify/--no-verify",
+        default=True,
+        help="Check the cache's block checksums: all when it is read into memory, each block on its first "
+        "read otherwise (costs: BENCHMARKS.md).",
+    ),
+    click.option(
+        "--check-content/--no-check-content",
+        default=False,
+        help="Compare every image read with the SHA-256 the build recorded, refusing one whose content "
+        "changed (costs 8-24% of reading a sample, BENCHMARKS.md; `softlabels verify --dataset` checks "
+        "every image once instead).",
+    ),
     click.option(
         "--log",
         type=click.Choice(LOGGERS),
@@ -182,6 +209,8 @@ def training_options(command):
 def _fit_config(options: dict):
     if options.get("workers") is None:
         options.pop("workers", None)
+    if session().quiet:
+        options["progress"] = False
     return FitConfig.from_options(**options)
 
 
@@ -204,6 +233,7 @@ def _fit_config(options: dict):
     type=click.Path(dir_okay=False),
     help="Options from a JSON (or YAML) file, or a finished run's summary.json to run it again; flags given here win.",
 )
+@common_options(progress=False)
 def fit(config_file, **options):
     """Train one student: from a cache (kd), from labels (ce), or from a teacher online.
 
@@ -211,12 +241,16 @@ def fit(config_file, **options):
     trainer fit --cache data/cifar10-resnet56.h5 --student small_cnn --out runs/kd
     trainer fit --dataset cifar10 --student small_cnn --loss ce --out runs/ce
     torchrun --standalone --nproc-per-node 2 -m trainer fit ...   (DDP; --batch-size per process)
+
+    SIGTERM or SIGUSR1 (SLURM: #SBATCH --signal=USR1@120) saves last.pt at the current step and exits
+    with status 75; --resume then continues exactly where it stopped.
     """
-    options = apply_config_file(click.get_current_context(), options, config_file)
+    # stop_signals is an API setting (a run's summary.json records it), not an option of the command
+    options = apply_config_file(click.get_current_context(), options, config_file, ignore=("stop_signals",))
     require(options, "student", "out")
     summary = run_fit(_fit_config(options))
     if current_rank().is_main:
-        click.echo(describe_summary(summary, options["out"]))
+        echo(describe_summary(summary, options["out"]))
 
 
 def describe_summary(summary: dict, out: str) -> str:
@@ -260,6 +294,7 @@ def describe_summary(summary: dict, out: str) -> str:
     type=click.Path(file_okay=False),
     help="Sweep folder: one sub-folder per run, leaderboard.md/.csv/.png.",
 )
+@common_options(progress=False)
 def sweep(students, temperatures, alphas, with_ce, **options):
     """Train every student x temperature x alpha combination from one cache and rank them.
 
@@ -270,11 +305,11 @@ def sweep(students, temperatures, alphas, with_ce, **options):
 
     def report(row, done, total):
         result = f"{row['test_accuracy']:.2%}" if row.get("test_accuracy") is not None else row["status"]
-        click.echo(f"[{done}/{total}] {row['run']}: {result}" + (f" ({row['error']})" if row.get("error") else ""))
+        echo(f"[{done}/{total}] {row['run']}: {result}" + (f" ({row['error']})" if row.get("error") else ""))
 
     rows = run_sweep(config, on_result=report)
     failed = sum(row["status"] == "failed" for row in rows)
-    click.echo(f"wrote {options['out']}/leaderboard.md ({len(rows)} runs, {failed} failed); best: {rows[0]['run']}")
+    echo(f"wrote {options['out']}/leaderboard.md ({len(rows)} runs, {failed} failed); best: {rows[0]['run']}")
 
 
 if __name__ == "__main__":  # pragma: no cover

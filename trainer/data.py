@@ -28,6 +28,8 @@ from softlabels.datasets import DatasetSource, eval_spec_for, open_dataset
 from softlabels.inputs import Preprocessing, data_input
 from softlabels.pipeline import ViewPipeline
 from softlabels.replay import ReplayDataset, ViewSchedule, random_view
+from softlabels.sample_errors import reading
+from softlabels.stopping import ignore_in_worker
 
 START_METHODS = ("fork", "spawn", "forkserver")
 
@@ -35,11 +37,11 @@ START_METHODS = ("fork", "spawn", "forkserver")
 # ----------------------------------------------------------------------------- matching images and cache
 
 
-def check_same_samples(cache_path: str, recorded_fingerprint: str | None, source: DatasetSource) -> str:
+def check_same_samples(targets: store.CacheTargets, source: DatasetSource) -> str:
     """Refuse images that are not the ones the cache was built on; returns the shared fingerprint."""
     fingerprint = store.dataset_fingerprint(source.keys, source.labels)
-    if fingerprint != recorded_fingerprint:
-        require_same_samples(cache_path, source)  # says what differs (or passes a cache without one)
+    if fingerprint != targets.info.fingerprint:
+        require_same_samples(targets.path, source, targets)  # says what differs (or passes a cache without one)
     return fingerprint
 
 
@@ -78,10 +80,11 @@ class LabelledDataset(Dataset):
 
     def __getitem__(self, item):
         index, _, epoch = _unpack(item)
-        x = self.pipeline.decode(self.source.load(index))
-        if self.pipeline.augment.name == "none":
-            return self.pipeline.view(x, ()), int(self.source.labels[index])
-        return random_view(self.pipeline, x, self.seed, index, epoch), int(self.source.labels[index])
+        with reading(self.source, index):
+            x = self.pipeline.decode(self.source.load(index))
+            if self.pipeline.augment.name == "none":
+                return self.pipeline.view(x, ()), int(self.source.labels[index])
+            return random_view(self.pipeline, x, self.seed, index, epoch), int(self.source.labels[index])
 
 
 CachedDataset = ReplayDataset  # the trainer's name for it
@@ -116,7 +119,18 @@ def make_loader(
         prefetch_factor=4 if workers else None,
         multiprocessing_context=start_method if workers else None,
         generator=torch.Generator().manual_seed(0),  # worker seeds never draw from the global RNG
+        worker_init_fn=ignore_in_worker if workers else None,  # the main process handles stop signals
     )
+
+
+def close_loader(loader: DataLoader | None) -> None:
+    """Stop a loader's persistent workers now (else they live until the loader is garbage-collected, which
+    an exception's traceback can delay past the end of the process that made them)."""
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+    if loader is not None:
+        loader._iterator = None
 
 
 # ----------------------------------------------------------------------------- assembling a run's data
@@ -179,11 +193,16 @@ def cached_training_data(
     ensemble: str | None = None,
     temperature: float = 1.0,
     views_per_decode: int = 1,
+    verify: bool = True,
+    check_content: bool = False,
 ) -> TrainingData:
-    """Images joined with a cache's targets, after checking they are the samples it was built on."""
-    targets = store.CacheTargets(cache, memory_budget=memory_budget)
+    """Images joined with a cache's targets, after checking they are the samples it was built on.
+
+    `verify` checks the cache's block checksums (all at once in memory, else each block on first read);
+    `check_content` compares every image read with the digest the build recorded."""
+    targets = store.CacheTargets(cache, memory_budget=memory_budget, verify=verify)
     source = open_cache_dataset(targets.info, spec, data_root, download)
-    fingerprint = check_same_samples(cache, targets.info.fingerprint, source)
+    fingerprint = check_same_samples(targets, source)
     if targets.layout.num_classes != len(source.classes):
         raise ValueError(f"the cache has {targets.layout.num_classes} classes but {source.spec} {len(source.classes)}")
     cache_prep = targets.info.input
@@ -207,6 +226,7 @@ def cached_training_data(
             allow_changed_augment=allow_changed_augment,
             ensemble=ensemble,
             temperature=temperature,
+            check_content=check_content,
         ),
         subset_indices(source.labels, subset),
         image_prep,

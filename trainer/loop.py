@@ -18,6 +18,7 @@ import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -29,14 +30,17 @@ from softlabels.inputs import Preprocessing, data_input
 from softlabels.models import archive_path
 from softlabels.options import Options
 from softlabels.pipeline import Normalize, flatten_views, stack, to_device
+from softlabels.progress import bar as progress_bar
 from softlabels.replay import EpochSampler
 from softlabels.runtime import Rank, autocast, cpu_threads, current_rank, default_workers, prepare_model, resolve_device
+from softlabels.stopping import Stopped, StopRequest, stop_on_signals
 from softlabels.teachers import load_teacher
 from softlabels.transforms import get_augment
 from trainer import checkpoints, plots
 from trainer.data import (
     TrainingData,
     cached_training_data,
+    close_loader,
     eval_dataset,
     labelled_training_data,
     make_loader,
@@ -77,6 +81,16 @@ class OverfitRiskWarning(UserWarning):
 
 class InconsistentAugmentWarning(UserWarning):
     """Random augmentation paired with cached targets of other views."""
+
+
+class NonFiniteLoss(ValueError):
+    """The loss became NaN or infinite: the run stops before that step changes the weights."""
+
+
+# The largest temperature whose square stays finite in float32 (kd_loss multiplies by T^2), and the
+# smallest for which logits / T do (anything finer underflows to 0 in float32).
+MAX_TEMPERATURE = float(np.sqrt(np.finfo(np.float32).max))
+MIN_TEMPERATURE = float(np.finfo(np.float32).tiny)
 
 
 @dataclass(frozen=True)
@@ -153,6 +167,9 @@ class RuntimeOptions:
     stop_after: int | None = None
     progress: bool = True
     log: tuple[str, ...] = ()  # extra loggers: "tensorboard"
+    verify: bool = True  # check the cache's block checksums (on load, or per block on first read)
+    check_content: bool = False  # compare each image read with its digest (8-24% per sample: BENCHMARKS.md)
+    stop_signals: bool = True  # SIGTERM/SIGUSR1 save a checkpoint at the current step and stop
 
 
 @dataclass(frozen=True)
@@ -219,6 +236,7 @@ def check_config(config: FitConfig) -> None:
     if config.objective.teacher and not objective.needs_teacher:
         raise ValueError(f"--loss {objective.name} does not use --teacher; drop it or use --loss kd/hard")
     _check_numbers(config)
+    _check_finite(config)
     _check_augment(config)
 
 
@@ -247,6 +265,29 @@ def _check_numbers(config: FitConfig) -> None:
         raise ValueError(f"--stop-after must lie in 1..{config.optim.epochs}, got {config.runtime.stop_after}")
     if config.runtime.workers < 0 or config.runtime.cache_memory_mb < 0:
         raise ValueError("--workers and --cache-memory-mb cannot be negative")
+
+
+def _check_finite(config: FitConfig) -> None:
+    """Values that can only give non-finite losses (inf, NaN, a temperature whose square overflows)."""
+    o, opt = config.objective, config.optim
+    numbers = [
+        ("--temperature", o.temperature),
+        ("--alpha", o.alpha),
+        ("--label-smoothing", o.label_smoothing),
+        ("--lr", opt.lr),
+        ("--weight-decay", opt.weight_decay),
+        ("--warmup-epochs", opt.warmup_epochs),
+    ]
+    for flag, value in numbers:
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"{flag} must be a finite number, got {value}: the loss could only be NaN or infinite")
+    if config.loss_name == "kd" and not MIN_TEMPERATURE <= o.temperature <= MAX_TEMPERATURE:
+        raise ValueError(
+            f"--temperature {o.temperature:g} makes the KD loss overflow float32 (T^2 or logits/T): "
+            f"use a value between {MIN_TEMPERATURE:.2g} and {MAX_TEMPERATURE:.3g} (usual: 1 to 8)"
+        )
+    if opt.weight_decay is not None and opt.weight_decay < 0:
+        raise ValueError(f"--weight-decay cannot be negative, got {opt.weight_decay}")
 
 
 def _check_augment(config: FitConfig) -> None:
@@ -298,6 +339,8 @@ class Run:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     log: RunLog = field(default_factory=lambda: RunLog((), Path(".")))
+    steps_per_epoch: int = 0
+    stop: StopRequest = field(default_factory=StopRequest)
 
     @property
     def bare_student(self) -> nn.Module:
@@ -334,6 +377,8 @@ def load_data(config: FitConfig) -> tuple[TrainingData, Teacher | None, Preproce
             ensemble=config.objective.ensemble,
             temperature=config.objective.temperature,
             views_per_decode=data.views_per_decode,
+            verify=runtime.verify,
+            check_content=runtime.check_content,
         )
         return training, None, student_input(model.student, training.image_prep, model.mean, model.std)
     assert data.dataset is not None  # check_config: --cache or --dataset
@@ -444,6 +489,7 @@ def build_run(config: FitConfig, rank: Rank, device: torch.device) -> Run:
         optimizer,
         scheduler,
         scaler,
+        steps_per_epoch=len(train_loader),
     )
 
 
@@ -512,6 +558,8 @@ def train_step(run: Run, images, labels, targets) -> tuple[torch.Tensor, torch.T
     with autocast(run.device, run.config.optim.amp):
         logits = run.student(run.normalize(images))
     loss = run.objective(logits, targets, labels)
+    if not _finite_everywhere(run, loss):
+        raise NonFiniteLoss(f"the loss is {float(loss.detach())}")
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
     if run.config.optim.clip_grad_norm:
@@ -523,38 +571,76 @@ def train_step(run: Run, images, labels, targets) -> tuple[torch.Tensor, torch.T
     return loss.detach(), logits.detach()
 
 
-def train_one_epoch(run: Run, epoch: int) -> dict:
-    """One pass over this process's share of the training set; returns loss, accuracy, images/s."""
+def _finite_everywhere(run: Run, loss: torch.Tensor) -> bool:
+    """Whether the loss is finite on every process (one sync; the GradScaler syncs every step anyway)."""
+    bad = (~torch.isfinite(loss.detach())).to(torch.float32)
+    if run.rank.distributed:
+        dist.all_reduce(bad)  # every rank stops at the same step, none waits forever in the next all-reduce
+    return not bool(bad)
+
+
+def _stop_agreed(run: Run) -> bool:
+    """Whether any process received a stop signal (all of them stop after the same step)."""
+    if not run.rank.distributed:
+        return run.stop.requested
+    flag = torch.tensor([float(run.stop.requested)], device=run.device)
+    dist.all_reduce(flag)
+    return bool(flag.item())
+
+
+class EpochInterrupted(Exception):
+    """A stop signal ended an epoch early, after `step` optimizer steps; `totals` are its running sums."""
+
+    def __init__(self, step: int, totals: list[float], seconds: float):
+        super().__init__(f"stopped after step {step}")
+        self.step, self.totals, self.seconds = step, totals, seconds
+
+
+def train_one_epoch(run: Run, epoch: int, start_step: int = 0, totals: list[float] | None = None) -> dict:
+    """One pass over this process's share of the training set; returns loss, accuracy, images/s.
+
+    `start_step` and `totals` continue an epoch a stop signal interrupted (a mid-epoch checkpoint):
+    the sampler skips the batches already done. Raises NonFiniteLoss naming the epoch and step, and
+    EpochInterrupted when a stop signal arrived (after finishing the step in progress).
+    """
     run.student.train()
-    run.sampler.set_epoch(epoch)
-    totals = torch.zeros(3, dtype=torch.float64, device=run.device)  # loss sum, correct, images
+    run.sampler.set_epoch(epoch, start=start_step * run.config.optim.batch_size)
+    sums = torch.tensor(totals or [0.0, 0.0, 0.0], dtype=torch.float64, device=run.device)  # loss, correct, images
     lr = run.optimizer.param_groups[0]["lr"]
     started = time.perf_counter()
-    bar = tqdm(
+    steps = run.steps_per_epoch or len(run.train_loader)
+    bar = progress_bar(
         run.train_loader,
+        total=steps,
+        initial=start_step,
         desc=f"epoch {epoch + 1}/{run.config.optim.epochs}",
         unit="batch",
-        dynamic_ncols=True,
-        disable=not (run.config.runtime.progress and run.rank.is_main),
+        enabled=run.config.runtime.progress and run.rank.is_main,
         leave=False,
     )
-    for step, batch in enumerate(bar):
+    for step, batch in enumerate(bar, start=start_step):
         images, labels, targets = _to_device(batch, run.device, run.input_dtype)
-        loss, logits = train_step(run, images, labels, targets)
+        try:
+            loss, logits = train_step(run, images, labels, targets)
+        except NonFiniteLoss as err:
+            raise NonFiniteLoss(f"{err} at epoch {epoch + 1}, step {step + 1} of {steps}") from None
         if run.log.per_step:
-            run.log.step(epoch * len(run.train_loader) + step, float(loss), run.optimizer.param_groups[0]["lr"])
-        totals += torch.stack(
+            run.log.step(epoch * steps + step, float(loss), run.optimizer.param_groups[0]["lr"])
+        sums += torch.stack(
             [
                 loss.double() * len(labels),
                 (logits.argmax(1) == labels).sum().double(),
                 torch.tensor(float(len(labels)), dtype=torch.float64, device=run.device),
             ]
         )
-        if step % 10 == 0 or step == len(run.train_loader) - 1:
-            _show(bar, totals, started)
+        if step % 10 == 0 or step == steps - 1:
+            _show(bar, sums, started)
+        if _stop_agreed(run) and step + 1 < steps:
+            bar.close()
+            raise EpochInterrupted(step + 1, sums.tolist(), time.perf_counter() - started)
     if run.rank.distributed:
-        dist.all_reduce(totals)
-    loss_sum, correct, count = totals.tolist()
+        dist.all_reduce(sums)
+    loss_sum, correct, count = sums.tolist()
     bar.close()
     seconds = time.perf_counter() - started
     return {
@@ -579,12 +665,14 @@ def _show(bar, totals: torch.Tensor, started: float) -> None:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, normalize: nn.Module, loader, device: torch.device, amp: bool = True) -> dict:
+def evaluate(
+    model: nn.Module, normalize: nn.Module, loader, device: torch.device, amp: bool = True, show_progress: bool = False
+) -> dict:
     """Cross-entropy and top-1 accuracy of `model` over `loader`, in eval mode."""
     was_training = model.training
     model.eval()
     loss_sum, correct, count = 0.0, 0, 0
-    for batch in loader:
+    for batch in progress_bar(loader, desc="evaluating", unit="batch", enabled=show_progress, leave=False):
         images, labels, _ = _to_device(batch, device, _input_dtype(model))
         with autocast(device, amp):
             logits = model(normalize(images)).float()
@@ -602,10 +690,13 @@ def evaluate(model: nn.Module, normalize: nn.Module, loader, device: torch.devic
 class Progress:
     """The state that survives across epochs and resumes."""
 
-    epoch: int = 0
+    epoch: int = 0  # epochs finished
     history: list = field(default_factory=list)
     best_accuracy: float | None = None
     best_epoch: int | None = None
+    step: int = 0  # optimizer steps done in epoch `epoch` (a mid-epoch checkpoint after a stop signal)
+    totals: list | None = None  # that epoch's running sums (loss, correct, images)
+    seconds: float = 0.0  # and the seconds it had run
 
 
 def fit(config: FitConfig) -> dict:
@@ -626,26 +717,48 @@ def fit(config: FitConfig) -> dict:
     check_config(config)
     rank = current_rank()
     device = _device_for(config, rank)
-    with cpu_threads(device, config.runtime.workers, config.runtime.threads), _process_group(rank, device):
-        out = Path(config.runtime.out)
-        _check_out(config, out, rank)
+    out = Path(config.runtime.out)
+    created = rank.is_main and not out.exists()
+    try:
+        with cpu_threads(device, config.runtime.workers, config.runtime.threads), _process_group(rank, device):
+            return _fit(config, rank, device, out)
+    except BaseException:
+        if created:
+            _remove_if_empty(out)  # a run refused before it wrote anything leaves no folder behind
+        raise
+
+
+def _fit(config: FitConfig, rank: Rank, device: torch.device, out: Path) -> dict:
+    _check_out(config, out, rank)
+    with stop_on_signals(config.runtime.stop_signals) as stop:
         run = build_run(config, rank, device)
         if rank.is_main:
             warn_if_views_run_out(config, run.data.cache)
+        run.stop = stop
         progress = _restore(run, out) if config.runtime.resume and (out / "last.pt").exists() else Progress()
         if rank.is_main:
-            run.log = RunLog(config.runtime.log, out, progress.epoch * len(run.train_loader))
+            run.log = RunLog(config.runtime.log, out, progress.epoch * run.steps_per_epoch + progress.step)
         started = time.perf_counter()
         last = min(config.optim.epochs, config.runtime.stop_after or config.optim.epochs)
         try:
             for epoch in range(progress.epoch, last):
+                _stop_between_epochs(run, progress, out)
                 _run_epoch(run, progress, epoch, out)
         finally:
             run.log.close()
-        summary = make_summary(run, progress, time.perf_counter() - started)
-        if rank.is_main:
-            checkpoints.write_json_atomic(summary, out / "summary.json")
-        return summary
+            close_loader(run.train_loader)  # persistent workers end with the run, also when it fails
+            close_loader(run.eval_loader)
+    summary = make_summary(run, progress, time.perf_counter() - started)
+    if rank.is_main:
+        checkpoints.write_json_atomic(summary, out / "summary.json")
+    return summary
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # not empty (the run wrote files), or already gone
+        pass
 
 
 def _device_for(config: FitConfig, rank: Rank) -> torch.device:
@@ -679,11 +792,50 @@ def _check_out(config: FitConfig, out: Path, rank: Rank) -> None:
         out.mkdir(parents=True, exist_ok=True)
 
 
+def _stop_between_epochs(run: Run, progress: Progress, out: Path) -> None:
+    """A stop signal that arrived during setup, evaluation or the last checkpoint: everything is saved."""
+    if _stop_agreed(run):
+        saved = f"{out / 'last.pt'} holds epoch {progress.epoch}" if progress.epoch else "nothing to save yet"
+        raise Stopped(f"stopped by {run.stop.name} before epoch {progress.epoch + 1}: {saved}; {RESUME_HINT}")
+
+
+RESUME_HINT = "run the same command with --resume to continue"
+
+
 def _run_epoch(run: Run, progress: Progress, epoch: int, out: Path) -> None:
-    record = {"epoch": epoch + 1, **train_one_epoch(run, epoch)}
+    try:
+        stats = train_one_epoch(run, epoch, progress.step, progress.totals)
+    except NonFiniteLoss as err:
+        kept = (
+            f"{out / 'last.pt'} (epoch {progress.epoch}{f', step {progress.step}' if progress.step else ''}) is intact"
+            if (out / "last.pt").exists()
+            else "no checkpoint was written yet"
+        )
+        raise NonFiniteLoss(
+            f"{err}: the run stopped before that step changed the weights; {kept}. Lower --lr or --temperature, keep "
+            f"--clip-grad-norm on, or check the data; --resume continues from the checkpoint"
+        ) from None
+    except EpochInterrupted as stop:
+        _save_mid_epoch(run, progress, stop, out)
+        raise Stopped(
+            f"stopped by {run.stop.name} at epoch {epoch + 1}, step {stop.step} of {run.steps_per_epoch}: "
+            f"saved {out / 'last.pt'}; {RESUME_HINT}"
+        ) from None
+    stats["seconds"] += progress.seconds
+    progress.step, progress.totals, progress.seconds = 0, None, 0.0
+    record = {"epoch": epoch + 1, **stats}
     if run.eval_loader is not None:
         started = time.perf_counter()
-        record.update(evaluate(run.bare_student, run.normalize, run.eval_loader, run.device, run.config.optim.amp))
+        record.update(
+            evaluate(
+                run.bare_student,
+                run.normalize,
+                run.eval_loader,
+                run.device,
+                run.config.optim.amp,
+                show_progress=run.config.runtime.progress,
+            )
+        )
         record["eval_seconds"] = time.perf_counter() - started
     _report(run, record)
     run.log.epoch(record)
@@ -692,6 +844,15 @@ def _run_epoch(run: Run, progress: Progress, epoch: int, out: Path) -> None:
     improved = _note_best(progress, record)
     if run.rank.is_main:
         save_outputs(run, progress, out, improved)
+    if run.rank.distributed:
+        dist.barrier()
+
+
+def _save_mid_epoch(run: Run, progress: Progress, stop: EpochInterrupted, out: Path) -> None:
+    """last.pt at the current step: what `--resume` needs to continue the epoch exactly."""
+    progress.step, progress.totals, progress.seconds = stop.step, stop.totals, progress.seconds + stop.seconds
+    if run.rank.is_main:
+        checkpoints.save_checkpoint(checkpoint_state(run, progress, resumable=True), out / "last.pt")
     if run.rank.distributed:
         dist.barrier()
 
@@ -740,6 +901,8 @@ def checkpoint_state(run: Run, progress: Progress, resumable: bool) -> dict:
             history=progress.history,
             best_epoch=progress.best_epoch,
         )
+        if progress.step:  # stopped mid-epoch by a signal
+            state.update(step=progress.step, epoch_totals=progress.totals, epoch_seconds=progress.seconds)
     return state
 
 
@@ -780,7 +943,15 @@ def _restore(run: Run, out: Path) -> Progress:
     run.scheduler.load_state_dict(state["scheduler"])
     run.scaler.load_state_dict(state["scaler"])
     checkpoints.set_rng_state(state["rng"])
-    return Progress(int(state["epoch"]), list(state["history"]), state["best_accuracy"], state.get("best_epoch"))
+    return Progress(
+        int(state["epoch"]),
+        list(state["history"]),
+        state["best_accuracy"],
+        state.get("best_epoch"),
+        step=int(state.get("step", 0)),
+        totals=state.get("epoch_totals"),
+        seconds=float(state.get("epoch_seconds", 0.0)),
+    )
 
 
 def peak_memory(device: torch.device) -> dict:

@@ -1,6 +1,7 @@
 """Pictures of runs: a run's learning curves (curves.png) and a sweep's leaderboard (leaderboard.png).
 
-matplotlib with the Agg backend (files only, no display needed); each figure is written atomically.
+matplotlib's object API (`matplotlib.figure.Figure`: files only, no pyplot, no backend chosen at import,
+so the user's own matplotlib setup is left alone); each figure is written atomically.
 """
 
 from __future__ import annotations
@@ -9,24 +10,26 @@ import io
 from pathlib import Path
 
 import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-
-from trainer.checkpoints import write_bytes_atomic  # noqa: E402
+from trainer.checkpoints import write_bytes_atomic
 
 
 def _save(figure, path: str | Path) -> Path:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
     return write_bytes_atomic(buffer.getvalue(), path)
+
+
+def _subplots(*grid, figsize):
+    figure = Figure(figsize=figsize)
+    return figure, figure.subplots(*grid)
 
 
 def plot_curves(history: list[dict], path: str | Path, title: str = "") -> Path:
     """Loss and accuracy (train and held-out) against epoch."""
     epochs = [r["epoch"] for r in history]
-    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
+    figure, (loss_axis, accuracy_axis) = _subplots(1, 2, figsize=(10, 3.8))
     for axis, metric, label in ((loss_axis, "loss", "loss"), (accuracy_axis, "accuracy", "top-1 accuracy")):
         axis.plot(epochs, [r[f"train_{metric}"] for r in history], "o-", label="train")
         held_out = [(r["epoch"], r[f"eval_{metric}"]) for r in history if r.get(f"eval_{metric}") is not None]
@@ -49,8 +52,8 @@ def plot_leaderboard(rows: list[dict], path: str | Path, title: str = "") -> Pat
     ]
     values = [100 * (r.get("test_accuracy") or 0.0) for r in ranked]
     students = sorted({r["student"] for r in ranked})
-    colours = {s: plt.cm.tab10(i % 10) for i, s in enumerate(students)}
-    figure, axis = plt.subplots(figsize=(8, 0.9 + 0.35 * max(1, len(ranked))))
+    colours = {s: matplotlib.colormaps["tab10"](i % 10) for i, s in enumerate(students)}
+    figure, axis = _subplots(figsize=(8, 0.9 + 0.35 * max(1, len(ranked))))
     bars = axis.barh(range(len(ranked)), values, color=[colours[r["student"]] for r in ranked])
     axis.bar_label(
         bars,

@@ -15,6 +15,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from softlabels.stopping import Stopped
 from softlabels.store import read_info
 from trainer import plots
 from trainer.checkpoints import write_text_atomic
@@ -89,7 +90,7 @@ def run_one(config: FitConfig) -> dict:
     resume = config.runtime.resume and (Path(config.runtime.out) / "last.pt").exists()
     try:
         summary = fit(config.replace(resume=resume))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Stopped):  # the whole sweep stops; --resume continues it
         raise
     except Exception as err:  # recorded, and the sweep goes on
         message = " ".join(str(err).split()) or type(err).__name__

@@ -8,13 +8,14 @@
 """
 
 from softlabels.store.checking import CheckStats, check_file, verify
-from softlabels.store.files import open_cache_file, partial_path, short_reason
+from softlabels.store.files import file_size, is_url, open_cache_file, partial_path, short_reason
 from softlabels.store.modes import MODES, STORAGES, NonFiniteOutputs, StorageMode, storage_mode
 from softlabels.store.reader import (
     CacheTargets,
     iter_rows,
     looks_like_cache,
     read_complete_info,
+    read_digests,
     read_info,
     read_keys_labels,
     rows_written,
@@ -43,6 +44,8 @@ __all__ = [
     "CheckStats",
     "check_file",
     "verify",
+    "file_size",
+    "is_url",
     "open_cache_file",
     "partial_path",
     "short_reason",
@@ -55,6 +58,7 @@ __all__ = [
     "iter_rows",
     "looks_like_cache",
     "read_complete_info",
+    "read_digests",
     "read_info",
     "read_keys_labels",
     "rows_written",

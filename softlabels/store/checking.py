@@ -14,18 +14,18 @@ from softlabels.store.schema import FORMAT_NAME, FORMAT_VERSION, CacheError, Lay
 
 def check_header(file: h5py.File) -> None:
     if files.attr(file, "format") != FORMAT_NAME:
-        raise CacheError(f"{file.filename} is not a softlabels cache (no format='softlabels' attribute)")
+        raise CacheError(f"{files.name_of(file)} is not a softlabels cache (no format='softlabels' attribute)")
     version = files.attr(file, "format_version")
     if not isinstance(version, int) or version < 1:
-        raise CacheError(f"{file.filename}: bad format_version {version!r}")
+        raise CacheError(f"{files.name_of(file)}: bad format_version {version!r}")
     if version > FORMAT_VERSION:
         raise CacheError(
-            f"{file.filename} uses cache format version {version}; this softlabels "
+            f"{files.name_of(file)} uses cache format version {version}; this softlabels "
             f"reads up to version {FORMAT_VERSION}: upgrade softlabels"
         )
     for name in ("num_samples", "num_classes", "num_views"):
         if not isinstance(files.attr(file, name), int):
-            raise CacheError(f"{file.filename}: missing or bad root attribute {name!r}")
+            raise CacheError(f"{files.name_of(file)}: missing or bad root attribute {name!r}")
 
 
 def check_trust(file: h5py.File) -> None:
@@ -49,7 +49,7 @@ def check_trust(file: h5py.File) -> None:
 
     file.visititems(check)
     if problems:
-        raise CacheError(f"{file.filename} is refused: {problems[0]} (caches must be self-contained data)")
+        raise CacheError(f"{files.name_of(file)} is refused: {problems[0]} (caches must be self-contained data)")
 
 
 def check_structure(file: h5py.File) -> Layout:
@@ -63,12 +63,14 @@ def check_structure(file: h5py.File) -> Layout:
         files.DONE: (layout.num_blocks,),
         files.BLOCK_SHA256: (layout.num_blocks, 32),
     }
+    if layout.sample_digests:
+        expected[files.DIGESTS_SHA256] = (layout.num_blocks, 32)
     expected.update({name: shape for name, (shape, _) in files.row_datasets(layout).items()})
     for name, shape in expected.items():
         if name not in file:
-            raise CacheError(f"{file.filename}: dataset {name!r} is missing")
+            raise CacheError(f"{files.name_of(file)}: dataset {name!r} is missing")
         if file[name].shape != shape:
-            raise CacheError(f"{file.filename}: dataset {name!r} has shape {file[name].shape}, expected {shape}")
+            raise CacheError(f"{files.name_of(file)}: dataset {name!r} has shape {file[name].shape}, expected {shape}")
     return layout
 
 
@@ -86,11 +88,11 @@ def check_file(file: h5py.File, require_complete: bool = True, on_block=None) ->
     `on_block(rows)` is called after each block (progress bars)."""
     layout = check_structure(file)
     if require_complete and files.attr(file, "complete") is not True:
-        raise CacheError(f"{file.filename} is incomplete (complete=false): resume the build with --resume")
+        raise CacheError(f"{files.name_of(file)} is incomplete (complete=false): resume the build with --resume")
     done = file[files.DONE][:]
     if not done.all():
         first = int(np.flatnonzero(done == 0)[0])
-        raise CacheError(f"{file.filename}: block {first} (rows {layout.block_range(first)}) was never written")
+        raise CacheError(f"{files.name_of(file)}: block {first} (rows {layout.block_range(first)}) was never written")
     correct = np.zeros(layout.num_teachers, dtype=np.int64)
     for block in range(layout.num_blocks):
         correct += _check_block(file, layout, block)
@@ -102,7 +104,7 @@ def check_file(file: h5py.File, require_complete: bool = True, on_block=None) ->
     shard = files.read_json_attr(file, "shard")
     recorded = shard.get("fingerprint") if shard else files.read_json_attr(file, "dataset").get("fingerprint")
     if recorded and recorded != fingerprint:
-        raise CacheError(f"{file.filename}: keys/labels do not match the recorded dataset fingerprint")
+        raise CacheError(f"{files.name_of(file)}: keys/labels do not match the recorded dataset fingerprint")
     per_member = correct / (layout.num_samples * layout.num_views)
     members = [float(a) for a in per_member] if layout.num_teachers > 1 else None
     return CheckStats(layout.num_blocks, float(per_member.mean()), fingerprint, members)
@@ -110,22 +112,49 @@ def check_file(file: h5py.File, require_complete: bool = True, on_block=None) ->
 
 def _check_block(file, layout: Layout, block: int) -> np.ndarray:
     """Checksum and finiteness of one block; returns how many of its views each teacher got right."""
+    arrays = read_checked_block(file, layout, block)
+    labels = arrays.pop(files.LABELS)
+    rows = files.Rows.from_arrays(layout.mode, arrays)
+    if not layout.mode.finite(rows.targets):
+        raise CacheError(f"{files.name_of(file)}: non-finite values in block {block}")
+    top1 = rows.top1()  # (n, V) or (n, V, M)
+    right = top1 == labels.reshape(-1, *([1] * (top1.ndim - 1)))
+    return right.reshape(len(labels), layout.num_views, -1).sum(axis=(0, 1))
+
+
+def read_checked_block(file, layout: Layout, block: int) -> dict[str, np.ndarray]:
+    """Every checksummed array of one block, after checking them against the stored checksums."""
     start, stop = layout.block_range(block)
     try:
         arrays = files.read_block(file, layout, block)
     except OSError as err:  # e.g. a damaged compressed chunk
+        where = f"{files.name_of(file)}: block {block} (rows {start}..{stop - 1})"
+        raise CacheError(f"{where} cannot be read ({files.short_reason(err)})") from None
+    check_block_arrays(file, layout, block, arrays)
+    return arrays
+
+
+def check_block_arrays(file, layout: Layout, block: int, arrays: dict[str, np.ndarray]) -> None:
+    """Raise CacheError naming the block when its arrays do not match its stored checksums."""
+    table = files.mismatched_table(file, layout, block, arrays)
+    if table is not None:
+        start, stop = layout.block_range(block)
+        what = "sample digests" if table == files.DIGESTS_SHA256 else "checksum"
         raise CacheError(
-            f"{file.filename}: block {block} (rows {start}..{stop - 1}) cannot be read ({files.short_reason(err)})"
-        ) from None
-    if files.block_digest(arrays) != files.stored_digest(file, block):
-        raise CacheError(f"{file.filename}: checksum mismatch in block {block} (rows {start}..{stop - 1})")
-    labels = arrays.pop(files.LABELS)
-    rows = files.Rows.from_arrays(layout.mode, arrays)
-    if not layout.mode.finite(rows.targets):
-        raise CacheError(f"{file.filename}: non-finite values in block {block}")
-    top1 = rows.top1()  # (n, V) or (n, V, M)
-    right = top1 == labels.reshape(-1, *([1] * (top1.ndim - 1)))
-    return right.reshape(len(labels), layout.num_views, -1).sum(axis=(0, 1))
+            f"{files.name_of(file)}: {what} mismatch in block {block} (rows {start}..{stop - 1}): the file is "
+            f"damaged; run `softlabels verify` on it, and rebuild or re-copy it"
+        )
+
+
+def check_loaded(file, layout: Layout, arrays: dict[str, np.ndarray], on_block=None) -> None:
+    """Check the checksums of every block of a cache read whole (`arrays`: every row dataset, all rows)."""
+    labels = file[files.LABELS][:]
+    for block in range(layout.num_blocks):
+        start, stop = layout.block_range(block)
+        part = {name: value[start:stop] for name, value in arrays.items()}
+        check_block_arrays(file, layout, block, {**part, files.LABELS: labels[start:stop]})
+        if on_block is not None:
+            on_block(stop - start)
 
 
 def verify(path, on_block=None) -> CheckStats:

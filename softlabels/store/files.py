@@ -5,18 +5,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import uuid
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from softlabels.store.rows import PARAMS, Rows
+from softlabels.store.rows import DIGESTS, PARAMS, Rows
 from softlabels.store.schema import JSON_ATTRS, PARTIAL_SUFFIX, CacheError, Layout
 
 CHUNK_BYTES = 64 * 1024
 KEYS, LABELS = "keys", "labels"
 DONE, BLOCK_SHA256 = "integrity/done", "integrity/block_sha256"
+DIGESTS_SHA256 = "integrity/samples_sha256"  # per block: SHA-256 of its rows of `samples/sha256`
+DIGEST_BYTES = 32
+BUILD_ID = "build_id"  # root attribute: a random id drawn when the file is created (docs/FORMAT.md)
+URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def partial_path(path: str | Path) -> Path:
@@ -29,11 +35,23 @@ def row_datasets(layout: Layout) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     out = layout.mode.datasets(layout.rows)
     if layout.param_names:
         out[PARAMS] = ((layout.num_samples, layout.num_views, len(layout.param_names)), np.dtype(np.int32))
+    if layout.sample_digests:
+        out[DIGESTS] = ((layout.num_samples, DIGEST_BYTES), np.dtype(np.uint8))
     return out
 
 
+def checksum_tables(layout: Layout) -> dict[str, list[str]]:
+    """Per-block checksum table -> the datasets it covers. The block checksum keeps its version-1
+    meaning (labels, targets, view parameters); sample digests have a table of their own, so readers
+    that predate them still verify new files."""
+    tables = {BLOCK_SHA256: [LABELS, *(name for name in row_datasets(layout) if name != DIGESTS)]}
+    if layout.sample_digests:
+        tables[DIGESTS_SHA256] = [DIGESTS]
+    return tables
+
+
 def checksummed(layout: Layout) -> list[str]:
-    return [LABELS, *row_datasets(layout)]
+    return [name for names in checksum_tables(layout).values() for name in names]
 
 
 def read_rows(file: h5py.File, layout: Layout, index) -> Rows:
@@ -58,8 +76,21 @@ def read_block(file, layout: Layout, block: int) -> dict[str, np.ndarray]:
     return {name: file[name][start:stop] for name in checksummed(layout)}
 
 
-def stored_digest(file, block: int) -> bytes:
-    return file[BLOCK_SHA256][block].tobytes()
+def block_digests(layout: Layout, arrays: dict[str, np.ndarray]) -> dict[str, bytes]:
+    """Checksum table -> this block's checksum, from the block's arrays (every `checksummed` name)."""
+    return {table: block_digest({n: arrays[n] for n in names}) for table, names in checksum_tables(layout).items()}
+
+
+def stored_digest(file, block: int, table: str = BLOCK_SHA256) -> bytes:
+    return file[table][block].tobytes()
+
+
+def mismatched_table(file, layout: Layout, block: int, arrays: dict[str, np.ndarray]) -> str | None:
+    """The first checksum table whose stored checksum of `block` differs from `arrays`' (None: all match)."""
+    for table, digest in block_digests(layout, arrays).items():
+        if digest != stored_digest(file, block, table):
+            return table
+    return None
 
 
 # ----------------------------------------------------------------------------- attributes
@@ -126,10 +157,82 @@ def read_layout(file: h5py.File) -> Layout:
         compression=attr(file, "compression", "none"),
         block_rows=int(attr(file["integrity"], "block_rows")) if "integrity" in file else 1024,
         num_teachers=int(attr(file, "num_teachers", 1)),
+        sample_digests=DIGESTS in file,
     )
 
 
+# ----------------------------------------------------------------------------- identity
+
+
+def new_build_id() -> str:
+    return uuid.uuid4().hex
+
+
+def identity(file: h5py.File) -> str:
+    """What names this very file: its build id (caches written before build ids: none) and a SHA-256
+    of its block checksums, which cover every label and stored target. A file put in its place by
+    another build, a copy or a merge has another identity."""
+    table = file[BLOCK_SHA256][:] if BLOCK_SHA256 in file else np.zeros(0, np.uint8)
+    return f"{attr(file, BUILD_ID) or '-'}:{hashlib.sha256(np.ascontiguousarray(table).tobytes()).hexdigest()[:32]}"
+
+
 # ----------------------------------------------------------------------------- opening
+
+
+def is_url(path) -> bool:
+    """`s3://...`, `hf://...`, `memory://...`: a cache read through fsspec (a plain path otherwise)."""
+    return isinstance(path, str) and URL.match(path) is not None
+
+
+def file_size(path) -> int:
+    if is_url(path):
+        fs, inner = _url_fs(path)
+        return int(fs.size(inner))
+    return os.path.getsize(path)
+
+
+def _url_fs(url: str):
+    try:
+        import fsspec
+    except ImportError:
+        raise ValueError(
+            f"{url} is a URL: reading caches from URLs needs fsspec (pip install 'softlabels[remote]')"
+        ) from None
+    try:
+        return fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as err:  # an unknown protocol, or its package is missing
+        raise ValueError(f"cannot open {url}: {short_reason(err)}") from None
+
+
+class _UrlFile(h5py.File):
+    """An HDF5 file read through an fsspec file object, closed with it."""
+
+    def __init__(self, handle, url: str):
+        super().__init__(handle, "r")
+        self._handle, self.url = handle, url
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._handle.close()
+
+
+def _open_url(url: str) -> h5py.File:
+    fs, inner = _url_fs(url)
+    if not fs.exists(inner):
+        raise FileNotFoundError(f"cache not found: {url}")
+    handle = fs.open(inner, "rb")
+    try:
+        return _UrlFile(handle, url)
+    except OSError as err:
+        handle.close()
+        raise CacheError(f"{url} is not a readable HDF5 file (truncated or corrupt?): {short_reason(err)}") from None
+
+
+def name_of(file: h5py.File) -> str:
+    """The path or URL a cache was opened from (h5py names file objects by their repr)."""
+    return getattr(file, "url", None) or file.filename
 
 
 def errno_of(err: BaseException) -> int | None:
@@ -150,7 +253,10 @@ def short_reason(err: BaseException) -> str:
 
 
 def open_cache_file(path) -> h5py.File:
-    """Open a cache read-only with a clear error for missing or unreadable files."""
+    """Open a cache read-only with a clear error for missing or unreadable files; URLs (`s3://`,
+    `hf://`, ...) are read through fsspec where it is installed."""
+    if is_url(path):
+        return _open_url(path)
     path = Path(path)
     if not path.exists():
         hint = (

@@ -54,6 +54,7 @@ class Layout:
     compression: str = "none"
     block_rows: int = 1024
     num_teachers: int = 1
+    sample_digests: bool = False  # a SHA-256 of every sample's source bytes (`samples/sha256`)
 
     def __post_init__(self):
         if self.num_samples < 1:
@@ -172,7 +173,8 @@ class DatasetRecord(Record):
     num_samples: int | None = None
     classes: tuple[str, ...] | None = None
     fingerprint: str | None = None
-    OPTIONAL: ClassVar[tuple[str, ...]] = ("spec", "root", "num_samples", "classes", "fingerprint")
+    digests: str | None = None  # what `samples/sha256` hashes: "sha256 of file bytes" or "... of decoded samples"
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("spec", "root", "num_samples", "classes", "fingerprint", "digests")
 
     def identity(self) -> tuple:
         """What names the samples (the root may be spelled differently on another machine)."""

@@ -9,6 +9,7 @@ HDF5 metadata until it finishes. A kill at any moment leaves a readable `.partia
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import errno
 import fcntl
@@ -141,8 +142,9 @@ class CacheWriter:
         return cls(path, file, layout, 0)
 
     @classmethod
-    def resume(cls, path) -> CacheWriter:
-        """Reopen `path`'s partial file; writing continues at the first block not yet done."""
+    def resume(cls, path, bars=None) -> CacheWriter:
+        """Reopen `path`'s partial file; writing continues at the first block not yet done (each block
+        marked done is re-checked first; `bars(desc, total)` reports that pass)."""
         tmp = partial_path(path)
         try:
             file = h5py.File(tmp, "r+", rdcc_nbytes=0)  # no chunk cache: see `_write`
@@ -157,7 +159,8 @@ class CacheWriter:
         except CacheError as err:
             close_quietly(file)
             raise CacheError(f"cannot resume from {tmp}: {err}; pass --overwrite to start again") from None
-        next_block = _first_block_to_write(file, layout)
+        with _bar(bars, "re-checking the partial", layout.num_samples) as bar:
+            next_block = _first_block_to_write(file, layout, bar)
         return cls(Path(path), file, layout, min(next_block * layout.block_rows, layout.num_samples))
 
     @property
@@ -197,8 +200,9 @@ class CacheWriter:
             raise ValueError(f"rows hold {sorted(arrays)}, the layout expects {sorted(expected)}")
         for name, value in arrays.items():
             self._write(name, slice(start, stop), value)
-        digest = files.block_digest({**arrays, files.LABELS: self.file[files.LABELS][start:stop]})
-        self._write(files.BLOCK_SHA256, block, np.frombuffer(digest, dtype=np.uint8))
+        checksums = files.block_digests(self.layout, {**arrays, files.LABELS: self.file[files.LABELS][start:stop]})
+        for table, digest in checksums.items():
+            self._write(table, block, np.frombuffer(digest, dtype=np.uint8))
         self._write(files.DONE, block, 1)
         self.file.flush()
         self.next_row = stop
@@ -214,12 +218,14 @@ class CacheWriter:
             raise OSError(files.errno_of(err), f"{name}: {files.short_reason(err)}") from None
 
     # -- finishing
-    def finish(self) -> Path:
-        """Verify every block, mark complete, fsync, and rename the partial into place."""
+    def finish(self, bars=None) -> Path:
+        """Verify every block, mark complete, fsync, and rename the partial into place; `bars(desc, total)`
+        reports the re-verification and the compression."""
         if self._pending_rows or self.next_row < self.layout.num_samples:
             raise CacheError(f"cannot finish: {self.next_row} of {self.layout.num_samples} rows written")
         self.file.flush()
-        stats = check_file(self.file, require_complete=False)
+        with _bar(bars, "re-verifying", self.layout.num_samples) as bar:
+            stats = check_file(self.file, require_complete=False, on_block=bar.update)
         # Rewrite the attributes reserved at creation in place: `attrs[name] = value` deletes and
         # re-creates, allocating new metadata, and a failed write there (full disk, file-size limit)
         # or a kill leaves a partial that HDF5 cannot open any more.
@@ -229,7 +235,11 @@ class CacheWriter:
         self.file.attrs.modify("complete", True)
         self.close()
         tmp = partial_path(self.path)
-        final = tmp if self.layout.compression == "none" else _repack_compressed(tmp, self.layout.compression)
+        final = tmp
+        if self.layout.compression != "none":
+            rows = self.layout.num_samples * len(files.row_datasets(self.layout))
+            with _bar(bars, f"compressing ({self.layout.compression})", rows) as bar:
+                final = _repack_compressed(tmp, self.layout.compression, bar)
         _fsync(final)
         os.replace(final, self.path)
         _fsync_dir(self.path.parent)
@@ -244,17 +254,35 @@ class CacheWriter:
                 self.file.close()
 
 
-def _first_block_to_write(file, layout: Layout) -> int:
+def _first_block_to_write(file, layout: Layout, bar) -> int:
     """The first block not marked done, or whose rows do not match their checksum: a block's rows reach
     the file before its flag, but after a machine crash (not just a killed process) the flag can be
     on disk without the rows."""
     done = file[files.DONE][:]
     for block in range(layout.num_blocks):
-        if not done[block] or files.block_digest(files.read_block(file, layout, block)) != files.stored_digest(
-            file, block
-        ):
+        if not done[block] or files.mismatched_table(file, layout, block, files.read_block(file, layout, block)):
             return block
+        start, stop = layout.block_range(block)
+        bar.update(stop - start)
     return layout.num_blocks
+
+
+class _Silent:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _bar(bars, desc: str, total: int):
+    """A progress bar from the caller's `bars(desc, total)` factory (nothing when None), closed after."""
+    bar = bars(desc, total) if bars is not None else _Silent()
+    try:
+        yield bar
+    finally:
+        bar.close()
 
 
 def _create_allocated(group: h5py.Group, name: str, shape, dtype):
@@ -284,6 +312,7 @@ def _write_header(file, layout: Layout, keys, labels, attrs: dict) -> None:
         root["num_teachers"] = layout.num_teachers
         root["member_accuracy"] = np.full(layout.num_teachers, np.nan)  # rewritten in place at the end
     root["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    root[files.BUILD_ID] = files.new_build_id()
     from softlabels import __version__
 
     root["softlabels_version"] = __version__
@@ -299,26 +328,29 @@ def _write_header(file, layout: Layout, keys, labels, attrs: dict) -> None:
     integrity = file.create_group("integrity")
     integrity.attrs["block_rows"] = layout.block_rows
     _create_allocated(integrity, "block_sha256", (layout.num_blocks, 32), np.uint8)
+    if layout.sample_digests:
+        _create_allocated(file, files.DIGESTS_SHA256, (layout.num_blocks, 32), np.uint8)
     _create_allocated(integrity, "done", (layout.num_blocks,), np.uint8)
 
 
-def _repack_compressed(tmp: Path, compression: str) -> Path:
+def _repack_compressed(tmp: Path, compression: str, bar) -> Path:
     """Copy a finished uncompressed partial into a compressed one (a compressed file cannot be
     pre-allocated, so it is only ever written whole, after the teacher pass)."""
     packed = Path(str(tmp) + ".packing")
     try:
-        _copy_compressed(tmp, packed, compression)
+        _copy_compressed(tmp, packed, compression, bar)
     except BaseException:
         packed.unlink(missing_ok=True)  # the partial is untouched: finishing again starts over
         raise
     return packed
 
 
-def _copy_compressed(tmp: Path, packed: Path, compression: str) -> None:
+def _copy_compressed(tmp: Path, packed: Path, compression: str, bar) -> None:
     with h5py.File(tmp, "r") as src, h5py.File(packed, "w") as dst:
         for name, value in src.attrs.items():
             dst.attrs[name] = value
-        compressed = files.row_datasets(files.read_layout(src))
+        layout = files.read_layout(src)
+        compressed = files.row_datasets(layout)
 
         def copy(name, obj):
             if isinstance(obj, h5py.Group):
@@ -327,16 +359,26 @@ def _copy_compressed(tmp: Path, packed: Path, compression: str) -> None:
             if name in compressed:
                 out = dst.create_dataset(
                     name,
-                    data=obj[:],
+                    shape=obj.shape,
+                    dtype=obj.dtype,
                     chunks=files.chunks(obj.shape, obj.dtype.itemsize),
                     compression=compression,
                     shuffle=True,
                 )
+                _copy_blocks(obj, out, layout, bar)
             else:
                 out = dst.create_dataset(name, data=obj[:], dtype=obj.dtype)
             out.attrs.update(dict(obj.attrs))
 
         src.visititems(copy)
+
+
+def _copy_blocks(src, dst, layout: Layout, bar) -> None:
+    """Copy a row dataset block by block (bounded memory)."""
+    for block in range(layout.num_blocks):
+        start, stop = layout.block_range(block)
+        dst[start:stop] = src[start:stop]
+        bar.update(stop - start)
 
 
 def _fsync(path: Path) -> None:

@@ -57,3 +57,21 @@ def test_v1_targets_read_back_exactly(v1_cache):
         np.testing.assert_array_equal(cache.logits(keys[-1], view=None), np.array(expected["logits"][-1], np.float32))
     arrays = export_arrays(path, store.read_info(path))
     np.testing.assert_array_equal(arrays["logits"], np.array(expected["logits"], dtype=np.float32))
+
+
+def test_v1_caches_without_digests_or_build_ids_keep_working(make_images, tmp_path):
+    """Issue 16 added sample digests and build ids; caches written before them train and verify as before."""
+    from trainer.cli import main as trainer_main
+
+    path = tmp_path / "v1.h5"
+    shutil.copyfile(DATA / "v1-logits-flip2.h5", path)
+    images = make_images(tmp_path / "images", per_class=(2, 2, 2), splits=("train",))  # what it was built on
+    spec = f"imagefolder:{images}"
+    assert store.read_digests(path) is None and "build_id" not in store.read_info(path).attrs
+    result = CliRunner().invoke(main, ["verify", str(path), "--dataset", spec])
+    assert result.exit_code == 0 and "note: content not checked" in result.output, result.output
+    fit = ["fit", "--cache", str(path), "--dataset", spec, "--student", "linear", "--epochs", "1", "--workers", "0"]
+    fit += ["--device", "cpu", "--no-progress", "--eval-dataset", "none", "--out", str(tmp_path / "run")]
+    result = CliRunner().invoke(trainer_main, [*fit, "--check-content", "--cache-memory-mb", "0"])
+    assert result.exit_code == 0, result.output
+    assert "warning: " in result.output and "holds no sample digests" in result.output

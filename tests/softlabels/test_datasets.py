@@ -250,3 +250,46 @@ def test_eval_spec_for(image_folder, make_images, factory_file, tmp_path):
     assert eval_spec_for(f"{factory_file}:make", "data") == (f"{factory_file}:make", "test")
     with pytest.raises(ValueError, match="unknown dataset"):
         eval_spec_for("imagenet", "data")
+
+
+# --- content digests (issue 16) ------------------------------------------------------------------
+
+
+def test_digests_hash_file_bytes_of_folders_and_pixels_of_decoded_samples(image_folder, factory_file, fake_fashion):
+    import hashlib
+
+    folder = open_dataset(f"imagefolder:{image_folder}")
+    assert folder.digest_source == "file bytes"
+    for i in (0, 7):
+        path = image_folder / "train" / folder.keys[i]
+        expected = hashlib.sha256(path.read_bytes()).digest()
+        image, digest = folder.read(i)
+        assert digest == folder.digest(i) == expected
+        assert image.tobytes() == folder.load(i).tobytes()  # decoded once from the same bytes
+    assert folder.where(3) == f"sample cat/0003.png ({image_folder / 'train' / 'cat' / '0003.png'})"
+    for spec in (f"{factory_file}:make", "fashion-mnist"):
+        source = open_dataset(spec, "train", image_folder.parent)
+        image, digest = source.read(2)
+        assert source.digest_source == "decoded samples"
+        assert digest == datasets.sample_digest(source.load(2)) == source.digest(2)
+        assert digest != source.digest(3)
+
+
+def test_a_build_stores_each_samples_digest_and_verify_guards_them(build_options, image_folder, tmp_path):
+    import hashlib
+
+    import h5py
+
+    from softlabels import store
+    from softlabels.build import BuildConfig, build_cache
+
+    path = build_cache(BuildConfig.from_options(**build_options)).path
+    keys, _ = store.read_keys_labels(path)
+    stored = store.read_digests(path)
+    expected = [hashlib.sha256((image_folder / "train" / key).read_bytes()).digest() for key in keys]
+    assert [bytes(d) for d in stored] == expected
+    assert store.read_info(path).dataset.digests == "sha256 of file bytes"
+    with h5py.File(path, "r+") as file:  # a flipped bit in a digest is damage like any other
+        file["samples/sha256"][4, 0] ^= 1
+    with pytest.raises(store.CacheError, match=r"sample digests mismatch in block 0"):
+        store.verify(path)

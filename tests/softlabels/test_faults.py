@@ -60,28 +60,20 @@ def argv(image_folder, teacher_weights, tmp_path):
     teacher.write_text(FAULTY_TEACHER)
 
     def make(out, *extra):
-        return [
-            "build",
-            "--dataset",
-            f"imagefolder:{image_folder}",
-            "--teacher",
-            f"{teacher}:make",
-            "--weights",
-            str(teacher_weights),
-            "--batch-size",
-            "2",
-            "--block-rows",
-            "2",
-            "--workers",
-            "0",
-            "--device",
-            "cpu",
-            "--dtype",
-            "float32",
-            "--out",
-            str(out),
-            *extra,
-        ]
+        options = {
+            "--dataset": f"imagefolder:{image_folder}",
+            "--teacher": f"{teacher}:make",
+            "--weights": str(teacher_weights),
+            "--batch-size": "2",
+            "--block-rows": "2",
+            "--workers": "0",
+            "--device": "cpu",
+            "--dtype": "float32",
+            "--out": str(out),
+        }
+        given = set(extra[i] for i in range(len(extra) - 1) if extra[i + 1 : i + 2] and str(extra[i]).startswith("--"))
+        base = [part for flag, value in options.items() if flag not in given for part in (flag, value)]
+        return ["build", *base, *extra]  # an option in `extra` replaces the default one
 
     return make
 
@@ -160,7 +152,7 @@ def reference(argv, tmp_path, *extra):
 
 
 def assert_identical(path, expected):
-    """Same datasets, bytes and attributes (but the start time) as the uninterrupted build."""
+    """Same datasets, bytes and attributes (but the start time and the random build id) as the uninterrupted build."""
     store.verify(path)
     with h5py.File(path, "r") as got, h5py.File(expected, "r") as want:
         names = []
@@ -169,7 +161,7 @@ def assert_identical(path, expected):
         for name in names:
             assert got[name].dtype == want[name].dtype, name
             np.testing.assert_array_equal(got[name][:], want[name][:], err_msg=name)
-        attrs = [{k: v for k, v in f.attrs.items() if k != "created"} for f in (got, want)]
+        attrs = [{k: v for k, v in f.attrs.items() if k not in ("created", "build_id")} for f in (got, want)]
         assert attrs[0].keys() == attrs[1].keys()
         for name, value in attrs[1].items():
             assert np.array_equal(attrs[0][name], value), name
@@ -228,7 +220,7 @@ def test_sigint_to_a_build_process_then_resume(argv, out, tmp_path):
     wait_for(lambda: blocks_done(partial) >= 3, process)
     process.send_signal(signal.SIGINT)
     status, line = finish(process)
-    assert status == 1 and line.startswith("error: interrupted:") and "run the same command with --resume" in line
+    assert status == 130 and line.startswith("error: interrupted:") and "run the same command with --resume" in line
     saved = int(re.search(r"(\d+) of 18 samples are saved", line).group(1))
     assert saved == 2 * blocks_done(partial) >= 6  # the message tells the truth about the partial
     assert not out.exists()
@@ -240,6 +232,39 @@ def test_sigint_to_a_build_process_then_resume(argv, out, tmp_path):
     status, line = finish(start(["verify", out]))
     assert status == 0 and line.startswith("ok:")
     reader.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+def test_a_stop_signal_ends_a_build_at_the_next_block_then_resume(argv, out, tmp_path, signum):
+    """A cluster's pre-emption (issue 16): the block in progress is finished, nothing else is computed."""
+    partial = store.partial_path(out)
+    four = ("--block-rows", "4")  # two batches a block: the signal lands inside a block
+    process = start(argv(out, *four), delay=2 * DELAY)
+    wait_for(lambda: blocks_done(partial) >= 1, process)
+    time.sleep(2.5 * DELAY)  # into the next block's first batch
+    process.send_signal(signum)
+    status, line = finish(process)
+    name = signal.Signals(signum).name
+    assert status == 75 and line.startswith(f"error: stopped by {name}: "), line
+    saved = int(re.search(r"(\d+) of 18 samples are saved", line).group(1))
+    assert saved == 4 * blocks_done(partial) >= 8 and "--resume" in line  # the block in progress was finished
+    result = run(*argv(out, *four, "--resume"))
+    assert result.exit_code == 0 and f"(resumed at sample {saved})" in result.output, result.output
+    assert_identical(out, reference(argv, tmp_path, *four))
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_a_bad_image_is_named_with_its_cause_not_called_a_write_error(argv, out, image_folder, workers):
+    broken = image_folder / "train" / "dog" / "0003.png"
+    data = broken.read_bytes()
+    broken.write_bytes(data[: len(data) // 2])
+    result = run(*argv(out, "--workers", workers))
+    assert_refused(result, f"cannot read sample dog/0003.png ({broken}): ", "truncated", "are kept", "--resume")
+    assert "writing" not in result.output and "DataLoader worker" not in result.output
+    assert blocks_done(store.partial_path(out)) == 5  # the rows before it: dog/0003 is row 10 (block 5)
+    debug = run(*argv(out, "--workers", workers, "--resume", "--debug"))
+    assert debug.exit_code == 1 and "Traceback" in debug.output
 
 
 # ----------------------------------------------------------------------------- write errors
@@ -425,6 +450,50 @@ def test_verify_dataset_says_what_changed(cache, image_folder, change, message):
     )
 
 
+KEYED_FACTORY = """
+import os
+import numpy as np
+import torch
+
+class Keyed(torch.utils.data.Dataset):
+    def __init__(self):
+        names = ["plain", "two\\nlines", "tab\\there", "last"]
+        drop = os.environ.get("DROP_KEY")
+        self.keys = [k for k in names if k.replace("\\n", "|") != drop]
+        self.targets = [i % 3 for i in range(len(self.keys))]
+        self.classes = ["a", "b", "c"]
+
+    def __len__(self):
+        return len(self.keys)
+
+    def __getitem__(self, i):
+        return torch.full((3, 8, 8), 0.1 * (i + 1)), self.targets[i]
+
+def make(split, root):
+    return Keyed()
+"""
+
+
+def test_keys_with_control_characters_print_escaped_on_one_line(teacher_weights, tmp_path, monkeypatch):
+    factory = tmp_path / "keyed.py"
+    factory.write_text(KEYED_FACTORY)
+    cache = tmp_path / "keyed.h5"
+    build = ["build", "--dataset", f"{factory}:make", "--teacher", "small_cnn", "--weights", teacher_weights]
+    result = run(*build, "--workers", 0, "--device", "cpu", "--out", cache)
+    assert result.exit_code == 0, result.output
+    assert store.read_keys_labels(cache)[0][1] == "two\nlines"  # stored as it is
+    monkeypatch.setenv("DROP_KEY", "two|lines")
+    result = run("verify", cache, "--dataset", f"{factory}:make")
+    assert_refused(result, "1 removed (e.g. two\\nlines)")
+    assert describe_diff(removed=["x\ny\tz"]) == "1 removed (e.g. x\\ny\\tz)"
+
+
+def describe_diff(**kinds) -> str:
+    from softlabels.checks import SampleDiff
+
+    return SampleDiff(**kinds).describe()
+
+
 def test_compare_samples_in_indexed_datasets():
     keys = [str(i) for i in range(6)]
     assert not compare_samples(keys, [0, 1, 2, 0, 1, 2], keys, [0, 1, 2, 0, 1, 2])
@@ -443,14 +512,35 @@ def test_recompute_replays_views_and_catches_what_the_fingerprint_cannot(argv, o
     assert run(*argv(out, "--augment", "cifar", "--views", "2")).exit_code == 0
     result = run("verify", out, "--recompute", 5, "--dataset", f"imagefolder:{image_folder}")
     assert result.exit_code == 0 and "reproduces 5 samples x 2 view(s)" in result.output, result.output
-    # An image replaced by another under the same name: same keys and labels, other logits.
+    # An image replaced by another under the same name: same keys and labels, other logits. The
+    # fingerprint alone cannot see it (--no-content); the sample digests (issue 16) and recompute do.
     shutil.copy(image_folder / "train" / "dog" / "0001.png", image_folder / "train" / "cat" / "0002.png")
-    assert run("verify", out, "--dataset", f"imagefolder:{image_folder}").exit_code == 0
+    assert run("verify", out, "--dataset", f"imagefolder:{image_folder}", "--no-content").exit_code == 0
+    assert_refused(
+        run("verify", out, "--dataset", f"imagefolder:{image_folder}"),
+        "1 of 18 samples of imagefolder:",
+        "changed content since the build",
+        "e.g. cat/0002.png",
+    )
     assert_refused(
         run("verify", out, "--recompute", 18),
         "differ from the stored ones for 1 of 18 samples",
         "first: cat/0002.png view 0",
     )
+
+
+def test_a_teacher_without_weights_warns_and_its_cache_still_recomputes(image_folder, out):
+    """Issue 16, finding 6: the build warns in one line, and `verify --recompute` rebuilds the same
+    randomly initialised network instead of calling the cache altered."""
+    build = ["build", "--dataset", f"imagefolder:{image_folder}", "--teacher", "small_cnn", "--workers", 0]
+    result = run(*build, "--device", "cpu", "--out", out)
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning: ")]
+    assert warnings == [
+        "warning: teacher small_cnn has no --weights: it is randomly initialised, and its outputs teach nothing"
+    ]
+    result = run("verify", out, "--recompute", 6)
+    assert result.exit_code == 0 and "the teacher reproduces 6 samples" in result.output, result.output
 
 
 def test_recompute_refuses_other_weights(argv, out, tmp_path):

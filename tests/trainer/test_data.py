@@ -22,7 +22,7 @@ from trainer.data import (
 
 def test_cache_refuses_changed_images(cache, image_folder):
     source = open_dataset(f"imagefolder:{image_folder}")
-    assert check_same_samples(cache, read_info(cache).fingerprint, source).startswith("sha256:")
+    assert check_same_samples(CacheTargets(cache), source) == read_info(cache).fingerprint
     (image_folder / "train" / "cat" / "0003.png").rename(image_folder / "train" / "cat" / "0003-renamed.png")
     (image_folder / "train" / "dog" / "0001.png").rename(image_folder / "train" / "frog" / "0099.png")
     with pytest.raises(

@@ -1,0 +1,65 @@
+"""Stopping cleanly when a cluster asks: SIGTERM and SIGUSR1 (what SLURM sends before a pre-emption or
+the time limit, `#SBATCH --signal=USR1@120`) set a flag; long loops check it at a safe point (the
+build at its next block boundary, `trainer fit` after the current step), save, and raise `Stopped`,
+which the command lines turn into exit status 75 ("stopped, state saved: rerun with --resume").
+
+DataLoader workers ignore both signals (`ignore_in_worker`): SLURM signals every process of a job
+step, and a worker that died of it would break the batch the main process is about to finish.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+EXIT_STOPPED = 75  # EX_TEMPFAIL: try again (with --resume)
+
+
+class Stopped(RuntimeError):
+    """The run stopped on a signal after saving what it had done; the message says how to go on."""
+
+    exit_code = EXIT_STOPPED
+
+
+class StopRequest:
+    """Which stop signal arrived (None: none yet)."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signal).name if self.signal is not None else "nothing"
+
+    def _handle(self, signum, frame) -> None:
+        self.signal = signum
+
+
+@contextlib.contextmanager
+def stop_on_signals(enabled: bool = True):
+    """Within the block, SIGTERM and SIGUSR1 set the yielded request instead of ending the process.
+
+    Handlers are installed only from the main thread (Python's rule) and restored afterwards.
+    """
+    request = StopRequest()
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+    previous = {signum: signal.signal(signum, request._handle) for signum in STOP_SIGNALS}
+    try:
+        yield request
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def ignore_in_worker(worker_id: int = 0) -> None:
+    """A DataLoader `worker_init_fn`: the main process decides when to stop."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
