@@ -93,3 +93,50 @@ def shared():
     if not SHARED.exists():
         pytest.skip(f"{SHARED} not available")
     return SHARED
+
+
+def stored_spans(path, names) -> list[tuple[int, int]]:
+    """(first byte, end) in the file of where each of these datasets stores its data: one span for a
+    contiguous dataset, one per chunk for a chunked one."""
+    import h5py
+
+    spans = []
+    with h5py.File(path, "r") as file:
+        for name in names:
+            dataset = file[name].id
+            if file[name].chunks is None:
+                spans.append((dataset.get_offset(), dataset.get_offset() + dataset.get_storage_size()))
+                continue
+            for i in range(dataset.get_num_chunks()):
+                info = dataset.get_chunk_info(i)
+                spans.append((info.byte_offset, info.byte_offset + info.size))
+    return spans
+
+
+def flip_stored_byte(path, name: str, row: int, byte: int) -> None:
+    """XOR one byte of row `row` of an uncompressed dataset in the file (byte `byte` of the row)."""
+    import h5py
+
+    with h5py.File(path, "r") as file:
+        dataset = file[name]
+        row_bytes = dataset.dtype.itemsize * int(np.prod(dataset.shape[1:], dtype=np.int64))
+        rows = dataset.chunks[0] if dataset.chunks else len(dataset)
+        ((start, _), *_) = stored_spans(path, [name])[row // rows :]
+    offset = start + (row % rows) * row_bytes + byte
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        value = handle.read(1)[0]
+        handle.seek(offset)
+        handle.write(bytes([value ^ 0x5A]))
+
+
+@pytest.fixture
+def spans():
+    """`stored_spans(path, names)`: where datasets keep their bytes, for tests that damage them."""
+    return stored_spans
+
+
+@pytest.fixture
+def flip_row_byte():
+    """`flip_stored_byte(path, name, row, byte)`: damage one byte of one stored row."""
+    return flip_stored_byte

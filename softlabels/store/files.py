@@ -54,9 +54,16 @@ def checksummed(layout: Layout) -> list[str]:
     return [name for names in checksum_tables(layout).values() for name in names]
 
 
-def read_rows(file: h5py.File, layout: Layout, index) -> Rows:
-    """Rows (a slice, an index or a sorted index array) of every row dataset."""
-    return Rows.from_arrays(layout.mode, {name: file[name][index] for name in row_datasets(layout)})
+def read_rows(file: h5py.File, layout: Layout, index, maps: dict | None = None) -> Rows:
+    """Rows (a slice, an index or a sorted index array) of every row dataset: one index from its
+    memory map where `maps` has one (`mapped.memory_maps`), else through HDF5."""
+    maps = maps or {}
+    single = isinstance(index, (int, np.integer))
+    arrays = {
+        name: maps[name].row(int(index)) if single and name in maps else file[name][index]
+        for name in row_datasets(layout)
+    }
+    return Rows.from_arrays(layout.mode, arrays)
 
 
 # ----------------------------------------------------------------------------- checksums

@@ -12,6 +12,7 @@ import numpy as np
 
 from softlabels.store import files
 from softlabels.store.checking import check_loaded, check_structure, read_checked_block
+from softlabels.store.mapped import MappedRows, memory_maps
 from softlabels.store.rows import Rows
 from softlabels.store.schema import FORMAT_NAME, JSON_ATTRS, CacheError, CacheInfo, Metadata
 from softlabels.store.writer import layout_bytes
@@ -96,7 +97,9 @@ class CacheTargets:
 
     With `verify` (the default), block checksums are checked: all of them when the cache is read into
     memory, and each block on its first touch when it is read lazily (a block verified by one worker
-    counts for all). A damaged block raises CacheError naming it.
+    counts for all). A damaged block raises CacheError naming it. Lazily read rows come from a memory
+    map of the file each process has open and checked, where they are stored uncompressed
+    (`mapped.memory_maps`), else through HDF5.
     """
 
     def __init__(self, path, memory_budget: int = 2 << 30, verify: bool = True, on_block=None):
@@ -105,6 +108,7 @@ class CacheTargets:
         self._file: h5py.File | None = files.open_cache_file(path)
         self._pid: int | None = os.getpid()  # the process that opened _file
         self._rows: Rows | None = None
+        self._maps: dict[str, MappedRows] = {}
         try:
             self.info = _complete(info_of(self._file, path))
             self.layout = self.info.layout
@@ -112,6 +116,8 @@ class CacheTargets:
             self.in_memory = layout_bytes(self.layout) <= memory_budget
             if self.in_memory:
                 self._rows = self._read_all(on_block)
+            else:
+                self._maps = memory_maps(self._file, files.row_datasets(self.layout))
         except BaseException:
             self.close()
             raise
@@ -132,11 +138,12 @@ class CacheTargets:
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_file"] = None  # h5py handles never cross a process boundary
+        state["_maps"] = {}  # nor memory maps (each process maps the file it checked)
         return state
 
     def _open(self) -> h5py.File:
         if self._file is not None and self._pid != os.getpid():
-            self._file = None  # inherited across fork: this process opens its own handle
+            self._file, self._maps = None, {}  # inherited across fork: this process opens its own handle
         if self._file is None:
             file = files.open_cache_file(self.path)
             found = files.identity(file)
@@ -148,6 +155,7 @@ class CacheTargets:
                     f"refusing to read another file's targets: start again to use the new file"
                 )
             self._file, self._pid = file, os.getpid()
+            self._maps = memory_maps(file, files.row_datasets(self.layout))
         return self._file
 
     def rows(self, index: int) -> Rows:
@@ -158,7 +166,7 @@ class CacheTargets:
         file = self._open()
         if self._verified is not None:
             self._check_block(file, int(index) // self.layout.block_rows)
-        return files.read_rows(file, self.layout, index)
+        return files.read_rows(file, self.layout, index, self._maps)
 
     def _check_block(self, file: h5py.File, block: int) -> None:
         flags = self._verified
@@ -188,6 +196,7 @@ class CacheTargets:
         return (rows if view is None else rows.view(view)).dense()
 
     def close(self) -> None:
+        self._maps = {}
         if self._file is not None:
             if self._pid == os.getpid():
                 self._file.close()

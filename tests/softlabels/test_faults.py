@@ -270,20 +270,8 @@ def test_a_bad_image_is_named_with_its_cause_not_called_a_write_error(argv, out,
 # ----------------------------------------------------------------------------- write errors
 
 
-def chunk_offsets(path, names):
-    """(first byte, end) of every chunk of these datasets in the file."""
-    spans = []
-    with h5py.File(path, "r") as file:
-        for name in names:
-            dataset = file[name].id
-            for i in range(dataset.get_num_chunks()):
-                info = dataset.get_chunk_info(i)
-                spans.append((info.byte_offset, info.byte_offset + info.size))
-    return spans
-
-
 @pytest.mark.slow
-def test_file_size_limit_at_start_mid_pass_and_at_finish_then_resume(argv, out, tmp_path):
+def test_file_size_limit_at_start_mid_pass_and_at_finish_then_resume(argv, out, tmp_path, spans):
     partial = store.partial_path(out)
     # At the start: the whole partial is reserved at creation, so nothing is computed in vain.
     status, line = finish(start(argv(out, "--compression", "gzip"), limit_kib=4))
@@ -293,7 +281,7 @@ def test_file_size_limit_at_start_mid_pass_and_at_finish_then_resume(argv, out, 
     # Mid-pass: a Ctrl-C'd partial resumed under a limit that ends before its logits.
     interrupted_partial(argv, out, 5, "--compression", "gzip")
     before = blocks_done(partial)
-    logits_start = min(start for start, _ in chunk_offsets(partial, ["logits"]))
+    logits_start = min(start for start, _ in spans(partial, ["logits"]))
     status, line = finish(start(argv(out, "--compression", "gzip", "--resume"), limit_kib=logits_start // 1024))
     assert status == 1 and line.startswith(f"error: writing {partial} failed") and "File too large" in line
     assert f"the {2 * before} samples written are kept" in line and "--resume" in line
@@ -301,9 +289,7 @@ def test_file_size_limit_at_start_mid_pass_and_at_finish_then_resume(argv, out, 
 
     # At the finish: every row fits under the limit, the compressed copy made at the end does not.
     expected = reference(argv, tmp_path, "--compression", "gzip")
-    data_end = max(
-        end for _, end in chunk_offsets(partial, ["labels", "logits", "integrity/done", "integrity/block_sha256"])
-    )
+    data_end = max(end for _, end in spans(partial, ["labels", "logits", "integrity/done", "integrity/block_sha256"]))
     limit_kib = math.ceil(data_end / 1024)
     assert limit_kib * 1024 < expected.stat().st_size
     status, line = finish(start(argv(out, "--compression", "gzip", "--resume"), limit_kib=limit_kib))
@@ -319,11 +305,11 @@ def test_file_size_limit_at_start_mid_pass_and_at_finish_then_resume(argv, out, 
 # ----------------------------------------------------------------------------- damaged partials
 
 
-def test_resume_rewrites_a_block_whose_rows_never_reached_the_disk(argv, out, tmp_path):
+def test_resume_rewrites_a_block_whose_rows_never_reached_the_disk(argv, out, tmp_path, spans):
     """After a machine crash a done flag can be on disk without its rows: resume must not trust it."""
     partial = interrupted_partial(argv, out, 6)
     last = int(np.flatnonzero(done_mask(partial))[-1])
-    start_byte = min(start for start, _ in chunk_offsets(partial, ["logits"]))
+    start_byte = min(start for start, _ in spans(partial, ["logits"]))
     row_bytes = 3 * 4
     with open(partial, "r+b") as file:  # the rows of the last done block back to zeros
         file.seek(start_byte + 2 * last * row_bytes)
@@ -372,13 +358,13 @@ def flip_byte(path, offset):
 
 
 @pytest.mark.parametrize("name, row_bytes", [("logits", 12), ("labels", 8)])
-def test_verify_names_the_block_of_a_flipped_byte(cache, name, row_bytes):
+def test_verify_names_the_block_of_a_flipped_byte(cache, name, row_bytes, spans):
     rng = random.Random(name)
     for _ in range(3):
         damaged = cache.with_name(f"damaged-{name}.h5")
         shutil.copy(cache, damaged)
         row = rng.randrange(18)
-        ((first, _),) = chunk_offsets(damaged, [name])  # one chunk holds all 18 rows
+        ((first, _),) = spans(damaged, [name])  # contiguous: one span holds all 18 rows
         flip_byte(damaged, first + row * row_bytes + rng.randrange(row_bytes))
         assert_refused(run("verify", damaged), f"checksum mismatch in block {row // 2} ")
 
@@ -403,9 +389,9 @@ def test_an_incomplete_file_at_the_final_name_is_never_accepted(argv, out, tmp_p
     assert_refused(run("verify", moved), f"block {first_missing} ", "never written")
 
 
-def test_compressed_cache_with_a_flipped_byte_is_refused(argv, out):
+def test_compressed_cache_with_a_flipped_byte_is_refused(argv, out, spans):
     assert run(*argv(out, "--compression", "gzip")).exit_code == 0
-    ((first, end),) = chunk_offsets(out, ["logits"])
+    ((first, end),) = spans(out, ["logits"])
     flip_byte(out, (first + end) // 2)
     assert_refused(run("verify", out), "block")
 

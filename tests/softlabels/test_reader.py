@@ -73,22 +73,9 @@ def test_every_reopen_checks_the_identity_also_of_version_1_caches(tmp_path):
         pickle.loads(pickle.dumps(targets)).rows(0)
 
 
-def flip_logits_byte(path, row: int) -> None:
-    """Flip one byte of `row`'s stored logits (float32, 3 classes)."""
-    import h5py
-
-    with h5py.File(path, "r") as file:
-        offset = file["logits"].id.get_chunk_info(0).byte_offset
-    with open(path, "r+b") as handle:
-        handle.seek(offset + row * 12 + 1)
-        byte = handle.read(1)[0]
-        handle.seek(offset + row * 12 + 1)
-        handle.write(bytes([byte ^ 0x5A]))
-
-
-def test_block_checksums_are_checked_on_load_and_on_first_touch(make_cache, tmp_path):
+def test_block_checksums_are_checked_on_load_and_on_first_touch(make_cache, flip_row_byte):
     cache = make_cache("blocks.h5", block_rows=4)
-    flip_logits_byte(cache, row=9)  # block 2 (rows 8..11)
+    flip_row_byte(cache, "logits", 9, 1)  # block 2 (rows 8..11)
     with pytest.raises(store.CacheError, match=r"checksum mismatch in block 2 \(rows 8..11\)"):
         store.CacheTargets(cache)
     store.CacheTargets(cache, verify=False)  # the explicit way out
@@ -101,6 +88,61 @@ def test_block_checksums_are_checked_on_load_and_on_first_touch(make_cache, tmp_
     assert bool(lazy._verified[3]) and not bool(lazy._verified[2])
     with pytest.raises(store.CacheError, match="checksum mismatch in block 2"):
         softlabels.open_cache(cache)
+
+
+# ----------------------------------------------------------------------------- memory-mapped rows (issue 13)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"storage": "topk", "topk": 2, "views": 3, "augment": "flip"},
+        {"storage": "quant8", "topk": 2},
+        {"dtype": "float32", "compression": "gzip"},
+    ],
+    ids=["logits", "topk-views", "quant8", "gzip"],
+)
+def test_lazy_rows_come_from_a_memory_map_and_equal_the_loaded_ones(make_cache, options):
+    cache = make_cache("mapped.h5", **options)
+    lazy, loaded = store.CacheTargets(cache, memory_budget=0), store.CacheTargets(cache)
+    compressed = options.get("compression") == "gzip"
+    assert bool(lazy._maps) is not compressed  # a compressed dataset is read through HDF5
+    worker = pickle.loads(pickle.dumps(lazy))  # a spawned DataLoader worker maps its own
+    for targets in (lazy, worker):
+        for i in range(len(loaded)):
+            a, b = targets.rows(i), loaded.rows(i)
+            assert a.targets.keys() == b.targets.keys()
+            for name in a.targets:
+                np.testing.assert_array_equal(a.targets[name], b.targets[name])
+                assert a.targets[name].flags.writeable  # a copy, not a view of the file
+            np.testing.assert_array_equal(targets.params(i), loaded.params(i))
+    assert bool(worker._maps) is not compressed
+    with pytest.raises(IndexError):
+        lazy.rows(len(loaded))
+
+
+def test_caches_written_before_memory_maps_are_mapped_too(tmp_path):
+    v1 = tmp_path / "v1.h5"
+    shutil.copy(DATA / "v1-logits-flip2.h5", v1)
+    lazy, loaded = store.CacheTargets(v1, memory_budget=0), store.CacheTargets(v1)
+    assert "logits" in lazy._maps
+    for i in range(len(loaded)):
+        np.testing.assert_array_equal(lazy.logits(i), loaded.logits(i))
+
+
+def test_a_file_replaced_before_mapping_is_read_through_the_checked_handle(two_caches, tmp_path):
+    import h5py
+
+    from softlabels.store.mapped import memory_maps
+
+    first, second = two_caches
+    path = tmp_path / "cache.h5"
+    shutil.copy(first, path)
+    with h5py.File(path, "r") as file:
+        assert memory_maps(file, ["logits"])
+        os.replace(second, path)  # the path names another file between the check and the mapping
+        assert memory_maps(file, ["logits"]) == {}
 
 
 # ----------------------------------------------------------------------------- fsspec URLs

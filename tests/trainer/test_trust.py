@@ -13,7 +13,6 @@ import sys
 import threading
 import time
 
-import h5py
 import pytest
 import torch
 from click.testing import CliRunner
@@ -155,19 +154,9 @@ def test_a_cache_replaced_while_the_trainer_starts_never_trains_the_new_targets(
 # ----------------------------------------------------------------------------- damaged caches, changed images
 
 
-def flip_logits_byte(path, row: int) -> None:
-    with h5py.File(path, "r") as file:
-        offset = file["logits"].id.get_chunk_info(0).byte_offset
-    with open(path, "r+b") as handle:
-        handle.seek(offset + row * 12 + 2)
-        byte = handle.read(1)[0]
-        handle.seek(offset + row * 12 + 2)
-        handle.write(bytes([byte ^ 0x5A]))
-
-
 @pytest.mark.parametrize("memory", [["--cache-memory-mb", "0"], []])
-def test_a_flipped_byte_in_the_cache_is_refused_before_it_trains(cache, tmp_path, memory):
-    flip_logits_byte(cache, row=5)
+def test_a_flipped_byte_in_the_cache_is_refused_before_it_trains(cache, tmp_path, memory, flip_row_byte):
+    flip_row_byte(cache, "logits", 5, 2)
     args = ("fit", "--cache", cache, "--student", "small_cnn", "--epochs", "1", "--workers", "0", *QUICK, *memory)
     line = one_error_line(run(*args, "--out", tmp_path / "run").output)
     assert "checksum mismatch in block 0 (rows 0..17)" in line and "softlabels verify" in line
