@@ -31,6 +31,7 @@ _EXPORTS = {
     "build_cache": "softlabels.build",
     "BuildConfig": "softlabels.build",
     "open_dataset": "softlabels.datasets",
+    "SampleError": "softlabels.sample_errors",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -3,8 +3,10 @@
 - `schema`: constants, `Layout`, the typed metadata records and `CacheInfo` (no HDF5);
 - `modes`: one class per storage mode, owning its datasets (`logits`, `topk`);
 - `rows`: `Rows`, stored per-sample data as everyone else sees it;
-- `writer`: the crash-safe `CacheWriter`; `reader`: `read_info`, `iter_rows`, `CacheTargets`;
-- `checking`: header, trust, structure and full integrity checks (`verify`).
+- `writer`: the crash-safe `CacheWriter`; `reader`: `read_info`, `iter_rows`, `CacheTargets` (one
+  handle for the check and the reads, identity checked on every reopen, checksums checked on load);
+- `checking`: header, trust, structure and full integrity checks (`verify`);
+- `files`: dataset paths, attributes, checksums, a file's identity, opening paths and fsspec URLs.
 """
 
 from softlabels.store.checking import CheckStats, check_file, verify
