@@ -7,7 +7,8 @@ data, teacher(s) with `trainer fit`, cache with `softlabels build`), under data/
 Then every student is trained from labels alone (`--loss ce`) and from the cache with KD at the
 trainer's defaults (T=4, alpha=0.9) and at each point of a small sweep (T in {2, 8} x alpha in
 {0.5, 0.9}), for `--seeds` seeds each (the same command lines as the examples' student steps, with
---seed, --temperature and --alpha set; run in this process). "best of sweep" is the KD setting (the
+--seed, --temperature and --alpha set, and --threads 1 so that two of these can share 2 cores; run in
+this process). "best of sweep" is the KD setting (the
 five, defaults included) with the best mean test accuracy: chosen on the test split, so it is an
 optimistic figure; the defaults are the honest one. The teacher column is the teacher's test accuracy
 (tabular: the three-MLP ensemble, mean-prob at T=1, from a cache of the test split).
@@ -124,7 +125,7 @@ def run_students(name: str, students: dict, seeds: int, log: Path) -> None:
                 started = time.perf_counter()
                 record = {"modality": name, "student": student, "arm": arm, "seed": seed}
                 try:
-                    summary = train(_with(argv, seed=seed, out=run, **extra))
+                    summary = train(_with(argv, seed=seed, out=run, threads=1, **extra))
                     record.update(accuracy=summary["test_accuracy"], seconds=round(time.perf_counter() - started, 1))
                 except Exception as err:  # recorded; the grid goes on
                     record["error"] = str(err)[-300:]

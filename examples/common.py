@@ -9,12 +9,14 @@ printed commands are exactly what a user would type from the repository root.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shlex
 import subprocess
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -49,6 +51,16 @@ def run_steps(steps: dict[str, list[str]]) -> dict[str, float]:
             raise SystemExit(f"step {name!r} failed (exit {done.returncode}): {shown(argv)}")
         seconds[name] = time.perf_counter() - started
     return seconds
+
+
+def parse_config(cls, doc: str, argv=None):
+    """A config dataclass from `--field-name VALUE` options (one per field, its default shown)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    for f in fields(cls):
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"), type=type(f.default), default=f.default, help=f"{f.default!r}"
+        )
+    return cls(**vars(parser.parse_args(argv)))
 
 
 def summary(out: Path, name: str) -> dict:

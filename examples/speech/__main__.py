@@ -7,11 +7,10 @@ Runs (and prints) `steps(SpeechConfig())`; see README.md, "Speech: spoken digits
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
-from examples.common import HERE, python_m, results, run_steps, spec
+from examples.common import HERE, parse_config, python_m, results, run_steps, spec
 
 FOLDER = HERE / "speech"
 
@@ -95,10 +94,7 @@ RUNS = {
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for f in fields(SpeechConfig):
-        parser.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
-    config = SpeechConfig(**vars(parser.parse_args(argv)))
+    config = parse_config(SpeechConfig, __doc__, argv)
     seconds = run_steps(steps(config))
     print("\n" + results(Path(config.out), RUNS, seconds))
 

@@ -7,11 +7,10 @@ Runs (and prints) `steps(TabularConfig())`; see README.md, "Tabular: scikit-lear
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
-from examples.common import HERE, python_m, results, run_steps, spec
+from examples.common import HERE, parse_config, python_m, results, run_steps, spec
 
 FOLDER = HERE / "tabular"
 STUDENTS = ("linear", "sklearn:logistic", "sklearn:linear_svm")
@@ -70,10 +69,7 @@ def runs(c: TabularConfig) -> dict[str, str]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for f in fields(TabularConfig):
-        parser.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
-    config = TabularConfig(**vars(parser.parse_args(argv)))
+    config = parse_config(TabularConfig, __doc__, argv)
     seconds = run_steps(steps(config))
     print("\n" + results(Path(config.out), runs(config), seconds))
 

@@ -7,11 +7,10 @@ Runs (and prints) `steps(TextConfig())`; see README.md, "Text: Debian package se
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
-from examples.common import HERE, python_m, results, run_steps, spec
+from examples.common import HERE, parse_config, python_m, results, run_steps, spec
 
 FOLDER = HERE / "text"
 # The bag of n-grams learns with AdamW at a high rate and no weight decay (its embeddings are sparse
@@ -96,10 +95,7 @@ RUNS = {
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for f in fields(TextConfig):
-        parser.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
-    config = TextConfig(**vars(parser.parse_args(argv)))
+    config = parse_config(TextConfig, __doc__, argv)
     seconds = run_steps(steps(config))
     print("\n" + results(Path(config.out), RUNS, seconds))
 

