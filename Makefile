@@ -11,20 +11,31 @@ endif
 STAMP := $(VENV)/.installed
 DEMO := data/demo
 
-.PHONY: install lint test test-fast demo demo-data bench clean
+.PHONY: install example-deps lint test test-fast demo demo-data bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check $(TORCH_PKGS)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@$(MAKE) --no-print-directory example-deps
 	@touch $@
 
 install: $(STAMP)
 
+# The examples' Debian side (examples/, README "Beyond images"): espeak-ng speaks the spoken digits,
+# and the package lists that `apt update` fetches are the text example's corpus. Installed where apt
+# works and we are root; elsewhere their tests skip and say why.
+example-deps:
+	@if command -v espeak-ng >/dev/null && apt-cache dumpavail 2>/dev/null | grep -q '^Section: games'; then \
+		echo "examples: found espeak-ng and Debian's package lists"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && apt-get install -y -qq espeak-ng) || true; \
+	fi
+
 # ruff (lint + format check) and mypy: the habits that keep the seams where they are.
 lint: $(STAMP)
-	$(VENV)/bin/ruff check softlabels trainer bench tests
-	$(VENV)/bin/ruff format --check softlabels trainer bench tests
+	$(VENV)/bin/ruff check softlabels trainer bench tests examples
+	$(VENV)/bin/ruff format --check softlabels trainer bench tests examples
 	$(VENV)/bin/mypy
 
 test: lint

@@ -1,0 +1,104 @@
+"""Debian descriptions by section end to end: MiniLM teacher -> cache -> bag-of-n-grams student.
+
+    python -m examples.text [--root data] [--out data/examples/text]
+
+Runs (and prints) `steps(TextConfig())`; see README.md, "Text: Debian package sections".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from examples.common import HERE, parse_config, python_m, results, run_steps, spec
+
+FOLDER = HERE / "text"
+# The bag of n-grams learns with AdamW at a high rate and no weight decay (its embeddings are sparse
+# features); the teacher's last layer and head with AdamW at 5e-4.
+STUDENT_OPTIM = ["--optimizer", "adamw", "--lr", "0.01", "--weight-decay", "0"]
+TEACHER_OPTIM = ["--optimizer", "adamw", "--lr", "5e-4"]
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    root: str = "data"  # the corpus goes to ROOT/debian-sections
+    out: str = "data/examples/text"
+    train_per_class: int = 200
+    test_per_class: int = 40
+    sections: str = ""  # comma-separated; empty: the ten of examples.text.make_data.SECTIONS
+    teacher_epochs: int = 3
+    student_epochs: int = 15
+    workers: int = 0
+    seed: int = 0
+
+
+def dataset() -> str:
+    return spec(FOLDER / "data.py", "sections")
+
+
+def teacher() -> str:
+    return spec(FOLDER / "models.py", "minilm")
+
+
+def student() -> str:
+    return spec(FOLDER / "models.py", "ngrams")
+
+
+def steps(c: TextConfig) -> dict[str, list[str]]:
+    out = Path(c.out)
+    common = ["--data-root", c.root, "--workers", c.workers, "--seed", c.seed, "--overwrite"]
+    fit = ["--student", student(), "--epochs", c.student_epochs, *STUDENT_OPTIM, *common]
+    sizes = ["--train-per-class", c.train_per_class, "--test-per-class", c.test_per_class]
+    return {
+        "data": python_m(
+            "examples.text.make_data", "--root", c.root, *sizes, *(["--sections", c.sections] * bool(c.sections))
+        ),
+        "teacher": python_m(
+            "trainer",
+            "fit",
+            "--dataset",
+            dataset(),
+            "--student",
+            teacher(),
+            "--loss",
+            "ce",
+            "--epochs",
+            c.teacher_epochs,
+            *TEACHER_OPTIM,
+            *common,
+            "--out",
+            out / "teacher",
+        ),  # fmt: skip
+        "cache": python_m(
+            "softlabels",
+            "build",
+            "--dataset",
+            dataset(),
+            "--weights",
+            out / "teacher" / "best.pt",
+            *common,
+            "--out",
+            out / "cache.h5",
+        ),  # fmt: skip
+        "student-kd": python_m("trainer", "fit", "--cache", out / "cache.h5", *fit, "--out", out / "student-kd"),
+        "student-ce": python_m(
+            "trainer", "fit", "--dataset", dataset(), "--loss", "ce", *fit, "--out", out / "student-ce"
+        ),
+    }
+
+
+RUNS = {
+    "teacher all-MiniLM-L6-v2 + head, labels": "teacher",
+    "student ngrams, labels only (CE)": "student-ce",
+    "student ngrams, from the cache (KD T=4, alpha=0.9)": "student-kd",
+}
+
+
+def main(argv=None) -> None:
+    config = parse_config(TextConfig, __doc__, argv)
+    seconds = run_steps(steps(config))
+    print("\n" + results(Path(config.out), RUNS, seconds))
+
+
+if __name__ == "__main__":
+    main()
