@@ -87,34 +87,25 @@ def python() -> str:
     return sys.executable
 
 
-def ensure_cache(root: Path, name: str, *extra: str) -> Path:
-    """A cache of `root`'s train split by the shared jpegft resnet56, built once (reused across runs)."""
+def softlabels_build(out: Path, *args, fresh: bool = False, quiet: bool = False) -> Path:
+    """`python -m softlabels build ARGS --out OUT` in its own process: resumed and reused once complete,
+    or rebuilt from scratch with `fresh`."""
     import subprocess
 
-    out = DATA / "bench" / "caches" / f"{name}.h5"
-    if out.exists():
+    if out.exists() and not fresh:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [
-            python(),
-            "-m",
-            "softlabels",
-            "build",
-            "--dataset",
-            f"imagefolder:{root}",
-            "--teacher",
-            "cifar_resnet56",
-            "--weights",
-            str(JPEGFT),
-            "--out",
-            str(out),
-            "--resume",
-            *extra,
-        ],
-        check=True,
-    )
+    command = [python(), "-m", "softlabels", "build", *map(str, args), "--out", str(out)]
+    subprocess.run([*command, "--overwrite" if fresh else "--resume"], check=True, capture_output=quiet)
     return out
+
+
+def ensure_cache(root: Path, name: str, *extra: str) -> Path:
+    """A cache of `root`'s train split by the shared jpegft resnet56, built once (reused across runs)."""
+    teacher = ["--teacher", "cifar_resnet56", "--weights", JPEGFT]
+    return softlabels_build(
+        DATA / "bench" / "caches" / f"{name}.h5", "--dataset", f"imagefolder:{root}", *teacher, *extra
+    )
 
 
 def fit(out: Path, *args: str, quiet: bool = True) -> dict:

@@ -12,7 +12,6 @@ with `--ensemble teacher:...` on the same cache), 5,000 train / 2,000 test image
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -23,8 +22,8 @@ from bench.common import (
     cifar10_subset,
     grid_arguments,
     machine,
-    python,
     run_grid,
+    softlabels_build,
     summarise,
     table,
 )
@@ -41,29 +40,10 @@ MEMBERS = {
 
 
 def build(root: Path, split: str, out: Path) -> Path:
-    if out.exists():
-        return out
-    args = []
+    members = []
     for name, file in MEMBERS.items():
-        args += ["--teacher", name.split()[0], "--weights", str(TEACHERS / file)]
-    subprocess.run(
-        [
-            python(),
-            "-m",
-            "softlabels",
-            "build",
-            "--dataset",
-            f"imagefolder:{root}",
-            "--split",
-            split,
-            *args,
-            "--out",
-            str(out),
-            "--resume",
-        ],
-        check=True,
-    )
-    return out
+        members += ["--teacher", name.split()[0], "--weights", str(TEACHERS / file)]
+    return softlabels_build(out, "--dataset", f"imagefolder:{root}", "--split", split, *members)
 
 
 def accuracy_rows(path: Path) -> list[list]:

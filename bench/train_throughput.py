@@ -19,7 +19,17 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from bench.common import DATA, JPEGFT, cifar10_subset, ensure_cache, fit, imagenet_sized_jpegs, machine, python, table
+from bench.common import (
+    DATA,
+    JPEGFT,
+    cifar10_subset,
+    ensure_cache,
+    fit,
+    imagenet_sized_jpegs,
+    machine,
+    softlabels_build,
+    table,
+)
 
 STUDENTS = ("small_cnn", "cifar_resnet20")
 
@@ -42,36 +52,11 @@ def arms(root: Path, cache: Path) -> dict[str, list[str]]:
 
 
 def imagenet_cache(root: Path) -> Path:
-    import subprocess
-
-    out = DATA / "bench" / "caches" / "imagenet-sized-v4-linear.h5"
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [
-                python(),
-                "-m",
-                "softlabels",
-                "build",
-                "--dataset",
-                f"imagefolder:{root}",
-                "--teacher",
-                "linear",
-                "--num-classes",
-                "10",
-                "--image-size",
-                "224",
-                "--views",
-                "4",
-                "--augment",
-                "imagenet",
-                "--out",
-                str(out),
-                "--resume",
-            ],
-            check=True,
-        )
-    return out
+    return softlabels_build(
+        DATA / "bench" / "caches" / "imagenet-sized-v4-linear.h5",
+        *("--dataset", f"imagefolder:{root}", "--teacher", "linear", "--num-classes", 10, "--image-size", 224),
+        *("--views", 4, "--augment", "imagenet"),
+    )
 
 
 def imagenet_main(args) -> None:

@@ -12,7 +12,6 @@ data/bench/views/results.jsonl (rerun to continue).
 from __future__ import annotations
 
 import os
-import subprocess
 import textwrap
 import time
 from pathlib import Path
@@ -27,8 +26,8 @@ from bench.common import (
     ensure_cache,
     grid_arguments,
     machine,
-    python,
     run_grid,
+    softlabels_build,
     summarise,
     table,
 )
@@ -148,29 +147,12 @@ def synthetic_1000_class_rows() -> list[list]:
         ),
     }.items():
         out = folder / f"{label.replace(' ', '_').replace(',', '')}.h5"
-        subprocess.run(
-            [
-                python(),
-                "-m",
-                "softlabels",
-                "build",
-                "--dataset",
-                f"{folder / 'data.py'}:make",
-                "--teacher",
-                "linear",
-                "--num-classes",
-                "1000",
-                "--image-size",
-                "16",
-                "--out",
-                str(out),
-                "--overwrite",
-                "--workers",
-                "0",
-                *extra,
-            ],
-            check=True,
-            capture_output=True,
+        softlabels_build(
+            out,
+            *("--dataset", f"{folder / 'data.py'}:make", "--teacher", "linear", "--num-classes", 1000),
+            *("--image-size", 16, "--workers", 0, *extra),
+            fresh=True,
+            quiet=True,
         )
         info = read_info(out)
         n, v = info.layout.num_samples, info.layout.num_views

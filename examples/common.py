@@ -33,6 +33,36 @@ def python_m(module: str, *args) -> list[str]:
     return [sys.executable, "-m", module, *map(str, args)]
 
 
+def distill_steps(
+    out: Path,
+    dataset: str,
+    teacher: str,
+    student: str,
+    epochs: tuple[int, int],
+    common: list,
+    teacher_extra: tuple = (),
+    student_extra: tuple = (),
+) -> dict[str, list[str]]:
+    """The path every example walks after its data: a teacher trained on labels, its logits cached, and
+    the student trained from the cache and from labels alone (steps `teacher`, `cache`, `student-kd`,
+    `student-ce`); `epochs` are (teacher, student)."""
+    fit = ["--student", student, "--epochs", epochs[1], *student_extra, *common]
+    return {
+        "teacher": python_m(
+            "trainer", "fit", "--dataset", dataset, "--student", teacher, "--loss", "ce", "--epochs", epochs[0],
+            *teacher_extra, *common, "--out", out / "teacher",
+        ),
+        "cache": python_m(
+            "softlabels", "build", "--dataset", dataset, "--weights", out / "teacher" / "best.pt", *common,
+            "--out", out / "cache.h5",
+        ),
+        "student-kd": python_m("trainer", "fit", "--cache", out / "cache.h5", *fit, "--out", out / "student-kd"),
+        "student-ce": python_m(
+            "trainer", "fit", "--dataset", dataset, "--loss", "ce", *fit, "--out", out / "student-ce"
+        ),
+    }  # fmt: skip
+
+
 def shown(argv: list[str]) -> str:
     """The command as a user types it (`python -m ...`, the venv's python relative to here)."""
     python = Path(argv[0])

@@ -267,9 +267,11 @@ def describe_summary(summary: dict, out: str) -> str:
         if summary["finished"]
         else f" (stopped at epoch {summary['epochs']} of {summary['config']['optim']['epochs']})"
     )
+    uses = summary.get("view_uses")
+    seen = f", each stored view seen {uses:.3g} times" if uses is not None else ""
     return (
         f"{summary['student']} [{summary['loss']}]: test accuracy {percent(summary['test_accuracy'])}{best}, "
-        f"{summary['epochs']} epochs in {summary['wall_seconds']:.1f} s, "
+        f"{summary['epochs']} epochs in {summary['wall_seconds']:.1f} s{seen}, "
         f"{summary['images_per_second'] or 0:.0f} images/s{state}; wrote {out}"
     )
 

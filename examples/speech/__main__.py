@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from examples.common import HERE, parse_config, python_m, results, run_steps, spec
+from examples.common import HERE, distill_steps, parse_config, python_m, results, run_steps, spec
 
 FOLDER = HERE / "speech"
 
@@ -40,49 +40,11 @@ def student() -> str:
 
 
 def steps(c: SpeechConfig) -> dict[str, list[str]]:
-    out = Path(c.out)
     common = ["--data-root", c.root, "--workers", c.workers, "--seed", c.seed, "--overwrite"]
-    fit = ["--student", student(), "--epochs", c.student_epochs, *common]
+    sizes = ["--train-per-word", c.train_per_word, "--test-per-word", c.test_per_word]
     return {
-        "data": python_m(
-            "examples.speech.make_data",
-            "--root",
-            c.root,
-            "--train-per-word",
-            c.train_per_word,
-            "--test-per-word",
-            c.test_per_word,
-        ),
-        "teacher": python_m(
-            "trainer",
-            "fit",
-            "--dataset",
-            dataset(),
-            "--student",
-            teacher(),
-            "--loss",
-            "ce",
-            "--epochs",
-            c.teacher_epochs,
-            *common,
-            "--out",
-            out / "teacher",
-        ),
-        "cache": python_m(
-            "softlabels",
-            "build",
-            "--dataset",
-            dataset(),
-            "--weights",
-            out / "teacher" / "best.pt",
-            *common,
-            "--out",
-            out / "cache.h5",
-        ),  # fmt: skip
-        "student-kd": python_m("trainer", "fit", "--cache", out / "cache.h5", *fit, "--out", out / "student-kd"),
-        "student-ce": python_m(
-            "trainer", "fit", "--dataset", dataset(), "--loss", "ce", *fit, "--out", out / "student-ce"
-        ),
+        "data": python_m("examples.speech.make_data", "--root", c.root, *sizes),
+        **distill_steps(Path(c.out), dataset(), teacher(), student(), (c.teacher_epochs, c.student_epochs), common),
     }
 
 

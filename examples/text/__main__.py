@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from examples.common import HERE, parse_config, python_m, results, run_steps, spec
+from examples.common import HERE, distill_steps, parse_config, python_m, results, run_steps, spec
 
 FOLDER = HERE / "text"
 # The bag of n-grams learns with AdamW at a high rate and no weight decay (its embeddings are sparse
@@ -45,44 +45,21 @@ def student() -> str:
 
 
 def steps(c: TextConfig) -> dict[str, list[str]]:
-    out = Path(c.out)
     common = ["--data-root", c.root, "--workers", c.workers, "--seed", c.seed, "--overwrite"]
-    fit = ["--student", student(), "--epochs", c.student_epochs, *STUDENT_OPTIM, *common]
     sizes = ["--train-per-class", c.train_per_class, "--test-per-class", c.test_per_class]
     return {
         "data": python_m(
             "examples.text.make_data", "--root", c.root, *sizes, *(["--sections", c.sections] * bool(c.sections))
         ),
-        "teacher": python_m(
-            "trainer",
-            "fit",
-            "--dataset",
+        **distill_steps(
+            Path(c.out),
             dataset(),
-            "--student",
             teacher(),
-            "--loss",
-            "ce",
-            "--epochs",
-            c.teacher_epochs,
-            *TEACHER_OPTIM,
-            *common,
-            "--out",
-            out / "teacher",
-        ),  # fmt: skip
-        "cache": python_m(
-            "softlabels",
-            "build",
-            "--dataset",
-            dataset(),
-            "--weights",
-            out / "teacher" / "best.pt",
-            *common,
-            "--out",
-            out / "cache.h5",
-        ),  # fmt: skip
-        "student-kd": python_m("trainer", "fit", "--cache", out / "cache.h5", *fit, "--out", out / "student-kd"),
-        "student-ce": python_m(
-            "trainer", "fit", "--dataset", dataset(), "--loss", "ce", *fit, "--out", out / "student-ce"
+            student(),
+            (c.teacher_epochs, c.student_epochs),
+            common,
+            teacher_extra=tuple(TEACHER_OPTIM),
+            student_extra=tuple(STUDENT_OPTIM),
         ),
     }
 

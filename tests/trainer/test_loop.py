@@ -202,3 +202,6 @@ def test_long_schedules_on_few_views_without_augmentation_warn(cache, multiview_
         fit(FitConfig.from_options(**{**trap, "epochs": 10, "out": str(tmp_path / "short")}))  # the safe regime
         many = fit(FitConfig.from_options(**{**trap, "cache": multiview_cache, "out": str(tmp_path / "views")}))
     assert many["view_uses"] == pytest.approx(25 / 3)
+    from trainer.cli import describe_summary
+
+    assert "each stored view seen 8.33 times" in describe_summary(many, "views")
