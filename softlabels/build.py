@@ -285,7 +285,7 @@ def _open_writer(config: BuildConfig, out: Path, layout: store.Layout, source, r
 def _example(source: DatasetSource, prep, views: BuildViews):
     """Two copies of the first sample's first view: what the teachers are probed with (a real sample,
     so tensor samples of any shape, and dicts of them, probe as they will run)."""
-    pipeline = ViewPipeline(prep, views.augment)
+    pipeline = ViewPipeline(prep, views.augment, source)
     x = pipeline.decode(source.load(0))
     view = pipeline.view(x, pipeline.stored_params(x, views.seed, source.keys[0], 1)[0])
     return stack([view, view])
@@ -480,7 +480,7 @@ def _build_shard(config: BuildConfig, out: Path, shard: tuple[int, int] | None) 
 
 def _check_replay(source: DatasetSource, prep, views: BuildViews, row: int) -> None:
     """Before any teacher time: one view of the first sample, made twice, must be the same bits."""
-    pipeline = ViewPipeline(prep, views.augment)
+    pipeline = ViewPipeline(prep, views.augment, source)
     x = pipeline.decode(source.load(row))
     pipeline.check_replay(x, pipeline.stored_params(x, views.seed, source.keys[row], 1)[0])
 
@@ -547,7 +547,7 @@ def _run_pass(
     resumed = writer.done_rows
     total = writer.layout.num_samples
     views = config.augmentation
-    inputs = TeacherInputs(source, ViewPipeline(teachers[0].input, views.augment), views.views, views.seed)
+    inputs = TeacherInputs(source, ViewPipeline(teachers[0].input, views.augment, source), views.views, views.seed)
     loader = make_loader(inputs, range(first_row + resumed, first_row + total), config, device)
     members = [(t.model, Normalize(t.input).to(device)) for t in teachers]  # each normalises the same views
     background = _BackgroundWriter(writer)

@@ -164,8 +164,8 @@ class Cache:
         if source is not self._checked:  # once per source: its keys and labels are the cache's
             self.check_dataset(source)
             self._checked = source
-        if self._pipeline is None:
-            self._pipeline = ViewPipeline(self.info.input, self.info.augment.name)
+            self._pipeline = ViewPipeline(self.info.input, self.info.augment.name, source)  # mixed views: partners
+        assert self._pipeline is not None
         rows = self._targets.rows(position).view(self._view(view))
         x = self._pipeline.decode(source.load(position))
         image = self._pipeline.view(x, rows.params if rows.params is not None else ())

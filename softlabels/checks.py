@@ -202,7 +202,7 @@ def recompute(
             raise ValueError(f"{path} records no dataset: pass --dataset")
         source = open_dataset(info.dataset.spec, info.dataset.split, info.dataset.root or "data")
     members = _load_members(info, teacher, weights, trust_checkpoint, resolve_device(device))
-    pipeline = ViewPipeline(info.input, info.augment.name)
+    pipeline = ViewPipeline(info.input, info.augment.name, source)
     rows = np.sort(np.random.default_rng(seed).choice(layout.num_samples, min(n, layout.num_samples), replace=False))
     keys = [str(k) for k in targets.keys_labels()[0]]
     index = {k: i for i, k in enumerate(source.keys)}

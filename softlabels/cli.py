@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from inspect import cleandoc
 
 import click
 
@@ -32,9 +33,16 @@ def main():
 
 
 def _augment_help() -> str:
+    from softlabels.mixing import MIXES
     from softlabels.transforms import AUGMENTS
 
     lines = [f"  {name}: {aug.description}" for name, aug in AUGMENTS.items()]
+    lines += [
+        f"  BASE+{kind}[:A]: {kind} (Beta(A, A), A={alpha:g} by default) of the BASE view with a random "
+        f"partner sample's, labelled by the teacher (train with --alpha 1)"
+        for kind, alpha in MIXES.items()
+    ]
+    lines.append("  FILE.py:NAME: your own Augment subclass, or a function returning a torchvision v2 pipeline")
     return "\n".join(["Augmentations (parameters drawn per view from --seed and the sample key):", *lines])
 
 
@@ -70,7 +78,7 @@ def _augment_help() -> str:
 @click.option("--amp/--no-amp", default=True, help="fp16 autocast on CUDA (ignored on CPU).")
 @click.option("--dtype", type=click.Choice(store.DTYPES), default="float16", help="Stored logit precision.")
 @click.option("--views", default=1, type=int_range(1), help="Augmented views per sample (needs --augment).")
-@click.option("--augment", default="none", help="none, flip, cifar or imagenet (see below).")
+@click.option("--augment", default="none", help="none, flip, cifar, imagenet, BASE+mixup, BASE+cutmix or FILE.py:NAME.")
 @click.option("--seed", default=0, type=int, help="Seed of the view parameters.")
 @click.option(
     "--storage",
@@ -143,7 +151,7 @@ def build(config_file, as_json, **options):
     )
 
 
-build.help = (build.help or "") + "\n\n\b\n" + _augment_help()
+build.help = cleandoc(build.help or "") + "\n\n\b\n" + _augment_help()
 
 
 @main.command()

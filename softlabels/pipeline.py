@@ -8,6 +8,9 @@ Inputs with `pixels = "uint8"` (every input resolved since it exists) crop and r
 uint8 pixels and convert to float last, as torchvision's fast path does; inputs without it (caches
 of format 1) resample float32 pixels, so their stored views replay bit for bit.
 
+Mixed views (`BASE+mixup`, `BASE+cutmix`: `softlabels.mixing`) make the BASE view of the sample
+and of a partner sample (loaded from `source` by its row), then mix them.
+
 `ViewPipeline` does the first three on the CPU (DataLoader workers) and hands out un-normalised
 float32 [0, 1] views; each model normalises its own batch on its device (`Normalize`), so online KD
 can feed one batch to a teacher and a student that expect different statistics. A view is an exact
@@ -22,16 +25,20 @@ import torch
 from torch import nn
 
 from softlabels.inputs import Preprocessing
-from softlabels.transforms import Augment, eval_fit, fit_size, get_augment, sample_views, to_pixels
+from softlabels.mixing import Mixed
+from softlabels.sample_errors import reading
+from softlabels.transforms import Augment, eval_fit, fit_size, get_augment, sample_views, to_pixels, view_rng
 
 
 class ViewPipeline:
-    """Views of samples for a model input (`prep`: channels and size) under one augmentation."""
+    """Views of samples for a model input (`prep`: channels and size) under one augmentation; mixed
+    views also load their partner samples from `source`."""
 
-    def __init__(self, prep: Preprocessing, augment: str | Augment = "none"):
+    def __init__(self, prep: Preprocessing, augment: str | Augment = "none", source=None):
         self.prep = prep
         self.augment = get_augment(augment)
-        if not prep.is_image and self.augment.takes_uint8 and self.augment.name != "none":
+        self.source = source
+        if not prep.is_image and (self.augment.takes_uint8 or self.augment.mixes) and self.augment.name != "none":
             raise ValueError(
                 f"augment {self.augment.name} works on images; tensor samples take none or a "
                 f"FILE.py:NAME augmentation of your own"
@@ -55,14 +62,31 @@ class ViewPipeline:
     def view(self, x: torch.Tensor, params) -> torch.Tensor:
         """The view of decoded `x` that `params` (P,) describe: float32 (C, S, S) in [0, 1] (a tensor
         sample: the augmentation's output, or the sample itself)."""
+        mixed = self.augment
+        if isinstance(mixed, Mixed):
+            own, partner, theirs, how = mixed.split(params)
+            other = self._single(self._partner(partner), theirs, mixed.base)
+            return mixed.mix(self._single(x, own, mixed.base), other, how)
+        return self._single(x, params, self.augment)
+
+    def _single(self, x: torch.Tensor, params, augment: Augment) -> torch.Tensor:
         if not self.prep.is_image:
-            return self.augment.apply(x, params, 0)
+            return augment.apply(x, params, 0)
         if x.shape[-3] != self.prep.channels:
             raise ValueError(f"image has {x.shape[-3]} channels but the input expects {self.prep.channels}")
-        if x.dtype == torch.uint8 and not self.augment.takes_uint8:
+        if x.dtype == torch.uint8 and not augment.takes_uint8:
             x = x.to(torch.float32).div_(255)
-        y = fit_size(self.augment.apply(x, params, self.prep.image_size), self.prep.image_size)
+        y = fit_size(augment.apply(x, params, self.prep.image_size), self.prep.image_size)
         return y.to(torch.float32).div_(255) if y.dtype == torch.uint8 else y
+
+    def _partner(self, row: int) -> torch.Tensor:
+        """Decoded sample `row` of `source`: the partner of a mixed view."""
+        if self.source is None:
+            raise ValueError(f"{self.augment.name} views mix two samples: the pipeline needs the dataset (source=)")
+        if not 0 <= row < len(self.source):
+            raise ValueError(f"a mixed view names partner row {row}, but the dataset has {len(self.source)} samples")
+        with reading(self.source, row):
+            return self.decode(self.source.load(row))
 
     def views(self, x: torch.Tensor, params) -> torch.Tensor:
         """(V, C, S, S) views of decoded `x` for (V, P) parameters."""
@@ -72,9 +96,25 @@ class ViewPipeline:
         return stack([self.view(x, row) for row in params])
 
     def stored_params(self, x, seed: int, key: str, num_views: int) -> np.ndarray:
-        """The (V, P) parameters of a sample's stored views: a function of (seed, key) alone."""
+        """The (V, P) parameters of a sample's stored views: a function of (seed, key) alone (and, for
+        mixed views, of the dataset the partners are drawn from)."""
         height, width = _extent(x, self.prep)
+        if isinstance(self.augment, Mixed):
+            return self._mixed_params(self.augment, seed, key, num_views, height, width)
         return sample_views(self.augment, seed, key, num_views, height, width, self.prep.image_size)
+
+    def _mixed_params(self, mixed: Mixed, seed: int, key: str, num_views: int, height: int, width: int) -> np.ndarray:
+        size, rng, base = self.prep.image_size, view_rng(seed, key), mixed.base
+        if self.source is None:
+            raise ValueError(f"{mixed.name} views mix two samples: the pipeline needs the dataset (source=)")
+        rows = []
+        for _ in range(num_views):
+            own = base.encode(base.sample(rng, height, width, size))
+            partner = int(rng.integers(0, len(self.source)))
+            other = self._partner(partner)
+            theirs = base.encode(base.sample(rng, *_extent(other, self.prep), size))
+            rows.append(mixed.join(own, partner, theirs, mixed.sample_mix(rng, size)))
+        return np.stack(rows).astype(np.int32, copy=False)
 
     def check_replay(self, x: torch.Tensor, params) -> None:
         """Refuse an augmentation whose view is not a function of its parameters (two runs differ)."""
@@ -88,6 +128,12 @@ class ViewPipeline:
 
     def random_view(self, x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """A freshly drawn (uncached) view."""
+        if self.augment.mixes:
+            raise ValueError(
+                f"{self.augment.name} makes mixed views for a cache, where the teacher labels the mixed image: "
+                f"build one (softlabels build --views V --augment {self.augment.name}); a random mixed view has "
+                f"no label to learn"
+            )
         height, width = _extent(x, self.prep)
         return self.view(x, self.augment.encode(self.augment.sample(rng, height, width, self.prep.image_size)))
 

@@ -147,7 +147,7 @@ class ReplayDataset(Dataset):
         self.source, self.targets, self.seed, self.transform = source, targets, seed, transform
         prep = targets.info.input
         recorded = targets.info.augment
-        self.replay = ViewPipeline(prep, recorded.name)
+        self.replay = ViewPipeline(prep, recorded.name, source)
         if recorded.source_sha256 and not allow_changed_augment:
             from softlabels.user_augments import identity_differences
 

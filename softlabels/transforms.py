@@ -85,6 +85,7 @@ class Augment:
     description: str = ""
     resizes: bool = False
     takes_uint8: bool = False
+    mixes: bool = False  # views mix two samples (`softlabels.mixing`): the pipeline loads the partner
 
     def sample(self, rng: np.random.Generator, height: int, width: int, image_size: int):
         """Parameters of one view of an image of `height` x `width`: one value per parameter."""
@@ -253,7 +254,15 @@ def get_augment(name: str | Augment) -> Augment:
 
     if is_user_spec(name):
         return load_user_augment(name)
-    raise ValueError(f"unknown augment {name!r}; choose one of: {', '.join(AUGMENTS)}, or FILE.py:NAME") from None
+    from softlabels.mixing import parse_mixed
+
+    mixed = parse_mixed(name)
+    if mixed is not None:
+        return mixed
+    raise ValueError(
+        f"unknown augment {name!r}; choose one of: {', '.join(AUGMENTS)}, BASE+mixup[:ALPHA], BASE+cutmix[:ALPHA], "
+        f"or FILE.py:NAME"
+    ) from None
 
 
 def view_rng(seed: int, key: str) -> np.random.Generator:

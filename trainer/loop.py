@@ -292,6 +292,11 @@ def _check_finite(config: FitConfig) -> None:
 
 def _check_augment(config: FitConfig) -> None:
     augment = get_augment(config.data.augment)
+    if augment.mixes:
+        raise ValueError(
+            f"--augment {augment.name} makes mixed views for a cache, where the teacher labels each mixed image: "
+            f"build one (softlabels build --views V --augment {augment.name}) and train from it"
+        )
     if config.runtime.cache and augment.name != "none":
         if not config.data.inconsistent_augment:
             raise ValueError(
@@ -305,6 +310,20 @@ def _check_augment(config: FitConfig) -> None:
             f"cached targets of other views",
             InconsistentAugmentWarning,
             stacklevel=3,
+        )
+
+
+def _check_mixed_views(config: FitConfig, cache: store.CacheInfo | None) -> None:
+    """Mixed views (MixUp, CutMix) have no single label: only the teacher's targets can teach them."""
+    if cache is None or not get_augment(cache.augment.name).mixes:
+        return
+    loss, alpha = config.loss_name, config.objective.alpha
+    if loss == "ce" or (loss == "kd" and alpha < 1):
+        term = "labels only (--loss ce)" if loss == "ce" else f"KD with a label term (--alpha {alpha:g})"
+        raise ValueError(
+            f"{config.runtime.cache} holds mixed views ({cache.augment.name}): they have no single label, so "
+            f"{term} would teach the wrong class; train on the teacher's targets alone: --alpha 1 (KD, as "
+            f"dataset reinforcement does) or --loss hard"
         )
 
 
@@ -380,6 +399,7 @@ def load_data(config: FitConfig) -> tuple[TrainingData, Teacher | None, Preproce
             verify=runtime.verify,
             check_content=runtime.check_content,
         )
+        _check_mixed_views(config, training.cache)
         return training, None, student_input(model.student, training.image_prep, model.mean, model.std)
     assert data.dataset is not None  # check_config: --cache or --dataset
     source = open_dataset(data.dataset, data.split, runtime.data_root, runtime.download)
