@@ -100,6 +100,33 @@ def curve(results_folder: Path) -> list[list]:
     return rows
 
 
+def report(cells: list[str], results: list[dict]) -> str:
+    """The map: one row per cell, one column per arm (mean ± std over seeds, s/run), and the gap of
+    V=16 replay over V=1 + random aug paired by seed."""
+    unique = {(r["arm"], r["seed"]): r for r in results if "accuracy" in r}
+
+    def runs_of(cell: str, arm: str) -> dict[int, dict]:
+        key_cell = cell if arm != "V=1, no aug" else cell.split(":")[0] + ":imagenet"
+        return {seed: r for (label, seed), r in unique.items() if label == f"{key_cell} {arm}"}
+
+    arms = [arm for arm in ARMS if any(runs_of(cell, arm) for cell in cells)]
+    rows = []
+    for cell in cells:
+        row = [cell]
+        for arm in arms:
+            hits = list(runs_of(cell, arm).values())
+            spread = mean_spread([r["accuracy"] for r in hits]) if hits else ""
+            row.append(f"{spread}, {statistics.mean(r['seconds'] for r in hits):.0f} s" if hits else "")
+        replay, inconsistent = runs_of(cell, "V=16 replay"), runs_of(cell, "V=1 + random aug")
+        gaps = [100 * (replay[s]["accuracy"] - inconsistent[s]["accuracy"]) for s in replay if s in inconsistent]
+        row.append(
+            f"{statistics.mean(gaps):+.2f} ± {statistics.stdev(gaps):.2f} (n={len(gaps)})" if len(gaps) > 1 else ""
+        )
+        rows.append(row)
+    headers = ["cell", *(f"{arm}: % (mean ± std), s/run" for arm in arms), "V=16 replay - V=1 + random aug"]
+    return table(headers, rows)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", nargs="+", default=["1k-80:imagenet", "1k-80:cifar"])
@@ -110,32 +137,17 @@ def main():
     args = parser.parse_args()
     if args.curve:
         args.cells, args.arms = ["1k-160:imagenet"], ["V=16 replay", "V=1 + random aug", "labels + aug"]
-    runs = runs_for(args.cells, args.arms, args.seeds)
-    results = [] if args.report else run_grid("regimes", runs)
     folder = REPO / "data" / "bench" / "regimes"
     if args.report:
         results = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
-    unique = {(r["arm"], r["seed"]): r for r in results if "accuracy" in r}
+    else:
+        results = run_grid("regimes", runs_for(args.cells, args.arms, args.seeds))
     print(f"machine: {machine()}")
     print(
         "settings: small_cnn, KD T=4 alpha=0.9 clip 2, SGD one-cycle 0.05, batch 64, 2,000 test images, teacher "
         "cifar_resnet56 jpegft; cells are (train images, epochs):augmentation"
     )
-    rows = []
-    for cell in args.cells:
-        for arm in ARMS:
-            key_cell = cell if arm != "V=1, no aug" else cell.split(":")[0] + ":imagenet"
-            hits = [r for (label, _), r in unique.items() if label == f"{key_cell} {arm}"]
-            if hits:
-                rows.append(
-                    [
-                        cell,
-                        arm,
-                        mean_spread([r["accuracy"] for r in hits]),
-                        f"{statistics.mean(r['seconds'] for r in hits):.0f}",
-                    ]
-                )
-    print(table(["cell", "arm", "test accuracy % (mean ± std)", "s/run"], rows))
+    print(report(args.cells, results))
     if args.curve:
         print("\naccuracy against epochs at (1k images, 160 epochs), imagenet augmentation, mean over seeds:")
         print(table(["arm", "epoch 20", "40", "80", "120", "160"], curve(folder)))
