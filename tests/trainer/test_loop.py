@@ -191,16 +191,22 @@ def test_gradient_clipping_bounds_each_step(cache, fit_options, tmp_path):
 def test_long_schedules_on_few_views_without_augmentation_warn(cache, multiview_cache, fit_options, tmp_path):
     import warnings
 
-    from trainer.loop import OverfitRiskWarning
+    from trainer.loop import InconsistentAugmentWarning, OverfitRiskWarning
 
     trap = {**fit_options, "cache": cache, "epochs": 25, "stop_after": 1}
-    with pytest.warns(OverfitRiskWarning, match="seen 25 times with no augmentation"):
+    with pytest.warns(OverfitRiskWarning, match="seen 25 times with no augmentation") as caught:
         summary = fit(FitConfig.from_options(**{**trap, "out": str(tmp_path / "trap")}))
     assert summary["view_uses"] == 25
+    message = str(caught[0].message)  # the measured numbers and both ways out
+    assert "45.4% at 80 uses" in message and "softlabels build --views 5" in message
+    assert "--inconsistent-augment" in message
     with warnings.catch_warnings():
         warnings.simplefilter("error", OverfitRiskWarning)
         fit(FitConfig.from_options(**{**trap, "epochs": 10, "out": str(tmp_path / "short")}))  # the safe regime
         many = fit(FitConfig.from_options(**{**trap, "cache": multiview_cache, "out": str(tmp_path / "views")}))
+        augmented = {"augment": "flip", "inconsistent_augment": True}
+        with pytest.warns(InconsistentAugmentWarning):  # a way out: no overfit warning
+            fit(FitConfig.from_options(**{**trap, **augmented, "out": str(tmp_path / "augmented")}))
     assert many["view_uses"] == pytest.approx(25 / 3)
     from trainer.cli import describe_summary
 
