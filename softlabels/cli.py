@@ -77,7 +77,15 @@ def _augment_help() -> str:
 @click.option("--device", default="auto", help="auto, cpu, cuda or cuda:INDEX.")
 @click.option("--amp/--no-amp", default=True, help="fp16 autocast on CUDA (ignored on CPU).")
 @click.option("--dtype", type=click.Choice(store.DTYPES), default="float16", help="Stored logit precision.")
-@click.option("--views", default=1, type=int_range(1), help="Augmented views per sample (needs --augment).")
+@click.option(
+    "--views",
+    default=1,
+    type=int_range(1),
+    help="Augmented views per sample (needs --augment). How many: about one per 5 epochs your students "
+    "will train. Up to ~10 epochs one view without augmentation teaches as well as any; past ~20 it "
+    "overfits, and exact replay of the views beat random augmentation of one view by 3-4 points with "
+    "strong augmentations (BENCHMARKS.md, 'Where caches teach best').",
+)
 @click.option("--augment", default="none", help="none, flip, cifar, imagenet, BASE+mixup, BASE+cutmix or FILE.py:NAME.")
 @click.option("--seed", default=0, type=int, help="Seed of the view parameters.")
 @click.option(
