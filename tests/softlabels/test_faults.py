@@ -515,6 +515,7 @@ def test_recompute_replays_views_and_catches_what_the_fingerprint_cannot(argv, o
     )
 
 
+@pytest.mark.filterwarnings("default::softlabels.teachers.RandomTeacherWarning")  # pyproject ignores it
 def test_a_teacher_without_weights_warns_and_its_cache_still_recomputes(image_folder, out):
     """Issue 16, finding 6: the build warns in one line, and `verify --recompute` rebuilds the same
     randomly initialised network instead of calling the cache altered."""
