@@ -101,7 +101,7 @@ def curve(results_folder: Path) -> list[list]:
 
 
 def report(cells: list[str], results: list[dict]) -> str:
-    """The map: one row per cell, one column per arm (mean ± std over seeds, s/run), and the gap of
+    """The map: one row per cell, one column per arm (test accuracy %, mean ± std over seeds, s/run), and the gap of
     V=16 replay over V=1 + random aug paired by seed."""
     unique = {(r["arm"], r["seed"]): r for r in results if "accuracy" in r}
 
@@ -123,7 +123,7 @@ def report(cells: list[str], results: list[dict]) -> str:
             f"{statistics.mean(gaps):+.2f} ± {statistics.stdev(gaps):.2f} (n={len(gaps)})" if len(gaps) > 1 else ""
         )
         rows.append(row)
-    headers = ["cell", *(f"{arm}: % (mean ± std), s/run" for arm in arms), "V=16 replay - V=1 + random aug"]
+    headers = ["cell", *arms, "V=16 replay - V=1 + random aug (paired by seed)"]
     return table(headers, rows)
 
 
@@ -145,7 +145,8 @@ def main():
     print(f"machine: {machine()}")
     print(
         "settings: small_cnn, KD T=4 alpha=0.9 clip 2, SGD one-cycle 0.05, batch 64, 2,000 test images, teacher "
-        "cifar_resnet56 jpegft; cells are (train images, epochs):augmentation"
+        "cifar_resnet56 jpegft; rows are (train images, epochs):augmentation; entries are test accuracy % "
+        "(mean ± std over seeds) and seconds per run"
     )
     print(report(args.cells, results))
     if args.curve:

@@ -136,7 +136,7 @@ class BuildResult:
     num_views: int
     teacher_accuracy: float
     seconds: float
-    images_per_second: float
+    images_per_second: float  # teacher inputs a second: views (images x --views) of the rows this run computed
     resumed_from: int = 0
 
     def to_dict(self) -> dict:
@@ -555,7 +555,7 @@ def _run_pass(
     bar = progress.bar(
         total=total,
         initial=resumed,
-        unit="img",
+        unit="view" if views.views > 1 else "img",
         desc="teacher pass",
         enabled=config.runtime.progress,
         unit_scale=views.views if views.views > 1 else False,

@@ -154,7 +154,8 @@ def build(config_file, as_json, **options):
         return
     echo(
         f"wrote {result.path}: {result.num_samples} samples x {result.num_views} view(s), "
-        f"teacher accuracy {result.teacher_accuracy:.2%}, {result.images_per_second:.0f} images/s"
+        f"teacher accuracy {result.teacher_accuracy:.2%}, {result.images_per_second:.0f} "
+        f"{'views' if result.num_views > 1 else 'images'}/s"
         + (f" (resumed at sample {result.resumed_from})" if result.resumed_from else "")
     )
 
