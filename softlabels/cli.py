@@ -82,9 +82,9 @@ def _augment_help() -> str:
     default=1,
     type=int_range(1),
     help="Augmented views per sample (needs --augment). How many: about one per 5 epochs your students "
-    "will train. Up to ~10 epochs one view without augmentation teaches as well as any; past ~20 it "
-    "overfits, and exact replay of the views beat random augmentation of one view by 3-4 points with "
-    "strong augmentations (BENCHMARKS.md, 'Where caches teach best').",
+    "will train (each view seen ~5 times). Up to ~10 epochs one view without augmentation teaches as well "
+    "as any; views seen 20 times or more overfit; replay beat random augmentation of one view by 3-4 points "
+    "with random-resized crops (BENCHMARKS.md, 'Where caches teach best').",
 )
 @click.option("--augment", default="none", help="none, flip, cifar, imagenet, BASE+mixup, BASE+cutmix or FILE.py:NAME.")
 @click.option("--seed", default=0, type=int, help="Seed of the view parameters.")

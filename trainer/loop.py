@@ -69,10 +69,10 @@ METRIC_FIELDS = (
 
 
 # Each stored view seen more often than this, with no augmentation, overfits the fixed targets. Measured
-# with small_cnn on CIFAR-10, 3 seeds (BENCHMARKS.md, "Where caches teach best"): a 1-view cache without
-# augmentation is the best imagenet-augmentation arm at 10 uses (10k images x 10 epochs), already behind
-# random augmentation and replay at 30 uses (5k x 30), and collapses at 80 uses (1k x 80).
-SAFE_VIEW_USES = 20
+# with small_cnn on CIFAR-10, 3 seeds (BENCHMARKS.md, "Where caches teach best"): 10 uses of one view is
+# as good as any arm (10k images x 10 epochs); 20 uses of each of 4 replayed views (1k x 80) falls 9
+# points under 16 views; 30 uses of one view (5k x 30) trails 16 replayed views by 5; 80 uses collapses.
+SAFE_VIEW_USES = 10
 
 
 class OverfitRiskWarning(UserWarning):
@@ -998,12 +998,12 @@ def warn_if_views_run_out(config: FitConfig, cache: store.CacheInfo | None) -> N
     warnings.warn(
         f"each of the cache's {views} stored view(s) will be seen {uses:.0f} times with no augmentation: past "
         f"~{SAFE_VIEW_USES} uses a student overfits fixed targets (measured on CIFAR-10, BENCHMARKS.md 'Where caches "
-        f"teach best': a 1-view cache without augmentation reached 66.5% at 10 uses, as good as any arm, but "
-        f"59.4% at 30 uses against 64.6% from 16 replayed views, and 45.4% at 80 uses against 51.7% from labels + "
-        f"augmentation and 58.1% from 16 replayed views). Build about one view per 5 epochs with the "
-        f"augmentation you train with (softlabels build --views {max(2, round(config.optim.epochs / 5))} "
-        f"--augment ...), or add --augment ... --inconsistent-augment (as good as replay for weak augmentations "
-        f"such as cifar; 3-4 points behind it for strong ones such as imagenet)",
+        f"teach best': one view seen 10 times reached 66.5%, as good as any arm; seen 30 times, 59.4% against "
+        f"64.6% from 16 replayed views; on 1,000 images for 80 epochs, 4 replayed views (20 uses) reached 48.7% "
+        f"and one view (80 uses) 45.4%, against 58.1% from 16 views and 51.7% from labels + augmentation). Build "
+        f"about one view per 5 epochs with the augmentation you train with (softlabels build --views "
+        f"{max(2, round(config.optim.epochs / 5))} --augment ...), or add --augment ... --inconsistent-augment "
+        f"(as good as replay for weak augmentations such as cifar; 3-4 points behind it for random-resized crops)",
         OverfitRiskWarning,
         stacklevel=3,
     )

@@ -198,7 +198,7 @@ def test_long_schedules_on_few_views_without_augmentation_warn(cache, multiview_
         summary = fit(FitConfig.from_options(**{**trap, "out": str(tmp_path / "trap")}))
     assert summary["view_uses"] == 25
     message = str(caught[0].message)  # the measured numbers and both ways out
-    assert "45.4% at 80 uses" in message and "softlabels build --views 5" in message
+    assert "one view (80 uses) 45.4%" in message and "softlabels build --views 5" in message
     assert "--inconsistent-augment" in message
     with warnings.catch_warnings():
         warnings.simplefilter("error", OverfitRiskWarning)
