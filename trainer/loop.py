@@ -603,9 +603,11 @@ def _stop_agreed(run: Run) -> bool:
     """Whether any process received a stop signal (all of them stop after the same step)."""
     if not run.rank.distributed:
         return run.stop.requested
-    flag = torch.tensor([float(run.stop.requested)], device=run.device)
-    dist.all_reduce(flag)
-    return bool(flag.item())
+    signum = torch.tensor([float(run.stop.signal or 0)], device=run.device)
+    dist.all_reduce(signum, op=dist.ReduceOp.MAX)
+    if signum.item() and not run.stop.requested:
+        run.stop.signal = int(signum.item())  # another rank got it: every rank names the same signal
+    return bool(signum.item())
 
 
 class EpochInterrupted(Exception):
@@ -764,6 +766,11 @@ def _fit(config: FitConfig, rank: Rank, device: torch.device, out: Path) -> dict
             for epoch in range(progress.epoch, last):
                 _stop_between_epochs(run, progress, out)
                 _run_epoch(run, progress, epoch, out)
+        except Stopped:
+            if rank.is_main:  # launchers such as torchrun report their own exit status: the summary says it too
+                stopped = {**make_summary(run, progress, None), "stopped_by": run.stop.name, "step": progress.step}
+                checkpoints.write_json_atomic(stopped, out / "summary.json")
+            raise
         finally:
             run.log.close()
             close_loader(run.train_loader)  # persistent workers end with the run, also when it fails

@@ -110,3 +110,62 @@ def test_ddp_fit_from_a_multiview_cache_and_resume(multiview_cache, tmp_path):
     state = torch.load(out / "last.pt", weights_only=True)
     assert not any(key.startswith("module.") for key in state["model"])  # loadable without DDP
     assert sorted(p.name for p in out.iterdir() if p.suffix == ".tmp") == []
+
+
+SLOW_STUDENT = """
+import os, time
+from softlabels.zoo import SmallCNN
+
+class Slow(SmallCNN):
+    def forward(self, x):
+        if self.training:
+            time.sleep(float(os.environ.get("STEP_DELAY", 0)))
+        return super().forward(x)
+
+def make(num_classes, in_channels=3, image_size=8):
+    return Slow(num_classes, in_channels=in_channels, image_size=image_size)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["one rank", "the launcher"])
+def test_a_stop_signal_stops_every_rank_after_the_same_step_and_resumes(multiview_cache, tmp_path, target):
+    """SIGUSR1 to one rank alone: it tells the others at the next step. SIGTERM to torchrun (what SLURM
+    sends the task it launched): torchrun passes SIGTERM to its workers. Either way every rank stops after
+    the same step, rank 0 saves it and says so in summary.json (torchrun reports its own exit status, not
+    the workers' 75), and --resume under torchrun finishes the run."""
+    import signal
+    import time
+
+    (tmp_path / "slow.py").write_text(SLOW_STUDENT)
+    out = tmp_path / "ddp"
+    args = ["--cache", multiview_cache, "--student", f"{tmp_path / 'slow.py'}:make", "--batch-size", "2"]
+    args += ["--workers", "0", "--epochs", "3", "--no-progress", "--eval-dataset", "none", "--out", out]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "trainer"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "STEP_DELAY": "0.2"}
+    launcher = subprocess.Popen(
+        [*command, "fit", *map(str, args)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 180
+    while not (out / "summary.json").exists():  # epoch 1 is done and written
+        assert launcher.poll() is None, launcher.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(0.3)  # into epoch 2 (4 steps of 0.2 s)
+    workers = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True).stdout.split()
+    assert len(workers) == 2, workers
+    signum = signal.SIGUSR1 if target == "one rank" else signal.SIGTERM
+    os.kill(int(max(workers, key=int)) if target == "one rank" else launcher.pid, signum)
+    _, err = launcher.communicate(timeout=180)
+    assert launcher.returncode != 0
+    saved = torch.load(out / "last.pt", weights_only=True)
+    assert saved["epoch"] == 1 and 1 <= saved["step"] < 4, "the signal did not land mid-epoch"
+    stops = [line for line in err.splitlines() if line.startswith("error: stopped by")]
+    assert len(stops) == 2 and all(f"{signum.name} at epoch 2, step {saved['step']} of 4" in line for line in stops)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped_by"] == signum.name and summary["step"] == saved["step"] and not summary["finished"]
+    resumed = subprocess.run([*command, "fit", *map(str, args), "--resume"], env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["finished"] and "stopped_by" not in summary
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").open()] == [1, 2, 3]

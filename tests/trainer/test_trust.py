@@ -297,6 +297,7 @@ def test_a_stop_signal_mid_epoch_saves_the_step_and_resume_is_bit_identical(
     assert saved["epoch"] == 1 and 1 <= saved["step"] <= 4, "the signal did not land mid-epoch"
     assert f"stopped by {signal.Signals(signum).name} at epoch 2, step {saved['step']} of 5" in line
     assert "--resume" in line
+    assert json.loads((out / "summary.json").read_text())["stopped_by"] == signal.Signals(signum).name
     resumed = subprocess.run(command(*args, "--out", out, "--resume"), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_weights(weights(out), weights(tmp_path / "ref"))
