@@ -40,6 +40,7 @@ ARMS = (
     "V=16 replay",
     "V=4 replay",
     "V=64 replay",
+    "V=32 replay",
     "online KD + aug",
 )
 DEFAULT_ARMS = ARMS[:4]
@@ -88,7 +89,7 @@ def runs_for(cells: list[str], arms: list[str], seeds: int) -> list[tuple]:
 def curve(results_folder: Path) -> list[list]:
     """Test accuracy at epochs 20..160 of the (1k, 160) imagenet runs, per arm (mean over seeds)."""
     rows = []
-    for arm in ("V=16 replay", "V=1 + random aug", "labels + aug"):
+    for arm in ("V=32 replay", "V=16 replay", "V=1 + random aug", "labels + aug"):
         per_epoch: dict[int, list[float]] = {}
         tag = re.sub(r"[^\w.-]+", "_", f"small_cnn-1k-160:imagenet {arm}-")
         for run in sorted((results_folder / "runs").glob(tag + "*")):
@@ -96,7 +97,8 @@ def curve(results_folder: Path) -> list[list]:
                 record = json.loads(line)
                 per_epoch.setdefault(record["epoch"], []).append(record["eval_accuracy"])
         cells = [f"{100 * statistics.mean(per_epoch[e]):.1f}" if e in per_epoch else "" for e in (20, 40, 80, 120, 160)]
-        rows.append([arm, *cells])
+        if per_epoch:
+            rows.append([arm, *cells])
     return rows
 
 
@@ -136,7 +138,7 @@ def main():
     parser.add_argument("--report", action="store_true", help="print the tables of what has run, run nothing")
     args = parser.parse_args()
     if args.curve:
-        args.cells, args.arms = ["1k-160:imagenet"], ["V=16 replay", "V=1 + random aug", "labels + aug"]
+        args.cells, args.arms = ["1k-160:imagenet"], ["V=32 replay", "V=16 replay", "V=1 + random aug", "labels + aug"]
     folder = REPO / "data" / "bench" / "regimes"
     if args.report:
         results = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
