@@ -58,7 +58,8 @@ def bar(
             dynamic_ncols=True,
             file=stream,
         )
-    return LineProgress(iterable, total=total, desc=desc, unit=unit, initial=initial, stream=stream)
+    scale = unit_scale if not isinstance(unit_scale, bool) else 1
+    return LineProgress(iterable, total=total, desc=desc, unit=unit, initial=initial, stream=stream, scale=scale)
 
 
 def factory(enabled: bool = True, unit: str = "row") -> Callable:
@@ -76,8 +77,9 @@ class LineProgress:
 
     disable = False
 
-    def __init__(self, iterable=None, *, total=None, desc="", unit="it", initial=0, stream=None, every=None):
+    def __init__(self, iterable=None, *, total=None, desc="", unit="it", initial=0, stream=None, every=None, scale=1):
         self.iterable, self.desc, self.unit = iterable, desc, unit
+        self.scale = scale  # units per counted item (tqdm's unit_scale): views per image in a teacher pass
         self.total = total if total is not None else _length(iterable)
         self.n, self.initial = initial, initial
         self.stream = stream or sys.stderr
@@ -125,13 +127,14 @@ class LineProgress:
     def _print(self, final: bool = False) -> None:
         elapsed = time.monotonic() - self.started
         done = self.n - self.initial
-        rate = done / elapsed if elapsed > 0 else 0.0
-        count = f"{self.n}/{self.total}" if self.total else f"{self.n}"
+        rate = done * self.scale / elapsed if elapsed > 0 else 0.0
+        n, total = self.n * self.scale, (self.total or 0) * self.scale
+        count = f"{n}/{total}" if self.total else f"{n}"
         parts = [f"{self.desc}: {count} {self.unit}" + (f" ({self.n / self.total:.0%})" if self.total else "")]
         parts.append(f"{rate:.1f} {self.unit}/s")
         parts.append(f"{_clock(elapsed)} elapsed")
         if self.total and not final and rate > 0:
-            parts.append(f"{_clock((self.total - self.n) / rate)} left")
+            parts.append(f"{_clock((total - n) / rate)} left")
         if self.postfix:
             parts.append(self.postfix)
         print(", ".join(parts) + (" (done)" if final and self.total and self.n >= self.total else ""), file=self.stream)
