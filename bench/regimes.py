@@ -27,7 +27,7 @@ from pathlib import Path
 
 from bench.common import JPEGFT, REPO, cifar10_subset, ensure_cache, machine, mean_spread, run_grid, table
 
-REGIMES = {"1k-80": (100, 80), "5k-30": (500, 30), "10k-10": (1000, 10), "1k-160": (100, 160)}
+REGIMES = {"1k-80": (100, 80), "5k-30": (500, 30), "5k-15": (500, 15), "10k-10": (1000, 10), "1k-160": (100, 160)}
 AUGMENTS = {
     "cifar": "cifar",
     "imagenet": "imagenet",
