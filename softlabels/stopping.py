@@ -4,12 +4,19 @@ build at its next block boundary, `trainer fit` after the current step), save, a
 which the command lines turn into exit status 75 ("stopped, state saved: rerun with --resume").
 
 DataLoader workers ignore both signals (`ignore_in_worker`): SLURM signals every process of a job
-step, and a worker that died of it would break the batch the main process is about to finish.
+step, and a worker that died of it would break the batch the main process is about to finish. Such a
+worker cannot be ended by SIGTERM either, which is what multiprocessing's own exit handler sends the
+children still alive at interpreter exit before it waits for them: a loader left unclosed (its
+iterator held by a stored traceback) would hang the exit forever. `_end_lingering_workers` kills those
+first.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import multiprocessing
+import multiprocessing.util  # registers multiprocessing's exit handler before ours: ours runs first
 import signal
 import threading
 
@@ -63,3 +70,19 @@ def ignore_in_worker(worker_id: int = 0) -> None:
     """A DataLoader `worker_init_fn`: the main process decides when to stop."""
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
+
+
+def _end_lingering_workers() -> None:
+    """At exit, kill the daemonic children (loader workers) that are still alive: they ignore the
+    SIGTERM multiprocessing would send them, and it would then wait for them forever."""
+    lingering = [child for child in multiprocessing.active_children() if child.daemon]
+    if not lingering:
+        return
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # torch's handler would raise for the killed worker
+    for child in lingering:
+        child.kill()
+        child.join(timeout=5)
+
+
+atexit.register(_end_lingering_workers)  # atexit runs handlers last-registered first
