@@ -17,7 +17,15 @@ from softlabels.datasets import DatasetSource, key_text, open_dataset
 from softlabels.inputs import data_input
 from softlabels.options import Options
 from softlabels.pipeline import Normalize, ViewPipeline, flatten_views, stack, to_device
-from softlabels.runtime import autocast, cpu_threads, current_rank, default_workers, prepare_model, resolve_device
+from softlabels.runtime import (
+    autocast,
+    cpu_threads,
+    current_rank,
+    default_workers,
+    end_workers,
+    prepare_model,
+    resolve_device,
+)
 from softlabels.sample_errors import SampleError, reading
 from softlabels.shards import merge_caches, rank_shard_path, shard_range, stale_rank_shards
 from softlabels.stopping import Stopped, StopRequest, ignore_in_worker, stop_on_signals
@@ -606,16 +614,20 @@ def _compute(loader, members, background, writer, source, device, config, bar, s
     """The teacher over every batch; on a stop signal, up to the end of the block being computed."""
     block_rows, rows = writer.layout.block_rows, writer.done_rows
     stop_at: int | None = None
-    with torch.inference_mode():
-        for indices, batch, params, digests in loader:
-            if stop.requested and stop_at is None:
-                stop_at = -(-rows // block_rows) * block_rows  # the end of the block in progress
-            if stop_at is not None and rows >= stop_at:
-                raise Stopped(stop.name)
-            logits = _forward(members, batch, device, config.model.amp)
-            background.put(_encode(logits, params, digests, indices, writer.layout, source))
-            rows += len(indices)
-            bar.update(len(indices))
+    batches = iter(loader)
+    try:
+        with torch.inference_mode():
+            for indices, batch, params, digests in batches:
+                if stop.requested and stop_at is None:
+                    stop_at = -(-rows // block_rows) * block_rows  # the end of the block in progress
+                if stop_at is not None and rows >= stop_at:
+                    raise Stopped(stop.name)
+                logits = _forward(members, batch, device, config.model.amp)
+                background.put(_encode(logits, params, digests, indices, writer.layout, source))
+                rows += len(indices)
+                bar.update(len(indices))
+    finally:
+        end_workers(batches)  # also on an error: its workers hold the partial open (and locked)
     if stop.requested and rows < writer.layout.num_samples:
         raise Stopped(stop.name)
 

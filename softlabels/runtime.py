@@ -81,3 +81,12 @@ def current_rank() -> Rank:
     """Read torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK)."""
     env = os.environ
     return Rank(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
+
+
+def end_workers(iterator) -> None:
+    """Stop a DataLoader iterator's worker processes now rather than when it is garbage-collected: an
+    exception's traceback can keep it alive for as long as the process lives, and its forked workers
+    keep the files they inherited open (a build's partial cache, still locked)."""
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()

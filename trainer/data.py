@@ -28,6 +28,7 @@ from softlabels.datasets import DatasetSource, eval_spec_for, open_dataset
 from softlabels.inputs import Preprocessing, data_input
 from softlabels.pipeline import ViewPipeline
 from softlabels.replay import ReplayDataset, ViewSchedule, random_view
+from softlabels.runtime import end_workers
 from softlabels.sample_errors import reading
 from softlabels.stopping import ignore_in_worker
 
@@ -124,12 +125,9 @@ def make_loader(
 
 
 def close_loader(loader: DataLoader | None) -> None:
-    """Stop a loader's persistent workers now (else they live until the loader is garbage-collected, which
-    an exception's traceback can delay past the end of the process that made them)."""
-    iterator = getattr(loader, "_iterator", None)
-    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
-        iterator._shutdown_workers()
+    """Stop a loader's persistent workers now (`end_workers`)."""
     if loader is not None:
+        end_workers(getattr(loader, "_iterator", None))
         loader._iterator = None
 
 

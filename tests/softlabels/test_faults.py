@@ -264,7 +264,10 @@ def test_a_bad_image_is_named_with_its_cause_not_called_a_write_error(argv, out,
     assert "writing" not in result.output and "DataLoader worker" not in result.output
     assert blocks_done(store.partial_path(out)) == 5  # the rows before it: dog/0003 is row 10 (block 5)
     debug = run(*argv(out, "--workers", workers, "--resume", "--debug"))
-    assert debug.exit_code == 1 and "Traceback" in debug.output
+    assert debug.exit_code == 1 and "Traceback" in debug.output and "truncated" in debug.output
+    broken.write_bytes(data)  # fixed, then resumed in the same process (a notebook, an API caller): the
+    resumed = run(*argv(out, "--workers", workers, "--resume"))  # failed pass's workers no longer hold it
+    assert resumed.exit_code == 0 and "resumed at sample 10" in resumed.output, resumed.output
 
 
 # ----------------------------------------------------------------------------- write errors
