@@ -6,8 +6,9 @@ summary = fit(FitConfig(cache="data/cache.h5", student="small_cnn", out="runs/kd
 
 from softlabels.checks import compare_samples
 from softlabels.replay import EpochSampler, ReplayDataset, ViewSchedule
+from trainer.config import FitConfig
 from trainer.data import CachedDataset, LabelledDataset
-from trainer.loop import FitConfig, evaluate, fit, train_one_epoch
+from trainer.loop import evaluate, fit, train_one_epoch
 from trainer.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, Objective, hard_loss, kd_loss
 from trainer.students import create_student, list_students
 from trainer.sweep import SweepConfig, sweep

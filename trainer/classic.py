@@ -90,8 +90,9 @@ def fit_classic(config) -> dict:
     import joblib
 
     from trainer import checkpoints
+    from trainer.config import check_config
     from trainer.data import eval_dataset
-    from trainer.loop import check_config, load_data
+    from trainer.loop import load_data
 
     check_config(config)
     if config.objective.teacher:

@@ -20,9 +20,9 @@ from softlabels.clitools import (
 )
 from softlabels.runtime import current_rank, default_workers
 from softlabels.transforms import AUGMENTS
+from trainer.config import OPTIMIZERS, SCHEDULES, FitConfig
 from trainer.data import START_METHODS
 from trainer.logs import LOGGERS
-from trainer.loop import OPTIMIZERS, SCHEDULES, FitConfig
 from trainer.loop import fit as run_fit
 from trainer.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, LOSSES
 from trainer.sweep import SweepConfig

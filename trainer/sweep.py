@@ -19,7 +19,8 @@ from softlabels.stopping import Stopped
 from softlabels.store import read_info
 from trainer import plots
 from trainer.checkpoints import write_text_atomic
-from trainer.loop import FitConfig, check_config, fit
+from trainer.config import FitConfig, check_config
+from trainer.loop import fit
 from trainer.losses import check_kd_settings
 
 COLUMNS = (

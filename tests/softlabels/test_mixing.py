@@ -18,7 +18,8 @@ from softlabels.pipeline import Normalize, ViewPipeline
 from softlabels.replay import ReplayDataset
 from softlabels.teachers import load_teacher
 from softlabels.transforms import get_augment
-from trainer.loop import FitConfig, fit
+from trainer.config import FitConfig
+from trainer.loop import fit
 
 
 @pytest.fixture(params=["cifar+mixup", "flip+cutmix:0.5"])

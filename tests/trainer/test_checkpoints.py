@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from trainer.checkpoints import check_resumable, load_checkpoint, resume_differences, save_checkpoint, write_json_atomic
-from trainer.loop import FitConfig
+from trainer.config import FitConfig
 
 
 def test_checkpoints_load_with_weights_only(tmp_path):

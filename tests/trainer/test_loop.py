@@ -9,7 +9,8 @@ import torch
 from softlabels.build import BuildConfig, build_cache
 from softlabels.teachers import load_teacher
 from trainer import FitConfig, fit
-from trainer.loop import InconsistentAugmentWarning, lr_factor
+from trainer.config import InconsistentAugmentWarning
+from trainer.loop import lr_factor
 
 
 def test_fit_from_a_cache_writes_every_output(cache, fit_options, tmp_path):
@@ -191,7 +192,7 @@ def test_gradient_clipping_bounds_each_step(cache, fit_options, tmp_path):
 def test_long_schedules_on_few_views_without_augmentation_warn(cache, multiview_cache, fit_options, tmp_path):
     import warnings
 
-    from trainer.loop import InconsistentAugmentWarning, OverfitRiskWarning
+    from trainer.config import InconsistentAugmentWarning, OverfitRiskWarning
 
     trap = {**fit_options, "cache": cache, "epochs": 25, "stop_after": 1}
     with pytest.warns(OverfitRiskWarning, match="seen 25 times with no augmentation") as caught:

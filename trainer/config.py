@@ -1,0 +1,298 @@
+"""`FitConfig`: every option of `trainer fit`, in groups (a resume must agree on every group but
+`runtime`), the training defaults, and `check_config`, which refuses what cannot work before any data
+is read."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from softlabels import store
+from softlabels.models import archive_path
+from softlabels.options import Options
+from softlabels.runtime import default_workers
+from softlabels.transforms import get_augment
+from trainer.logs import check_loggers
+from trainer.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, LOSSES, Objective
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("onecycle", "cosine", "step", "constant")
+DEFAULT_LR = {"sgd": 0.05, "adamw": 1e-3}
+DEFAULT_WEIGHT_DECAY = {"sgd": 5e-4, "adamw": 0.05}
+ONECYCLE_RISE = 0.25  # fraction of the steps spent rising to the peak when no --warmup-epochs is given
+ONECYCLE_START = 1 / 25  # the rise starts at peak/25, as torch's OneCycleLR
+METRIC_FIELDS = (
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_accuracy",
+    "eval_loss",
+    "eval_accuracy",
+    "seconds",
+    "eval_seconds",
+    "images_per_second",
+)
+
+
+# Each stored view seen more often than this, with no augmentation, overfits the fixed targets. Measured
+# with small_cnn on CIFAR-10, 3 seeds (BENCHMARKS.md, "Where caches teach best"): 10 uses of one view is
+# as good as any arm (10k images x 10 epochs), and 15 uses still ties 16 replayed views (5k x 15); 20
+# uses of each of 4 replayed views (1k x 80) falls 9 points under 16 views; 30 uses of one view (5k x
+# 30) trails 16 replayed views by 5-10; 80 uses collapses. Images only: that is where it was measured,
+# and where an augmentation is the way out.
+SAFE_VIEW_USES = 15
+
+
+class OverfitRiskWarning(UserWarning):
+    """Every stored view will be seen many times without augmentation: the student may overfit them."""
+
+
+class InconsistentAugmentWarning(UserWarning):
+    """Random augmentation paired with cached targets of other views."""
+
+
+class NonFiniteLoss(ValueError):
+    """The loss became NaN or infinite: the run stops before that step changes the weights."""
+
+
+# The largest temperature whose square stays finite in float32 (kd_loss multiplies by T^2), and the
+# smallest for which logits / T do (anything finer underflows to 0 in float32).
+MAX_TEMPERATURE = float(np.sqrt(np.finfo(np.float32).max))
+MIN_TEMPERATURE = float(np.finfo(np.float32).tiny)
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """Which samples the student learns from, and the random augmentation it sees."""
+
+    dataset: str | None = None  # None with a cache: the recorded dataset
+    split: str = "train"
+    subset: int | None = None  # first N training samples of each class
+    augment: str = "none"
+    inconsistent_augment: bool = False
+    views_per_decode: int = 1  # R stored views of one decoded sample in each batch (FKD); needs a cache
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """The student and its input statistics."""
+
+    student: str
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    image_size: int | None = None  # learning from labels: the size views are made at (a cache fixes its own)
+
+
+@dataclass(frozen=True)
+class ObjectiveOptions:
+    """What the student is trained to match; `teacher` is a spec for online KD."""
+
+    loss: str | None = None  # None: kd with a cache or teacher, else ce
+    temperature: float = DEFAULT_TEMPERATURE
+    alpha: float = DEFAULT_ALPHA
+    label_smoothing: float = 0.0
+    teacher: str | None = None
+    ensemble: str | None = None  # several-teacher caches: mean-prob (default), mean-logit, 0.7,0.3, teacher:NAME
+
+
+@dataclass(frozen=True)
+class OptimOptions:
+    """How the student is trained."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float | None = None  # None: DEFAULT_LR[optimizer]
+    optimizer: str = "sgd"
+    weight_decay: float | None = None  # None: DEFAULT_WEIGHT_DECAY[optimizer]
+    schedule: str = "onecycle"
+    warmup_epochs: float = 0.0
+    # Max global gradient norm (0: off). Measured: small_cnn with KD at T=2 diverged to chance at
+    # lr 0.05 without it and reached 59% with it (BENCHMARKS.md, bench/accuracy.py).
+    clip_grad_norm: float = 2.0
+    seed: int = 0
+    amp: bool = True
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """Where files are and how fast the run goes: may change when resuming. A cache's or a teacher's
+    path may change too; their content is checked separately (`TrainingData.identity`)."""
+
+    out: str
+    cache: str | None = None
+    weights: str | None = None  # the online teacher's checkpoint
+    trust_checkpoint: bool = False
+    eval_dataset: str | None = None  # None: the matching test split; "none": no evaluation
+    workers: int = field(default_factory=default_workers)
+    start_method: str | None = None
+    threads: int | None = None  # None: CPU cores minus workers
+    device: str = "auto"
+    data_root: str = "data"
+    download: bool = False
+    cache_memory_mb: int = 2048
+    resume: bool = False
+    overwrite: bool = False
+    stop_after: int | None = None
+    progress: bool = True
+    log: tuple[str, ...] = ()  # extra loggers: "tensorboard"
+    verify: bool = True  # check the cache's block checksums (on load, or per block on first read)
+    check_content: bool = False  # compare each image read with its digest (8-24% per sample: BENCHMARKS.md)
+    stop_signals: bool = True  # SIGTERM/SIGUSR1 save a checkpoint at the current step and stop
+
+
+@dataclass(frozen=True)
+class FitConfig(Options):
+    """Everything one training run needs, in groups; `FitConfig.from_options(**flat)` fills it from the
+    flat option names of `trainer fit` (e.g. `FitConfig.from_options(cache="c.h5", student="small_cnn",
+    out="runs/kd")`). A resume must agree on every group but `runtime`."""
+
+    data: DataOptions
+    model: ModelOptions
+    objective: ObjectiveOptions
+    optim: OptimOptions
+    runtime: RuntimeOptions
+
+    @property
+    def loss_name(self) -> str:
+        return self.objective.loss or ("kd" if self.runtime.cache or self.objective.teacher else "ce")
+
+    @property
+    def peak_lr(self) -> float:
+        return self.optim.lr if self.optim.lr is not None else DEFAULT_LR[self.optim.optimizer]
+
+    def make_objective(self) -> Objective:
+        o = self.objective
+        return Objective(self.loss_name, o.temperature, o.alpha, o.label_smoothing)
+
+    @property
+    def decay(self) -> float:
+        o = self.optim
+        return o.weight_decay if o.weight_decay is not None else DEFAULT_WEIGHT_DECAY[o.optimizer]
+
+    def to_dict(self) -> dict:
+        """The settings as used (defaults resolved), nested, in plain JSON types: checkpoints and summary.json."""
+        settings = super().to_dict()
+        settings["objective"]["loss"] = self.loss_name
+        settings["optim"].update(lr=self.peak_lr, weight_decay=self.decay)
+        return settings
+
+
+def check_config(config: FitConfig) -> None:
+    """Every option combination that cannot work, refused before any data is read."""
+    if not (config.runtime.cache or config.data.dataset):
+        raise ValueError("give --cache FILE (learn from a teacher's cache) or --dataset SPEC (learn from labels)")
+    check_loggers(config.runtime.log)
+    if config.model.image_size is not None and (config.runtime.cache or config.objective.teacher):
+        raise ValueError(
+            "--image-size sets the views of training from labels; a cache or an online teacher "
+            "makes its views at its own input size"
+        )
+    if config.runtime.cache and config.objective.teacher:
+        raise ValueError("--cache and --teacher exclude each other: the cache already holds the teacher's outputs")
+    if config.objective.teacher and not config.runtime.weights and archive_path(config.objective.teacher) is None:
+        raise ValueError(
+            f"--teacher {config.objective.teacher} needs --weights PATH: an untrained teacher teaches nothing"
+        )
+    if config.objective.loss is not None and config.objective.loss not in LOSSES:
+        raise ValueError(f"unknown loss {config.objective.loss!r}; choose one of: {', '.join(LOSSES)}")
+    objective = config.make_objective()
+    if objective.needs_teacher and not (config.runtime.cache or config.objective.teacher):
+        raise ValueError(
+            f"--loss {objective.name} needs teacher outputs: pass --cache FILE, or --teacher SPEC "
+            f"--weights PATH for online distillation (or use --loss ce)"
+        )
+    if config.objective.teacher and not objective.needs_teacher:
+        raise ValueError(f"--loss {objective.name} does not use --teacher; drop it or use --loss kd/hard")
+    _check_numbers(config)
+    _check_finite(config)
+    _check_augment(config)
+
+
+def _check_numbers(config: FitConfig) -> None:
+    per_decode = config.data.views_per_decode
+    if per_decode < 1 or config.optim.batch_size % per_decode:
+        raise ValueError(
+            f"--views-per-decode must be at least 1 and divide --batch-size "
+            f"({config.optim.batch_size}), got {per_decode}"
+        )
+    if per_decode > 1 and not config.runtime.cache:
+        raise ValueError("--views-per-decode replays several stored views of each decoded sample: it needs --cache")
+    if config.optim.optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {config.optim.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
+    if config.optim.schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {config.optim.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
+    if config.optim.epochs < 1 or config.optim.batch_size < 1:
+        raise ValueError("--epochs and --batch-size must be at least 1")
+    if not config.peak_lr > 0:
+        raise ValueError(f"--lr must be positive, got {config.optim.lr}")
+    if not 0 <= config.optim.warmup_epochs < config.optim.epochs:
+        raise ValueError(
+            f"--warmup-epochs must lie in [0, --epochs={config.optim.epochs}), got {config.optim.warmup_epochs}"
+        )
+    if config.runtime.stop_after is not None and not 1 <= config.runtime.stop_after <= config.optim.epochs:
+        raise ValueError(f"--stop-after must lie in 1..{config.optim.epochs}, got {config.runtime.stop_after}")
+    if config.runtime.workers < 0 or config.runtime.cache_memory_mb < 0:
+        raise ValueError("--workers and --cache-memory-mb cannot be negative")
+
+
+def _check_finite(config: FitConfig) -> None:
+    """Values that can only give non-finite losses (inf, NaN, a temperature whose square overflows)."""
+    o, opt = config.objective, config.optim
+    numbers = [
+        ("--temperature", o.temperature),
+        ("--alpha", o.alpha),
+        ("--label-smoothing", o.label_smoothing),
+        ("--lr", opt.lr),
+        ("--weight-decay", opt.weight_decay),
+        ("--warmup-epochs", opt.warmup_epochs),
+    ]
+    for flag, value in numbers:
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"{flag} must be a finite number, got {value}: the loss could only be NaN or infinite")
+    if config.loss_name == "kd" and not MIN_TEMPERATURE <= o.temperature <= MAX_TEMPERATURE:
+        raise ValueError(
+            f"--temperature {o.temperature:g} makes the KD loss overflow float32 (T^2 or logits/T): "
+            f"use a value between {MIN_TEMPERATURE:.2g} and {MAX_TEMPERATURE:.3g} (usual: 1 to 8)"
+        )
+    if opt.weight_decay is not None and opt.weight_decay < 0:
+        raise ValueError(f"--weight-decay cannot be negative, got {opt.weight_decay}")
+
+
+def _check_augment(config: FitConfig) -> None:
+    augment = get_augment(config.data.augment)
+    if augment.mixes:
+        raise ValueError(
+            f"--augment {augment.name} makes mixed views for a cache, where the teacher labels each mixed image: "
+            f"build one (softlabels build --views V --augment {augment.name}) and train from it"
+        )
+    if config.runtime.cache and augment.name != "none":
+        if not config.data.inconsistent_augment:
+            raise ValueError(
+                f"--augment {augment.name} with --cache pairs random views with targets the teacher "
+                f"computed on other views (inconsistent teaching). Build a multi-view cache instead "
+                f"(softlabels build --views V --augment {augment.name}), whose views are replayed "
+                f"exactly, or add --inconsistent-augment to do it anyway"
+            )
+        warnings.warn(
+            f"--inconsistent-augment: the student sees random {augment.name} views but learns the "
+            f"cached targets of other views",
+            InconsistentAugmentWarning,
+            stacklevel=3,
+        )
+
+
+def check_mixed_views(config: FitConfig, cache: store.CacheInfo | None) -> None:
+    """Mixed views (MixUp, CutMix) have no single label: only the teacher's targets can teach them."""
+    if cache is None or not get_augment(cache.augment.name).mixes:
+        return
+    loss, alpha = config.loss_name, config.objective.alpha
+    if loss == "ce" or (loss == "kd" and alpha < 1):
+        term = "labels only (--loss ce)" if loss == "ce" else f"KD with a label term (--alpha {alpha:g})"
+        raise ValueError(
+            f"{config.runtime.cache} holds mixed views ({cache.augment.name}): they have no single label, so "
+            f"{term} would teach the wrong class; train on the teacher's targets alone: --alpha 1 (KD, as "
+            f"dataset reinforcement does) or --loss hard"
+        )
