@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from functools import cached_property
 from typing import Any, ClassVar
 
-from softlabels.inputs import Preprocessing
+from softlabels.models.preprocessing import Preprocessing
 from softlabels.store.modes import StorageMode, storage_mode
 
 FORMAT_NAME = "softlabels"
