@@ -259,12 +259,12 @@ def load_model(
     head on the rest); returns the module and the keys left fresh (the new head, if any).
     """
     source = source_for(spec)
-    named = weights is not None and source.named_weights(spec, weights)
-    if named and not new_head:
-        return source.create_with_weights(spec, weights, num_classes, in_channels), []
+    named = weights if weights is not None and source.named_weights(spec, weights) else None
+    if named is not None and not new_head:
+        return source.create_with_weights(spec, named, num_classes, in_channels), []
     model = create_model(spec, num_classes, in_channels, image_size)  # first: a new head draws the same
-    if named:
-        state_dict = source.create_with_weights(spec, weights, source.default_classes, in_channels).state_dict()
+    if named is not None:
+        state_dict = source.create_with_weights(spec, named, source.default_classes, in_channels).state_dict()
     if state_dict is None:
         return model, []
     return model, load_weights(model, state_dict, num_classes, new_head=new_head)
