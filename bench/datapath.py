@@ -34,8 +34,8 @@ import torch
 from bench.common import imagenet_sized_jpegs, machine, table
 from softlabels import store
 from softlabels.build import BuildConfig, build_cache
-from softlabels.datasets import open_dataset
-from softlabels.inputs import Preprocessing
+from softlabels.data import open_dataset
+from softlabels.models.preprocessing import Preprocessing
 from softlabels.replay import ReplayDataset
 from softlabels.store.files import PARAMS, row_datasets
 from trainer.data import LabelledDataset

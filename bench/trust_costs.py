@@ -29,7 +29,7 @@ import torch
 from bench.common import JPEGFT, cifar10_subset, imagenet_sized_jpegs, machine, table
 from softlabels import store
 from softlabels.build import BuildConfig, build_cache
-from softlabels.datasets import open_dataset
+from softlabels.data import open_dataset
 from softlabels.replay import ReplayDataset
 
 FACTORY = """

@@ -24,14 +24,14 @@ _EXPORTS = {
     "read_info": "softlabels.store",
     "CacheInfo": "softlabels.store",
     "CacheError": "softlabels.store",
-    "Preprocessing": "softlabels.inputs",
-    "resolve_input": "softlabels.inputs",
+    "Preprocessing": "softlabels.models.preprocessing",
+    "resolve_input": "softlabels.models.inputs",
     "ViewPipeline": "softlabels.pipeline",
     "Normalize": "softlabels.pipeline",
     "build_cache": "softlabels.build",
     "BuildConfig": "softlabels.build",
-    "open_dataset": "softlabels.datasets",
-    "SampleError": "softlabels.sample_errors",
+    "open_dataset": "softlabels.data",
+    "SampleError": "softlabels.data.sample_errors",
 }
 
 __all__ = ["__version__", *_EXPORTS]

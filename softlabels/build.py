@@ -18,8 +18,10 @@ from softlabels.build_config import (
     BuildResult,
     BuildViews,
 )
-from softlabels.datasets import DatasetSource, key_text, open_dataset
-from softlabels.inputs import data_input
+from softlabels.data import DatasetSource, key_text, open_dataset
+from softlabels.data.sample_errors import SampleError, reading
+from softlabels.models.inputs import data_input
+from softlabels.models.teachers import RANDOM_INIT_SEED, Teacher, load_teacher
 from softlabels.pipeline import Normalize, ViewPipeline, flatten_views, stack, to_device
 from softlabels.runtime import (
     autocast,
@@ -29,10 +31,8 @@ from softlabels.runtime import (
     prepare_model,
     resolve_device,
 )
-from softlabels.sample_errors import SampleError, reading
 from softlabels.shards import merge_caches, rank_shard_path, shard_range, stale_rank_shards
 from softlabels.stopping import Stopped, StopRequest, ignore_in_worker, stop_on_signals
-from softlabels.teachers import RANDOM_INIT_SEED, Teacher, load_teacher
 from softlabels.transforms import get_augment
 
 
@@ -208,12 +208,7 @@ def _check_members(teachers: list[Teacher], classes: list[int], dataset: str, nu
     first = teachers[0]
     for teacher in teachers[1:]:
         mine, theirs = first.input, teacher.input
-        if (mine.channels, mine.image_size, mine.resize, mine.interpolation) != (
-            theirs.channels,
-            theirs.image_size,
-            theirs.resize,
-            theirs.interpolation,
-        ):
+        if mine.geometry != theirs.geometry:
             raise ValueError(
                 f"the teachers {first.spec} and {teacher.spec} take different views ({mine.to_dict()} vs "
                 f"{theirs.to_dict()}): they must see the same views; pass --image-size (and "

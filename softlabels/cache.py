@@ -119,7 +119,7 @@ class Cache:
 
     def _source(self, source, split: str | None, root):
         if isinstance(source, str):
-            from softlabels.datasets import open_dataset
+            from softlabels.data import open_dataset
 
             return open_dataset(source, split or self.info.dataset.split, root)
         return source

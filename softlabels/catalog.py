@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from softlabels import store
+from softlabels.models.preprocessing import input_text
 
 # Names a cache can have: NAME.h5, its build's NAME.h5.partial, torchrun's NAME.h5.shard-R-of-W.
 CACHE_NAME = re.compile(r"\.(h5|hdf5|hdf)(\.shard-\d+-of-\d+)?(\.partial)?$", re.IGNORECASE)
@@ -146,7 +147,7 @@ def render_info(summary: dict) -> str:
             f"{summary['bytes_per_view']:.0f} bytes/view)",
         ),
         ("teacher acc.", "n/a" if accuracy is None else f"{accuracy:.2%} on this split (all views)"),
-        ("preprocess", ", ".join(f"{k}={v}" for k, v in sorted(summary["preprocessing"].items()))),
+        ("preprocess", input_text(summary["preprocessing"])),
         (
             "created",
             f"{summary['created']} by softlabels {summary['softlabels_version']} (format v{summary['format_version']})",

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 from softlabels import progress, store
-from softlabels.datasets import DatasetSource, key_text, open_dataset
-from softlabels.inputs import Preprocessing
+from softlabels.data import DatasetSource, key_text, open_dataset
+from softlabels.data.sample_errors import reading
+from softlabels.models.preprocessing import Preprocessing
 from softlabels.progress import bar as progress_bar
-from softlabels.sample_errors import reading
 
 SHOWN = 3  # examples per kind of difference in a message
 # Allowed |stored - recomputed| logit difference, as a fraction of the view's largest |logit| (at least
@@ -253,8 +253,8 @@ def _load_teacher(
     info: store.CacheInfo, record: store.TeacherRecord, spec: str | None, weights: str | None, trust: bool, prep
 ):
     """The recorded (or given) teacher, built for exactly the input the cache records."""
-    from softlabels.models import archive_path, source_for
-    from softlabels.teachers import RANDOM_INIT_SEED, load_teacher
+    from softlabels.models.registry import archive_path, source_for
+    from softlabels.models.teachers import RANDOM_INIT_SEED, load_teacher
 
     spec = spec or record.spec
     if not spec:
@@ -271,10 +271,7 @@ def _load_teacher(
             weights=weights,
             num_classes=info.layout.num_classes,
             trust_checkpoint=trust,
-            data=prep,
-            mean=prep.mean,
-            std=prep.std,
-            image_size=prep.image_size,
+            recorded=prep,
         ).model
 
 

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from softlabels.inputs import Preprocessing
+from softlabels.data.sample_errors import reading
 from softlabels.mixing import Mixed
-from softlabels.sample_errors import reading
+from softlabels.models.preprocessing import Preprocessing
 from softlabels.transforms import Augment, eval_fit, fit_size, get_augment, sample_views, to_pixels, view_rng
 
 

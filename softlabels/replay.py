@@ -24,9 +24,9 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from softlabels import store
-from softlabels.datasets import DatasetSource
+from softlabels.data import DatasetSource
+from softlabels.data.sample_errors import SampleError, reading
 from softlabels.pipeline import Normalize, ViewPipeline
-from softlabels.sample_errors import SampleError, reading
 
 
 class NoDigestsWarning(UserWarning):

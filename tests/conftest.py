@@ -41,7 +41,7 @@ def image_folder(tmp_path) -> Path:
 @pytest.fixture
 def teacher_weights(tmp_path) -> Path:
     """A small_cnn teacher for the tiny images, saved the way users save them (state_dict wrapper)."""
-    from softlabels.models import create_model
+    from softlabels.models.registry import create_model
 
     torch.manual_seed(0)
     model = create_model("small_cnn", num_classes=3, in_channels=3, image_size=8)

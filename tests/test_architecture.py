@@ -67,7 +67,7 @@ def calls_to(name):
 
 def test_one_resolver_and_one_normalisation():
     callers = set(calls_to("resolve_input"))
-    assert callers == {"softlabels/teachers.py", "trainer/students.py"}  # teachers: build, recompute, online KD
+    assert callers == {"softlabels/models/teachers.py", "trainer/students.py"}  # teachers: build, recompute, online KD
     normalisers = {
         str(path.relative_to(ROOT))
         for path, tree in sources(outside_store=False)

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 from softlabels.atomic import write_bytes_atomic
-from softlabels.inputs import Preprocessing
-from softlabels.weights import WeightsConfig, write_weights
+from softlabels.models.preprocessing import Preprocessing
+from softlabels.models.weights import WeightsConfig, write_weights
 
 CHECKPOINT_VERSION = 1
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from softlabels import store
-from softlabels.models import archive_path
+from softlabels.models.registry import archive_path
 from softlabels.options import Options
 from softlabels.runtime import default_workers
 from softlabels.transforms import get_augment

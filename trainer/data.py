@@ -14,7 +14,7 @@ run is reproducible whatever the worker count.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +24,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from softlabels import store
 from softlabels.checks import require_same_samples
-from softlabels.datasets import DatasetSource, eval_spec_for, open_dataset
-from softlabels.inputs import Preprocessing, data_input
+from softlabels.data import DatasetSource, eval_spec_for, open_dataset
+from softlabels.data.sample_errors import reading
+from softlabels.models.inputs import data_input
+from softlabels.models.preprocessing import Preprocessing
 from softlabels.pipeline import ViewPipeline
 from softlabels.replay import ReplayDataset, ViewSchedule, random_view
 from softlabels.runtime import end_workers
-from softlabels.sample_errors import reading
 from softlabels.stopping import ignore_in_worker
 
 START_METHODS = ("fork", "spawn", "forkserver")
@@ -141,7 +142,7 @@ class TrainingData:
     source: DatasetSource
     dataset: Dataset
     indices: np.ndarray
-    image_prep: Preprocessing  # channels and size of the views; mean/std: the student's default
+    image_prep: Preprocessing  # the views' input (a cache's recorded one, or the student's own)
     fingerprint: str
     schedule: ViewSchedule | None = None
     cache: store.CacheInfo | None = None
@@ -203,11 +204,6 @@ def cached_training_data(
     fingerprint = check_same_samples(targets, source)
     if targets.layout.num_classes != len(source.classes):
         raise ValueError(f"the cache has {targets.layout.num_classes} classes but {source.spec} {len(source.classes)}")
-    cache_prep = targets.info.input
-    defaults = data_input(source.defaults)  # the dataset's statistics, for the cache's views where they fit
-    image_prep = cache_prep  # the views' geometry; the dataset's statistics where they fit its channels
-    if cache_prep.is_image and defaults.channels == cache_prep.channels:
-        image_prep = replace(cache_prep, mean=defaults.mean, std=defaults.std)
     schedule = ViewSchedule(len(source), targets.layout.num_views, seed)
     if views_per_decode > targets.layout.num_views:
         raise ValueError(
@@ -227,7 +223,7 @@ def cached_training_data(
             check_content=check_content,
         ),
         subset_indices(source.labels, subset),
-        image_prep,
+        targets.info.input,
         fingerprint,
         schedule,
         targets.info,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import click
 
-from softlabels.datasets import fashion_mnist_debian_dir
+from softlabels.data.builtin import fashion_mnist_debian_dir
 
 
 @dataclass(frozen=True)

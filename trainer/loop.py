@@ -15,7 +15,7 @@ import math
 import resource
 import time
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,14 +24,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from softlabels import store
-from softlabels.datasets import open_dataset
-from softlabels.inputs import Preprocessing, data_input
+from softlabels.data import open_dataset
+from softlabels.models.inputs import data_input
+from softlabels.models.preprocessing import Preprocessing
+from softlabels.models.teachers import load_teacher
 from softlabels.pipeline import Normalize, flatten_views, stack, to_device
 from softlabels.progress import bar as progress_bar
 from softlabels.replay import EpochSampler
 from softlabels.runtime import Rank, autocast, cpu_threads, current_rank, prepare_model, resolve_device
 from softlabels.stopping import Stopped, StopRequest, stop_on_signals
-from softlabels.teachers import load_teacher
 from trainer import checkpoints, plots
 from trainer.config import (
     METRIC_FIELDS,
@@ -129,14 +130,16 @@ def load_data(config: FitConfig) -> tuple[TrainingData, Teacher | None, Preproce
             check_content=runtime.check_content,
         )
         check_mixed_views(config, training.cache)
-        return training, None, student_input(model.student, training.image_prep, model.mean, model.std)
+        student = student_input(
+            model.student, training.image_prep, model.mean, model.std, data_input(training.source.defaults)
+        )
+        return training, None, student
     assert data.dataset is not None  # check_config: --cache or --dataset
     source = open_dataset(data.dataset, data.split, runtime.data_root, runtime.download)
     if not config.objective.teacher:
-        channels = len(model.mean) if model.mean else None
         prep = labelled_input(
             model.student,
-            data_input(source.defaults, channels),
+            data_input(source.defaults),
             runtime.weights,
             runtime.trust_checkpoint,
             model.mean,
@@ -153,12 +156,8 @@ def load_data(config: FitConfig) -> tuple[TrainingData, Teacher | None, Preproce
     )
     training = labelled_training_data(source, data.subset, data.augment, seed, loaded.input)
     teacher = Teacher(loaded.model.eval(), Normalize(loaded.input))
-    views = replace(loaded.input, **_statistics(data_input(source.defaults, loaded.input.channels)))
-    return training, teacher, student_input(model.student, views, model.mean, model.std)
-
-
-def _statistics(prep: Preprocessing) -> dict:
-    return {"mean": prep.mean, "std": prep.std}
+    student = student_input(model.student, loaded.input, model.mean, model.std, data_input(source.defaults))
+    return training, teacher, student
 
 
 def build_run(config: FitConfig, rank: Rank, device: torch.device) -> Run:

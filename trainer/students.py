@@ -1,9 +1,9 @@
 """Students: specs -> trainable modules (the teachers' registry), and the input each one takes.
 
-A student spec is a zoo name (`softlabels.zoo.list_models()`), `torchvision:NAME` or `FILE.py:FUNC`;
-archives (TorchScript, .pt2) are frozen programs and cannot be students. Datasets hand out
-un-normalised [0, 1] images at the size of the data; the student's statistics come from
-`softlabels.inputs.resolve_input`, and it normalises its own batch on the device
+A student spec is a zoo name (`softlabels.models.zoo.list_models()`), `torchvision:NAME` or
+`FILE.py:FUNC`; archives (TorchScript, .pt2) are frozen programs and cannot be students. Datasets hand
+out un-normalised [0, 1] images at the size of the data; the student's statistics come from
+`softlabels.models.inputs.resolve_input`, and it normalises its own batch on the device
 (`softlabels.pipeline.Normalize`).
 """
 
@@ -14,11 +14,12 @@ import warnings
 import torch
 from torch import nn
 
-from softlabels.inputs import Preprocessing, resolve_input
-from softlabels.models import create_model, source_for
+from softlabels.models.inputs import resolve_input
+from softlabels.models.preprocessing import Preprocessing
+from softlabels.models.registry import source_for
+from softlabels.models.weights import load_model, read_weights
+from softlabels.models.zoo import list_models
 from softlabels.pipeline import to_device
-from softlabels.weights import load_weights, read_weights
-from softlabels.zoo import list_models
 
 
 def list_students() -> list[str]:
@@ -46,14 +47,9 @@ def create_student(
             f"{spec} is a model archive (fixed weights and graph) and cannot be trained; name a zoo "
             f"model ({', '.join(list_students())}), timm:NAME, torchvision:NAME or FILE.py:FUNC"
         )
-    model = create_model(spec, num_classes, in_channels=in_channels, image_size=image_size)
-    if weights is None:
-        return model
-    if source.named_weights(spec, weights):
-        state = source.create_with_weights(spec, weights, source.default_classes, in_channels).state_dict()
-    else:
-        state = read_weights(weights, trust_checkpoint).state_dict
-    fresh = load_weights(model, state, num_classes, new_head=True)
+    named = weights is not None and source.named_weights(spec, weights)
+    state = read_weights(weights, trust_checkpoint).state_dict if weights is not None and not named else None
+    model, fresh = load_model(spec, num_classes, in_channels, image_size, weights, state, new_head=True)
     if fresh:
         warnings.warn(
             f"{spec}: a new {num_classes}-class head ({', '.join(fresh)}) on the weights of {weights}",
@@ -67,14 +63,13 @@ class NewHeadWarning(UserWarning):
     """Fine-tuning replaced the classifier of the starting weights (another class count)."""
 
 
-def student_input(spec: str, data: Preprocessing, mean=None, std=None) -> Preprocessing:
-    """The student's input on given views (`data`: their channels, size and default statistics):
+def student_input(
+    spec: str, views: Preprocessing, mean=None, std=None, data: Preprocessing | None = None
+) -> Preprocessing:
+    """The student's input on given views (a cache's, an online teacher's): their geometry, with
     statistics from `resolve_input` (--mean/--std, else the model's declared ones where they fit the
-    channels, else the data's)."""
-    prep = resolve_input(spec, data, mean=mean, std=std, views_given=True)
-    if prep.channels != data.channels:
-        raise ValueError(f"--mean/--std give {prep.channels} channel(s) but the images have {data.channels}")
-    return prep
+    channels, else the data's: `data`, the dataset's own input, else the views')."""
+    return resolve_input(spec, data or views, views=views, mean=mean, std=std)
 
 
 def labelled_input(

@@ -25,8 +25,9 @@ class ModelSource:
         raise NotImplementedError
 
     def declared_input(self, spec: str, weights: str | None, channels: int) -> dict | None:
-        """The input (mean, std, image_size, resize, interpolation) the model declares for data of
-        `channels` channels, with these `--weights`, or None."""
+        """The input (mean, std, image_size, resize, interpolation, and crop_pct where the resize was
+        rounded from it) the model declares for data of `channels` channels, with these `--weights`,
+        or None."""
         return None
 
     def named_weights(self, spec: str, weights: str) -> bool:

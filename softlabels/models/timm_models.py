@@ -92,4 +92,5 @@ def timm_input(data: dict, spec: str) -> dict:
         "image_size": int(height),
         "resize": math.floor(height / data.get("crop_pct", 1.0)),
         "interpolation": data["interpolation"],
+        "crop_pct": data.get("crop_pct", 1.0),  # exact: another --image-size scales the resize by it
     }

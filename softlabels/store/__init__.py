@@ -11,7 +11,7 @@
 
 from softlabels.store.checking import CheckStats, check_file, verify
 from softlabels.store.files import file_size, is_url, open_cache_file, partial_path, short_reason
-from softlabels.store.modes import MODES, STORAGES, NonFiniteOutputs, StorageMode, storage_mode
+from softlabels.store.modes import MODES, STORAGES, NonFiniteOutputs, StorageMode, index_dtype, storage_mode
 from softlabels.store.reader import (
     CacheTargets,
     iter_rows,
@@ -38,7 +38,6 @@ from softlabels.store.schema import (
     ShardRecord,
     TeacherRecord,
     dataset_fingerprint,
-    index_dtype,
 )
 from softlabels.store.writer import CacheWriter, PartialInUse, close_quietly, layout_bytes
 

@@ -1,14 +1,17 @@
-"""Checking a cache file: header and version, trust (a cache is data, never code), the shapes the
-layout promises, and the full integrity pass (every block's checksum, finiteness, fingerprint)."""
+"""Checking a cache file: header and version (and the layout the header records), trust (a cache is
+data, never code), the shapes the layout promises, and the full integrity pass (every block's
+checksum, finiteness, fingerprint)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import h5py
 import numpy as np
 
 from softlabels.store import files
+from softlabels.store.rows import DIGESTS, PARAMS
 from softlabels.store.schema import FORMAT_NAME, FORMAT_VERSION, CacheError, Layout, dataset_fingerprint
 
 
@@ -26,6 +29,27 @@ def check_header(file: h5py.File) -> None:
     for name in ("num_samples", "num_classes", "num_views"):
         if not isinstance(files.attr(file, name), int):
             raise CacheError(f"{files.name_of(file)}: missing or bad root attribute {name!r}")
+
+
+def read_layout(file: h5py.File) -> Layout:
+    """The layout recorded in an open file (after the header checks)."""
+    check_header(file)
+    names: tuple[str, ...] = ()
+    if PARAMS in file:
+        names = tuple(json.loads(files.attr(file[PARAMS], "names", "[]")))
+    return Layout(
+        num_samples=int(files.attr(file, "num_samples")),
+        num_classes=int(files.attr(file, "num_classes")),
+        num_views=int(files.attr(file, "num_views")),
+        storage=files.attr(file, "storage", "logits"),
+        dtype=files.attr(file, "dtype", "float16"),
+        topk=files.attr(file, "topk"),
+        param_names=names,
+        compression=files.attr(file, "compression", "none"),
+        block_rows=int(files.attr(file["integrity"], "block_rows")) if "integrity" in file else 1024,
+        num_teachers=int(files.attr(file, "num_teachers", 1)),
+        sample_digests=DIGESTS in file,
+    )
 
 
 def check_trust(file: h5py.File) -> None:
@@ -54,7 +78,7 @@ def check_trust(file: h5py.File) -> None:
 
 def check_structure(file: h5py.File) -> Layout:
     """Header, trust and the shapes/types of every dataset the layout promises."""
-    layout = files.read_layout(file)
+    layout = read_layout(file)
     check_trust(file)
     n = layout.num_samples
     expected = {

@@ -145,29 +145,6 @@ def chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
     return (rows, *shape[1:])
 
 
-def read_layout(file: h5py.File) -> Layout:
-    """The layout recorded in an open file (after the header checks)."""
-    from softlabels.store.checking import check_header
-
-    check_header(file)
-    names: tuple[str, ...] = ()
-    if PARAMS in file:
-        names = tuple(json.loads(attr(file[PARAMS], "names", "[]")))
-    return Layout(
-        num_samples=int(attr(file, "num_samples")),
-        num_classes=int(attr(file, "num_classes")),
-        num_views=int(attr(file, "num_views")),
-        storage=attr(file, "storage", "logits"),
-        dtype=attr(file, "dtype", "float16"),
-        topk=attr(file, "topk"),
-        param_names=names,
-        compression=attr(file, "compression", "none"),
-        block_rows=int(attr(file["integrity"], "block_rows")) if "integrity" in file else 1024,
-        num_teachers=int(attr(file, "num_teachers", 1)),
-        sample_digests=DIGESTS in file,
-    )
-
-
 # ----------------------------------------------------------------------------- identity
 
 

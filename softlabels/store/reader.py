@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 
 from softlabels.store import files
-from softlabels.store.checking import check_loaded, check_structure, read_checked_block
+from softlabels.store.checking import check_loaded, check_structure, read_checked_block, read_layout
 from softlabels.store.mapped import MappedRows, memory_maps
 from softlabels.store.rows import Rows
 from softlabels.store.schema import FORMAT_NAME, JSON_ATTRS, CacheError, CacheInfo, Metadata
@@ -70,7 +70,7 @@ def looks_like_cache(path) -> bool:
 def rows_written(path) -> int:
     """Rows in blocks marked done: how far a partial build got (every row for a complete cache)."""
     with files.open_cache_file(path) as file:
-        layout = files.read_layout(file)
+        layout = read_layout(file)
         done = np.flatnonzero(file[files.DONE][:])
         return sum(stop - start for start, stop in (layout.block_range(int(b)) for b in done))
 
@@ -78,7 +78,7 @@ def rows_written(path) -> int:
 def iter_rows(path, step: int | None = None) -> Iterator[tuple[int, int, np.ndarray, Rows]]:
     """Yield (start, stop, labels, rows) over a cache's rows in order."""
     with files.open_cache_file(path) as file:
-        layout = files.read_layout(file)
+        layout = read_layout(file)
         step = step or layout.block_rows
         for start in range(0, layout.num_samples, step):
             stop = min(start + step, layout.num_samples)

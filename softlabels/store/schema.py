@@ -14,9 +14,8 @@ from dataclasses import asdict, dataclass, field, fields
 from functools import cached_property
 from typing import Any, ClassVar
 
-import numpy as np
-
-from softlabels.inputs import Preprocessing
+from softlabels.models.preprocessing import Preprocessing
+from softlabels.store.modes import StorageMode, storage_mode
 
 FORMAT_NAME = "softlabels"
 FORMAT_VERSION = 2  # the newest this code reads and writes; files need 2 only for several teachers
@@ -68,10 +67,8 @@ class Layout:
         _ = self.mode  # validates the storage mode and its settings
 
     @cached_property
-    def mode(self):
+    def mode(self) -> StorageMode:
         """The storage mode's codec (softlabels.store.modes) for this layout."""
-        from softlabels.store.modes import storage_mode
-
         return storage_mode(self.storage, self.num_classes, self.dtype, self.topk)
 
     @property
@@ -369,14 +366,6 @@ class CacheInfo:
             **self.meta.to_attrs(),
             "attrs": dict(self.attrs),
         }
-
-
-def index_dtype(num_classes: int) -> np.dtype:
-    """The smallest unsigned integer type that holds every class index."""
-    for dtype in (np.uint8, np.uint16, np.uint32):
-        if num_classes - 1 <= np.iinfo(dtype).max:
-            return np.dtype(dtype)
-    return np.dtype(np.uint64)
 
 
 def as_json_value(value: Any) -> Any:

@@ -21,7 +21,7 @@ import h5py
 import numpy as np
 
 from softlabels.store import files
-from softlabels.store.checking import check_file, check_structure
+from softlabels.store.checking import check_file, check_structure, read_layout
 from softlabels.store.rows import PARAMS, Rows
 from softlabels.store.schema import FORMAT_NAME, CacheError, Layout, Metadata
 
@@ -349,7 +349,7 @@ def _copy_compressed(tmp: Path, packed: Path, compression: str, bar) -> None:
     with h5py.File(tmp, "r") as src, h5py.File(packed, "w") as dst:
         for name, value in src.attrs.items():
             dst.attrs[name] = value
-        layout = files.read_layout(src)
+        layout = read_layout(src)
         compressed = files.row_datasets(layout)
 
         def copy(name, obj):

@@ -20,7 +20,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 
 from softlabels import store  # noqa: E402
 from softlabels.build import BuildConfig, build_cache  # noqa: E402
-from softlabels.models import create_model  # noqa: E402
+from softlabels.models.registry import create_model  # noqa: E402
 
 CACHES = {
     "v1-logits-flip2.h5": dict(views=2, augment="flip", seed=3),  # float16 full logits, view params

@@ -9,7 +9,7 @@ import torch
 from examples.speech import make_data
 from examples.speech.__main__ import SpeechConfig, steps
 from softlabels import store
-from softlabels.datasets import open_dataset
+from softlabels.data import open_dataset
 
 from .conftest import summary
 

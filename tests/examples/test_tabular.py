@@ -6,7 +6,7 @@ import torch
 
 from examples.tabular.__main__ import STUDENTS, TabularConfig, run_name, steps
 from softlabels import store
-from softlabels.datasets import open_dataset
+from softlabels.data import open_dataset
 
 from .conftest import summary
 

@@ -10,7 +10,7 @@ import torch
 from examples.text import make_data
 from examples.text.__main__ import TextConfig, steps
 from softlabels import store
-from softlabels.datasets import open_dataset
+from softlabels.data import open_dataset
 
 from .conftest import summary
 

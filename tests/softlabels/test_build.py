@@ -9,10 +9,10 @@ import torch
 
 from softlabels import store
 from softlabels.build import BuildConfig, BuildInterrupted, build_cache
-from softlabels.datasets import open_dataset
-from softlabels.inputs import Preprocessing
+from softlabels.data import open_dataset
+from softlabels.models.preprocessing import Preprocessing
+from softlabels.models.teachers import load_teacher
 from softlabels.shards import merge_caches
-from softlabels.teachers import load_teacher
 from softlabels.transforms import to_tensor
 
 
@@ -60,7 +60,7 @@ def test_user_model_file_equals_zoo_name(build_options, tmp_path):
     model_file = tmp_path / "mymodel.py"
     model_file.write_text(
         textwrap.dedent("""
-        from softlabels.zoo import SmallCNN
+        from softlabels.models.zoo import SmallCNN
         def make(num_classes):
             return SmallCNN(num_classes, in_channels=3, image_size=8)
     """)
@@ -82,7 +82,7 @@ def test_existing_outputs_are_not_overwritten(build_options):
 INTERRUPTING_TEACHER = """
 import os, signal
 from pathlib import Path
-from softlabels.zoo import SmallCNN
+from softlabels.models.zoo import SmallCNN
 
 FLAG = Path(__file__).with_name("interrupt-once")
 
@@ -131,7 +131,7 @@ def test_resume_refuses_other_settings(build_options, tmp_path):
 
 NAN_TEACHER = """
 import torch
-from softlabels.zoo import SmallCNN
+from softlabels.models.zoo import SmallCNN
 
 class Broken(SmallCNN):
     def forward(self, x):

@@ -119,7 +119,7 @@ def test_existing_partial_needs_resume_or_overwrite(build_args, tmp_path):
     assert result.exit_code == 0, result.output
 
 
-@pytest.mark.filterwarnings("default::softlabels.teachers.RandomTeacherWarning")  # pyproject ignores it
+@pytest.mark.filterwarnings("default::softlabels.models.teachers.RandomTeacherWarning")  # pyproject ignores it
 def test_a_teacher_without_weights_is_built_with_a_loud_warning(image_folder, tmp_path):
     result = CliRunner().invoke(
         main,

@@ -83,7 +83,7 @@ def test_two_ranks_equal_one_process(args, tmp_path):
 FAILING_TEACHER = """
 import os
 from pathlib import Path
-from softlabels.zoo import SmallCNN
+from softlabels.models.zoo import SmallCNN
 
 FLAG = Path(__file__).with_name("fail-rank-1")
 

@@ -10,7 +10,7 @@ from softlabels import store
 from softlabels.build import BuildConfig, build_cache
 from softlabels.cli import main
 from softlabels.ensemble import Ensemble
-from softlabels.models import create_model
+from softlabels.models.registry import create_model
 
 
 @pytest.fixture

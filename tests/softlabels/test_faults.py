@@ -33,7 +33,7 @@ DELAY = 0.15  # seconds per teacher forward in the processes we stop: a pass of 
 # (call 1 is the shape probe, call b + 1 computes batch b).
 FAULTY_TEACHER = """
 import os, signal, time
-from softlabels.zoo import SmallCNN
+from softlabels.models.zoo import SmallCNN
 
 class Faulty(SmallCNN):
     calls = 0
@@ -518,7 +518,7 @@ def test_recompute_replays_views_and_catches_what_the_fingerprint_cannot(argv, o
     )
 
 
-@pytest.mark.filterwarnings("default::softlabels.teachers.RandomTeacherWarning")  # pyproject ignores it
+@pytest.mark.filterwarnings("default::softlabels.models.teachers.RandomTeacherWarning")  # pyproject ignores it
 def test_a_teacher_without_weights_warns_and_its_cache_still_recomputes(image_folder, out):
     """Issue 16, finding 6: the build warns in one line, and `verify --recompute` rebuilds the same
     randomly initialised network instead of calling the cache altered."""
@@ -536,7 +536,7 @@ def test_a_teacher_without_weights_warns_and_its_cache_still_recomputes(image_fo
 def test_recompute_refuses_other_weights(argv, out, tmp_path):
     import torch
 
-    from softlabels.models import create_model
+    from softlabels.models.registry import create_model
 
     assert run(*argv(out, "--topk", "2")).exit_code == 0
     assert run("verify", out, "--recompute", 4).exit_code == 0
@@ -589,7 +589,7 @@ BAD_OPTIONS = [
 def bad_files(tmp_path):
     import torch
 
-    from softlabels.models import create_model
+    from softlabels.models.registry import create_model
 
     (tmp_path / "nofunc.py").write_text("def other():\n    pass\n")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")

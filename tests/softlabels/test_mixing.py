@@ -12,11 +12,11 @@ import softlabels
 from softlabels import store
 from softlabels.checks import recompute
 from softlabels.cli import main
-from softlabels.datasets import open_dataset
+from softlabels.data import open_dataset
 from softlabels.mixing import Mixed
+from softlabels.models.teachers import load_teacher
 from softlabels.pipeline import Normalize, ViewPipeline
 from softlabels.replay import ReplayDataset
-from softlabels.teachers import load_teacher
 from softlabels.transforms import get_augment
 from trainer.config import FitConfig
 from trainer.loop import fit

@@ -8,7 +8,7 @@ import torch
 import softlabels
 from softlabels import checks, store
 from softlabels.build import TeacherInputs
-from softlabels.datasets import open_dataset
+from softlabels.data import open_dataset
 from softlabels.pipeline import Normalize, ViewPipeline
 from trainer.data import CachedDataset
 
@@ -45,7 +45,7 @@ def test_replay_normalises_with_the_recorded_statistics(cache_of, image_folder, 
         raw, _, logits = cache.replay(source, 3, view=1)
         normalised, _, _ = cache.replay(source, 3, view=1, normalize=True)
         assert torch.equal(normalised, Normalize(cache.info.preprocessing)(raw[None])[0])
-        from softlabels.teachers import load_teacher
+        from softlabels.models.teachers import load_teacher
 
         teacher = load_teacher("small_cnn", weights=teacher_weights, num_classes=3, image_size=8).model
         with torch.inference_mode():

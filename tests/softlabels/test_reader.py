@@ -21,7 +21,7 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 @pytest.fixture
 def two_caches(make_cache, build_options, tmp_path):
     """Caches of the same 18 images from two different teachers: same keys and labels, other targets."""
-    from softlabels.models import create_model
+    from softlabels.models.registry import create_model
 
     torch.manual_seed(1)
     other = tmp_path / "other-teacher.pt"

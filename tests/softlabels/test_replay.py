@@ -11,8 +11,8 @@ import softlabels
 from softlabels import store
 from softlabels.build import BuildConfig, build_cache
 from softlabels.cli import main
+from softlabels.models.teachers import load_teacher
 from softlabels.replay import UnscheduledReplayWarning
-from softlabels.teachers import load_teacher
 
 
 @pytest.fixture

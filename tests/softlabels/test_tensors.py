@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from softlabels import store
 from softlabels.cli import main
-from softlabels.datasets import open_dataset
+from softlabels.data import open_dataset
 from trainer.cli import main as trainer_main
 
 DATA = '''
@@ -107,7 +107,7 @@ def build(files, dataset, teacher, out, *extra):
     spec = f"{files / 'models.py'}:{teacher}"
     torch.save(
         __import__("importlib")
-        .import_module("softlabels.models")
+        .import_module("softlabels.models.registry")
         .create_model(spec, 3 if teacher != "bag" else 2)
         .state_dict(),
         files / f"{teacher}.pt",
@@ -143,7 +143,7 @@ def test_float_features_round_trip_bit_exactly(files, tmp_path):
     source = open_dataset(f"{files / 'data.py'}:features")
     assert source.keys[0] == "train-00" and isinstance(source.load(0), torch.Tensor)
     assert source.load(0).dtype == torch.float64
-    from softlabels.models import create_model
+    from softlabels.models.registry import create_model
 
     model = create_model(f"{files / 'models.py'}:features_mlp", 3)
     model.load_state_dict(torch.load(files / "features_mlp.pt"))

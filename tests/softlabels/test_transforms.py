@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from softlabels.inputs import Preprocessing
+from softlabels.models.preprocessing import Preprocessing
 from softlabels.pipeline import Normalize, ViewPipeline
 from softlabels.transforms import AUGMENTS, fit_size, get_augment, sample_views, to_tensor, view_rng
 

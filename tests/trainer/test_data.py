@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from softlabels.datasets import open_dataset
-from softlabels.inputs import Preprocessing
+from softlabels.data import open_dataset
+from softlabels.models.preprocessing import Preprocessing
+from softlabels.models.teachers import load_teacher
 from softlabels.pipeline import Normalize
 from softlabels.replay import EpochSampler, ViewSchedule
 from softlabels.store import CacheTargets, read_info
-from softlabels.teachers import load_teacher
 from trainer.data import (
     CachedDataset,
     LabelledDataset,

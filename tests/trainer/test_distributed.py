@@ -114,7 +114,7 @@ def test_ddp_fit_from_a_multiview_cache_and_resume(multiview_cache, tmp_path):
 
 SLOW_STUDENT = """
 import os, time
-from softlabels.zoo import SmallCNN
+from softlabels.models.zoo import SmallCNN
 
 class Slow(SmallCNN):
     def forward(self, x):

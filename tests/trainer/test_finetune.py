@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from softlabels import store
 from softlabels.cli import main as softlabels_cli
-from softlabels.weights import read_weights
+from softlabels.models.weights import read_weights
 from trainer.cli import main as trainer_cli
 
 QUICK = ["--workers", "0", "--device", "cpu", "--no-progress", "--batch-size", "6"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from softlabels.build import BuildConfig, build_cache
-from softlabels.teachers import load_teacher
+from softlabels.models.teachers import load_teacher
 from trainer import FitConfig, fit
 from trainer.config import InconsistentAugmentWarning
 from trainer.loop import lr_factor

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from softlabels.inputs import Preprocessing
-from softlabels.zoo import list_models
+from softlabels.models.preprocessing import Preprocessing
+from softlabels.models.zoo import list_models
 from trainer.students import create_student
 from trainer.students import student_input as model_preprocessing
 

@@ -22,7 +22,7 @@ from trainer.cli import main
 # A small_cnn student with faults switched on by environment variables, counted in training forwards.
 FAULTY_STUDENT = """
 import os, time
-from softlabels.zoo import SmallCNN
+from softlabels.models.zoo import SmallCNN
 
 class Faulty(SmallCNN):
     def forward(self, x):
@@ -110,7 +110,7 @@ class SwapOnEvent:
 def other_cache(build_options, tmp_path):
     """The same 18 images through another teacher: same keys and labels, other targets."""
     from softlabels.build import BuildConfig, build_cache
-    from softlabels.models import create_model
+    from softlabels.models.registry import create_model
 
     torch.manual_seed(1)
     weights_path = tmp_path / "other.pt"

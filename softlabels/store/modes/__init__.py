@@ -6,7 +6,7 @@ reader, `verify`, `export`, `inspect` and the trainer then handle it through its
 
 from __future__ import annotations
 
-from softlabels.store.modes.base import NonFiniteOutputs, StorageMode
+from softlabels.store.modes.base import NonFiniteOutputs, StorageMode, index_dtype
 from softlabels.store.modes.logits import FullLogits
 from softlabels.store.modes.quant8 import Quant8
 from softlabels.store.modes.topk import TopK
@@ -24,4 +24,4 @@ def storage_mode(name: str, num_classes: int, dtype: str = "float16", topk: int 
     return mode(num_classes, dtype, topk)
 
 
-__all__ = ["MODES", "STORAGES", "NonFiniteOutputs", "StorageMode", "storage_mode"]
+__all__ = ["MODES", "STORAGES", "NonFiniteOutputs", "StorageMode", "index_dtype", "storage_mode"]

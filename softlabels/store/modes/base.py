@@ -7,6 +7,14 @@ from typing import ClassVar
 import numpy as np
 
 
+def index_dtype(num_classes: int) -> np.dtype:
+    """The smallest unsigned integer type that holds every class index."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if num_classes - 1 <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return np.dtype(np.uint64)
+
+
 class NonFiniteOutputs(ValueError):
     """The teacher produced NaN or infinite logits for some rows of a batch."""
 

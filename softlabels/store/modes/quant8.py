@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from softlabels.store.modes.base import StorageMode, check_finite
+from softlabels.store.modes.topk import rebuild
 
 VALUES, SCALE, INDICES, LOGSUMEXP = "quant8/values", "quant8/scale", "quant8/indices", "quant8/logsumexp"
 
@@ -86,8 +87,6 @@ class Quant8(StorageMode):
         values = self._values(arrays)
         if not self.topk:
             return values
-        from softlabels.store.modes.topk import rebuild
-
         indices = unpack_indices(arrays[INDICES], self.topk, index_bits(self.num_classes))
         return rebuild(values, indices, arrays[LOGSUMEXP].astype(np.float32), self.num_classes)
 

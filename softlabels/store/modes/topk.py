@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from softlabels.store.modes.base import StorageMode, check_finite
-from softlabels.store.schema import index_dtype
+from softlabels.store.modes.base import StorageMode, check_finite, index_dtype
 
 VALUES, INDICES, LOGSUMEXP = "topk/values", "topk/indices", "topk/logsumexp"
 

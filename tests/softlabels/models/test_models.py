@@ -12,11 +12,12 @@ from PIL import Image
 from softlabels import store
 from softlabels.build import BuildConfig, TeacherInputs, build_cache
 from softlabels.cli import main
-from softlabels.datasets import open_dataset
-from softlabels.inputs import Preprocessing, resolve_input
-from softlabels.models import create_model, declared_input, source_for
+from softlabels.data import open_dataset
+from softlabels.models.inputs import resolve_input
+from softlabels.models.preprocessing import Preprocessing
+from softlabels.models.registry import create_model, declared_input, source_for
+from softlabels.models.teachers import load_teacher
 from softlabels.pipeline import Normalize, ViewPipeline
-from softlabels.teachers import load_teacher
 
 timm = pytest.importorskip("timm")  # the test extra installs it; CI runs these
 SIZES = [(200, 150), (90, 160), (170, 170), (300, 120), (64, 48)]  # width x height: landscape, portrait, ...

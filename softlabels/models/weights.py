@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from softlabels.atomic import write_bytes_atomic
-from softlabels.inputs import Preprocessing
+from softlabels.models.preprocessing import Preprocessing
+from softlabels.models.registry import create_model, source_for
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
 KEY_PREFIXES = ("module.", "_orig_mod.")
@@ -238,6 +239,35 @@ def strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
         if prefix is None:
             return state_dict
         state_dict = {k[len(prefix) :]: v for k, v in state_dict.items()}
+
+
+def load_model(
+    spec: str,
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    weights: str | None = None,
+    state_dict: Mapping[str, torch.Tensor] | None = None,
+    *,
+    new_head: bool = False,
+) -> tuple[nn.Module, list[str]]:
+    """`spec` built for this input, with its weights: weights its source names and fetches (`DEFAULT`,
+    `pretrained`), else `state_dict` (read from a file), else none (freshly initialised): the one way
+    teachers and students are made.
+
+    Named weights keep their own classifier unless `new_head` (fine-tuning: a fresh `num_classes`
+    head on the rest); returns the module and the keys left fresh (the new head, if any).
+    """
+    source = source_for(spec)
+    named = weights if weights is not None and source.named_weights(spec, weights) else None
+    if named is not None and not new_head:
+        return source.create_with_weights(spec, named, num_classes, in_channels), []
+    model = create_model(spec, num_classes, in_channels, image_size)  # first: a new head draws the same
+    if named is not None:
+        state_dict = source.create_with_weights(spec, named, source.default_classes, in_channels).state_dict()
+    if state_dict is None:
+        return model, []
+    return model, load_weights(model, state_dict, num_classes, new_head=new_head)
 
 
 def load_weights(

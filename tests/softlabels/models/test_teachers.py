@@ -8,12 +8,12 @@ import torch
 from torch import nn
 
 from softlabels import weights
-from softlabels.inputs import Preprocessing
-from softlabels.models import create_model
-from softlabels.teachers import load_teacher
-from softlabels.weights import load_checkpoint, load_weights, unwrap_state_dict
+from softlabels.models.preprocessing import Preprocessing
+from softlabels.models.registry import create_model
+from softlabels.models.teachers import load_teacher
+from softlabels.models.weights import load_checkpoint, load_weights, unwrap_state_dict
 
-SHARED_TEACHERS = Path(__file__).parents[2].parent / "shared" / "teachers"
+SHARED_TEACHERS = Path(__file__).parents[3].parent / "shared" / "teachers"
 needs_shared = pytest.mark.skipif(not SHARED_TEACHERS.is_dir(), reason=f"{SHARED_TEACHERS} not present")
 
 

@@ -1,8 +1,8 @@
 """Teachers: a model spec plus its weights, in eval mode, with the input it takes and where it came from.
 
 `load_teacher` is what the teacher pass, `verify --recompute` and online KD use: it reads the weights
-(`softlabels.weights`), asks `softlabels.inputs.resolve_input` what input the model takes, builds the
-module for that input (`softlabels.models`) and loads the weights into it.
+(`softlabels.models.weights`), asks `softlabels.models.inputs.resolve_input` what input the model
+takes, and builds the module for that input with its weights (`load_model`).
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from pathlib import Path
 
 from torch import nn
 
-from softlabels.datasets import IMAGENET_MEAN, IMAGENET_STD
-from softlabels.inputs import Preprocessing, resolve_input
-from softlabels.models import create_model, source_for
+from softlabels.models.inputs import resolve_input
+from softlabels.models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from softlabels.models.registry import source_for
+from softlabels.models.weights import load_model, read_weights, sha256_file, state_dict_sha256
 from softlabels.store.schema import TeacherRecord
-from softlabels.weights import load_weights, read_weights, sha256_file, state_dict_sha256
 
 DEFAULT_DATA = Preprocessing(IMAGENET_MEAN, IMAGENET_STD, 32)
 
@@ -69,6 +69,7 @@ def load_teacher(
     mean: tuple[float, ...] | None = None,
     std: tuple[float, ...] | None = None,
     image_size: int | None = None,
+    recorded: Preprocessing | None = None,
 ) -> Teacher:
     """Create the model a spec names, load its weights (if any) and put it in eval mode.
 
@@ -82,6 +83,7 @@ def load_teacher(
         trust_checkpoint: allow full unpickling of `weights` (runs code from the file).
         data: the data's own input (channels, size, statistics) [default: RGB 32 px, ImageNet statistics].
         mean, std, image_size: explicit input overrides.
+        recorded: the input a cache records for this teacher (`verify --recompute`): taken whole.
     Returns:
         The `Teacher`, with the resolved `input`.
     Raises:
@@ -109,14 +111,15 @@ def load_teacher(
         mean=mean,
         std=std,
         image_size=image_size,
+        recorded=recorded,
     )
     if named:
-        model = _named(source, spec, str(weights), num_classes, model_input.channels)
+        classes = _named_classes(source, spec, str(weights), num_classes)
+        model, _ = load_model(spec, classes, *model_input.model_geometry, weights=str(weights))
         return _teacher(model, spec, model_input, str(weights), state_dict_sha256(model))
     num_classes = num_classes or (loaded.num_classes if loaded else None) or source.default_classes
-    model = create_model(spec, num_classes, *model_input.model_geometry)
-    if loaded is not None:
-        load_weights(model, loaded.state_dict, num_classes)
+    state = None if loaded is None else loaded.state_dict
+    model, _ = load_model(spec, num_classes, *model_input.model_geometry, state_dict=state)
     origin = Path(spec).expanduser() if source.carries_weights else weights
     return _teacher(
         model,
@@ -127,8 +130,8 @@ def load_teacher(
     )
 
 
-def _named(source, spec: str, weights: str, num_classes: int | None, channels: int) -> nn.Module:
-    """A teacher with weights its source fetches itself; a teacher keeps their head (and class count)."""
+def _named_classes(source, spec: str, weights: str, num_classes: int | None) -> int:
+    """The class count of weights its source fetches itself: a teacher keeps their head."""
     classes = source.pretrained_classes(spec, weights) if hasattr(source, "pretrained_classes") else None
     if num_classes is not None and classes is not None and num_classes != classes:
         raise ValueError(
@@ -136,7 +139,7 @@ def _named(source, spec: str, weights: str, num_classes: int | None, channels: i
             f"(--num-classes, or the dataset's classes): a teacher must output the dataset's classes; "
             f"fine-tune it first (trainer fit --student {spec} --weights {weights} --loss ce)"
         )
-    return source.create_with_weights(spec, weights, classes or num_classes or source.default_classes, channels)
+    return classes or num_classes or source.default_classes
 
 
 def _teacher(

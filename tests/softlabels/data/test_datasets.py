@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from softlabels import datasets
-from softlabels.datasets import DATASET_NAMES, eval_spec_for, open_dataset
+from softlabels.data import DATASET_NAMES, builtin, eval_spec_for, open_dataset
+from softlabels.data.sources import sample_digest
+from softlabels.models.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 FASHION_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -42,7 +43,7 @@ def fake_fashion(tmp_path, monkeypatch):
         write_idx_gz(folder / f"{FASHION_FILES[split][0]}.gz", images)
         write_idx_gz(folder / f"{FASHION_FILES[split][1]}.gz", labels)
         arrays[split] = images, labels
-    monkeypatch.setenv(datasets.FASHION_MNIST_ENV, str(folder))
+    monkeypatch.setenv(builtin.FASHION_MNIST_ENV, str(folder))
     return arrays
 
 
@@ -92,7 +93,7 @@ def test_image_folder_keys_labels_and_order(image_folder):
     np.testing.assert_array_equal(source.labels, [0] * 7 + [1] * 5 + [2] * 6)
     assert source.labels.dtype == np.int64 and len(source) == 18
     assert source.root == str((image_folder / "train").resolve()) and source.split == "train"
-    assert source.defaults == {"mean": datasets.IMAGENET_MEAN, "std": datasets.IMAGENET_STD, "image_size": 8}
+    assert source.defaults == {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "image_size": 8}
     image = source.load(7)
     assert image.mode == "RGB" and image.size == (8, 8)
     np.testing.assert_array_equal(np.asarray(image), np.asarray(Image.open(image_folder / "train/dog/0000.png")))
@@ -146,7 +147,7 @@ def test_unknown_spec_lists_every_form(image_folder):
 
 @pytest.mark.parametrize("name", DATASET_NAMES)
 def test_missing_builtin_says_where_and_how(name, tmp_path, monkeypatch):
-    monkeypatch.setenv(datasets.FASHION_MNIST_ENV, str(tmp_path / "no-debian"))
+    monkeypatch.setenv(builtin.FASHION_MNIST_ENV, str(tmp_path / "no-debian"))
     with pytest.raises(FileNotFoundError) as err:
         open_dataset(name, root=tmp_path / "data")
     message = str(err.value)
@@ -172,13 +173,13 @@ def test_fashion_mnist_from_debian_files(fake_fashion, tmp_path):
         assert image.mode == "L"
         np.testing.assert_array_equal(np.asarray(image), images[2])
     raw = root / "FashionMNIST" / "raw"
-    assert sorted(p.name for p in raw.iterdir()) == sorted(datasets.FASHION_MNIST_FILES)  # no temp files left
+    assert sorted(p.name for p in raw.iterdir()) == sorted(builtin.FASHION_MNIST_FILES)  # no temp files left
     assert source.root == str(raw.resolve())
 
 
 def test_fashion_mnist_is_not_unpacked_twice(fake_fashion, tmp_path):
-    assert datasets.unpack_debian_fashion_mnist(tmp_path)
-    assert not datasets.unpack_debian_fashion_mnist(tmp_path)
+    assert builtin.unpack_debian_fashion_mnist(tmp_path)
+    assert not builtin.unpack_debian_fashion_mnist(tmp_path)
 
 
 # --- user factories ------------------------------------------------------------------------------
@@ -271,7 +272,7 @@ def test_digests_hash_file_bytes_of_folders_and_pixels_of_decoded_samples(image_
         source = open_dataset(spec, "train", image_folder.parent)
         image, digest = source.read(2)
         assert source.digest_source == "decoded samples"
-        assert digest == datasets.sample_digest(source.load(2)) == source.digest(2)
+        assert digest == sample_digest(source.load(2)) == source.digest(2)
         assert digest != source.digest(3)
 
 

@@ -7,7 +7,8 @@ from PIL import Image
 
 from softlabels import store
 from softlabels.cli import main as softlabels_cli
-from softlabels.inputs import Preprocessing, data_input, resolve_input
+from softlabels.models.inputs import data_input, resolve_input
+from softlabels.models.preprocessing import Preprocessing, input_text
 from trainer.cli import main as trainer_cli
 
 RGB_DATA = Preprocessing((0.5,) * 3, (0.25,) * 3, 16)
@@ -101,3 +102,39 @@ def test_a_teacher_trained_by_the_trainer_builds_with_no_extra_flags(tmp_path):
     assert info.preprocessing.channels == 1 and info.preprocessing.image_size == 12
     done = CliRunner().invoke(softlabels_cli, ["verify", str(tmp_path / "c.h5"), "--recompute", "6", "--device", "cpu"])
     assert done.exit_code == 0 and "reproduces 6 samples" in done.output, done.output
+
+
+def test_an_explicit_size_keeps_the_models_crop_fraction_as_timm_does():
+    """Issue 22: `timm:resnet18 --image-size 160` resized to the 224 px transform's 235 and cropped the
+    central 68%; timm resizes to floor(160 / crop_pct 0.95) = 168 for a 160 px input."""
+    timm = pytest.importorskip("timm")
+    from timm.data import create_transform, resolve_data_config
+
+    config = resolve_data_config({"input_size": (3, 160, 160)}, model=timm.create_model("resnet18", pretrained=False))
+    resize = next(t for t in create_transform(**config).transforms if type(t).__name__ == "Resize")
+    timm_resize = resize.size if isinstance(resize.size, int) else resize.size[0]
+    prep = resolve_input("timm:resnet18", RGB_DATA, image_size=160)
+    assert (prep.image_size, prep.resize, prep.interpolation) == (160, timm_resize, "bicubic") == (160, 168, "bicubic")
+    published = resolve_input("timm:resnet18", RGB_DATA)
+    assert (published.image_size, published.resize) == (224, 235)  # the model's own size: as published
+    assert resolve_input("timm:resnet18", RGB_DATA, image_size=224) == published
+    assert "resized to 168 (bicubic), centre crop 160" in input_text(prep.to_dict())  # what `info` shows
+
+
+def test_given_views_keep_their_geometry_and_take_the_datas_statistics_fitted_to_them():
+    """A cache's views and an online teacher's are one case: the student's statistics are its own
+    where they fit, else the dataset's fitted to the views' channels (grey data, RGB teacher views)."""
+    views = Preprocessing(ZOO_STATS, (0.2, 0.2, 0.2), 24, resize=27, interpolation="bicubic", pixels="uint8")
+    student = resolve_input("small_cnn", GREY_DATA, views=views)
+    assert student == views.with_statistics((0.3,) * 3, (0.3,) * 3)
+    assert student.geometry == views.geometry and student.geometry["channels"] == 3
+    assert resolve_input("cifar_resnet20", GREY_DATA, views=views).mean == ZOO_STATS  # the model's own
+    with pytest.raises(ValueError, match="channel"):
+        resolve_input("small_cnn", GREY_DATA, views=views, mean=(0.1,), std=(0.2,))
+
+
+def test_a_recorded_input_is_taken_whole_and_mean_names_the_channel_count():
+    recorded = Preprocessing((0.1,), (0.2,), 12, resize=14, interpolation="bicubic")
+    assert resolve_input("timm:resnet18", RGB_DATA, recorded=recorded) == recorded
+    grey = resolve_input("cifar_resnet56", RGB_DATA, mean=(0.5,), std=(0.25,))
+    assert grey.channels == 1 and grey.image_size == RGB_DATA.image_size  # RGB zoo statistics do not apply
