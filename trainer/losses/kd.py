@@ -1,4 +1,4 @@
-"""Training objectives: Hinton's KD, CE on the teacher's arg-max (`hard`), and plain labels (`ce`).
+"""`kd`: Hinton's knowledge distillation, `alpha * T^2 * KL(teacher || student at T) + (1 - alpha) * CE`.
 
 The KD defaults live here and nowhere else, and come from `bench/accuracy.py` (BENCHMARKS.md). An
 earlier probe (../shared/FINDINGS.md) saw T=1 win and the textbook T=4, alpha=0.9 lose by 6-10
@@ -9,23 +9,19 @@ about 5 points and T=1 by about as much on the same runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from trainer.losses.base import Loss, check_kd_settings, one_hot
+
 DEFAULT_TEMPERATURE = 4.0
 DEFAULT_ALPHA = 0.9
-LOSSES = ("kd", "hard", "ce")
-SOFT_LOSSES = ("kd", "hard")  # the ones that need teacher logits
 
-
-def check_kd_settings(temperature: float, alpha: float) -> None:
-    """Raise ValueError for a temperature that is not positive or an alpha outside [0, 1]."""
-    if not temperature > 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    if not 0 <= alpha <= 1:
-        raise ValueError(f"alpha must lie in [0, 1] (weight of the teacher term), got {alpha}")
+# The largest temperature whose square stays finite in float32 (kd_loss multiplies by T^2), and the
+# smallest for which logits / T do (anything finer underflows to 0 in float32).
+MAX_TEMPERATURE = float(np.sqrt(np.finfo(np.float32).max))
+MIN_TEMPERATURE = float(np.finfo(np.float32).tiny)
 
 
 def kd_loss(
@@ -54,34 +50,29 @@ def kd_loss(
     return loss
 
 
-def hard_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Cross-entropy against the teacher's arg-max class (the seed article's objective)."""
-    return F.cross_entropy(student_logits.float(), teacher_logits.argmax(dim=-1), label_smoothing=label_smoothing)
-
-
-@dataclass(frozen=True)
-class Objective:
-    """One of `LOSSES` with its settings, called as objective(student_logits, teacher_logits, labels)."""
-
-    name: str = "ce"
-    temperature: float = DEFAULT_TEMPERATURE
-    alpha: float = DEFAULT_ALPHA
-    label_smoothing: float = 0.0
-
-    def __post_init__(self):
-        if self.name not in LOSSES:
-            raise ValueError(f"unknown loss {self.name!r}; choose one of: {', '.join(LOSSES)}")
-        check_kd_settings(self.temperature, self.alpha)
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"label smoothing must lie in [0, 1), got {self.label_smoothing}")
+class Distillation(Loss):
+    name = "kd"
+    description = "Hinton's KD: the teacher's softened outputs (--temperature), plus (1 - --alpha) of the labels"
+    needs_teacher = True
+    settings = ("temperature", "alpha")
 
     @property
-    def needs_teacher(self) -> bool:
-        return self.name in SOFT_LOSSES
+    def label_term(self) -> str | None:
+        return f"KD with a label term (--alpha {self.alpha:g})" if self.alpha < 1 else None
 
-    def __call__(self, student_logits, teacher_logits, labels) -> torch.Tensor:
-        if self.name == "kd":
-            return kd_loss(student_logits, teacher_logits, labels, self.temperature, self.alpha, self.label_smoothing)
-        if self.name == "hard":
-            return hard_loss(student_logits, teacher_logits, self.label_smoothing)
-        return F.cross_entropy(student_logits.float(), labels, label_smoothing=self.label_smoothing)
+    def check_finite(self) -> None:
+        if not MIN_TEMPERATURE <= self.temperature <= MAX_TEMPERATURE:
+            raise ValueError(
+                f"--temperature {self.temperature:g} makes the KD loss overflow float32 (T^2 or logits/T): "
+                f"use a value between {MIN_TEMPERATURE:.2g} and {MAX_TEMPERATURE:.3g} (usual: 1 to 8)"
+            )
+
+    def __call__(self, student_logits, teacher_logits, labels):
+        return kd_loss(student_logits, teacher_logits, labels, self.temperature, self.alpha, self.label_smoothing)
+
+    def class_weights(self, labels, teacher_logits, num_classes) -> np.ndarray:
+        """`alpha * p + (1 - alpha) * [c == label]`, p = softmax(teacher logits / T)."""
+        scaled = teacher_logits / self.temperature
+        p = np.exp(scaled - scaled.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+        return self.alpha * p + (1 - self.alpha) * one_hot(labels, num_classes)
