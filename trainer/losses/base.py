@@ -8,6 +8,7 @@ checks and the scikit-learn path ask these instead of comparing names.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -24,7 +25,7 @@ def check_kd_settings(temperature: float, alpha: float) -> None:
 
 
 @dataclass(frozen=True)
-class Loss:
+class Loss(ABC):
     """One training objective with its settings, called as loss(student_logits, teacher_logits, labels).
 
     Every loss carries the same three settings (the options of `trainer fit`); `settings` names the
@@ -50,18 +51,19 @@ class Loss:
         """What learns from the labels, in words for a message (None: the labels are not used)."""
         return None
 
-    def check_finite(self) -> None:
+    def check_finite(self) -> None:  # noqa: B027 (most losses have no such settings)
         """Raise ValueError for settings that can only give a non-finite loss in float32."""
 
+    @abstractmethod
     def __call__(
         self, student_logits: torch.Tensor, teacher_logits: torch.Tensor | None, labels: torch.Tensor
     ) -> torch.Tensor:
-        raise NotImplementedError
+        """The batch mean, in float32 whatever the autocast dtype of the logits."""
 
+    @abstractmethod
     def class_weights(self, labels: np.ndarray, teacher_logits: np.ndarray, num_classes: int) -> np.ndarray:
         """(n, C) weights of each sample's classes, for a student that only takes hard labels (scikit-learn):
         every sample is repeated once per class with its weight."""
-        raise NotImplementedError
 
 
 def one_hot(classes: np.ndarray, num_classes: int) -> np.ndarray:
