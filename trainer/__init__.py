@@ -8,7 +8,8 @@ from softlabels.checks import compare_samples
 from softlabels.replay import EpochSampler, ReplayDataset, ViewSchedule
 from trainer.config import FitConfig
 from trainer.data import CachedDataset, LabelledDataset
-from trainer.loop import evaluate, fit, train_one_epoch
+from trainer.engine import Hook, evaluate, train_one_epoch
+from trainer.loop import fit
 from trainer.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, Objective, hard_loss, kd_loss
 from trainer.students import create_student, list_students
 from trainer.sweep import SweepConfig, sweep
@@ -21,6 +22,7 @@ __all__ = [
     "ViewSchedule",
     "compare_samples",
     "FitConfig",
+    "Hook",
     "evaluate",
     "fit",
     "train_one_epoch",

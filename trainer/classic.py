@@ -6,8 +6,10 @@
 The inputs are the student's views (the cache's replayed views, or the labelled data's), normalised
 and flattened into feature vectors. Soft targets become sample weights, a standard way to fit a
 model that only takes hard labels to a distribution: every sample is repeated once per class c with
-weight `alpha * p_c + (1 - alpha) * [c == label]`, p = softmax(teacher logits / T) (`--loss kd`);
-`--loss hard` uses the teacher's arg-max, `--loss ce` the labels. Every stored view of a multi-view
+the weight its loss gives c (`Loss.class_weights` in `trainer.losses`: for KD `alpha * p_c + (1 - alpha)
+* [c == label]`, p = softmax(teacher logits / T); the teacher's arg-max for `hard`; the label for
+`ce`). This module is one kind of student beside the torch ones: it shares the set-up's `load_data`
+with the engine, and `trainer.fit` sends `sklearn:` students here. Every stored view of a multi-view
 cache is one sample. The fitted estimator (a StandardScaler + the model) is saved as `model.joblib`
 and evaluated like any student; summary.json has the same fields. scikit-learn is an optional extra
 (`pip install 'softlabels[sklearn]'`).
@@ -22,6 +24,11 @@ import numpy as np
 import torch
 
 from softlabels.pipeline import Normalize
+from trainer import checkpoints
+from trainer.config import FitConfig, check_config
+from trainer.data import eval_dataset
+from trainer.losses import Objective
+from trainer.setup import load_data
 
 PREFIX = "sklearn:"
 ESTIMATORS = ("logistic", "linear_svm")
@@ -70,29 +77,23 @@ def features(dataset, items, prep) -> tuple[np.ndarray, np.ndarray, np.ndarray |
     return np.stack(xs), np.asarray(labels), np.stack(logits) if logits else None
 
 
-def sample_weights(labels: np.ndarray, logits: np.ndarray | None, objective, num_classes: int):
-    """Rows repeated per class with their weights: (row index, class, weight) for the estimator."""
-    n = len(labels)
-    if objective.name == "ce" or logits is None:
+def sample_weights(labels: np.ndarray, logits: np.ndarray | None, objective: Objective, num_classes: int):
+    """Rows repeated per class with their weights: (row index, class, weight) for the estimator.
+
+    The loss says how its targets weigh each class (`Loss.class_weights`); without teacher logits
+    (learning from labels) every row keeps its label.
+    """
+    if logits is None:
+        n = len(labels)
         return np.arange(n), labels, np.ones(n)
-    if objective.name == "hard":
-        return np.arange(n), logits.argmax(-1), np.ones(n)
-    scaled = logits / objective.temperature
-    p = np.exp(scaled - scaled.max(-1, keepdims=True))
-    p /= p.sum(-1, keepdims=True)
-    weights = objective.alpha * p + (1 - objective.alpha) * np.eye(num_classes)[labels]
+    weights = objective.loss.class_weights(labels, logits, num_classes)
     rows, classes = np.nonzero(weights > MIN_WEIGHT)
     return rows, classes, weights[rows, classes]
 
 
-def fit_classic(config) -> dict:
+def fit_classic(config: FitConfig) -> dict:
     """Fit a scikit-learn student as `trainer.fit` would train a torch one; returns the summary."""
-    import joblib
-
-    from trainer import checkpoints
-    from trainer.config import check_config
-    from trainer.data import eval_dataset
-    from trainer.loop import load_data
+    import joblib  # comes with scikit-learn, an optional extra
 
     check_config(config)
     if config.objective.teacher:

@@ -8,15 +8,13 @@ import math
 import warnings
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from softlabels import store
 from softlabels.models.registry import archive_path
 from softlabels.options import Options
 from softlabels.runtime import default_workers
 from softlabels.transforms import get_augment
 from trainer.logs import check_loggers
-from trainer.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, LOSSES, Objective
+from trainer.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, LOSSES, Objective, default_loss, teacher_losses
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
@@ -56,12 +54,6 @@ class InconsistentAugmentWarning(UserWarning):
 
 class NonFiniteLoss(ValueError):
     """The loss became NaN or infinite: the run stops before that step changes the weights."""
-
-
-# The largest temperature whose square stays finite in float32 (kd_loss multiplies by T^2), and the
-# smallest for which logits / T do (anything finer underflows to 0 in float32).
-MAX_TEMPERATURE = float(np.sqrt(np.finfo(np.float32).max))
-MIN_TEMPERATURE = float(np.finfo(np.float32).tiny)
 
 
 @dataclass(frozen=True)
@@ -157,7 +149,7 @@ class FitConfig(Options):
 
     @property
     def loss_name(self) -> str:
-        return self.objective.loss or ("kd" if self.runtime.cache or self.objective.teacher else "ce")
+        return self.objective.loss or default_loss(has_teacher=bool(self.runtime.cache or self.objective.teacher))
 
     @property
     def peak_lr(self) -> float:
@@ -202,10 +194,12 @@ def check_config(config: FitConfig) -> None:
     if objective.needs_teacher and not (config.runtime.cache or config.objective.teacher):
         raise ValueError(
             f"--loss {objective.name} needs teacher outputs: pass --cache FILE, or --teacher SPEC "
-            f"--weights PATH for online distillation (or use --loss ce)"
+            f"--weights PATH for online distillation (or use --loss {default_loss(has_teacher=False)})"
         )
     if config.objective.teacher and not objective.needs_teacher:
-        raise ValueError(f"--loss {objective.name} does not use --teacher; drop it or use --loss kd/hard")
+        raise ValueError(
+            f"--loss {objective.name} does not use --teacher; drop it or use --loss {'/'.join(teacher_losses())}"
+        )
     _check_numbers(config)
     _check_finite(config)
     _check_augment(config)
@@ -252,11 +246,7 @@ def _check_finite(config: FitConfig) -> None:
     for flag, value in numbers:
         if value is not None and not math.isfinite(value):
             raise ValueError(f"{flag} must be a finite number, got {value}: the loss could only be NaN or infinite")
-    if config.loss_name == "kd" and not MIN_TEMPERATURE <= o.temperature <= MAX_TEMPERATURE:
-        raise ValueError(
-            f"--temperature {o.temperature:g} makes the KD loss overflow float32 (T^2 or logits/T): "
-            f"use a value between {MIN_TEMPERATURE:.2g} and {MAX_TEMPERATURE:.3g} (usual: 1 to 8)"
-        )
+    config.make_objective().loss.check_finite()
     if opt.weight_decay is not None and opt.weight_decay < 0:
         raise ValueError(f"--weight-decay cannot be negative, got {opt.weight_decay}")
 
@@ -288,9 +278,8 @@ def check_mixed_views(config: FitConfig, cache: store.CacheInfo | None) -> None:
     """Mixed views (MixUp, CutMix) have no single label: only the teacher's targets can teach them."""
     if cache is None or not get_augment(cache.augment.name).mixes:
         return
-    loss, alpha = config.loss_name, config.objective.alpha
-    if loss == "ce" or (loss == "kd" and alpha < 1):
-        term = "labels only (--loss ce)" if loss == "ce" else f"KD with a label term (--alpha {alpha:g})"
+    term = config.make_objective().loss.label_term
+    if term is not None:
         raise ValueError(
             f"{config.runtime.cache} holds mixed views ({cache.augment.name}): they have no single label, so "
             f"{term} would teach the wrong class; train on the teacher's targets alone: --alpha 1 (KD, as "

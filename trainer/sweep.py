@@ -21,7 +21,7 @@ from trainer import plots
 from trainer.checkpoints import write_text_atomic
 from trainer.config import FitConfig, check_config
 from trainer.loop import fit
-from trainer.losses import check_kd_settings
+from trainer.losses import check_kd_settings, default_loss
 
 COLUMNS = (
     "rank",
@@ -56,22 +56,27 @@ class SweepConfig:
         for t, a in itertools.product(self.temperatures or (1.0,), self.alphas or (0.0,)):
             check_kd_settings(t, a)
         out = Path(self.base.runtime.out)
+        loss, baseline = self.base.loss_name, default_loss(has_teacher=False)
         grid = []
         for student in dict.fromkeys(self.students):
-            if self.with_ce and self.base.loss_name != "ce":
-                grid.append(self.base.replace(student=student, loss="ce", out=str(out / _name(student, "ce"))))
-            if self.base.loss_name != "kd":  # temperature and alpha only shape the kd loss
-                grid.append(self.base.replace(student=student, out=str(out / _name(student, self.base.loss_name))))
+            if self.with_ce and loss != baseline:
+                grid.append(self.base.replace(student=student, loss=baseline, out=str(out / _name(student, baseline))))
+            if not self.base.make_objective().loss.settings:  # temperature and alpha shape only some losses
+                grid.append(self.base.replace(student=student, out=str(out / _name(student, loss))))
                 continue
-            for t, a in itertools.product(
-                self.temperatures or (self.base.objective.temperature,), self.alphas or (self.base.objective.alpha,)
-            ):
+            for t, a in itertools.product(*self._settings()):
                 grid.append(
                     self.base.replace(
-                        student=student, temperature=t, alpha=a, out=str(out / _name(student, "kd", t, a))
+                        student=student, temperature=t, alpha=a, out=str(out / _name(student, loss, t, a))
                     )
                 )
         return grid
+
+    def _settings(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The temperatures and alphas to try: the grid's where the loss uses them, else the base run's."""
+        objective, used = self.base.objective, self.base.make_objective().loss.settings
+        temperatures = self.temperatures if "temperature" in used and self.temperatures else (objective.temperature,)
+        return temperatures, self.alphas if "alpha" in used and self.alphas else (objective.alpha,)
 
 
 def _name(student: str, loss: str, temperature: float | None = None, alpha: float | None = None) -> str:
@@ -81,12 +86,13 @@ def _name(student: str, loss: str, temperature: float | None = None, alpha: floa
 
 def run_one(config: FitConfig) -> dict:
     """One run of the sweep as a leaderboard row; failures become rows too (status and error)."""
+    used = config.make_objective().loss.settings
     row = {
         "run": Path(config.runtime.out).name,
         "student": config.model.student,
         "loss": config.loss_name,
-        "temperature": config.objective.temperature if config.loss_name == "kd" else None,
-        "alpha": config.objective.alpha if config.loss_name == "kd" else None,
+        "temperature": config.objective.temperature if "temperature" in used else None,
+        "alpha": config.objective.alpha if "alpha" in used else None,
     }
     resume = config.runtime.resume and (Path(config.runtime.out) / "last.pt").exists()
     try:

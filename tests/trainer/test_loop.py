@@ -10,7 +10,7 @@ from softlabels.build import BuildConfig, build_cache
 from softlabels.models.teachers import load_teacher
 from trainer import FitConfig, fit
 from trainer.config import InconsistentAugmentWarning
-from trainer.loop import lr_factor
+from trainer.optim import lr_factor
 
 
 def test_fit_from_a_cache_writes_every_output(cache, fit_options, tmp_path):

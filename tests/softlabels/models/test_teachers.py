@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from softlabels import weights
+from softlabels.models import weights
 from softlabels.models.preprocessing import Preprocessing
 from softlabels.models.registry import create_model
 from softlabels.models.teachers import load_teacher

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from softlabels import zoo
+from softlabels.models import zoo
 
 
 def count_params(model: nn.Module) -> int:

@@ -1,0 +1,312 @@
+"""The engine: one optimizer step, one epoch, evaluation, the epochs of a run, and what every process
+must agree on (a finite loss, a stop signal).
+
+What a run records (checkpoints, metrics, summary, curves, logs, advice) is not here: the engine calls
+its hooks (`Hook`) at fixed points, and a new output is a new hook (`trainer.outputs`). Under torchrun
+each process trains on its share of every epoch (DDP); rank 0 evaluates.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from softlabels.pipeline import flatten_views, to_device
+from softlabels.progress import bar as progress_bar
+from softlabels.runtime import autocast
+from softlabels.stopping import Stopped
+from trainer.config import NonFiniteLoss
+from trainer.resume import LAST, Progress
+from trainer.setup import Run, Teacher, input_dtype
+from trainer.summary import make_summary
+
+RESUME_HINT = "run the same command with --resume to continue"
+
+
+class Hook:
+    """What a run records, called by the engine at fixed points; every method does nothing by default.
+
+    In a run: `on_fit_start` once (after set-up and any resume); per epoch, `on_step_end` after each
+    optimizer step and `on_epoch_end` after the epoch and its evaluation (the record is in
+    `progress.history`); on a stop signal, `on_interrupt` when it came mid-epoch (progress holds the
+    step reached), then `on_stop`; after the last epoch, `on_fit_end` with the summary `fit` returns;
+    `teardown` last, always, also when the run failed. Hooks are called in list order, on every
+    process that has them (`trainer.fit` gives rank 0 its outputs).
+    """
+
+    def on_fit_start(self, run: Run, progress: Progress) -> None:
+        pass
+
+    def on_step_end(self, run: Run, step: int, loss: torch.Tensor) -> None:
+        """`step`: optimizer steps done in the whole run; `loss`: this step's, detached (a device tensor)."""
+
+    def on_epoch_end(self, run: Run, progress: Progress, record: dict) -> None:
+        pass
+
+    def on_interrupt(self, run: Run, progress: Progress) -> None:
+        pass
+
+    def on_stop(self, run: Run, progress: Progress) -> None:
+        pass
+
+    def on_fit_end(self, run: Run, progress: Progress, summary: dict) -> None:
+        pass
+
+    def teardown(self, run: Run) -> None:
+        pass
+
+
+# ----------------------------------------------------------------------------- one step
+
+
+def _to_device(batch, device: torch.device, dtype: torch.dtype | None = None):
+    images, labels, *rest = batch
+    if labels.ndim == 2:  # R views of each decoded sample: (B / R, R, ...) -> (B, ...)
+        images, labels, rest = flatten_views(images), labels.flatten(0, 1), [r.flatten(0, 1) for r in rest]
+    images = to_device(images, device, dtype)
+    targets = rest[0].to(device, non_blocking=True) if rest else None
+    return images, labels.to(device, non_blocking=True), targets
+
+
+def teacher_logits(teacher: Teacher, images: torch.Tensor, device: torch.device, amp: bool) -> torch.Tensor:
+    """The online teacher's float32 logits on the student's exact batch."""
+    with torch.inference_mode(), autocast(device, amp):
+        logits = teacher.model(teacher.normalize(images))
+    return logits.float().clone()  # an ordinary tensor: inference tensors cannot be saved for backward
+
+
+def train_step(run: Run, images, labels, targets) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step; returns (loss, student logits), detached."""
+    if run.teacher is not None:
+        targets = teacher_logits(run.teacher, images, run.device, run.config.optim.amp)
+    with autocast(run.device, run.config.optim.amp):
+        logits = run.student(run.normalize(images))
+    loss = run.objective(logits, targets, labels)
+    if not _finite_everywhere(run, loss):
+        raise NonFiniteLoss(f"the loss is {float(loss.detach())}")
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    if run.config.optim.clip_grad_norm:
+        run.scaler.unscale_(run.optimizer)  # clip the true gradients, not the loss-scaled ones
+        torch.nn.utils.clip_grad_norm_(run.student.parameters(), run.config.optim.clip_grad_norm)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.scheduler.step()
+    return loss.detach(), logits.detach()
+
+
+# ----------------------------------------------------------------------------- what every process agrees on
+
+
+def _finite_everywhere(run: Run, loss: torch.Tensor) -> bool:
+    """Whether the loss is finite on every process (one sync; the GradScaler syncs every step anyway)."""
+    bad = (~torch.isfinite(loss.detach())).to(torch.float32)
+    if run.rank.distributed:
+        dist.all_reduce(bad)  # every rank stops at the same step, none waits forever in the next all-reduce
+    return not bool(bad)
+
+
+def _stop_agreed(run: Run) -> bool:
+    """Whether any process received a stop signal (all of them stop after the same step)."""
+    if not run.rank.distributed:
+        return run.stop.requested
+    signum = torch.tensor([float(run.stop.signal or 0)], device=run.device)
+    dist.all_reduce(signum, op=dist.ReduceOp.MAX)
+    if signum.item() and not run.stop.requested:
+        run.stop.signal = int(signum.item())  # another rank got it: every rank names the same signal
+    return bool(signum.item())
+
+
+def _barrier(run: Run) -> None:
+    if run.rank.distributed:
+        dist.barrier()
+
+
+# ----------------------------------------------------------------------------- one epoch
+
+
+class EpochInterrupted(Exception):
+    """A stop signal ended an epoch early, after `step` optimizer steps; `totals` are its running sums."""
+
+    def __init__(self, step: int, totals: list[float], seconds: float):
+        super().__init__(f"stopped after step {step}")
+        self.step, self.totals, self.seconds = step, totals, seconds
+
+
+def train_one_epoch(
+    run: Run, epoch: int, start_step: int = 0, totals: list[float] | None = None, hooks: Sequence[Hook] = ()
+) -> dict:
+    """One pass over this process's share of the training set; returns loss, accuracy, images/s.
+
+    `start_step` and `totals` continue an epoch a stop signal interrupted (a mid-epoch checkpoint):
+    the sampler skips the batches already done. Raises NonFiniteLoss naming the epoch and step, and
+    EpochInterrupted when a stop signal arrived (after finishing the step in progress).
+    """
+    run.student.train()
+    run.sampler.set_epoch(epoch, start=start_step * run.config.optim.batch_size)
+    sums = torch.tensor(totals or [0.0, 0.0, 0.0], dtype=torch.float64, device=run.device)  # loss, correct, images
+    lr = run.optimizer.param_groups[0]["lr"]
+    started = time.perf_counter()
+    steps = run.steps_per_epoch or len(run.train_loader)
+    bar = progress_bar(
+        run.train_loader,
+        total=steps,
+        initial=start_step,
+        desc=f"epoch {epoch + 1}/{run.config.optim.epochs}",
+        unit="batch",
+        enabled=run.config.runtime.progress and run.rank.is_main,
+        leave=False,
+    )
+    for step, batch in enumerate(bar, start=start_step):
+        images, labels, targets = _to_device(batch, run.device, run.input_dtype)
+        try:
+            loss, logits = train_step(run, images, labels, targets)
+        except NonFiniteLoss as err:
+            raise NonFiniteLoss(f"{err} at epoch {epoch + 1}, step {step + 1} of {steps}") from None
+        for hook in hooks:
+            hook.on_step_end(run, epoch * steps + step, loss)
+        sums += torch.stack(
+            [
+                loss.double() * len(labels),
+                (logits.argmax(1) == labels).sum().double(),
+                torch.tensor(float(len(labels)), dtype=torch.float64, device=run.device),
+            ]
+        )
+        if step % 10 == 0 or step == steps - 1:
+            _show(bar, sums, started)
+        if _stop_agreed(run) and step + 1 < steps:
+            bar.close()
+            raise EpochInterrupted(step + 1, sums.tolist(), time.perf_counter() - started)
+    if run.rank.distributed:
+        dist.all_reduce(sums)
+    loss_sum, correct, count = sums.tolist()
+    bar.close()
+    seconds = time.perf_counter() - started
+    return {
+        "lr": lr,
+        "train_loss": loss_sum / max(count, 1),
+        "train_accuracy": correct / max(count, 1),
+        "seconds": seconds,
+        "images_per_second": count / max(seconds, 1e-9),
+    }
+
+
+def _show(bar, totals: torch.Tensor, started: float) -> None:
+    if bar.disable:
+        return
+    loss_sum, correct, count = totals.tolist()
+    bar.set_postfix(
+        loss=f"{loss_sum / count:.4f}",
+        acc=f"{correct / count:.2%}",
+        img_s=f"{count / max(time.perf_counter() - started, 1e-9):.0f}",
+        refresh=False,
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, normalize: nn.Module, loader, device: torch.device, amp: bool = True, show_progress: bool = False
+) -> dict:
+    """Cross-entropy and top-1 accuracy of `model` over `loader`, in eval mode."""
+    was_training = model.training
+    model.eval()
+    loss_sum, correct, count = 0.0, 0, 0
+    for batch in progress_bar(loader, desc="evaluating", unit="batch", enabled=show_progress, leave=False):
+        images, labels, _ = _to_device(batch, device, input_dtype(model))
+        with autocast(device, amp):
+            logits = model(normalize(images)).float()
+        loss_sum += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
+        correct += int((logits.argmax(1) == labels).sum())
+        count += len(labels)
+    model.train(was_training)
+    return {"eval_loss": loss_sum / max(count, 1), "eval_accuracy": correct / max(count, 1)}
+
+
+# ----------------------------------------------------------------------------- the epochs of a run
+
+
+def train(run: Run, progress: Progress, hooks: Sequence[Hook]) -> dict:
+    """Epochs from `progress` to the last (or --stop-after), calling `hooks`; returns the summary.
+
+    Raises Stopped (a stop signal: what was done is saved by the hooks) and NonFiniteLoss.
+    """
+    out = Path(run.config.runtime.out)
+    try:
+        for hook in hooks:
+            hook.on_fit_start(run, progress)
+        started = time.perf_counter()
+        last = min(run.config.optim.epochs, run.config.runtime.stop_after or run.config.optim.epochs)
+        try:
+            for epoch in range(progress.epoch, last):
+                _stop_between_epochs(run, progress, out)
+                _run_epoch(run, progress, epoch, out, hooks)
+        except Stopped:
+            for hook in hooks:
+                hook.on_stop(run, progress)
+            raise
+        summary = make_summary(run, progress, time.perf_counter() - started)
+        for hook in hooks:
+            hook.on_fit_end(run, progress, summary)
+        return summary
+    finally:
+        for hook in hooks:
+            hook.teardown(run)
+        run.close()  # persistent workers end with the run, also when it fails
+
+
+def _stop_between_epochs(run: Run, progress: Progress, out: Path) -> None:
+    """A stop signal that arrived during setup, evaluation or the last checkpoint: everything is saved."""
+    if _stop_agreed(run):
+        saved = f"{out / LAST} holds epoch {progress.epoch}" if progress.epoch else "nothing to save yet"
+        raise Stopped(f"stopped by {run.stop.name} before epoch {progress.epoch + 1}: {saved}; {RESUME_HINT}")
+
+
+def _run_epoch(run: Run, progress: Progress, epoch: int, out: Path, hooks: Sequence[Hook]) -> None:
+    try:
+        stats = train_one_epoch(run, epoch, progress.step, progress.totals, hooks)
+    except NonFiniteLoss as err:
+        kept = (
+            f"{out / LAST} (epoch {progress.epoch}{f', step {progress.step}' if progress.step else ''}) is intact"
+            if (out / LAST).exists()
+            else "no checkpoint was written yet"
+        )
+        raise NonFiniteLoss(
+            f"{err}: the run stopped before that step changed the weights; {kept}. Lower --lr or --temperature, keep "
+            f"--clip-grad-norm on, or check the data; --resume continues from the checkpoint"
+        ) from None
+    except EpochInterrupted as stop:
+        progress.step, progress.totals, progress.seconds = stop.step, stop.totals, progress.seconds + stop.seconds
+        for hook in hooks:
+            hook.on_interrupt(run, progress)
+        _barrier(run)
+        raise Stopped(
+            f"stopped by {run.stop.name} at epoch {epoch + 1}, step {stop.step} of {run.steps_per_epoch}: "
+            f"saved {out / LAST}; {RESUME_HINT}"
+        ) from None
+    stats["seconds"] += progress.seconds
+    progress.step, progress.totals, progress.seconds = 0, None, 0.0
+    record = {"epoch": epoch + 1, **stats}
+    if run.eval_loader is not None:
+        started = time.perf_counter()
+        record.update(
+            evaluate(
+                run.bare_student,
+                run.normalize,
+                run.eval_loader,
+                run.device,
+                run.config.optim.amp,
+                show_progress=run.config.runtime.progress,
+            )
+        )
+        record["eval_seconds"] = time.perf_counter() - started
+    progress.epoch = epoch + 1
+    progress.history.append(record)
+    progress.note_best(record)
+    for hook in hooks:
+        hook.on_epoch_end(run, progress, record)
+    _barrier(run)

@@ -1,0 +1,23 @@
+"""`ce`: cross-entropy on the labels alone, the baseline without a teacher."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch.nn.functional as F
+
+from trainer.losses.base import Loss, one_hot
+
+
+class CrossEntropy(Loss):
+    name = "ce"
+    description = "cross-entropy on the labels alone"
+
+    @property
+    def label_term(self) -> str | None:
+        return f"labels only (--loss {self.name})"
+
+    def __call__(self, student_logits, teacher_logits, labels):
+        return F.cross_entropy(student_logits.float(), labels, label_smoothing=self.label_smoothing)
+
+    def class_weights(self, labels, teacher_logits, num_classes) -> np.ndarray:
+        return one_hot(labels, num_classes)
