@@ -1,9 +1,9 @@
 """The optional extras (timm, safetensors, parquet, ...): how every message and doc says to install one.
 
 softlabels is not published on a package registry; it installs from a clone of its repository, so an
-extra is `pip install -e '.[NAME]'` run in that clone. Every error about a missing optional package
-forms its hint here, so the spelling cannot drift between messages (tests/test_docs.py checks the
-docs against it and each NAME against pyproject.toml).
+extra is `pip install -e '.[timm]'` (or another extra's name) run in that clone. Every error about a
+missing optional package forms its hint here, so the spelling cannot drift between messages
+(tests/test_docs.py checks the docs against it and each extra's name against pyproject.toml).
 """
 
 from __future__ import annotations
