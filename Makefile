@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The examples' Debian side (examples/, README "Beyond images"): espeak-ng speaks the spoken digits,
+# The examples' Debian side (examples/, docs/examples.md): espeak-ng speaks the spoken digits,
 # and the package lists that `apt update` fetches are the text example's corpus. Installed where apt
 # works and we are root; elsewhere their tests skip and say why.
 example-deps:

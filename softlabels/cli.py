@@ -23,6 +23,7 @@ from softlabels.clitools import (
     session,
 )
 from softlabels.export import FORMATS as EXPORT_FORMATS
+from softlabels.extras import install_hint
 
 
 @click.group(cls=CleanErrors, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -345,7 +346,7 @@ def merge(caches, out, kind, teachers, overwrite, as_json):
     type=click.Choice(EXPORT_FORMATS),
     default="npz",
     help="npz: numpy arrays; parquet: one row per sample, loadable with Hugging Face "
-    "datasets.load_dataset('parquet', ...) (pip install 'softlabels[parquet]').",
+    "datasets.load_dataset('parquet', ...) (" + install_hint("parquet") + ").",
 )
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="File to write.")
 @click.option(

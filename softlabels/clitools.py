@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import click
 
+from softlabels.extras import install_hint
+
 # Errors a user can act on: printed as one line, never as a traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, OSError, RuntimeError)
 EXIT_ERROR, EXIT_STOPPED, EXIT_INTERRUPTED = 1, 75, 130
@@ -267,7 +269,7 @@ def read_config_file(path: str) -> dict:
         try:
             import yaml
         except ImportError:
-            raise ValueError(f"{path} is YAML: pip install 'softlabels[yaml]' (or give the config as JSON)") from None
+            raise ValueError(f"{path} is YAML: {install_hint('yaml')}, or give the config as JSON") from None
         data = yaml.safe_load(text)
     else:
         import json

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from softlabels import progress, store
+from softlabels.extras import install_hint
 
 FORMATS = ("npz", "parquet")
 
@@ -159,7 +160,7 @@ def _pyarrow():
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
-        raise ValueError("--format parquet needs pyarrow: pip install 'softlabels[parquet]'") from None
+        raise ValueError(f"--format parquet needs pyarrow: {install_hint('parquet')}") from None
     return pa, pq
 
 

@@ -1,7 +1,8 @@
 """Stopping cleanly when a cluster asks: SIGTERM and SIGUSR1 (what SLURM sends before a pre-emption or
-the time limit, `#SBATCH --signal=USR1@120`) set a flag; long loops check it at a safe point (the
-build at its next block boundary, `trainer fit` after the current step), save, and raise `Stopped`,
-which the command lines turn into exit status 75 ("stopped, state saved: rerun with --resume").
+the time limit, `#SBATCH --signal=USR1@180`; under torchrun `TERM@180`, docs/clusters.md) set a flag;
+long loops check it at a safe point (the build at its next block boundary, `trainer fit` after the
+current step), save, and raise `Stopped`, which the command lines turn into exit status 75 ("stopped,
+state saved: rerun with --resume").
 
 DataLoader workers ignore both signals (`ignore_in_worker`): SLURM signals every process of a job
 step, and a worker that died of it would break the batch the main process is about to finish. Such a

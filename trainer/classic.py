@@ -12,7 +12,7 @@ the weight its loss gives c (`Loss.class_weights` in `trainer.losses`: for KD `a
 with the engine, and `trainer.fit` sends `sklearn:` students here. Every stored view of a multi-view
 cache is one sample. The fitted estimator (a StandardScaler + the model) is saved as `model.joblib`
 and evaluated like any student; summary.json has the same fields. scikit-learn is an optional extra
-(`pip install 'softlabels[sklearn]'`).
+(`softlabels.extras`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from softlabels.extras import install_hint
 from softlabels.pipeline import Normalize
 from trainer import checkpoints
 from trainer.config import FitConfig, check_config
@@ -46,7 +47,7 @@ def make_estimator(spec: str, seed: int):
         from sklearn.preprocessing import StandardScaler
         from sklearn.svm import LinearSVC
     except ImportError:
-        raise ValueError(f"{spec} needs scikit-learn: pip install 'softlabels[sklearn]'") from None
+        raise ValueError(f"{spec} needs scikit-learn: {install_hint('sklearn')}") from None
     name = spec[len(PREFIX) :]
     if name == "logistic":
         model = LogisticRegression(max_iter=2000, random_state=seed)

@@ -18,6 +18,7 @@ from softlabels.clitools import (
     require,
     session,
 )
+from softlabels.extras import install_hint
 from softlabels.runtime import current_rank, default_workers
 from softlabels.transforms import AUGMENTS
 from trainer.config import OPTIMIZERS, SCHEDULES, FitConfig
@@ -195,7 +196,7 @@ _OPTIONS = [
         type=click.Choice(LOGGERS),
         multiple=True,
         help="Also log to: tensorboard (OUT/tensorboard: "
-        "loss and lr per step, every metric per epoch; pip install 'softlabels[tensorboard]').",
+        "loss and lr per step, every metric per epoch; " + install_hint("tensorboard") + ").",
     ),
 ]
 
@@ -242,8 +243,8 @@ def fit(config_file, **options):
     trainer fit --dataset cifar10 --student small_cnn --loss ce --out runs/ce
     torchrun --standalone --nproc-per-node 2 -m trainer fit ...   (DDP; --batch-size per process)
 
-    SIGTERM or SIGUSR1 (SLURM: #SBATCH --signal=USR1@120) saves last.pt at the current step and exits
-    with status 75; --resume then continues exactly where it stopped.
+    SIGTERM or SIGUSR1 (SLURM: #SBATCH --signal=USR1@180, or TERM@180 under torchrun) saves last.pt at
+    the current step and exits with status 75; --resume then continues exactly where it stopped.
     """
     # stop_signals is an API setting (a run's summary.json records it), not an option of the command
     options = apply_config_file(click.get_current_context(), options, config_file, ignore=("stop_signals",))

@@ -2,12 +2,14 @@
 
 Per optimizer step: the training loss and the learning rate; per epoch: every metric of the
 epoch's record (losses, accuracies, images/s). Rank 0 alone writes. TensorBoard is an optional
-extra (`pip install 'softlabels[tensorboard]'`).
+extra (`softlabels.extras`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from softlabels.extras import install_hint
 
 LOGGERS = ("tensorboard",)
 
@@ -21,7 +23,7 @@ def check_loggers(names) -> None:
         try:
             import tensorboard  # noqa: F401
         except ImportError:
-            raise ValueError("--log tensorboard needs TensorBoard: pip install 'softlabels[tensorboard]'") from None
+            raise ValueError(f"--log tensorboard needs TensorBoard: {install_hint('tensorboard')}") from None
 
 
 class RunLog:
@@ -34,7 +36,7 @@ class RunLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                raise ValueError("--log tensorboard needs TensorBoard: pip install 'softlabels[tensorboard]'") from None
+                raise ValueError(f"--log tensorboard needs TensorBoard: {install_hint('tensorboard')}") from None
             # purge_step: a resumed run drops events logged after its checkpoint, so curves never fork
             self.writer = SummaryWriter(str(out / "tensorboard"), purge_step=first_step or None)
 

@@ -2,7 +2,7 @@
 
     python -m examples.speech [--root data] [--out data/examples/speech]
 
-Runs (and prints) `steps(SpeechConfig())`; see README.md, "Speech: spoken digits".
+Runs (and prints) `steps(SpeechConfig())`; see docs/examples.md, "Speech: spoken digits".
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     python -m examples.tabular [--out data/examples/tabular]
 
-Runs (and prints) `steps(TabularConfig())`; see README.md, "Tabular: scikit-learn's digits".
+Runs (and prints) `steps(TabularConfig())`; see docs/examples.md, "Tabular: scikit-learn's digits".
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from softlabels.extras import install_hint
+
 
 class Table(torch.utils.data.Dataset):
     def __init__(self, features: np.ndarray, labels: np.ndarray, rows: np.ndarray, classes: list[str]):
@@ -33,7 +35,7 @@ def digits(split: str = "train", root: str | None = None) -> Table:
         from sklearn.model_selection import train_test_split
     except ImportError:
         raise ImportError(
-            "the tabular example reads scikit-learn's bundled table: pip install -e '.[sklearn]'"
+            f"the tabular example reads scikit-learn's bundled table: {install_hint('sklearn')}"
         ) from None
     if split not in ("train", "test"):
         raise ValueError(f"digits has splits train and test, not {split!r}")

@@ -2,7 +2,7 @@
 
     python -m examples.text [--root data] [--out data/examples/text]
 
-Runs (and prints) `steps(TextConfig())`; see README.md, "Text: Debian package sections".
+Runs (and prints) `steps(TextConfig())`; see docs/examples.md, "Text: Debian package sections".
 """
 
 from __future__ import annotations

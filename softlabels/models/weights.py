@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from softlabels.atomic import write_bytes_atomic
+from softlabels.extras import install_hint
 from softlabels.models.preprocessing import Preprocessing
 from softlabels.models.registry import create_model, source_for
 
@@ -124,7 +125,7 @@ def _read_safetensors(path: Path) -> Weights:
     try:
         from safetensors import safe_open
     except ImportError:
-        raise ValueError(f"{path} is a .safetensors file: pip install 'softlabels[safetensors]'") from None
+        raise ValueError(f"{path} is a .safetensors file: {install_hint('safetensors')}") from None
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
     try:

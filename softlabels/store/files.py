@@ -13,6 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from softlabels.extras import install_hint
 from softlabels.store.rows import DIGESTS, PARAMS, Rows
 from softlabels.store.schema import JSON_ATTRS, PARTIAL_SUFFIX, CacheError, Layout
 
@@ -179,9 +180,7 @@ def _url_fs(url: str):
     try:
         import fsspec
     except ImportError:
-        raise ValueError(
-            f"{url} is a URL: reading caches from URLs needs fsspec (pip install 'softlabels[remote]')"
-        ) from None
+        raise ValueError(f"{url} is a URL: reading caches from URLs needs fsspec: {install_hint('remote')}") from None
     try:
         return fsspec.core.url_to_fs(url)
     except (ImportError, ValueError) as err:  # an unknown protocol, or its package is missing

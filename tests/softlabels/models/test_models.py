@@ -13,6 +13,7 @@ from softlabels import store
 from softlabels.build import BuildConfig, TeacherInputs, build_cache
 from softlabels.cli import main
 from softlabels.data import open_dataset
+from softlabels.extras import install_hint
 from softlabels.models.inputs import resolve_input
 from softlabels.models.preprocessing import Preprocessing
 from softlabels.models.registry import create_model, declared_input, source_for
@@ -167,4 +168,4 @@ def test_a_missing_timm_says_how_to_install_it(tmp_path, image_folder):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert "pip install 'softlabels[timm]'" in done.stderr
+    assert install_hint("timm") in done.stderr

@@ -1,4 +1,4 @@
-"""The README's commands for the speech and text examples are the steps `python -m examples.NAME` runs
+"""The commands docs/examples.md shows for the speech and text examples are the steps `python -m examples.NAME` runs
 (less `--seed 0 --overwrite`, as console commands)."""
 
 import re
@@ -12,11 +12,11 @@ from examples.speech.__main__ import steps as speech_steps
 from examples.text.__main__ import TextConfig
 from examples.text.__main__ import steps as text_steps
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "examples.md"
 
 
 def readme_commands(heading: str) -> list[list[str]]:
-    section = README.read_text().split(heading, 1)[1].split("\n### ", 1)[0].split("\n## ", 1)[0]
+    section = PAGE.read_text().split(heading, 1)[1].split("\n### ", 1)[0].split("\n## ", 1)[0]
     block = re.search(r"```bash\n(.*?)```", section, re.S).group(1).replace("\\\n", " ")
     commands = []
     for line in block.splitlines():
@@ -53,6 +53,6 @@ def as_options(argv: list[str]) -> tuple:
     ],
 )
 def test_readme_commands_are_the_example_steps(heading, steps, config, monkeypatch):
-    monkeypatch.chdir(README.parent)  # the README's paths are relative to the repository root
+    monkeypatch.chdir(PAGE.parents[1])  # the page's paths are relative to the repository root
     expected = [as_options([str(a) for a in argv[2:]]) for argv in steps(config).values()]
     assert [as_options(argv) for argv in readme_commands(heading)] == expected
