@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from softlabels.pipeline import Normalize
+from softlabels.views import Normalize
 
 PREFIX = "sklearn:"
 ESTIMATORS = ("logistic", "linear_svm")

@@ -1,8 +1,8 @@
 """Training data: images joined with cached targets by a verified fingerprint, views, samplers, loaders.
 
 Datasets return UN-normalised views (float32 [0, 1], (C, S, S), already at the image size), made by
-the same `softlabels.pipeline.ViewPipeline` as the teacher pass: each model normalises on its device
-(`softlabels.pipeline.Normalize`).
+the same `softlabels.views.ViewPipeline` as the teacher pass: each model normalises on its device
+(`softlabels.views.Normalize`).
 
 A cached sample is addressed by (position, view, epoch), yielded by `EpochSampler`: the sampler
 shuffles positions each epoch from (seed, epoch) and picks the view from a `ViewSchedule`, a seeded
@@ -23,27 +23,18 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from softlabels import store
-from softlabels.checks import require_same_samples
 from softlabels.datasets import DatasetSource, eval_spec_for, open_dataset
 from softlabels.inputs import Preprocessing, data_input
-from softlabels.pipeline import ViewPipeline
-from softlabels.replay import ReplayDataset, ViewSchedule, random_view
+from softlabels.replay import ReplayDataset, ViewSchedule
 from softlabels.runtime import end_workers
 from softlabels.sample_errors import reading
 from softlabels.stopping import ignore_in_worker
+from softlabels.views import AUGMENTS, Augment, ViewPipeline, random_view
 
 START_METHODS = ("fork", "spawn", "forkserver")
 
 
 # ----------------------------------------------------------------------------- matching images and cache
-
-
-def check_same_samples(targets: store.CacheTargets, source: DatasetSource) -> str:
-    """Refuse images that are not the ones the cache was built on; returns the shared fingerprint."""
-    fingerprint = store.dataset_fingerprint(source.keys, source.labels)
-    if fingerprint != targets.info.fingerprint:
-        require_same_samples(targets.path, source, targets)  # says what differs (or passes a cache without one)
-    return fingerprint
 
 
 def subset_indices(labels: np.ndarray, per_class: int | None) -> np.ndarray:
@@ -72,7 +63,7 @@ def _unpack(item) -> tuple[int, int, int]:
 class LabelledDataset(Dataset):
     """(view, label) of a dataset: plain, or randomly augmented by `augment` (seeded per sample and epoch)."""
 
-    def __init__(self, source: DatasetSource, prep: Preprocessing, augment: str = "none", seed: int = 0):
+    def __init__(self, source: DatasetSource, prep: Preprocessing, augment: Augment = AUGMENTS["none"], seed: int = 0):
         self.source, self.seed = source, seed
         self.pipeline = ViewPipeline(prep, augment)
 
@@ -185,7 +176,7 @@ def cached_training_data(
     download: bool = False,
     memory_budget: int = 2 << 30,
     subset: int | None = None,
-    augment: str = "none",
+    augment: Augment = AUGMENTS["none"],
     seed: int = 0,
     allow_changed_augment: bool = False,
     ensemble: str | None = None,
@@ -200,7 +191,16 @@ def cached_training_data(
     `check_content` compares every image read with the digest the build recorded."""
     targets = store.CacheTargets(cache, memory_budget=memory_budget, verify=verify)
     source = open_cache_dataset(targets.info, spec, data_root, download)
-    fingerprint = check_same_samples(targets, source)
+    dataset = ReplayDataset(  # checks the images against the cache's fingerprint, makes the view schedule
+        source,
+        targets,
+        seed=seed,
+        random_augment=augment,
+        allow_changed_augment=allow_changed_augment,
+        ensemble=ensemble,
+        temperature=temperature,
+        check_content=check_content,
+    )
     if targets.layout.num_classes != len(source.classes):
         raise ValueError(f"the cache has {targets.layout.num_classes} classes but {source.spec} {len(source.classes)}")
     cache_prep = targets.info.input
@@ -208,34 +208,17 @@ def cached_training_data(
     image_prep = cache_prep  # the views' geometry; the dataset's statistics where they fit its channels
     if cache_prep.is_image and defaults.channels == cache_prep.channels:
         image_prep = replace(cache_prep, mean=defaults.mean, std=defaults.std)
-    schedule = ViewSchedule(len(source), targets.layout.num_views, seed)
     if views_per_decode > targets.layout.num_views:
         raise ValueError(
             f"--views-per-decode {views_per_decode} is more than the {targets.layout.num_views} view(s) "
             f"{cache} stores per sample"
         )
-    return TrainingData(
-        source,
-        ReplayDataset(
-            source,
-            targets,
-            seed=seed,
-            random_augment=augment,
-            allow_changed_augment=allow_changed_augment,
-            ensemble=ensemble,
-            temperature=temperature,
-            check_content=check_content,
-        ),
-        subset_indices(source.labels, subset),
-        image_prep,
-        fingerprint,
-        schedule,
-        targets.info,
-    )
+    indices = subset_indices(source.labels, subset)
+    return TrainingData(source, dataset, indices, image_prep, dataset.fingerprint, dataset.schedule, targets.info)
 
 
 def labelled_training_data(
-    source: DatasetSource, subset: int | None, augment: str, seed: int, image_prep: Preprocessing | None = None
+    source: DatasetSource, subset: int | None, augment: Augment, seed: int, image_prep: Preprocessing | None = None
 ) -> TrainingData:
     """A dataset with its labels (and random augmentation), as views for the input `image_prep` (the
     dataset's defaults when None)."""

@@ -26,12 +26,12 @@ from tqdm.auto import tqdm
 from softlabels import store
 from softlabels.datasets import open_dataset
 from softlabels.inputs import Preprocessing, data_input
-from softlabels.pipeline import Normalize, flatten_views, stack, to_device
 from softlabels.progress import bar as progress_bar
 from softlabels.replay import EpochSampler
 from softlabels.runtime import Rank, autocast, cpu_threads, current_rank, prepare_model, resolve_device
 from softlabels.stopping import Stopped, StopRequest, stop_on_signals
 from softlabels.teachers import load_teacher
+from softlabels.views import Normalize, flatten_views, parse_augment, stack, to_device
 from trainer import checkpoints, plots
 from trainer.config import (
     METRIC_FIELDS,
@@ -111,6 +111,7 @@ def load_data(config: FitConfig) -> tuple[TrainingData, Teacher | None, Preproce
     are (only its statistics resolve); from labels alone the views are made for the student's own input.
     """
     data, runtime, seed, model = config.data, config.runtime, config.optim.seed, config.model
+    augment = parse_augment(data.augment)
     if runtime.cache:
         training = cached_training_data(
             runtime.cache,
@@ -119,7 +120,7 @@ def load_data(config: FitConfig) -> tuple[TrainingData, Teacher | None, Preproce
             download=runtime.download,
             memory_budget=runtime.cache_memory_mb << 20,
             subset=data.subset,
-            augment=data.augment,
+            augment=augment,
             seed=seed,
             allow_changed_augment=data.inconsistent_augment,
             ensemble=config.objective.ensemble,
@@ -143,7 +144,7 @@ def load_data(config: FitConfig) -> tuple[TrainingData, Teacher | None, Preproce
             model.std,
             model.image_size,
         )
-        return labelled_training_data(source, data.subset, data.augment, seed, prep), None, prep
+        return labelled_training_data(source, data.subset, augment, seed, prep), None, prep
     loaded = load_teacher(
         config.objective.teacher,
         runtime.weights,
@@ -151,7 +152,7 @@ def load_data(config: FitConfig) -> tuple[TrainingData, Teacher | None, Preproce
         trust_checkpoint=runtime.trust_checkpoint,
         data=data_input(source.defaults),
     )
-    training = labelled_training_data(source, data.subset, data.augment, seed, loaded.input)
+    training = labelled_training_data(source, data.subset, augment, seed, loaded.input)
     teacher = Teacher(loaded.model.eval(), Normalize(loaded.input))
     views = replace(loaded.input, **_statistics(data_input(source.defaults, loaded.input.channels)))
     return training, teacher, student_input(model.student, views, model.mean, model.std)

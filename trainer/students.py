@@ -4,7 +4,7 @@ A student spec is a zoo name (`softlabels.zoo.list_models()`), `torchvision:NAME
 archives (TorchScript, .pt2) are frozen programs and cannot be students. Datasets hand out
 un-normalised [0, 1] images at the size of the data; the student's statistics come from
 `softlabels.inputs.resolve_input`, and it normalises its own batch on the device
-(`softlabels.pipeline.Normalize`).
+(`softlabels.views.Normalize`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from torch import nn
 
 from softlabels.inputs import Preprocessing, resolve_input
 from softlabels.models import create_model, source_for
-from softlabels.pipeline import to_device
+from softlabels.views import to_device
 from softlabels.weights import load_weights, read_weights
 from softlabels.zoo import list_models
 

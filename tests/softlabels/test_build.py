@@ -6,6 +6,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from softlabels.transforms import to_tensor
 
 from softlabels import store
 from softlabels.build import BuildConfig, BuildInterrupted, build_cache
@@ -13,7 +14,6 @@ from softlabels.datasets import open_dataset
 from softlabels.inputs import Preprocessing
 from softlabels.shards import merge_caches
 from softlabels.teachers import load_teacher
-from softlabels.transforms import to_tensor
 
 
 def logits_of(path):

@@ -15,8 +15,8 @@ from softlabels.cli import main
 from softlabels.datasets import open_dataset
 from softlabels.inputs import Preprocessing, resolve_input
 from softlabels.models import create_model, declared_input, source_for
-from softlabels.pipeline import Normalize, ViewPipeline
 from softlabels.teachers import load_teacher
+from softlabels.views import Normalize, ViewPipeline
 
 timm = pytest.importorskip("timm")  # the test extra installs it; CI runs these
 SIZES = [(200, 150), (90, 160), (170, 170), (300, 120), (64, 48)]  # width x height: landscape, portrait, ...

@@ -21,9 +21,11 @@ import re
 from pathlib import Path
 
 import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
 
-from softlabels.transforms import Augment
 from softlabels.userfiles import import_user_file
+from softlabels.views.augment import Augment
 
 USER_SPEC = re.compile(r"^(?P<file>.+\.py):(?P<name>[A-Za-z_]\w*)$")
 _LOADED: dict[str, Augment] = {}
@@ -48,8 +50,6 @@ def _load(spec: str) -> Augment:
     found = getattr(module, match["name"], None)
     if found is None:
         raise ValueError(f"{path} does not define {match['name']!r}")
-    from torchvision.transforms import v2
-
     ready = isinstance(found, (Augment, v2.Transform))
     made = found if ready else found() if inspect.isclass(found) or callable(found) else found
     source = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -106,8 +106,6 @@ class SeededPipeline(Augment):
 
     def apply(self, x, params, image_size):
         (seed,) = self._unpack(params)
-        from torchvision import tv_tensors
-
         pixels = x if x.dtype == torch.uint8 else (x * 255).round().to(torch.uint8)  # exactly the decoded pixels
         image = tv_tensors.Image(pixels)
         python_state = random.getstate()
