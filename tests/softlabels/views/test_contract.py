@@ -72,3 +72,32 @@ def test_the_pipeline_names_no_kind_of_augmentation():
     modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert not names & {"Mixed", "base", "split", "mix", "UserAugment", "SeededPipeline"}
     assert not modules & {"softlabels.views.mixed", "softlabels.views.user"}
+
+
+PAIR = """
+from softlabels.views import AUGMENTS, Augment
+
+
+class Pair(Augment):
+    param_names = ("partner",)
+    mixes = True
+
+    def draw(self, rng, x, maker):
+        return self.encode([rng.integers(0, maker.partners)])
+
+    def view(self, x, row, maker):
+        plain = AUGMENTS["none"]
+        return (plain.view(x, (), maker) + plain.view(maker.partner(int(row[0])), (), maker)) / 2
+"""
+
+
+def test_a_users_augmentation_may_use_the_partner_hook(image_folder, tmp_path):
+    (tmp_path / "pair.py").write_text(PAIR)
+    users = parse_augment(f"{tmp_path / 'pair.py'}:Pair")
+    assert users.mixes and users.param_names == ("partner",)
+    source = open_dataset(f"imagefolder:{image_folder}")
+    theirs, ours = ViewPipeline(PREP, users, source), ViewPipeline(PREP, Pair(), source)
+    x = ours.decode(source.load(5))
+    params = theirs.stored_params(x, 2, source.keys[5], 3)
+    np.testing.assert_array_equal(params, ours.stored_params(x, 2, source.keys[5], 3))
+    assert torch.equal(theirs.views(x, params), ours.views(x, params))
