@@ -38,6 +38,7 @@ from softlabels.data import open_dataset
 from softlabels.models.preprocessing import Preprocessing
 from softlabels.replay import ReplayDataset
 from softlabels.store.files import PARAMS, row_datasets
+from softlabels.views import AUGMENTS
 from trainer.data import LabelledDataset
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -63,7 +64,7 @@ def data_arms(root: Path, cache: Path) -> dict:
             v2.Normalize(*IMAGENET),
         ]
     )
-    labelled = LabelledDataset(source, Preprocessing(*IMAGENET, 224, pixels="uint8"), "imagenet", seed=0)
+    labelled = LabelledDataset(source, Preprocessing(*IMAGENET, 224, pixels="uint8"), AUGMENTS["imagenet"], seed=0)
     in_memory = ReplayDataset(source, store.CacheTargets(cache))
     lazy = ReplayDataset(source, store.CacheTargets(cache, memory_budget=0))
     arms = {

@@ -22,7 +22,6 @@ from softlabels.data import DatasetSource, key_text, open_dataset
 from softlabels.data.sample_errors import SampleError, reading
 from softlabels.models.inputs import data_input
 from softlabels.models.teachers import RANDOM_INIT_SEED, Teacher, load_teacher
-from softlabels.pipeline import Normalize, ViewPipeline, flatten_views, stack, to_device
 from softlabels.runtime import (
     autocast,
     cpu_threads,
@@ -33,7 +32,16 @@ from softlabels.runtime import (
 )
 from softlabels.shards import merge_caches, rank_shard_path, shard_range, stale_rank_shards
 from softlabels.stopping import Stopped, StopRequest, ignore_in_worker, stop_on_signals
-from softlabels.transforms import get_augment
+from softlabels.views import (
+    Augment,
+    Normalize,
+    ViewPipeline,
+    augment_record,
+    flatten_views,
+    parse_augment,
+    stack,
+    to_device,
+)
 
 
 class BuildInterrupted(RuntimeError):
@@ -93,9 +101,10 @@ def _check_paths(config: BuildConfig, out: Path) -> None:
         )
 
 
-def cache_metadata(config: BuildConfig, teachers: list[Teacher], source: DatasetSource) -> store.Metadata:
-    """What the cache records about how it was made."""
-    augment = get_augment(config.augmentation.augment)
+def cache_metadata(
+    config: BuildConfig, teachers: list[Teacher], source: DatasetSource, augment: Augment
+) -> store.Metadata:
+    """What the cache records about how it was made (`augment`: the parsed `--augment`)."""
     storage = config.storage
     dataset = source.describe()
     return store.Metadata(
@@ -105,14 +114,7 @@ def cache_metadata(config: BuildConfig, teachers: list[Teacher], source: Dataset
             digests=f"sha256 of {source.digest_source}",
         ),
         preprocessing=teachers[0].input,
-        augment=store.AugmentRecord(
-            name=augment.name,
-            seed=config.augmentation.seed,
-            views=config.augmentation.views,
-            param_names=tuple(augment.param_names),
-            param_dtypes=tuple(augment.param_dtypes) if "float32" in augment.param_dtypes else None,
-            **augment.identity(),
-        ),
+        augment=augment_record(augment, config.augmentation.seed, config.augmentation.views),
         build=store.BuildRecord(
             dtype=storage.dtype,
             storage=storage.mode,
@@ -166,10 +168,10 @@ def _open_writer(config: BuildConfig, out: Path, layout: store.Layout, source, r
     return store.CacheWriter.create(out, layout, source.keys[rows[0] : rows[1]], source.labels[rows[0] : rows[1]], meta)
 
 
-def _example(source: DatasetSource, prep, views: BuildViews):
+def _example(source: DatasetSource, prep, views: BuildViews, augment: Augment):
     """Two copies of the first sample's first view: what the teachers are probed with (a real sample,
     so tensor samples of any shape, and dicts of them, probe as they will run)."""
-    pipeline = ViewPipeline(prep, views.augment, source)
+    pipeline = ViewPipeline(prep, augment, source)
     x = pipeline.decode(source.load(0))
     view = pipeline.view(x, pipeline.stored_params(x, views.seed, source.keys[0], 1)[0])
     return stack([view, view])
@@ -258,12 +260,12 @@ def build_cache(config: BuildConfig) -> BuildResult:
         OSError: the disk (full, file-size limit); what was written is kept for --resume.
         BuildInterrupted: Ctrl-C; the partial is resumable.
     """
-    _check_options(config)
+    augment = _check_options(config)
     rank = current_rank()
     if rank.distributed:
         if config.data.shard:
             raise ValueError("--shard is for separate jobs; under torchrun the ranks split the data themselves")
-        return _build_distributed(config, rank)
+        return _build_distributed(config, rank, augment)
     _check_paths(config, Path(config.out))
     stale = stale_rank_shards(config.out, 1)
     if stale and not config.runtime.overwrite:
@@ -271,10 +273,11 @@ def build_cache(config: BuildConfig) -> BuildResult:
             f"shards of a torchrun build of {config.out} exist ({stale[0].name}): rerun it under "
             f"torchrun with as many processes to resume, or pass --overwrite to start again"
         )
-    return _build_shard(config, Path(config.out), config.data.shard)
+    return _build_shard(config, Path(config.out), config.data.shard, augment)
 
 
-def _check_options(config: BuildConfig) -> None:
+def _check_options(config: BuildConfig) -> Augment:
+    """Refuse bad options before any work; returns the augmentation `--augment` names (parsed here only)."""
     views = config.augmentation
     if views.views > 1 and views.augment == "none":
         raise ValueError(
@@ -284,9 +287,10 @@ def _check_options(config: BuildConfig) -> None:
     for name, value in (("views", views.views), ("batch_size", config.runtime.batch_size)):
         if value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    get_augment(views.augment)
+    augment = parse_augment(views.augment)
     if config.storage.dtype not in store.DTYPES:
         raise ValueError(f"unknown --dtype {config.storage.dtype!r}; choose one of: {', '.join(store.DTYPES)}")
+    return augment
 
 
 def load_build_teachers(config: BuildConfig, source: DatasetSource) -> list[Teacher]:
@@ -310,7 +314,7 @@ def load_build_teachers(config: BuildConfig, source: DatasetSource) -> list[Teac
     return teachers
 
 
-def _build_shard(config: BuildConfig, out: Path, shard: tuple[int, int] | None) -> BuildResult:
+def _build_shard(config: BuildConfig, out: Path, shard: tuple[int, int] | None, augment: Augment) -> BuildResult:
     """One process's pass over the rows of `shard` (all rows when None), written to `out`."""
     device = resolve_device(config.runtime.device)
     data = config.data
@@ -319,10 +323,11 @@ def _build_shard(config: BuildConfig, out: Path, shard: tuple[int, int] | None) 
     for teacher in teachers:
         teacher.model = prepare_model(teacher.model, device).eval()
     num_classes = len(source.classes)
-    example = _example(source, teachers[0].input, config.augmentation)
+    example = _example(source, teachers[0].input, config.augmentation, augment)
     _check_members(teachers, [_probe_classes(t, device, example) for t in teachers], data.dataset, num_classes)
     rows = shard_range(*shard, len(source)) if shard else (0, len(source))
     storage, views = config.storage, config.augmentation
+    meta = cache_metadata(config, teachers, source, augment)
     layout = store.Layout(
         num_samples=rows[1] - rows[0],
         num_classes=num_classes,
@@ -330,13 +335,12 @@ def _build_shard(config: BuildConfig, out: Path, shard: tuple[int, int] | None) 
         storage=storage.mode,
         dtype=storage.dtype,
         topk=storage.topk,
-        param_names=tuple(get_augment(views.augment).param_names),
+        param_names=meta.augment.param_names,  # the layout's `views/params` names are the record's
         compression=storage.compression,
         block_rows=config.block_rows,
         num_teachers=len(teachers),
         sample_digests=True,
     )
-    meta = cache_metadata(config, teachers, source)
     if shard:
         keys, labels = source.keys[rows[0] : rows[1]], source.labels[rows[0] : rows[1]]
         meta = meta.replace(
@@ -348,23 +352,22 @@ def _build_shard(config: BuildConfig, out: Path, shard: tuple[int, int] | None) 
                 fingerprint=store.dataset_fingerprint(keys, labels),
             )
         )
-    _check_replay(source, teachers[0].input, views, rows[0])
+    _check_replay(source, ViewPipeline(teachers[0].input, augment, source), views, rows[0])
     writer = _open_writer(config, out, layout, source, rows, meta)
     with (
         cpu_threads(device, config.runtime.workers, config.runtime.threads),
         stop_on_signals(config.runtime.stop_signals) as stop,
     ):
-        return _run_pass(config, writer, source, rows[0], teachers, device, stop)
+        return _run_pass(config, writer, source, rows[0], teachers, device, stop, augment)
 
 
-def _check_replay(source: DatasetSource, prep, views: BuildViews, row: int) -> None:
+def _check_replay(source: DatasetSource, pipeline: ViewPipeline, views: BuildViews, row: int) -> None:
     """Before any teacher time: one view of the first sample, made twice, must be the same bits."""
-    pipeline = ViewPipeline(prep, views.augment, source)
     x = pipeline.decode(source.load(row))
     pipeline.check_replay(x, pipeline.stored_params(x, views.seed, source.keys[row], 1)[0])
 
 
-def _build_distributed(config: BuildConfig, rank) -> BuildResult:
+def _build_distributed(config: BuildConfig, rank, augment: Augment) -> BuildResult:
     """torchrun: rank r writes shard r of world_size; rank 0 merges after a barrier."""
     import torch.distributed as dist
 
@@ -389,7 +392,10 @@ def _build_distributed(config: BuildConfig, rank) -> BuildResult:
             result = None
         else:
             result = _build_shard(
-                config.replace(progress=runtime.progress and rank.is_main), shard_out, (rank.rank, rank.world_size)
+                config.replace(progress=runtime.progress and rank.is_main),
+                shard_out,
+                (rank.rank, rank.world_size),
+                augment,
             )
         dist.barrier()
         if rank.is_main:
@@ -421,12 +427,13 @@ def _run_pass(
     teachers: list[Teacher],
     device,
     stop: StopRequest,
+    augment: Augment,
 ) -> BuildResult:
     """Compute rows `first_row + writer.done_rows ...` of the dataset into `writer`, then finish it."""
     resumed = writer.done_rows
     total = writer.layout.num_samples
     views = config.augmentation
-    inputs = TeacherInputs(source, ViewPipeline(teachers[0].input, views.augment, source), views.views, views.seed)
+    inputs = TeacherInputs(source, ViewPipeline(teachers[0].input, augment, source), views.views, views.seed)
     loader = make_loader(inputs, range(first_row + resumed, first_row + total), config, device)
     members = [(t.model, Normalize(t.input).to(device)) for t in teachers]  # each normalises the same views
     background = _BackgroundWriter(writer)

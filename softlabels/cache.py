@@ -22,8 +22,8 @@ import numpy as np
 
 from softlabels import store
 
-if TYPE_CHECKING:
-    from softlabels.pipeline import ViewPipeline
+if TYPE_CHECKING:  # torch and the views are imported when a view is replayed: reading targets needs neither
+    from softlabels.views import ViewPipeline
 
 Index = int | str | np.integer
 
@@ -157,18 +157,17 @@ class Cache:
         """
         import torch
 
-        from softlabels.pipeline import Normalize, ViewPipeline
+        from softlabels.views import Normalize, replay_pipeline, replay_view
 
         source = self._source(source, None, "data")
         position = self._position(item)
         if source is not self._checked:  # once per source: its keys and labels are the cache's
             self.check_dataset(source)
             self._checked = source
-            self._pipeline = ViewPipeline(self.info.input, self.info.augment.name, source)  # mixed views: partners
+            self._pipeline = replay_pipeline(self.info, source)  # mixed views: partners from `source`
         assert self._pipeline is not None
         rows = self._targets.rows(position).view(self._view(view))
-        x = self._pipeline.decode(source.load(position))
-        image = self._pipeline.view(x, rows.params if rows.params is not None else ())
+        image = replay_view(self._pipeline, self._pipeline.decode(source.load(position)), rows)
         if normalize:
             image = Normalize(self.info.input)(image[None])[0]
         return image, int(self.labels[position]), torch.from_numpy(rows.dense())

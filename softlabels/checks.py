@@ -18,6 +18,7 @@ from softlabels.data import DatasetSource, key_text, open_dataset
 from softlabels.data.sample_errors import reading
 from softlabels.models.preprocessing import Preprocessing
 from softlabels.progress import bar as progress_bar
+from softlabels.views import Normalize, ViewPipeline, replay_pipeline, replay_view, stack
 
 SHOWN = 3  # examples per kind of difference in a message
 # Allowed |stored - recomputed| logit difference, as a fraction of the view's largest |logit| (at least
@@ -192,7 +193,6 @@ def recompute(
     """Re-run the teacher (default: the recorded one; every member of a several-teacher cache) on `n`
     random samples (chosen by `seed`) and compare with the stored targets, replaying each view from
     its stored parameters. The images come from `source` (default: the recorded dataset), by key."""
-    from softlabels.pipeline import ViewPipeline
     from softlabels.runtime import resolve_device
 
     targets = store.CacheTargets(path, memory_budget=0)  # read only the rows recomputed
@@ -202,7 +202,7 @@ def recompute(
             raise ValueError(f"{path} records no dataset: pass --dataset")
         source = open_dataset(info.dataset.spec, info.dataset.split, info.dataset.root or "data")
     members = _load_members(info, teacher, weights, trust_checkpoint, resolve_device(device))
-    pipeline = ViewPipeline(info.input, info.augment.name, source)
+    pipeline = replay_pipeline(info, source)
     rows = np.sort(np.random.default_rng(seed).choice(layout.num_samples, min(n, layout.num_samples), replace=False))
     keys = [str(k) for k in targets.keys_labels()[0]]
     index = {k: i for i, k in enumerate(source.keys)}
@@ -217,7 +217,7 @@ def recompute(
                     f"point --dataset at the images the cache was built from"
                 )
             stored = targets.rows(row)
-            views = _views(pipeline, source, index[key], key, stored, info)
+            views = _views(pipeline, source, index[key], stored, layout.num_views)
             for member, (name, model, normalize, device_) in enumerate(members):
                 with torch.inference_mode():
                     batch = normalize(views.to(device_).contiguous(memory_format=torch.channels_last))
@@ -234,7 +234,6 @@ def recompute(
 
 def _load_members(info: store.CacheInfo, spec: str | None, weights: str | None, trust: bool, device) -> list:
     """(name, model, normalize, device) of every teacher to re-run, each with its recorded input."""
-    from softlabels.pipeline import Normalize
     from softlabels.runtime import prepare_model
 
     if len(info.members) > 1 and (spec or weights):
@@ -275,13 +274,10 @@ def _load_teacher(
         ).model
 
 
-def _views(pipeline, source, index: int, key: str, stored: store.Rows, info: store.CacheInfo) -> torch.Tensor:
+def _views(pipeline: ViewPipeline, source, index: int, stored: store.Rows, num_views: int) -> torch.Tensor:
     """The (V, C, S, S) un-normalised teacher inputs of one sample, replayed from the stored parameters."""
     x = pipeline.decode(source.load(index))
-    params = stored.params
-    if params is None:
-        params = pipeline.stored_params(x, info.augment.seed, key, info.layout.num_views)
-    return pipeline.views(x, params)
+    return stack([replay_view(pipeline, x, stored.view(view)) for view in range(num_views)])
 
 
 def _differences(stored: store.Rows, fresh: np.ndarray, tolerance: float):

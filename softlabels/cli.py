@@ -34,8 +34,7 @@ def main():
 
 
 def _augment_help() -> str:
-    from softlabels.mixing import MIXES
-    from softlabels.transforms import AUGMENTS
+    from softlabels.views import AUGMENTS, MIXES
 
     lines = [f"  {name}: {aug.description}" for name, aug in AUGMENTS.items()]
     lines += [

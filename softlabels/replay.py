@@ -11,8 +11,8 @@ of the V stored views, so that every V consecutive epochs use each view once. A 
 takes the view of the epoch set by `set_epoch` (read in the process that runs `__getitem__`: with
 persistent DataLoader workers, use `sampler()`, whose indices carry their view). `EpochSampler`
 shuffles positions each epoch from (seed, epoch) and yields (position, view, epoch) triples; the
-trainer and Lightning call its `set_epoch`. The replayed input is the build's exact view (the same
-`ViewPipeline`), with the teacher's dense logits of that view.
+trainer and Lightning call its `set_epoch`. The replayed input is the build's exact view
+(`softlabels.views.replay_view`), with the teacher's dense logits of that view.
 """
 
 from __future__ import annotations
@@ -24,9 +24,11 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from softlabels import store
+from softlabels.checks import require_same_samples
 from softlabels.data import DatasetSource
 from softlabels.data.sample_errors import SampleError, reading
-from softlabels.pipeline import Normalize, ViewPipeline
+from softlabels.ensemble import Ensemble
+from softlabels.views import AUGMENTS, Augment, Normalize, ViewPipeline, random_view, replay_pipeline, replay_view
 
 
 class NoDigestsWarning(UserWarning):
@@ -95,9 +97,12 @@ class EpochSampler(Sampler):
             yield index, view, self.epoch
 
 
-def random_view(pipeline: ViewPipeline, x: torch.Tensor, seed: int, index: int, epoch: int) -> torch.Tensor:
-    """A random (uncached) view, from a generator seeded by (seed, epoch, sample index)."""
-    return pipeline.random_view(x, np.random.default_rng([int(seed), epoch, index, 0xA06]))
+def check_same_samples(targets: store.CacheTargets, source: DatasetSource) -> str:
+    """Refuse images that are not the ones the cache was built on; returns the shared fingerprint."""
+    fingerprint = store.dataset_fingerprint(source.keys, source.labels)
+    if fingerprint != targets.info.fingerprint:
+        require_same_samples(targets.path, source, targets)  # says what differs (or passes a cache without one)
+    return fingerprint
 
 
 class ReplayDataset(Dataset):
@@ -109,7 +114,7 @@ class ReplayDataset(Dataset):
         normalize: normalise inputs with the cache's recorded statistics (else float32 in [0, 1]).
         transform: a callable applied to each input tensor last.
         seed: seeds the view schedule and, with `random_augment`, the random views.
-        random_augment: pair random views of this augmentation with the stored targets instead
+        random_augment: pair random views of this `Augment` with the stored targets instead
             (inconsistent teaching, the explicit `--inconsistent-augment` choice, for comparisons).
         allow_changed_augment: replay with a user augmentation that changed since the build.
         ensemble: with several teachers, how to mix them (`softlabels.ensemble`): `mean-prob`
@@ -132,7 +137,7 @@ class ReplayDataset(Dataset):
         normalize: bool = False,
         transform=None,
         seed: int = 0,
-        random_augment: str = "none",
+        random_augment: Augment = AUGMENTS["none"],
         allow_changed_augment: bool = False,
         ensemble: str | None = None,
         temperature: float = 1.0,
@@ -140,31 +145,15 @@ class ReplayDataset(Dataset):
     ):
         if not isinstance(targets, store.CacheTargets):
             targets = store.CacheTargets(targets)
-        from softlabels.checks import require_same_samples
-
-        if store.dataset_fingerprint(source.keys, source.labels) != targets.info.fingerprint:
-            require_same_samples(targets.path, source, targets)  # says what differs (or passes a cache without one)
+        self.fingerprint = check_same_samples(targets, source)
         self.source, self.targets, self.seed, self.transform = source, targets, seed, transform
         prep = targets.info.input
-        recorded = targets.info.augment
-        self.replay = ViewPipeline(prep, recorded.name, source)
-        if recorded.source_sha256 and not allow_changed_augment:
-            from softlabels.user_augments import identity_differences
-
-            changed = identity_differences(recorded.identity(), self.replay.augment)
-            if changed:
-                raise ValueError(
-                    f"the augmentation {recorded.name} changed since {targets.path} was built "
-                    f"({changed[0]}): its views would not replay; rebuild the cache, or pass "
-                    f"--inconsistent-augment to train on them anyway"
-                )
+        self.replay = replay_pipeline(targets.info, source, allow_changed_augment)
         self.random = ViewPipeline(prep, random_augment)
         self.normalize = Normalize(prep) if normalize else None
         self.schedule = ViewSchedule(len(source), targets.layout.num_views, seed)
         self.ensemble = None
         if targets.layout.num_teachers > 1:
-            from softlabels.ensemble import Ensemble
-
             self.ensemble = Ensemble.parse(ensemble, targets.info.member_names, temperature)
         elif ensemble not in (None, "mean-prob"):
             raise ValueError(f"--ensemble {ensemble}: {targets.path} holds one teacher's outputs")
@@ -229,7 +218,7 @@ class ReplayDataset(Dataset):
             if self.random.augment.name != "none":
                 image = random_view(self.random, x, self.seed, index, epoch)
             else:
-                image = self.replay.view(x, rows.params if rows.params is not None else ())
+                image = replay_view(self.replay, x, rows)
         if self.normalize is not None:
             image = self.normalize(image[None])[0]
         if self.transform is not None:

@@ -74,13 +74,43 @@ def test_one_resolver_and_one_normalisation():
         for node in ast.walk(tree)
         if isinstance(node, ast.ClassDef) and node.name == "Normalize"
     }
-    assert normalisers == {"softlabels/pipeline.py"}
+    assert normalisers == {"softlabels/views/pipeline.py"}
 
 
 def test_views_are_made_only_by_the_pipeline():
-    augmentation_modules = {"softlabels/transforms.py", "softlabels/user_augments.py"}  # wrappers call inner ones
+    augmentation_modules = {"softlabels/views/user.py"}  # a user augmentation's wrapper calls the inner one
     users = {path for path in calls_to("apply") if path not in augmentation_modules}
-    assert users <= {"softlabels/pipeline.py"}
+    assert users <= {"softlabels/views/pipeline.py"}
+
+
+def definitions_of(name):
+    return {
+        str(path.relative_to(ROOT))
+        for path, tree in sources(outside_store=False)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name == name
+    }
+
+
+def test_one_function_replays_a_stored_view():
+    """The trainer's dataset, `Cache.replay` and `verify --recompute` remake a stored view the same way."""
+    assert definitions_of("replay_view") == {"softlabels/views/replay.py"}
+    callers = {"softlabels/replay.py", "softlabels/cache.py", "softlabels/checks.py"}
+    assert set(calls_to("replay_view")) == callers
+    assert set(calls_to("replay_pipeline")) == callers  # each with the cache's recorded input and augmentation
+
+
+def test_augment_text_becomes_an_object_at_the_edges_only():
+    assert definitions_of("parse_augment") == {"softlabels/views/specs.py"}
+    edges = {"softlabels/build.py", "trainer/config.py", "trainer/loop.py", "softlabels/views/specs.py"}
+    assert set(calls_to("parse_augment")) <= edges  # the options; specs.py: a cache's record read back
+    assert set(calls_to("parse_mixed")) == {"softlabels/views/specs.py"}  # the kinds of text parse_augment reads
+    assert set(calls_to("load_user_augment")) == {"softlabels/views/specs.py"}
+
+
+def test_the_trainers_path_schedules_views_and_checks_the_samples_once():
+    assert set(calls_to("ViewSchedule")) == {"softlabels/replay.py"}
+    assert set(calls_to("check_same_samples")) == {"softlabels/replay.py"}
 
 
 def test_importing_and_plotting_leave_the_users_matplotlib_backend_alone(tmp_path):

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from softlabels.extras import install_hint
-from softlabels.pipeline import Normalize
+from softlabels.views import Normalize
 from trainer import checkpoints
 from trainer.config import FitConfig, check_config
 from trainer.data import eval_dataset

@@ -20,7 +20,7 @@ from softlabels.clitools import (
 )
 from softlabels.extras import install_hint
 from softlabels.runtime import current_rank, default_workers
-from softlabels.transforms import AUGMENTS
+from softlabels.views import AUGMENTS
 from trainer.config import OPTIMIZERS, SCHEDULES, FitConfig
 from trainer.data import START_METHODS
 from trainer.logs import LOGGERS

@@ -12,7 +12,7 @@ from softlabels import store
 from softlabels.models.registry import archive_path
 from softlabels.options import Options
 from softlabels.runtime import default_workers
-from softlabels.transforms import get_augment
+from softlabels.views import parse_augment, recorded_augment
 from trainer.logs import check_loggers
 from trainer.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, LOSSES, Objective, default_loss, teacher_losses
 
@@ -252,7 +252,7 @@ def _check_finite(config: FitConfig) -> None:
 
 
 def _check_augment(config: FitConfig) -> None:
-    augment = get_augment(config.data.augment)
+    augment = parse_augment(config.data.augment)
     if augment.mixes:
         raise ValueError(
             f"--augment {augment.name} makes mixed views for a cache, where the teacher labels each mixed image: "
@@ -276,7 +276,7 @@ def _check_augment(config: FitConfig) -> None:
 
 def check_mixed_views(config: FitConfig, cache: store.CacheInfo | None) -> None:
     """Mixed views (MixUp, CutMix) have no single label: only the teacher's targets can teach them."""
-    if cache is None or not get_augment(cache.augment.name).mixes:
+    if cache is None or not recorded_augment(cache.augment).mixes:
         return
     term = config.make_objective().loss.label_term
     if term is not None:

@@ -1,8 +1,8 @@
 """Training data: images joined with cached targets by a verified fingerprint, views, samplers, loaders.
 
 Datasets return UN-normalised views (float32 [0, 1], (C, S, S), already at the image size), made by
-the same `softlabels.pipeline.ViewPipeline` as the teacher pass: each model normalises on its device
-(`softlabels.pipeline.Normalize`).
+the same `softlabels.views.ViewPipeline` as the teacher pass: each model normalises on its device
+(`softlabels.views.Normalize`).
 
 A cached sample is addressed by (position, view, epoch), yielded by `EpochSampler`: the sampler
 shuffles positions each epoch from (seed, epoch) and picks the view from a `ViewSchedule`, a seeded
@@ -23,28 +23,19 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from softlabels import store
-from softlabels.checks import require_same_samples
 from softlabels.data import DatasetSource, eval_spec_for, open_dataset
 from softlabels.data.sample_errors import reading
 from softlabels.models.inputs import data_input
 from softlabels.models.preprocessing import Preprocessing
-from softlabels.pipeline import ViewPipeline
-from softlabels.replay import ReplayDataset, ViewSchedule, random_view
+from softlabels.replay import ReplayDataset, ViewSchedule
 from softlabels.runtime import end_workers
 from softlabels.stopping import ignore_in_worker
+from softlabels.views import AUGMENTS, Augment, ViewPipeline, random_view
 
 START_METHODS = ("fork", "spawn", "forkserver")
 
 
 # ----------------------------------------------------------------------------- matching images and cache
-
-
-def check_same_samples(targets: store.CacheTargets, source: DatasetSource) -> str:
-    """Refuse images that are not the ones the cache was built on; returns the shared fingerprint."""
-    fingerprint = store.dataset_fingerprint(source.keys, source.labels)
-    if fingerprint != targets.info.fingerprint:
-        require_same_samples(targets.path, source, targets)  # says what differs (or passes a cache without one)
-    return fingerprint
 
 
 def subset_indices(labels: np.ndarray, per_class: int | None) -> np.ndarray:
@@ -73,7 +64,7 @@ def _unpack(item) -> tuple[int, int, int]:
 class LabelledDataset(Dataset):
     """(view, label) of a dataset: plain, or randomly augmented by `augment` (seeded per sample and epoch)."""
 
-    def __init__(self, source: DatasetSource, prep: Preprocessing, augment: str = "none", seed: int = 0):
+    def __init__(self, source: DatasetSource, prep: Preprocessing, augment: Augment = AUGMENTS["none"], seed: int = 0):
         self.source, self.seed = source, seed
         self.pipeline = ViewPipeline(prep, augment)
 
@@ -186,7 +177,7 @@ def cached_training_data(
     download: bool = False,
     memory_budget: int = 2 << 30,
     subset: int | None = None,
-    augment: str = "none",
+    augment: Augment = AUGMENTS["none"],
     seed: int = 0,
     allow_changed_augment: bool = False,
     ensemble: str | None = None,
@@ -201,37 +192,31 @@ def cached_training_data(
     `check_content` compares every image read with the digest the build recorded."""
     targets = store.CacheTargets(cache, memory_budget=memory_budget, verify=verify)
     source = open_cache_dataset(targets.info, spec, data_root, download)
-    fingerprint = check_same_samples(targets, source)
+    dataset = ReplayDataset(  # checks the images against the cache's fingerprint, makes the view schedule
+        source,
+        targets,
+        seed=seed,
+        random_augment=augment,
+        allow_changed_augment=allow_changed_augment,
+        ensemble=ensemble,
+        temperature=temperature,
+        check_content=check_content,
+    )
     if targets.layout.num_classes != len(source.classes):
         raise ValueError(f"the cache has {targets.layout.num_classes} classes but {source.spec} {len(source.classes)}")
-    schedule = ViewSchedule(len(source), targets.layout.num_views, seed)
     if views_per_decode > targets.layout.num_views:
         raise ValueError(
             f"--views-per-decode {views_per_decode} is more than the {targets.layout.num_views} view(s) "
             f"{cache} stores per sample"
         )
+    indices = subset_indices(source.labels, subset)
     return TrainingData(
-        source,
-        ReplayDataset(
-            source,
-            targets,
-            seed=seed,
-            random_augment=augment,
-            allow_changed_augment=allow_changed_augment,
-            ensemble=ensemble,
-            temperature=temperature,
-            check_content=check_content,
-        ),
-        subset_indices(source.labels, subset),
-        targets.info.input,
-        fingerprint,
-        schedule,
-        targets.info,
+        source, dataset, indices, targets.info.input, dataset.fingerprint, dataset.schedule, targets.info
     )
 
 
 def labelled_training_data(
-    source: DatasetSource, subset: int | None, augment: str, seed: int, image_prep: Preprocessing | None = None
+    source: DatasetSource, subset: int | None, augment: Augment, seed: int, image_prep: Preprocessing | None = None
 ) -> TrainingData:
     """A dataset with its labels (and random augmentation), as views for the input `image_prep` (the
     dataset's defaults when None)."""

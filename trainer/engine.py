@@ -16,10 +16,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from softlabels.pipeline import flatten_views, to_device
 from softlabels.progress import bar as progress_bar
 from softlabels.runtime import autocast
 from softlabels.stopping import Stopped
+from softlabels.views import flatten_views, to_device
 from trainer.config import NonFiniteLoss
 from trainer.resume import LAST, Progress
 from trainer.setup import Run, Teacher, input_dtype

@@ -17,10 +17,10 @@ from softlabels.data import open_dataset
 from softlabels.models.inputs import data_input
 from softlabels.models.preprocessing import Preprocessing
 from softlabels.models.teachers import load_teacher
-from softlabels.pipeline import Normalize, stack
 from softlabels.replay import EpochSampler
 from softlabels.runtime import Rank, prepare_model
 from softlabels.stopping import StopRequest
+from softlabels.views import Normalize, parse_augment, stack
 from trainer.config import FitConfig, check_mixed_views
 from trainer.data import (
     TrainingData,
@@ -91,6 +91,7 @@ def load_data(config: FitConfig) -> tuple[TrainingData, Teacher | None, Preproce
     are (only its statistics resolve); from labels alone the views are made for the student's own input.
     """
     data, runtime, seed, model = config.data, config.runtime, config.optim.seed, config.model
+    augment = parse_augment(data.augment)
     if runtime.cache:
         training = cached_training_data(
             runtime.cache,
@@ -99,7 +100,7 @@ def load_data(config: FitConfig) -> tuple[TrainingData, Teacher | None, Preproce
             download=runtime.download,
             memory_budget=runtime.cache_memory_mb << 20,
             subset=data.subset,
-            augment=data.augment,
+            augment=augment,
             seed=seed,
             allow_changed_augment=data.inconsistent_augment,
             ensemble=config.objective.ensemble,
@@ -125,7 +126,7 @@ def load_data(config: FitConfig) -> tuple[TrainingData, Teacher | None, Preproce
             model.std,
             model.image_size,
         )
-        return labelled_training_data(source, data.subset, data.augment, seed, prep), None, prep
+        return labelled_training_data(source, data.subset, augment, seed, prep), None, prep
     loaded = load_teacher(
         config.objective.teacher,
         runtime.weights,
@@ -133,7 +134,7 @@ def load_data(config: FitConfig) -> tuple[TrainingData, Teacher | None, Preproce
         trust_checkpoint=runtime.trust_checkpoint,
         data=data_input(source.defaults),
     )
-    training = labelled_training_data(source, data.subset, data.augment, seed, loaded.input)
+    training = labelled_training_data(source, data.subset, augment, seed, loaded.input)
     teacher = Teacher(loaded.model.eval(), Normalize(loaded.input))
     student = student_input(model.student, loaded.input, model.mean, model.std, data_input(source.defaults))
     return training, teacher, student

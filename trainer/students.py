@@ -4,7 +4,7 @@ A student spec is a zoo name (`softlabels.models.zoo.list_models()`), `torchvisi
 `FILE.py:FUNC`; archives (TorchScript, .pt2) are frozen programs and cannot be students. Datasets hand
 out un-normalised [0, 1] images at the size of the data; the student's statistics come from
 `softlabels.models.inputs.resolve_input`, and it normalises its own batch on the device
-(`softlabels.pipeline.Normalize`).
+(`softlabels.views.Normalize`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from softlabels.models.preprocessing import Preprocessing
 from softlabels.models.registry import source_for
 from softlabels.models.weights import load_model, read_weights
 from softlabels.models.zoo import list_models
-from softlabels.pipeline import to_device
+from softlabels.views import to_device
 
 
 def list_students() -> list[str]:

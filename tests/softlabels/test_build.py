@@ -13,7 +13,7 @@ from softlabels.data import open_dataset
 from softlabels.models.preprocessing import Preprocessing
 from softlabels.models.teachers import load_teacher
 from softlabels.shards import merge_caches
-from softlabels.transforms import to_tensor
+from softlabels.views import to_tensor
 
 
 def logits_of(path):

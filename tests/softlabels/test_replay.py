@@ -113,7 +113,7 @@ AUGMENTS = '''
 import numpy as np
 import torch
 from torchvision.transforms import v2
-from softlabels.transforms import Augment
+from softlabels.views import Augment
 
 
 class Shade(Augment):
@@ -180,9 +180,9 @@ def test_a_changed_augmentation_is_refused(augment_file, build_options, image_fo
     options = {**build_options, "out": str(tmp_path / "c.h5"), "views": 2, "augment": f"{augment_file}:strong"}
     path = build_cache(BuildConfig.from_options(**options)).path
     augment_file.write_text(augment_file.read_text().replace("magnitude=9", "magnitude=5"))
-    from softlabels import user_augments
+    from softlabels.views import user
 
-    user_augments._LOADED.clear()  # a new process would load the edited file
+    user._LOADED.clear()  # a new process would load the edited file
     with pytest.raises(ValueError, match=r"changed since .* was built \(source_sha256: cache has"):
         softlabels.open_cache(path).dataset(f"imagefolder:{image_folder}")
     from trainer.data import cached_training_data

@@ -7,14 +7,13 @@ import torch
 from softlabels.data import open_dataset
 from softlabels.models.preprocessing import Preprocessing
 from softlabels.models.teachers import load_teacher
-from softlabels.pipeline import Normalize
-from softlabels.replay import EpochSampler, ViewSchedule
+from softlabels.replay import EpochSampler, ViewSchedule, check_same_samples
 from softlabels.store import CacheTargets, read_info
+from softlabels.views import AUGMENTS, Normalize
 from trainer.data import (
     CachedDataset,
     LabelledDataset,
     cached_training_data,
-    check_same_samples,
     make_loader,
     subset_indices,
 )
@@ -81,7 +80,7 @@ def test_replayed_views_reproduce_the_cached_logits(multiview_cache, image_folde
 
 def test_random_augmentation_is_seeded_per_sample_and_epoch(image_folder):
     source = open_dataset(f"imagefolder:{image_folder}")
-    dataset = LabelledDataset(source, Preprocessing((0.5,) * 3, (0.25,) * 3, 8), augment="cifar", seed=1)
+    dataset = LabelledDataset(source, Preprocessing((0.5,) * 3, (0.25,) * 3, 8), augment=AUGMENTS["cifar"], seed=1)
     assert torch.equal(dataset[(4, 0, 2)][0], dataset[(4, 0, 2)][0])
     assert not all(torch.equal(dataset[(4, 0, 0)][0], dataset[(4, 0, e)][0]) for e in range(1, 4))
 

@@ -18,7 +18,7 @@ from softlabels.models.inputs import resolve_input
 from softlabels.models.preprocessing import Preprocessing
 from softlabels.models.registry import create_model, declared_input, source_for
 from softlabels.models.teachers import load_teacher
-from softlabels.pipeline import Normalize, ViewPipeline
+from softlabels.views import Normalize, ViewPipeline
 
 timm = pytest.importorskip("timm")  # the test extra installs it; CI runs these
 SIZES = [(200, 150), (90, 160), (170, 170), (300, 120), (64, 48)]  # width x height: landscape, portrait, ...

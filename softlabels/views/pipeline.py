@@ -8,8 +8,8 @@ Inputs with `pixels = "uint8"` (every input resolved since it exists) crop and r
 uint8 pixels and convert to float last, as torchvision's fast path does; inputs without it (caches
 of format 1) resample float32 pixels, so their stored views replay bit for bit.
 
-Mixed views (`BASE+mixup`, `BASE+cutmix`: `softlabels.mixing`) make the BASE view of the sample
-and of a partner sample (loaded from `source` by its row), then mix them.
+The pipeline calls every augmentation's `draw` and `view` alike; it is their `ViewMaker`: it makes
+one-sample views (`make`) and loads partner samples from `source` for views that mix two samples.
 
 `ViewPipeline` does the first three on the CPU (DataLoader workers) and hands out un-normalised
 float32 [0, 1] views; each model normalises its own batch on its device (`Normalize`), so online KD
@@ -25,24 +25,32 @@ import torch
 from torch import nn
 
 from softlabels.data.sample_errors import reading
-from softlabels.mixing import Mixed
 from softlabels.models.preprocessing import Preprocessing
-from softlabels.transforms import Augment, eval_fit, fit_size, get_augment, sample_views, to_pixels, view_rng
+from softlabels.views.augment import Augment, random_view_rng, view_rng
+from softlabels.views.geometric import AUGMENTS
+from softlabels.views.pixels import eval_fit, fit_size, to_float, to_pixels
 
 
 class ViewPipeline:
-    """Views of samples for a model input (`prep`: channels and size) under one augmentation; mixed
-    views also load their partner samples from `source`."""
+    """Views of samples for a model input (`prep`: channels and size) under one augmentation (an
+    `Augment`: `softlabels.views.parse_augment` makes one from text); views that mix two samples
+    load their partners from `source`."""
 
-    def __init__(self, prep: Preprocessing, augment: str | Augment = "none", source=None):
+    def __init__(self, prep: Preprocessing, augment: Augment = AUGMENTS["none"], source=None):
+        if not isinstance(augment, Augment):
+            raise TypeError(f"ViewPipeline takes an Augment, got {augment!r}: make one with views.parse_augment")
         self.prep = prep
-        self.augment = get_augment(augment)
+        self.augment = augment
         self.source = source
-        if not prep.is_image and (self.augment.takes_uint8 or self.augment.mixes) and self.augment.name != "none":
+        if not prep.is_image and (augment.takes_uint8 or augment.mixes) and augment.name != "none":
             raise ValueError(
-                f"augment {self.augment.name} works on images; tensor samples take none or a "
+                f"augment {augment.name} works on images; tensor samples take none or a "
                 f"FILE.py:NAME augmentation of your own"
             )
+
+    @property
+    def image_size(self) -> int:
+        return self.prep.image_size
 
     def decode(self, sample) -> torch.Tensor:
         """A decoded sample (a PIL image) as (C, H, W) with the input's channels: uint8 pixels, or
@@ -57,36 +65,40 @@ class ViewPipeline:
         if prep.resize is not None and not self.augment.resizes:
             sample = eval_fit(sample, prep.channels, prep.resize, prep.image_size, prep.interpolation)
         pixels = to_pixels(sample, prep.channels)
-        return pixels if prep.pixels == "uint8" else pixels.to(torch.float32).div_(255)
+        return pixels if prep.pixels == "uint8" else to_float(pixels)
 
     def view(self, x: torch.Tensor, params) -> torch.Tensor:
         """The view of decoded `x` that `params` (P,) describe: float32 (C, S, S) in [0, 1] (a tensor
         sample: the augmentation's output, or the sample itself)."""
-        mixed = self.augment
-        if isinstance(mixed, Mixed):
-            own, partner, theirs, how = mixed.split(params)
-            other = self._single(self._partner(partner), theirs, mixed.base)
-            return mixed.mix(self._single(x, own, mixed.base), other, how)
-        return self._single(x, params, self.augment)
+        return self.augment.view(x, params, self)
 
-    def _single(self, x: torch.Tensor, params, augment: Augment) -> torch.Tensor:
+    def make(self, x: torch.Tensor, params, augment: Augment) -> torch.Tensor:
+        """The view of decoded `x` under a one-sample augmentation's `apply`, at the input size."""
         if not self.prep.is_image:
             return augment.apply(x, params, 0)
         if x.shape[-3] != self.prep.channels:
             raise ValueError(f"image has {x.shape[-3]} channels but the input expects {self.prep.channels}")
         if x.dtype == torch.uint8 and not augment.takes_uint8:
-            x = x.to(torch.float32).div_(255)
-        y = fit_size(augment.apply(x, params, self.prep.image_size), self.prep.image_size)
-        return y.to(torch.float32).div_(255) if y.dtype == torch.uint8 else y
+            x = to_float(x)
+        return to_float(fit_size(augment.apply(x, params, self.prep.image_size), self.prep.image_size))
 
-    def _partner(self, row: int) -> torch.Tensor:
-        """Decoded sample `row` of `source`: the partner of a mixed view."""
+    @property
+    def partners(self) -> int:
+        """How many samples `source` holds (the rows a partner is drawn from)."""
         if self.source is None:
             raise ValueError(f"{self.augment.name} views mix two samples: the pipeline needs the dataset (source=)")
-        if not 0 <= row < len(self.source):
+        return len(self.source)
+
+    def partner(self, row: int) -> torch.Tensor:
+        """Decoded sample `row` of `source`: the partner of a mixed view."""
+        if not 0 <= row < self.partners:
             raise ValueError(f"a mixed view names partner row {row}, but the dataset has {len(self.source)} samples")
         with reading(self.source, row):
             return self.decode(self.source.load(row))
+
+    def extent(self, x) -> tuple[int, int]:
+        """(height, width) an augmentation draws for: an image's; (0, 0) for tensor samples."""
+        return (x.shape[-2], x.shape[-1]) if self.prep.is_image else (0, 0)
 
     def views(self, x: torch.Tensor, params) -> torch.Tensor:
         """(V, C, S, S) views of decoded `x` for (V, P) parameters."""
@@ -96,25 +108,13 @@ class ViewPipeline:
         return stack([self.view(x, row) for row in params])
 
     def stored_params(self, x, seed: int, key: str, num_views: int) -> np.ndarray:
-        """The (V, P) parameters of a sample's stored views: a function of (seed, key) alone (and, for
-        mixed views, of the dataset the partners are drawn from)."""
-        height, width = _extent(x, self.prep)
-        if isinstance(self.augment, Mixed):
-            return self._mixed_params(self.augment, seed, key, num_views, height, width)
-        return sample_views(self.augment, seed, key, num_views, height, width, self.prep.image_size)
-
-    def _mixed_params(self, mixed: Mixed, seed: int, key: str, num_views: int, height: int, width: int) -> np.ndarray:
-        size, rng, base = self.prep.image_size, view_rng(seed, key), mixed.base
-        if self.source is None:
-            raise ValueError(f"{mixed.name} views mix two samples: the pipeline needs the dataset (source=)")
-        rows = []
-        for _ in range(num_views):
-            own = base.encode(base.sample(rng, height, width, size))
-            partner = int(rng.integers(0, len(self.source)))
-            other = self._partner(partner)
-            theirs = base.encode(base.sample(rng, *_extent(other, self.prep), size))
-            rows.append(mixed.join(own, partner, theirs, mixed.sample_mix(rng, size)))
-        return np.stack(rows).astype(np.int32, copy=False)
+        """The (V, P) parameters of a sample's stored views: view v is the v-th draw from
+        `view_rng(seed, key)` (and, for mixed views, depends on the dataset partners are drawn from)."""
+        if num_views < 1:
+            raise ValueError(f"views must be at least 1, got {num_views}")
+        rng = view_rng(seed, key)
+        rows = [self.augment.draw(rng, x, self) for _ in range(num_views)]
+        return np.stack(rows).astype(np.int32, copy=False).reshape(num_views, len(self.augment.param_names))
 
     def check_replay(self, x: torch.Tensor, params) -> None:
         """Refuse an augmentation whose view is not a function of its parameters (two runs differ)."""
@@ -128,19 +128,18 @@ class ViewPipeline:
 
     def random_view(self, x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """A freshly drawn (uncached) view."""
-        if self.augment.mixes:
+        if self.augment.mixes:  # no single label: only a teacher labelling the mixed image can teach it
             raise ValueError(
                 f"{self.augment.name} makes mixed views for a cache, where the teacher labels the mixed image: "
                 f"build one (softlabels build --views V --augment {self.augment.name}); a random mixed view has "
                 f"no label to learn"
             )
-        height, width = _extent(x, self.prep)
-        return self.view(x, self.augment.encode(self.augment.sample(rng, height, width, self.prep.image_size)))
+        return self.view(x, self.augment.draw(rng, x, self))
 
 
-def _extent(x, prep: Preprocessing) -> tuple[int, int]:
-    """(height, width) an augmentation draws for: an image's; (0, 0) for tensor samples."""
-    return (x.shape[-2], x.shape[-1]) if prep.is_image else (0, 0)
+def random_view(pipeline: ViewPipeline, x: torch.Tensor, seed: int, index: int, epoch: int) -> torch.Tensor:
+    """A random (uncached) view, from a generator seeded by (seed, epoch, sample index)."""
+    return pipeline.random_view(x, random_view_rng(seed, epoch, index))
 
 
 def _clone(x):

@@ -9,7 +9,8 @@ student replaying the view learns exactly what the teacher said about what it se
 A view's stored parameters are the sample's BASE parameters, the partner's row, the partner's BASE
 parameters and the mix (lambda as float32 bits, or the box): the partner's row and view are drawn
 from the same (seed, key) stream as everything else, so the file does not depend on batch size,
-workers or ranks, and `ViewPipeline` replays a view bit for bit by loading the partner again.
+workers or ranks, and a replay makes the view bit for bit by loading the partner again. `Mixed` is an
+`Augment` like the others: its `draw` and `view` ask the pipeline (`ViewMaker`) for the partner.
 Mixed views carry no single label: train on them with KD alone (`--alpha 1`) or `--loss hard`.
 """
 
@@ -20,7 +21,8 @@ import math
 import numpy as np
 import torch
 
-from softlabels.transforms import AUGMENTS, Augment
+from softlabels.views.augment import Augment, ViewMaker
+from softlabels.views.geometric import AUGMENTS
 
 MIXES = {"mixup": 0.2, "cutmix": 1.0}  # kind -> default Beta(alpha, alpha)
 MIX_PARAMS = {"mixup": (("lam", "float32"),), "cutmix": tuple((n, "int32") for n in ("top", "left", "bottom", "right"))}
@@ -90,11 +92,19 @@ class Mixed(Augment):
         top, left, bottom, right = how
         return 1.0 - (bottom - top) * (right - left) / float(image_size * image_size)
 
-    def sample(self, rng, height, width, image_size):
-        raise ValueError(f"{self.name} views draw a partner sample: they are made by ViewPipeline.stored_params")
+    def draw(self, rng: np.random.Generator, x, maker: ViewMaker) -> np.ndarray:
+        """The sample's BASE parameters, a partner row, the partner's BASE parameters (for its own
+        size), then the mix: all drawn, in this order, from the sample's generator."""
+        own = self.base.draw(rng, x, maker)
+        partner = int(rng.integers(0, maker.partners))
+        theirs = self.base.draw(rng, maker.partner(partner), maker)
+        return self.join(own, partner, theirs, self.sample_mix(rng, maker.image_size))
 
-    def apply(self, x, params, image_size):
-        raise ValueError(f"{self.name} views mix two samples: they are made by ViewPipeline.view")
+    def view(self, x, row, maker: ViewMaker) -> torch.Tensor:
+        """The BASE view of this sample and of the partner the row names, mixed as the row says."""
+        own, partner, theirs, how = self.split(row)
+        other = self.base.view(maker.partner(partner), theirs, maker)
+        return self.mix(self.base.view(x, own, maker), other, how)
 
 
 def parse_mixed(spec: str) -> Mixed | None:

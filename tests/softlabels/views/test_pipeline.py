@@ -9,7 +9,7 @@ import softlabels
 from softlabels import checks, store
 from softlabels.build import TeacherInputs
 from softlabels.data import open_dataset
-from softlabels.pipeline import Normalize, ViewPipeline
+from softlabels.views import AUGMENTS, Normalize, ViewPipeline, recorded_augment
 from trainer.data import CachedDataset
 
 
@@ -18,13 +18,13 @@ def test_every_consumer_sees_the_same_view(cache_of, image_folder, kind):
     path = cache_of(kind)
     info = store.read_info(path)
     source = open_dataset(f"imagefolder:{image_folder}")
-    pipeline = ViewPipeline(info.preprocessing, info.augment.name)
+    pipeline = ViewPipeline(info.preprocessing, recorded_augment(info.augment))
     targets = store.CacheTargets(path)
     trainer_data = CachedDataset(source, targets)
     cache = softlabels.open_cache(path)
     for index in (0, 9, 17):
         stored = targets.rows(index)
-        recomputed = checks._views(pipeline, source, index, source.keys[index], stored, info)
+        recomputed = checks._views(pipeline, source, index, stored, info.layout.num_views)
         built = None
         if info.augment.seeds is None:  # a merged view set holds views of several seeds: no single build
             built = TeacherInputs(source, pipeline, info.layout.num_views, info.augment.seed)[index][1]
@@ -78,14 +78,14 @@ def test_format_1_inputs_resample_float_pixels_and_new_ones_uint8():
     from PIL import Image
     from torchvision.transforms.v2 import functional as TF
 
-    from softlabels.transforms import to_pixels, to_tensor
+    from softlabels.views import to_pixels, to_tensor
 
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8))
     params = np.array([3, 5, 30, 40, 1], dtype=np.int32)  # imagenet: top, left, height, width, flip
     old = softlabels.Preprocessing((0.5,) * 3, (0.25,) * 3, 16)
     new = softlabels.Preprocessing((0.5,) * 3, (0.25,) * 3, 16, pixels="uint8")
     for prep, decoded in ((old, to_tensor(image, 3)), (new, to_pixels(image, 3))):
-        pipeline = ViewPipeline(prep, "imagenet")
+        pipeline = ViewPipeline(prep, AUGMENTS["imagenet"])
         crop = decoded[:, 3:33, 5:45]
         expected = TF.resize(crop, [16, 16], antialias=True).flip(-1)
         if expected.dtype == torch.uint8:

@@ -13,11 +13,9 @@ from softlabels import store
 from softlabels.checks import recompute
 from softlabels.cli import main
 from softlabels.data import open_dataset
-from softlabels.mixing import Mixed
 from softlabels.models.teachers import load_teacher
-from softlabels.pipeline import Normalize, ViewPipeline
 from softlabels.replay import ReplayDataset
-from softlabels.transforms import get_augment
+from softlabels.views import Mixed, Normalize, ViewPipeline, parse_augment, recorded_augment
 from trainer.config import FitConfig
 from trainer.loop import fit
 
@@ -28,10 +26,10 @@ def mixed_cache(request, make_cache):
 
 
 def test_names_parse_to_canonical_mixes_and_bad_ones_are_refused():
-    mixup = get_augment("cifar+mixup")
+    mixup = parse_augment("cifar+mixup")
     assert isinstance(mixup, Mixed) and mixup.name == "cifar+mixup:0.2" and mixup.mixes
     assert mixup.param_names == ("top", "left", "flip", "partner", "partner_top", "partner_left", "partner_flip", "lam")
-    assert get_augment("imagenet+cutmix").name == "imagenet+cutmix:1"
+    assert parse_augment("imagenet+cutmix").name == "imagenet+cutmix:1"
     for spec, message in [
         ("cifar+blend", "unknown mix 'blend'"),
         ("rotate+mixup", "built-in base augmentation"),
@@ -39,17 +37,17 @@ def test_names_parse_to_canonical_mixes_and_bad_ones_are_refused():
         ("cifar+mixup:0", "must be a positive number"),
     ]:
         with pytest.raises(ValueError, match=message):
-            get_augment(spec)
+            parse_augment(spec)
 
 
 def test_a_mixed_cache_records_partners_and_replays_every_view_exactly(mixed_cache, image_folder):
     path, spec = mixed_cache
     info = store.read_info(path)
-    mixed = get_augment(info.augment.name)
+    mixed = recorded_augment(info.augment)
     assert isinstance(mixed, Mixed) and info.layout.param_names == mixed.param_names
     source = open_dataset(f"imagefolder:{image_folder}")
     targets = store.CacheTargets(path)
-    pipeline = ViewPipeline(info.input, info.augment.name, source)
+    pipeline = ViewPipeline(info.input, mixed, source)
     partners = set()
     for row in range(len(source)):
         for params in targets.params(row):
@@ -57,7 +55,7 @@ def test_a_mixed_cache_records_partners_and_replays_every_view_exactly(mixed_cac
             partners.add(partner)
             assert 0 <= partner < len(source)
             # the stored view is the mix of the two BASE views, as the parameters say
-            base = ViewPipeline(info.input, mixed.base.name)
+            base = ViewPipeline(info.input, mixed.base)
             a = base.view(base.decode(source.load(row)), own)
             b = base.view(base.decode(source.load(partner)), theirs)
             expected = mixed.mix(a, b, how)

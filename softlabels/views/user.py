@@ -1,8 +1,9 @@
 """Augmentations from a user's file, replayed exactly: `--augment FILE.py:NAME`.
 
 NAME is either
-  - an `Augment` (a subclass, or an instance, or a function returning one): the same sample/apply
-    contract as the built-ins, with int32 or float32 parameters;
+  - an `Augment` (a subclass, or an instance, or a function returning one): the same contract as
+    the built-ins (`sample`/`apply`, or `draw`/`view` for views of two samples), with int32 or
+    float32 parameters;
   - a function returning a torchvision v2 transform (e.g. `v2.Compose([v2.RandAugment(), ...])`):
     each view stores one int32 seed, and the build and every replay run the pipeline on the uint8
     image under torch's and Python's RNGs seeded from it, isolated from the caller's RNG state
@@ -20,10 +21,13 @@ import random
 import re
 from pathlib import Path
 
+import numpy as np
 import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
 
-from softlabels.transforms import Augment
 from softlabels.userfiles import import_user_file
+from softlabels.views.augment import Augment
 
 USER_SPEC = re.compile(r"^(?P<file>.+\.py):(?P<name>[A-Za-z_]\w*)$")
 _LOADED: dict[str, Augment] = {}
@@ -48,8 +52,6 @@ def _load(spec: str) -> Augment:
     found = getattr(module, match["name"], None)
     if found is None:
         raise ValueError(f"{path} does not define {match['name']!r}")
-    from torchvision.transforms import v2
-
     ready = isinstance(found, (Augment, v2.Transform))
     made = found if ready else found() if inspect.isclass(found) or callable(found) else found
     source = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -75,7 +77,7 @@ class UserAugment(Augment):
         if len(self.param_dtypes) != len(self.param_names) or set(self.param_dtypes) - {"int32", "float32"}:
             raise ValueError(f"{spec}: param_dtypes must give int32 or float32 for each of {self.param_names}")
         self.description = inner.description or type(inner).__name__
-        self.resizes = inner.resizes
+        self.resizes, self.mixes = inner.resizes, inner.mixes
 
     def sample(self, rng, height, width, image_size):
         return self.inner.sample(rng, height, width, image_size)
@@ -83,11 +85,25 @@ class UserAugment(Augment):
     def apply(self, x, params, image_size):
         return self.inner.apply(x, self.decode(params), image_size)
 
+    def draw(self, rng, x, maker):
+        if _overrides(self.inner, "draw"):  # the user's own draw (a partner sample, say): its stored row
+            return np.asarray(self.inner.draw(rng, x, maker), dtype=np.int32)
+        return super().draw(rng, x, maker)
+
+    def view(self, x, row, maker):
+        if _overrides(self.inner, "view"):
+            return self.inner.view(x, row, maker)
+        return super().view(x, row, maker)
+
     def identity(self) -> dict:
         return {"source": self.spec, "source_sha256": self.source_sha256, "repr": repr(self.inner)}
 
     def __reduce__(self):  # workers (spawn too) load it again from the spec
         return load_user_augment, (self.spec,)
+
+
+def _overrides(augment: Augment, hook: str) -> bool:
+    return getattr(type(augment), hook) is not getattr(Augment, hook)
 
 
 class SeededPipeline(Augment):
@@ -106,8 +122,6 @@ class SeededPipeline(Augment):
 
     def apply(self, x, params, image_size):
         (seed,) = self._unpack(params)
-        from torchvision import tv_tensors
-
         pixels = x if x.dtype == torch.uint8 else (x * 255).round().to(torch.uint8)  # exactly the decoded pixels
         image = tv_tensors.Image(pixels)
         python_state = random.getstate()

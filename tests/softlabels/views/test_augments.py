@@ -7,8 +7,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from softlabels.models.preprocessing import Preprocessing
-from softlabels.pipeline import Normalize, ViewPipeline
-from softlabels.transforms import AUGMENTS, fit_size, get_augment, sample_views, to_tensor, view_rng
+from softlabels.views import AUGMENTS, Normalize, ViewPipeline, fit_size, parse_augment, to_tensor, view_rng
 
 RGB = Preprocessing((0.5, 0.4, 0.3), (0.2, 0.25, 0.3), 8)
 GREY = Preprocessing((0.5,), (0.25,), 8)
@@ -20,7 +19,14 @@ def finish(x, prep):
 
 
 def make_view(x, augment, params, prep):
-    return ViewPipeline(prep, augment).view(x, params)
+    return ViewPipeline(prep, parse_augment(augment)).view(x, params)
+
+
+def sample_views(name, seed, key, views, height, width, image_size) -> np.ndarray:
+    """(V, P) int32 parameters of `views` views of an image of `height` x `width`: the v-th draw from
+    `view_rng(seed, key)` (what the pipeline stores, drawn here without it)."""
+    augment, rng = parse_augment(name), view_rng(seed, key)
+    return np.stack([augment.encode(augment.sample(rng, height, width, image_size)) for _ in range(views)])
 
 
 def random_image(height=8, width=8, mode="RGB", seed=0) -> Image.Image:
@@ -106,7 +112,7 @@ def test_imagenet_falls_back_to_torchvisions_central_crop():
 
 def test_unknown_augment_lists_the_names():
     with pytest.raises(ValueError, match="choose one of: none, flip, cifar, imagenet"):
-        get_augment("mixup")
+        parse_augment("mixup")
 
 
 # --- applying them -------------------------------------------------------------------------------
@@ -122,7 +128,7 @@ def test_replay_is_bit_exact(name):
 
 
 def test_cifar_centre_params_are_identity_and_offsets_pad_with_black():
-    cifar = get_augment("cifar")
+    cifar = parse_augment("cifar")
     x = random_tensor()
     assert torch.equal(cifar.apply(x, np.array([4, 4, 0]), 8), x)
     shifted = cifar.apply(x, np.array([0, 0, 0]), 8)
@@ -132,13 +138,13 @@ def test_cifar_centre_params_are_identity_and_offsets_pad_with_black():
 
 def test_flip_flips():
     x = random_tensor()
-    flip = get_augment("flip")
+    flip = parse_augment("flip")
     assert torch.equal(flip.apply(x, np.array([1]), 8), x.flip(-1))
     assert torch.equal(flip.apply(x, np.array([0]), 8), x)
 
 
 def test_imagenet_crops_then_resizes_to_image_size():
-    imagenet = get_augment("imagenet")
+    imagenet = parse_augment("imagenet")
     x = random_tensor(20, 30)
     view = imagenet.apply(x, np.array([2, 3, 10, 14, 0]), 8)
     expected = v2.functional.resize(x[:, 2:12, 3:17], [8, 8], antialias=True)
@@ -149,13 +155,13 @@ def test_imagenet_crops_then_resizes_to_image_size():
 
 def test_params_that_do_not_fit_are_refused():
     with pytest.raises(ValueError, match="do not fit"):
-        get_augment("imagenet").apply(random_tensor(), np.array([4, 4, 8, 8, 0]), 8)
+        parse_augment("imagenet").apply(random_tensor(), np.array([4, 4, 8, 8, 0]), 8)
     with pytest.raises(ValueError, match="takes 3 parameters"):
-        get_augment("cifar").apply(random_tensor(), np.array([4, 4]), 8)
+        parse_augment("cifar").apply(random_tensor(), np.array([4, 4]), 8)
 
 
 def test_views_of_one_decoded_sample():
-    pipeline = ViewPipeline(RGB, "cifar")
+    pipeline = ViewPipeline(RGB, AUGMENTS["cifar"])
     x = pipeline.decode(random_image())
     params = pipeline.stored_params(x, 0, "k", 5)
     np.testing.assert_array_equal(params, sample_views("cifar", 0, "k", 5, 8, 8, 8))
