@@ -1,36 +1,49 @@
 """trainer: train students from a softlabels cache (stage 2), from labels, or from a teacher online.
 
 from trainer import FitConfig, fit, kd_loss
-summary = fit(FitConfig(cache="data/cache.h5", student="small_cnn", out="runs/kd"))
+summary = fit(FitConfig.from_options(cache="data/cache.h5", student="small_cnn", out="runs/kd"))
+
+Names are imported on first use, so `import trainer` (and `trainer --help`) stays fast: no torch
+until you train.
 """
 
-from softlabels.checks import compare_samples
-from softlabels.replay import EpochSampler, ReplayDataset, ViewSchedule
-from trainer.config import FitConfig
-from trainer.data import CachedDataset, LabelledDataset
-from trainer.loop import evaluate, fit, train_one_epoch
-from trainer.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, Objective, hard_loss, kd_loss
-from trainer.students import create_student, list_students
-from trainer.sweep import SweepConfig, sweep
+from __future__ import annotations
 
-__all__ = [
-    "CachedDataset",
-    "ReplayDataset",
-    "EpochSampler",
-    "LabelledDataset",
-    "ViewSchedule",
-    "compare_samples",
-    "FitConfig",
-    "evaluate",
-    "fit",
-    "train_one_epoch",
-    "DEFAULT_ALPHA",
-    "DEFAULT_TEMPERATURE",
-    "Objective",
-    "hard_loss",
-    "kd_loss",
-    "create_student",
-    "list_students",
-    "SweepConfig",
-    "sweep",
-]
+import importlib
+
+# public name -> module that defines it
+_EXPORTS = {
+    "CachedDataset": "trainer.data",
+    "ReplayDataset": "softlabels.replay",
+    "EpochSampler": "softlabels.replay",
+    "LabelledDataset": "trainer.data",
+    "ViewSchedule": "softlabels.replay",
+    "compare_samples": "softlabels.checks",
+    "FitConfig": "trainer.config",
+    "evaluate": "trainer.loop",
+    "fit": "trainer.loop",
+    "train_one_epoch": "trainer.loop",
+    "DEFAULT_ALPHA": "trainer.losses",
+    "DEFAULT_TEMPERATURE": "trainer.losses",
+    "Objective": "trainer.losses",
+    "hard_loss": "trainer.losses",
+    "kd_loss": "trainer.losses",
+    "create_student": "trainer.students",
+    "list_students": "trainer.students",
+    "SweepConfig": "trainer.sweep",
+    "sweep": "trainer.sweep",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'trainer' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -24,6 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from softlabels import store
+from softlabels.build_config import SAFE_VIEW_USES
 from softlabels.datasets import open_dataset
 from softlabels.inputs import Preprocessing, data_input
 from softlabels.pipeline import Normalize, flatten_views, stack, to_device
@@ -37,7 +38,6 @@ from trainer.config import (
     METRIC_FIELDS,
     ONECYCLE_RISE,
     ONECYCLE_START,
-    SAFE_VIEW_USES,
     FitConfig,
     NonFiniteLoss,
     OverfitRiskWarning,
