@@ -10,6 +10,8 @@ until you train.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 
 # public name -> module that defines it
 _EXPORTS = {
@@ -47,3 +49,16 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_EXPORTS))
+
+
+class _Package(types.ModuleType):
+    """`trainer.sweep` is the function, as `from trainer import sweep` has always given: importing the
+    module `trainer.sweep` (which binds the package's attribute to the module) binds its function."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == value.__name__:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
