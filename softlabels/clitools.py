@@ -16,7 +16,7 @@ import re
 import sys
 import traceback
 import typing
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass
 
 import click
 
@@ -372,16 +372,16 @@ def _click_option(f, kind, decl: Declaration, required: bool):
     flags = decl.flags or ("--" + f.name.replace("_", "-"),)
     default = default_of(f)
     settings: dict = dict(cls=DeclaredOption, required=required, help=decl.help, show_default=decl.show_default)
+    if default is not MISSING:  # none at all, not None: click 8.3 would take None as a value given
+        settings["default"] = default
     if decl.type is None and _base_type(kind) is bool:
         negatable = default is True or decl.negatable
         names = (f"{flags[0]}/--no-{flags[0][2:]}",) if negatable else flags
-        return click.option(*names, f.name, is_flag=True, default=default, **settings)
+        return click.option(*names, f.name, is_flag=True, **settings)
     param_type = decl.type if decl.type is not None else _base_type(kind)
     if param_type not in (int, float, str) and not isinstance(param_type, click.ParamType):
         raise TypeError(f"option {f.name}: declare its type (type=...): {kind} is not int, float, str or bool")
-    return click.option(
-        *flags, f.name, type=param_type, default=default, multiple=decl.multiple, metavar=decl.metavar, **settings
-    )
+    return click.option(*flags, f.name, type=param_type, multiple=decl.multiple, metavar=decl.metavar, **settings)
 
 
 def _base_type(kind):

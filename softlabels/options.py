@@ -125,12 +125,11 @@ def _leaves(config: type) -> list[tuple[dataclasses.Field, Any]]:
 
 
 def default_of(field: dataclasses.Field) -> Any:
-    """What a command line shows and passes when the option is not given (a callable stays deferred)."""
+    """What a command line shows and passes when the option is not given (a callable stays deferred;
+    MISSING for a field without a default)."""
     if field.default is not dataclasses.MISSING:
         return field.default
-    if field.default_factory is not dataclasses.MISSING:
-        return field.default_factory
-    return None
+    return field.default_factory
 
 
 def count(minimum: int, maximum: int | None = None) -> click.IntRange:
