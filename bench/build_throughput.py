@@ -26,7 +26,8 @@ import torch
 from bench.common import JPEGFT, cifar10_jpeg, cifar10_subset, imagenet_sized_jpegs, machine, table
 from softlabels.build import BuildConfig, TeacherInputs, build_cache, load_build_teachers, make_loader
 from softlabels.data import open_dataset
-from softlabels.runtime import autocast, cpu_threads, default_workers, prepare_model, resolve_device
+from softlabels.options import default_workers
+from softlabels.runtime import autocast, cpu_threads, prepare_model, resolve_device
 from softlabels.views import Normalize, ViewPipeline
 
 

@@ -6,21 +6,62 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from softlabels.options import Options
-from softlabels.runtime import default_workers
+import click
+
+from softlabels.options import (
+    Deferred,
+    Options,
+    amp_option,
+    count,
+    data_root_option,
+    declare,
+    deferred,
+    device_option,
+    download_option,
+    floats,
+    names,
+    option,
+    threads_option,
+    trust_checkpoint_option,
+    workers_option,
+)
+from softlabels.store.modes import MODES
+from softlabels.store.schema import COMPRESSIONS, DTYPES
 
 DEFAULT_BLOCK_ROWS = 1024
+
+# Each stored view seen more often than this, with no augmentation, overfits the fixed targets. Measured
+# with small_cnn on CIFAR-10, 3 seeds (BENCHMARKS.md, "Where caches teach best"): 10 uses of one view is
+# as good as any arm (10k images x 10 epochs), and 15 uses still ties 16 replayed views (5k x 15); 20
+# uses of each of 4 replayed views (1k x 80) falls 9 points under 16 views; 30 uses of one view (5k x
+# 30) trails 16 replayed views by 5-10; 80 uses collapses. Images only: that is where it was measured,
+# and where an augmentation is the way out. `--views` advises from it; `trainer fit` warns past it.
+SAFE_VIEW_USES = 15
+
+DATASETS_HELP = "cifar10, cifar100, mnist, fashion-mnist, imagefolder:PATH or FILE.py:FUNC"
+# Help texts list what the registries hold, looked up when a help text is shown (their modules import torch).
+MODEL_FORMS = deferred(
+    "softlabels.models.registry:SOURCES", lambda sources: ", ".join(s.form for s in sources if s.form)
+)
+AUGMENT_NAMES = deferred("softlabels.views:AUGMENTS", names)
+MIX_FORMS = deferred("softlabels.views.mixed:MIXES", lambda mixes: ", ".join(f"BASE+{kind}" for kind in mixes))
 
 
 @dataclass(frozen=True)
 class BuildData:
     """Which samples: the dataset, its split, and the rows of one shard (None: all)."""
 
-    dataset: str
-    split: str = "train"
-    data_root: str = "data"
-    download: bool = False
-    shard: tuple[int, int] | None = None
+    dataset: str = field(metadata=declare(help=f"{DATASETS_HELP}."))
+    split: str = option("train", help="Dataset split (train/test; a sub-folder for imagefolder).")
+    data_root: str = data_root_option()
+    download: bool = download_option()
+    shard: tuple[int, int] | None = option(
+        None,
+        type=str,
+        metavar="I/N",
+        help="Compute only shard I of N (contiguous rows) into --out; combine the shards with `softlabels merge`. "
+        "Under torchrun the ranks shard by themselves.",
+    )
 
 
 @dataclass(frozen=True)
@@ -28,14 +69,38 @@ class BuildModel:
     """The teachers (one, or several run on the same views), their weights and input overrides, and
     their precision. `teacher` and `weights` take one value or a tuple, paired in order."""
 
-    teacher: str | tuple[str, ...] | None = None  # None: the spec the weights record (`trainer fit` weights)
-    weights: str | tuple[str, ...] | None = None
-    num_classes: int | None = None
-    trust_checkpoint: bool = False
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    image_size: int | None = None
-    amp: bool = True
+    teacher: str | tuple[str, ...] | None = option(
+        None,
+        type=str,
+        multiple=True,
+        help=Deferred(
+            lambda: (
+                f"Teacher: {MODEL_FORMS}  [default: the model recorded by --weights from `trainer fit`]. "
+                "Repeat it (with one --weights each, in order) to store several teachers' outputs on the same views."
+            )
+        ),
+    )  # None: the spec the weights record (`trainer fit` weights)
+    weights: str | tuple[str, ...] | None = option(
+        None,
+        type=str,
+        multiple=True,
+        help="Weights for the teacher: a checkpoint or .safetensors file (from `trainer fit`: it also says which "
+        "model and input), or the source's own: DEFAULT, IMAGENET1K_V2, ... (torchvision), pretrained (timm).",
+    )
+    num_classes: int | None = option(
+        None, type=count(1), help="Teacher output classes  [default: the dataset's class count]"
+    )
+    trust_checkpoint: bool = trust_checkpoint_option()
+    mean: tuple[float, ...] | None = option(
+        None, type=floats, help="Normalisation mean R,G,B (or one value for grey)  [default: teacher's, else dataset's]"
+    )
+    std: tuple[float, ...] | None = option(
+        None, type=floats, help="Normalisation std R,G,B  [default: teacher's, else dataset's]"
+    )
+    image_size: int | None = option(
+        None, type=count(1), help="Teacher input size  [default: teacher's, else dataset's]"
+    )
+    amp: bool = amp_option()
 
     @property
     def members(self) -> list[tuple[str | None, str | None]]:
@@ -61,20 +126,37 @@ def _many(value) -> tuple:
 class BuildViews:
     """How many views per sample, made by which augmentation, drawn from which seed."""
 
-    views: int = 1
-    augment: str = "none"
-    seed: int = 0
+    views: int = option(
+        1,
+        type=count(1),
+        help=f"Augmented views per sample (needs --augment). How many: about one per 5 epochs your students "
+        f"will train (each view seen ~5 times). Up to ~10 epochs one view without augmentation teaches as well "
+        f"as any; views seen more than {SAFE_VIEW_USES} times overfit; replay beat random augmentation of one "
+        f"view by 3-4 points with random-resized crops (BENCHMARKS.md, 'Where caches teach best').",
+    )
+    augment: str = option("none", help=Deferred(lambda: f"{AUGMENT_NAMES}, {MIX_FORMS} or FILE.py:NAME (see below)."))
+    seed: int = option(0, help="Seed of the view parameters.")
 
 
 @dataclass(frozen=True)
 class BuildStorage:
     """How targets are stored."""
 
-    storage: str | None = None  # a storage mode (softlabels.store.modes); None: topk with --topk, else logits
-    dtype: str = "float16"
-    topk: int | None = None
-    compression: str = "none"
-    block_rows: int | None = None
+    storage: str | None = option(
+        None,
+        type=click.Choice(tuple(MODES)),
+        help="How targets are stored: "
+        + "; ".join(f"{name}: {mode.description}" for name, mode in MODES.items())
+        + "  [default: topk with --topk, else logits]",
+    )  # None: topk with --topk, else logits
+    dtype: str = option("float16", type=click.Choice(DTYPES), help="Stored logit precision.")
+    topk: int | None = option(
+        None, type=count(1), help="Store only the K largest logits per view (plus the log-sum-exp)."
+    )
+    compression: str = option("none", type=click.Choice(COMPRESSIONS), help="HDF5 compression of the stored targets.")
+    block_rows: int | None = option(
+        None, type=count(1), help="Rows per checksum/resume block  [default: ~1024, a multiple of --batch-size]"
+    )
 
     @property
     def mode(self) -> str:
@@ -86,13 +168,13 @@ class BuildStorage:
 class BuildRuntime:
     """Where and how fast the pass runs, and what to do with existing files."""
 
-    batch_size: int = 128
-    workers: int = field(default_factory=default_workers)
-    threads: int | None = None  # CPU intra-op threads; None: cores left free by the workers
-    device: str = "auto"
-    resume: bool = False
-    overwrite: bool = False
-    progress: bool = True
+    batch_size: int = option(128, type=count(1), help="Samples per teacher batch (each brings --views images).")
+    workers: int = workers_option()
+    threads: int | None = threads_option()  # None: cores left free by the workers
+    device: str = device_option()
+    resume: bool = option(False, help="Continue the partial build of --out (or start one if none exists).")
+    overwrite: bool = option(False, help="Replace an existing cache or partial build at --out.")
+    progress: bool = True  # the command line's --no-progress and --quiet
     stop_signals: bool = True  # SIGTERM/SIGUSR1 stop the pass at the next block (softlabels.stopping)
 
 
@@ -100,7 +182,7 @@ class BuildRuntime:
 class BuildConfig(Options):
     """Everything `softlabels build` needs; `BuildConfig.from_options(**flat)` fills it from flat options."""
 
-    out: str
+    out: str = field(metadata=declare(type=click.Path(dir_okay=False), help="Cache file to write (HDF5)."))
     data: BuildData
     model: BuildModel
     augmentation: BuildViews = field(default_factory=BuildViews)

@@ -4,26 +4,28 @@ from __future__ import annotations
 
 import sys
 import warnings
-from inspect import cleandoc
 
 import click
 
-from softlabels import store
+from softlabels.build_config import BuildConfig
 from softlabels.clitools import (
     CleanErrors,
+    StrictCommand,
     apply_config_file,
     common_options,
+    declared_options,
     echo,
     echo_json,
-    floats,
-    int_range,
     json_option,
     one_line_warning,
     require,
     session,
 )
-from softlabels.export import FORMATS as EXPORT_FORMATS
 from softlabels.extras import install_hint
+from softlabels.options import Choices, count, deferred
+
+# The library is imported inside each command, so `--help` and the commands that only read metadata
+# (info, ls) start without torch.
 
 
 @click.group(cls=CleanErrors, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -31,6 +33,16 @@ from softlabels.extras import install_hint
 def main():
     """Build, check and inspect teacher-logit caches for knowledge distillation."""
     warnings.showwarning = one_line_warning
+
+
+class BuildCommand(StrictCommand):
+    """`build`, whose help ends with the augmentations and what each does (looked up when shown)."""
+
+    def format_help_text(self, ctx, formatter):
+        super().format_help_text(ctx, formatter)
+        formatter.write_paragraph()
+        with formatter.indentation():
+            formatter.write_text("\b\n" + _augment_help())
 
 
 def _augment_help() -> str:
@@ -46,79 +58,8 @@ def _augment_help() -> str:
     return "\n".join(["Augmentations (parameters drawn per view from --seed and the sample key):", *lines])
 
 
-@main.command()
-@click.option("--dataset", help="cifar10, cifar100, mnist, fashion-mnist, imagefolder:PATH or FILE.py:FUNC.")
-@click.option("--split", default="train", help="Dataset split (train/test; a sub-folder for imagefolder).")
-@click.option(
-    "--teacher",
-    multiple=True,
-    help="Zoo name (e.g. cifar_resnet56), timm:NAME, torchvision:NAME, FILE.py:FUNC, or a TorchScript/.pt2 "
-    "archive  [default: the model recorded by --weights from `trainer fit`]. Repeat it (with one --weights "
-    "each, in order) to store several teachers' outputs on the same views.",
-)
-@click.option(
-    "--weights",
-    multiple=True,
-    help="Weights for the teacher: a checkpoint or .safetensors file (from `trainer fit`: it also says which "
-    "model and input), or the source's own: DEFAULT, IMAGENET1K_V2, ... (torchvision), pretrained (timm).",
-)
-@click.option("--trust-checkpoint", is_flag=True, help="Allow full unpickling of --weights (runs code from the file).")
-@click.option("--num-classes", type=int_range(1), help="Teacher output classes [default: the dataset's class count].")
-@click.option(
-    "--mean", type=floats, help="Normalisation mean R,G,B (or one value for grey) [default: teacher's, else dataset's]."
-)
-@click.option("--std", type=floats, help="Normalisation std R,G,B [default: teacher's, else dataset's].")
-@click.option("--image-size", type=int_range(1), help="Teacher input size [default: teacher's, else dataset's].")
-@click.option(
-    "--batch-size", default=128, type=int_range(1), help="Samples per teacher batch (each brings --views images)."
-)
-@click.option("--workers", type=int_range(0), help="DataLoader workers [default: cores - 1, at most 8].")
-@click.option("--threads", type=int_range(1), help="CPU intra-op threads [default: cores minus --workers, at least 1].")
-@click.option("--device", default="auto", help="auto, cpu, cuda or cuda:INDEX.")
-@click.option("--amp/--no-amp", default=True, help="fp16 autocast on CUDA (ignored on CPU).")
-@click.option("--dtype", type=click.Choice(store.DTYPES), default="float16", help="Stored logit precision.")
-@click.option(
-    "--views",
-    default=1,
-    type=int_range(1),
-    help="Augmented views per sample (needs --augment). How many: about one per 5 epochs your students "
-    "will train (each view seen ~5 times). Up to ~10 epochs one view without augmentation teaches as well "
-    "as any; views seen 20 times or more overfit; replay beat random augmentation of one view by 3-4 points "
-    "with random-resized crops (BENCHMARKS.md, 'Where caches teach best').",
-)
-@click.option("--augment", default="none", help="none, flip, cifar, imagenet, BASE+mixup, BASE+cutmix or FILE.py:NAME.")
-@click.option("--seed", default=0, type=int, help="Seed of the view parameters.")
-@click.option(
-    "--storage",
-    type=click.Choice(store.STORAGES),
-    help="How targets are stored: logits (every class, --dtype), topk (the K largest in --dtype + the "
-    "log-sum-exp), quant8 (8 bits per class with a float16 top and step: 14 bytes a view for 10 classes; "
-    "with --topk, the K largest with bit-packed classes)  [default: topk with --topk, else logits]",
-)
-@click.option("--topk", type=int_range(1), help="Store only the K largest logits per view (plus the log-sum-exp).")
-@click.option(
-    "--compression",
-    type=click.Choice(store.COMPRESSIONS),
-    default="none",
-    help="HDF5 compression of the stored targets.",
-)
-@click.option(
-    "--block-rows",
-    type=int_range(1),
-    help="Rows per checksum/resume block [default: ~1024, a multiple of --batch-size].",
-)
-@click.option(
-    "--shard",
-    "shard",
-    metavar="I/N",
-    help="Compute only shard I of N (contiguous rows) into --out; "
-    "combine the shards with `softlabels merge`. Under torchrun the ranks shard by themselves.",
-)
-@click.option("--data-root", default="data", type=click.Path(file_okay=False), help="Root of the built-in datasets.")
-@click.option("--download", is_flag=True, help="Let torchvision download a built-in dataset (needs a network).")
-@click.option("--resume", is_flag=True, help="Continue the partial build of --out (or start one if none exists).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing cache or partial build at --out.")
-@click.option("--out", type=click.Path(dir_okay=False), help="Cache file to write (HDF5).")
+@main.command(cls=BuildCommand)
+@declared_options(BuildConfig)
 @click.option(
     "--config",
     "config_file",
@@ -133,20 +74,16 @@ def build(config_file, as_json, **options):
     SIGTERM or SIGUSR1 (a cluster's pre-emption) stops the pass at the next block, keeping every row
     written (exit status 75); Ctrl-C stops it at once (130). Rerun with --resume either way.
     """
-    options = apply_config_file(click.get_current_context(), options, config_file)
+    options = apply_config_file(click.get_current_context(), options, config_file, BuildConfig)
     require(options, "dataset", "out")
-    from softlabels.build import BuildConfig, build_cache
+    from softlabels.build import build_cache
+    from softlabels.runtime import current_rank
+    from softlabels.shards import parse_shard
 
-    if options["workers"] is None:
-        options.pop("workers")
     if isinstance(options["shard"], str):
-        from softlabels.shards import parse_shard
-
         options["shard"] = parse_shard(options["shard"])
     config = BuildConfig.from_options(**options, progress=session().show_progress)
     result = build_cache(config)
-    from softlabels.runtime import current_rank
-
     if not current_rank().is_main:
         return
     if as_json:
@@ -160,13 +97,10 @@ def build(config_file, as_json, **options):
     )
 
 
-build.help = cleandoc(build.help or "") + "\n\n\b\n" + _augment_help()
-
-
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @json_option
-@common_options(progress=False)
+@common_options()
 def info(file, as_json):
     """Summarise a cache (a path, or a URL read through fsspec): teacher, dataset, split, classes, views,
     storage, size, accuracy, provenance, fingerprints."""
@@ -182,7 +116,7 @@ def info(file, as_json):
 @main.command("ls")
 @click.argument("directory", default=".", type=click.Path(file_okay=False))
 @json_option
-@common_options(progress=False)
+@common_options()
 def ls_(directory, as_json):
     """List the caches under DIRECTORY (recursively): one row each, with partial builds as incomplete.
 
@@ -217,10 +151,10 @@ def ls_(directory, as_json):
 @click.option(
     "--max-samples",
     default=50_000,
-    type=int_range(1),
+    type=count(1),
     help="Use at most this many samples (evenly spaced rows; also capped at 32M logits).",
 )
-@click.option("--bins", default=15, type=int_range(2), help="Confidence bins of the reliability diagrams and ECE.")
+@click.option("--bins", default=15, type=count(2), help="Confidence bins of the reliability diagrams and ECE.")
 @common_options()
 def inspect(file, out, temperatures, max_samples, bins):
     """Report what the teacher knows: accuracy per class, confusions, confidence, calibration and the
@@ -257,7 +191,7 @@ def inspect(file, out, temperatures, max_samples, bins):
 )
 @click.option(
     "--recompute",
-    type=int_range(1),
+    type=count(1),
     metavar="N",
     help="Re-run the teacher on N random samples and "
     "compare with the stored targets (tolerance: 2% of a view's largest logit for float16 or AMP "
@@ -310,6 +244,7 @@ def merge(caches, out, kind, teachers, overwrite, as_json):
     preprocessing, augmentation, storage, view parameters, repeated seeds, missing or overlapping
     rows) is refused.
     """
+    from softlabels import store
     from softlabels.shards import merge as merge_any
 
     kind, path = merge_any(
@@ -342,7 +277,7 @@ def merge(caches, out, kind, teachers, overwrite, as_json):
 @click.option(
     "--format",
     "format_",
-    type=click.Choice(EXPORT_FORMATS),
+    type=Choices(deferred("softlabels.export:FORMATS")),
     default="npz",
     help="npz: numpy arrays; parquet: one row per sample, loadable with Hugging Face "
     "datasets.load_dataset('parquet', ...) (" + install_hint("parquet") + ").",

@@ -1,5 +1,6 @@
 """Click pieces shared by the `softlabels` and `trainer` commands: clean errors and exit codes, the
-options every command has (`--quiet`, `--no-progress`, `--debug`), `--json` output, value parsers.
+options every command has (`--quiet`, `--no-progress`, `--debug`), `--json` output, the click options
+made from a config's declarations (`declared_options`) and `--config` files checked by the same types.
 
 Exit codes (README, "Scripting"): 0 success; 1 an error the user can act on, printed as one
 `error: ...` line (a traceback with `--debug`); 2 bad usage (click); 75 stopped by SIGTERM or
@@ -14,11 +15,13 @@ import json
 import re
 import sys
 import traceback
-from dataclasses import dataclass
+import typing
+from dataclasses import MISSING, dataclass
 
 import click
 
 from softlabels.extras import install_hint
+from softlabels.options import Declaration, declared_fields, default_of, settings_only
 
 # Errors a user can act on: printed as one line, never as a traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, OSError, RuntimeError)
@@ -225,30 +228,6 @@ def worker_message(err: BaseException) -> str | None:
     return text.rsplit(marker, 1)[-1].strip() if marker in text else None
 
 
-def _parse_floats(value: str) -> tuple[float, ...]:
-    try:
-        numbers = tuple(float(part) for part in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers, e.g. 0.5,0.5,0.5") from None
-    if len(numbers) not in (1, 3):
-        raise click.BadParameter(f"give 1 or 3 values, got {len(numbers)}")
-    return numbers
-
-
-class _Floats(click.ParamType):
-    name = "R,G,B"
-
-    def convert(self, value, param, ctx):
-        return value if isinstance(value, tuple) else _parse_floats(value)
-
-
-floats = _Floats()
-
-
-def int_range(minimum: int, maximum: int | None = None) -> click.IntRange:
-    return click.IntRange(min=minimum, max=maximum)
-
-
 def require(options: dict, *names: str) -> None:
     """Options a command needs, given as flags or in its --config file."""
     for name in names:
@@ -287,18 +266,126 @@ def read_config_file(path: str) -> dict:
     return flat
 
 
-def apply_config_file(ctx: click.Context, options: dict, path: str | None, ignore: tuple[str, ...] = ()) -> dict:
-    """Fill the options left at their defaults on the command line from a config file: flags win."""
+JSON_KINDS = {str: "text", list: "a list", int: "a whole number", float: "a number", bool: "true or false"}
+
+
+class ConfigValueError(ValueError):
+    """A --config file value its option refuses: bad usage, like a bad flag (exit 2)."""
+
+    exit_code = 2
+
+
+def apply_config_file(ctx: click.Context, options: dict, path: str | None, config: type | None = None) -> dict:
+    """Fill the options left at their defaults on the command line from a config file: flags win.
+    Each value goes through the checks its flag gets (`config_value`); names that `config` has as
+    settings but not as options (an API setting a run's summary.json records) are ignored; `null`
+    leaves an option at its default."""
     if not path:
         return options
     from click.core import ParameterSource
 
     values = read_config_file(path)
-    unknown = sorted(set(values) - set(options) - set(ignore))
+    unknown = sorted(set(values) - set(options) - (settings_only(config) if config else set()))
     if unknown:
         raise ValueError(f"{path} names unknown option(s): {', '.join(unknown)}")
+    params = {param.name: param for param in ctx.command.params}
     merged = dict(options)
     for name, value in values.items():
-        if name in options and ctx.get_parameter_source(name) in (ParameterSource.DEFAULT, None):
-            merged[name] = tuple(value) if isinstance(value, list) else value
+        if name in options and value is not None and ctx.get_parameter_source(name) in (ParameterSource.DEFAULT, None):
+            merged[name] = config_value(params[name], value, f"{path}: {name}", ctx)
     return merged
+
+
+def config_value(param: click.Parameter, value, where: str, ctx: click.Context):
+    """A config file's value through the checks its flag gets. JSON and YAML give typed values that a
+    flag never has, so the kind comes first: `true` is a flag's, not a count; 1.7 is not a count;
+    "0.1" is text, not a number; a list is only for an option that repeats. Then the option's type
+    (its range, its choices). A refusal is one line naming the key, the value and what is expected."""
+    if param.multiple:
+        items = value if isinstance(value, list) else [value]
+        return tuple(_one_value(param, item, where, ctx) for item in items)
+    return _one_value(param, value, where, ctx)
+
+
+def _one_value(param: click.Parameter, value, where: str, ctx: click.Context):
+    kinds, expected = _expected(param)
+    if isinstance(value, float) and int in kinds and float not in kinds and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) != (bool in kinds) or not isinstance(value, kinds):
+        raise ConfigValueError(f"{where} = {json.dumps(value)}: expected {expected}")
+    if bool in kinds:
+        return value
+    try:
+        return param.type.convert(value, param, ctx)
+    except click.BadParameter as err:
+        raise ConfigValueError(f"{where} = {json.dumps(value)}: {err.message}") from None
+
+
+def _expected(param: click.Parameter) -> tuple[tuple[type, ...], str]:
+    """The JSON kinds a value of this option may have, and how to say it."""
+    kind = param.type
+    if isinstance(param, click.Option) and param.is_flag:
+        return (bool,), "true or false"
+    limits = f" ({kind._describe_range()})" if isinstance(kind, click.types._NumberRangeBase) else ""
+    if isinstance(kind, click.types.IntParamType):
+        return (int,), f"a whole number{limits}"
+    if isinstance(kind, click.types.FloatParamType):
+        return (int, float), f"a number{limits}"
+    if isinstance(kind, click.Choice):
+        return (str,), f"one of: {', '.join(map(str, kind.choices))}"
+    config_kinds = getattr(kind, "config_kinds", None)
+    if config_kinds:
+        return tuple(config_kinds), f"{kind.name} as " + " or ".join(JSON_KINDS[k] for k in config_kinds)
+    return (str,), "a path" if isinstance(kind, click.Path) else "text"
+
+
+class DeclaredOption(click.Option):
+    """A click option made from a config field's `Declaration`: its help may be deferred (a registry's
+    names, looked up only when the help is shown)."""
+
+    def __init__(self, *args, help=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.help = help  # after click's own __init__, which would clean it up as text
+
+    @property
+    def help(self) -> str | None:
+        return None if self._help is None else str(self._help)
+
+    @help.setter
+    def help(self, value) -> None:
+        self._help = value
+
+
+def declared_options(*configs: type, exclude: tuple[str, ...] = (), required: tuple[str, ...] = ()):
+    """Decorate a command with a click option for every declared field of `configs` (and their
+    groups), in declaration order; the command receives each by its field name."""
+    found = [entry for config in configs for entry in declared_fields(config) if entry[0].name not in exclude]
+
+    def decorate(command):
+        for f, kind, decl in reversed(found):
+            command = _click_option(f, kind, decl, f.name in required)(command)
+        return command
+
+    return decorate
+
+
+def _click_option(f, kind, decl: Declaration, required: bool):
+    flags = decl.flags or ("--" + f.name.replace("_", "-"),)
+    default = default_of(f)
+    settings: dict = dict(cls=DeclaredOption, required=required, help=decl.help, show_default=decl.show_default)
+    if default is not MISSING:  # none at all, not None: click 8.3 would take None as a value given
+        settings["default"] = default
+    if decl.type is None and _base_type(kind) is bool:
+        negatable = default is True or decl.negatable
+        names = (f"{flags[0]}/--no-{flags[0][2:]}",) if negatable else flags
+        return click.option(*names, f.name, is_flag=True, **settings)
+    param_type = decl.type if decl.type is not None else _base_type(kind)
+    if param_type not in (int, float, str) and not isinstance(param_type, click.ParamType):
+        raise TypeError(f"option {f.name}: declare its type (type=...): {kind} is not int, float, str or bool")
+    return click.option(*flags, f.name, type=param_type, multiple=decl.multiple, metavar=decl.metavar, **settings)
+
+
+def _base_type(kind):
+    """`int` for `int | None`, and so on."""
+    args = [arg for arg in typing.get_args(kind) if arg is not type(None)]
+    return args[0] if len(args) == 1 else kind

@@ -55,11 +55,6 @@ def cpu_threads(device: torch.device, workers: int, threads: int | None = None):
         torch.set_num_threads(before)
 
 
-def default_workers() -> int:
-    """DataLoader workers: leave a core for the main process, cap at 8."""
-    return max(0, min(8, (os.cpu_count() or 1) - 1))
-
-
 @dataclass(frozen=True)
 class Rank:
     """This process's place in a torchrun job (rank 0 of 1 when not distributed)."""

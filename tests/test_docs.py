@@ -22,11 +22,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from softlabels.build_config import SAFE_VIEW_USES
 from softlabels.cli import main as softlabels_main
 from softlabels.extras import install_hint
 from tests.conftest import make_image_folder
 from trainer.cli import main as trainer_main
-from trainer.config import SAFE_VIEW_USES
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -174,7 +174,7 @@ def make_world(folder: Path) -> Path:
     """What the docs assume a user has: photos/ (train/, test/) and a teacher's weights file."""
     make_image_folder(folder / "photos")
     torch.manual_seed(0)
-    from softlabels.models import create_model
+    from softlabels.models.registry import create_model
 
     model = create_model("small_cnn", num_classes=3, in_channels=3, image_size=8)
     torch.save({"state_dict": model.state_dict()}, folder / "my_resnet50.pt")

@@ -1,38 +1,65 @@
 """trainer: train students from a softlabels cache (stage 2), from labels, or from a teacher online.
 
 from trainer import FitConfig, fit, kd_loss
-summary = fit(FitConfig(cache="data/cache.h5", student="small_cnn", out="runs/kd"))
+summary = fit(FitConfig.from_options(cache="data/cache.h5", student="small_cnn", out="runs/kd"))
+
+Names are imported on first use, so `import trainer` (and `trainer --help`) stays fast: no torch
+until you train.
 """
 
-from softlabels.checks import compare_samples
-from softlabels.replay import EpochSampler, ReplayDataset, ViewSchedule
-from trainer.config import FitConfig
-from trainer.data import CachedDataset, LabelledDataset
-from trainer.engine import Hook, evaluate, train_one_epoch
-from trainer.loop import fit
-from trainer.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, Objective, hard_loss, kd_loss
-from trainer.students import create_student, list_students
-from trainer.sweep import SweepConfig, sweep
+from __future__ import annotations
 
-__all__ = [
-    "CachedDataset",
-    "ReplayDataset",
-    "EpochSampler",
-    "LabelledDataset",
-    "ViewSchedule",
-    "compare_samples",
-    "FitConfig",
-    "Hook",
-    "evaluate",
-    "fit",
-    "train_one_epoch",
-    "DEFAULT_ALPHA",
-    "DEFAULT_TEMPERATURE",
-    "Objective",
-    "hard_loss",
-    "kd_loss",
-    "create_student",
-    "list_students",
-    "SweepConfig",
-    "sweep",
-]
+import importlib
+import sys
+import types
+
+# public name -> module that defines it
+_EXPORTS = {
+    "CachedDataset": "trainer.data",
+    "ReplayDataset": "softlabels.replay",
+    "EpochSampler": "softlabels.replay",
+    "LabelledDataset": "trainer.data",
+    "ViewSchedule": "softlabels.replay",
+    "compare_samples": "softlabels.checks",
+    "FitConfig": "trainer.config",
+    "Hook": "trainer.engine",
+    "evaluate": "trainer.engine",
+    "fit": "trainer.loop",
+    "train_one_epoch": "trainer.engine",
+    "DEFAULT_ALPHA": "trainer.losses",
+    "DEFAULT_TEMPERATURE": "trainer.losses",
+    "Objective": "trainer.losses",
+    "hard_loss": "trainer.losses",
+    "kd_loss": "trainer.losses",
+    "create_student": "trainer.students",
+    "list_students": "trainer.students",
+    "SweepConfig": "trainer.sweep",
+    "sweep": "trainer.sweep",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'trainer' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+class _Package(types.ModuleType):
+    """`trainer.sweep` is the function, as `from trainer import sweep` has always given: importing the
+    module `trainer.sweep` (which binds the package's attribute to the module) binds its function."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == value.__name__:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

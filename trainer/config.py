@@ -1,25 +1,20 @@
-"""`FitConfig`: every option of `trainer fit`, in groups (a resume must agree on every group but
-`runtime`), the training defaults, and `check_config`, which refuses what cannot work before any data
-is read."""
+"""`FitConfig`: every option of `trainer fit`, in the groups `trainer.options` declares (a resume must
+agree on every group but `runtime`), what they mean together (the loss, the learning rate and weight
+decay as used), and `check_config`, which refuses what cannot work before any data is read."""
 
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from softlabels import store
 from softlabels.models.registry import archive_path
-from softlabels.options import Options
-from softlabels.runtime import default_workers
 from softlabels.views import parse_augment, recorded_augment
 from trainer.logs import check_loggers
-from trainer.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, LOSSES, Objective, default_loss, teacher_losses
+from trainer.losses import LOSSES, Objective, default_loss, teacher_losses
+from trainer.options import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, OPTIMIZERS, SCHEDULES, FitOptions
 
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("onecycle", "cosine", "step", "constant")
-DEFAULT_LR = {"sgd": 0.05, "adamw": 1e-3}
-DEFAULT_WEIGHT_DECAY = {"sgd": 5e-4, "adamw": 0.05}
 ONECYCLE_RISE = 0.25  # fraction of the steps spent rising to the peak when no --warmup-epochs is given
 ONECYCLE_START = 1 / 25  # the rise starts at peak/25, as torch's OneCycleLR
 METRIC_FIELDS = (
@@ -35,15 +30,6 @@ METRIC_FIELDS = (
 )
 
 
-# Each stored view seen more often than this, with no augmentation, overfits the fixed targets. Measured
-# with small_cnn on CIFAR-10, 3 seeds (BENCHMARKS.md, "Where caches teach best"): 10 uses of one view is
-# as good as any arm (10k images x 10 epochs), and 15 uses still ties 16 replayed views (5k x 15); 20
-# uses of each of 4 replayed views (1k x 80) falls 9 points under 16 views; 30 uses of one view (5k x
-# 30) trails 16 replayed views by 5-10; 80 uses collapses. Images only: that is where it was measured,
-# and where an augmentation is the way out.
-SAFE_VIEW_USES = 15
-
-
 class OverfitRiskWarning(UserWarning):
     """Every stored view will be seen many times without augmentation: the student may overfit them."""
 
@@ -57,95 +43,10 @@ class NonFiniteLoss(ValueError):
 
 
 @dataclass(frozen=True)
-class DataOptions:
-    """Which samples the student learns from, and the random augmentation it sees."""
-
-    dataset: str | None = None  # None with a cache: the recorded dataset
-    split: str = "train"
-    subset: int | None = None  # first N training samples of each class
-    augment: str = "none"
-    inconsistent_augment: bool = False
-    views_per_decode: int = 1  # R stored views of one decoded sample in each batch (FKD); needs a cache
-
-
-@dataclass(frozen=True)
-class ModelOptions:
-    """The student and its input statistics."""
-
-    student: str
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    image_size: int | None = None  # learning from labels: the size views are made at (a cache fixes its own)
-
-
-@dataclass(frozen=True)
-class ObjectiveOptions:
-    """What the student is trained to match; `teacher` is a spec for online KD."""
-
-    loss: str | None = None  # None: kd with a cache or teacher, else ce
-    temperature: float = DEFAULT_TEMPERATURE
-    alpha: float = DEFAULT_ALPHA
-    label_smoothing: float = 0.0
-    teacher: str | None = None
-    ensemble: str | None = None  # several-teacher caches: mean-prob (default), mean-logit, 0.7,0.3, teacher:NAME
-
-
-@dataclass(frozen=True)
-class OptimOptions:
-    """How the student is trained."""
-
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float | None = None  # None: DEFAULT_LR[optimizer]
-    optimizer: str = "sgd"
-    weight_decay: float | None = None  # None: DEFAULT_WEIGHT_DECAY[optimizer]
-    schedule: str = "onecycle"
-    warmup_epochs: float = 0.0
-    # Max global gradient norm (0: off). Measured: small_cnn with KD at T=2 diverged to chance at
-    # lr 0.05 without it and reached 59% with it (BENCHMARKS.md, bench/accuracy.py).
-    clip_grad_norm: float = 2.0
-    seed: int = 0
-    amp: bool = True
-
-
-@dataclass(frozen=True)
-class RuntimeOptions:
-    """Where files are and how fast the run goes: may change when resuming. A cache's or a teacher's
-    path may change too; their content is checked separately (`TrainingData.identity`)."""
-
-    out: str
-    cache: str | None = None
-    weights: str | None = None  # the online teacher's checkpoint
-    trust_checkpoint: bool = False
-    eval_dataset: str | None = None  # None: the matching test split; "none": no evaluation
-    workers: int = field(default_factory=default_workers)
-    start_method: str | None = None
-    threads: int | None = None  # None: CPU cores minus workers
-    device: str = "auto"
-    data_root: str = "data"
-    download: bool = False
-    cache_memory_mb: int = 2048
-    resume: bool = False
-    overwrite: bool = False
-    stop_after: int | None = None
-    progress: bool = True
-    log: tuple[str, ...] = ()  # extra loggers: "tensorboard"
-    verify: bool = True  # check the cache's block checksums (on load, or per block on first read)
-    check_content: bool = False  # compare each image read with its digest (8-24% per sample: BENCHMARKS.md)
-    stop_signals: bool = True  # SIGTERM/SIGUSR1 save a checkpoint at the current step and stop
-
-
-@dataclass(frozen=True)
-class FitConfig(Options):
+class FitConfig(FitOptions):
     """Everything one training run needs, in groups; `FitConfig.from_options(**flat)` fills it from the
     flat option names of `trainer fit` (e.g. `FitConfig.from_options(cache="c.h5", student="small_cnn",
     out="runs/kd")`). A resume must agree on every group but `runtime`."""
-
-    data: DataOptions
-    model: ModelOptions
-    objective: ObjectiveOptions
-    optim: OptimOptions
-    runtime: RuntimeOptions
 
     @property
     def loss_name(self) -> str:

@@ -13,8 +13,9 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from softlabels import store
+from softlabels.build_config import SAFE_VIEW_USES
 from trainer import checkpoints, plots
-from trainer.config import METRIC_FIELDS, SAFE_VIEW_USES, FitConfig, OverfitRiskWarning
+from trainer.config import METRIC_FIELDS, FitConfig, OverfitRiskWarning
 from trainer.engine import Hook
 from trainer.logs import RunLog
 from trainer.resume import BEST, LAST, Progress, checkpoint_state

@@ -22,6 +22,7 @@ from trainer.checkpoints import write_text_atomic
 from trainer.config import FitConfig, check_config
 from trainer.loop import fit
 from trainer.losses import check_kd_settings, default_loss
+from trainer.options import SweepOptions
 
 COLUMNS = (
     "rank",
@@ -41,14 +42,11 @@ COLUMNS = (
 
 
 @dataclass(frozen=True)
-class SweepConfig:
-    """The grid (students x temperatures x alphas, plus optional CE baselines) around one base FitConfig."""
+class SweepConfig(SweepOptions):
+    """The grid (students x temperatures x alphas, plus optional CE baselines) around one base FitConfig,
+    as `trainer.options.SweepOptions` declares it, and the runs it makes."""
 
     base: FitConfig  # its student, temperature, alpha and out are replaced per run
-    students: tuple[str, ...]
-    temperatures: tuple[float, ...] = ()
-    alphas: tuple[float, ...] = ()
-    with_ce: bool = False
 
     def runs(self) -> list[FitConfig]:
         if not self.students:

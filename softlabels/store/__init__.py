@@ -7,80 +7,70 @@
   handle for the check and the reads, identity checked on every reopen, checksums checked on load);
 - `checking`: header, trust, structure and full integrity checks (`verify`);
 - `files`: dataset paths, attributes, checksums, a file's identity, opening paths and fsspec URLs.
+
+Names are imported on first use: reading a cache's metadata (`softlabels info`) or a storage mode's
+names (`--help`) does not load the writer and the readers of the rows.
 """
 
-from softlabels.store.checking import CheckStats, check_file, verify
-from softlabels.store.files import file_size, is_url, open_cache_file, partial_path, short_reason
-from softlabels.store.modes import MODES, STORAGES, NonFiniteOutputs, StorageMode, index_dtype, storage_mode
-from softlabels.store.reader import (
-    CacheTargets,
-    iter_rows,
-    looks_like_cache,
-    read_complete_info,
-    read_digests,
-    read_info,
-    read_keys_labels,
-    rows_written,
-)
-from softlabels.store.rows import Rows
-from softlabels.store.schema import (
-    COMPRESSIONS,
-    DTYPES,
-    FORMAT_VERSION,
-    PARTIAL_SUFFIX,
-    AugmentRecord,
-    BuildRecord,
-    CacheError,
-    CacheInfo,
-    DatasetRecord,
-    Layout,
-    Metadata,
-    ShardRecord,
-    TeacherRecord,
-    dataset_fingerprint,
-)
-from softlabels.store.writer import CacheWriter, PartialInUse, close_quietly, layout_bytes
+from __future__ import annotations
 
-__all__ = [
-    "CheckStats",
-    "check_file",
-    "verify",
-    "file_size",
-    "is_url",
-    "open_cache_file",
-    "partial_path",
-    "short_reason",
-    "MODES",
-    "STORAGES",
-    "NonFiniteOutputs",
-    "StorageMode",
-    "storage_mode",
-    "CacheTargets",
-    "iter_rows",
-    "looks_like_cache",
-    "read_complete_info",
-    "read_digests",
-    "read_info",
-    "read_keys_labels",
-    "rows_written",
-    "Rows",
-    "COMPRESSIONS",
-    "DTYPES",
-    "FORMAT_VERSION",
-    "PARTIAL_SUFFIX",
-    "AugmentRecord",
-    "BuildRecord",
-    "CacheError",
-    "CacheInfo",
-    "DatasetRecord",
-    "Layout",
-    "Metadata",
-    "ShardRecord",
-    "TeacherRecord",
-    "dataset_fingerprint",
-    "index_dtype",
-    "CacheWriter",
-    "PartialInUse",
-    "close_quietly",
-    "layout_bytes",
-]
+import importlib
+
+# public name -> module that defines it
+_EXPORTS = {
+    "CheckStats": "softlabels.store.checking",
+    "check_file": "softlabels.store.checking",
+    "verify": "softlabels.store.checking",
+    "file_size": "softlabels.store.files",
+    "is_url": "softlabels.store.files",
+    "open_cache_file": "softlabels.store.files",
+    "partial_path": "softlabels.store.files",
+    "short_reason": "softlabels.store.files",
+    "MODES": "softlabels.store.modes",
+    "STORAGES": "softlabels.store.modes",
+    "NonFiniteOutputs": "softlabels.store.modes",
+    "StorageMode": "softlabels.store.modes",
+    "storage_mode": "softlabels.store.modes",
+    "CacheTargets": "softlabels.store.reader",
+    "iter_rows": "softlabels.store.reader",
+    "looks_like_cache": "softlabels.store.reader",
+    "read_complete_info": "softlabels.store.reader",
+    "read_digests": "softlabels.store.reader",
+    "read_info": "softlabels.store.reader",
+    "read_keys_labels": "softlabels.store.reader",
+    "rows_written": "softlabels.store.reader",
+    "Rows": "softlabels.store.rows",
+    "COMPRESSIONS": "softlabels.store.schema",
+    "DTYPES": "softlabels.store.schema",
+    "FORMAT_VERSION": "softlabels.store.schema",
+    "PARTIAL_SUFFIX": "softlabels.store.schema",
+    "AugmentRecord": "softlabels.store.schema",
+    "BuildRecord": "softlabels.store.schema",
+    "CacheError": "softlabels.store.schema",
+    "CacheInfo": "softlabels.store.schema",
+    "DatasetRecord": "softlabels.store.schema",
+    "Layout": "softlabels.store.schema",
+    "Metadata": "softlabels.store.schema",
+    "ShardRecord": "softlabels.store.schema",
+    "TeacherRecord": "softlabels.store.schema",
+    "dataset_fingerprint": "softlabels.store.schema",
+    "index_dtype": "softlabels.store.modes",
+    "CacheWriter": "softlabels.store.writer",
+    "PartialInUse": "softlabels.store.writer",
+    "close_quietly": "softlabels.store.writer",
+    "layout_bytes": "softlabels.store.writer",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'softlabels.store' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,12 +1,15 @@
 """`softlabels` on the command line: results, and one clear line for every bad input."""
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from softlabels.build_config import SAFE_VIEW_USES
 from softlabels.cli import main
 
 
@@ -148,3 +151,43 @@ def test_quant8_caches_build_verify_and_recompute(build_args, tmp_path):
     assert "8-bit logits (all classes)" in run("info", cache).output
     result = run("verify", cache, "--recompute", "6", "--device", "cpu")
     assert result.exit_code == 0 and "reproduces 6 samples" in result.output, result.output
+
+
+V1_CACHE = Path(__file__).resolve().parents[1] / "data" / "v1-logits-flip2.h5"
+
+
+def test_every_command_takes_the_common_options(tmp_path):
+    """The README: every command takes --quiet, --no-progress and --debug (info and ls refused --no-progress)."""
+    (tmp_path / "caches").mkdir()
+    shutil.copy(V1_CACHE, tmp_path / "caches" / "a.h5")
+    assert run("info", V1_CACHE, "--no-progress", "--debug").exit_code == 0
+    result = run("ls", tmp_path / "caches", "--no-progress", "--quiet")
+    assert result.exit_code == 0 and result.output == ""
+    for command in main.commands.values():
+        flags = {opt for param in command.params for opt in param.opts + param.secondary_opts}
+        assert {"--quiet", "--debug"} <= flags and ("--no-progress" in flags or "--progress" in flags), command.name
+
+
+def test_views_help_gives_the_number_of_uses_the_trainer_warns_at():
+    output = " ".join(run("build", "--help").output.split())
+    assert f"views seen more than {SAFE_VIEW_USES} times overfit" in output
+
+
+def test_help_and_metadata_commands_start_without_torch():
+    """`--help`, `info` and `ls` answer without importing torch (or torchvision, timm, matplotlib)."""
+    code = f"""
+import sys
+from click.testing import CliRunner
+from softlabels.cli import main
+from trainer.cli import main as trainer_main
+
+runner = CliRunner()
+for cli, args in ((main, ["--help"]), (trainer_main, ["--help"]), (main, ["info", {str(V1_CACHE)!r}]),
+                  (main, ["ls", {str(V1_CACHE.parent)!r}]), (main, ["info", "--json", {str(V1_CACHE)!r}])):
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, (args, result.output)
+heavy = [name for name in ("torch", "torchvision", "timm", "matplotlib") if name in sys.modules]
+assert not heavy, heavy
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[2])
+    assert done.returncode == 0, done.stderr

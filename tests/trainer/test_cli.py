@@ -105,3 +105,10 @@ def test_incomplete_cache_is_refused(build_options, tmp_path):
     (tmp_path / "cache.h5.partial").rename(tmp_path / "renamed.h5")
     result = run("fit", "--cache", tmp_path / "renamed.h5", "--student", "mlp", *QUICK, "--out", tmp_path / "run")
     assert result.exit_code == 1 and "incomplete" in result.output
+
+
+def test_sweep_needs_an_out_folder_and_a_student(cache, tmp_path):
+    result = CliRunner().invoke(main, ["sweep", "--cache", cache, "--student", "mlp"])
+    assert result.exit_code == 2 and "Missing option '--out'" in result.output
+    result = CliRunner().invoke(main, ["sweep", "--cache", cache, "--out", str(tmp_path / "s")])
+    assert result.exit_code == 2 and "Missing option '--student'" in result.output
