@@ -48,7 +48,7 @@ def test_a_field_is_an_option_or_a_setting_of_the_api():
 
 
 def test_help_lists_what_the_registries_hold():
-    from softlabels.models import SOURCES
+    from softlabels.models.registry import SOURCES
     from softlabels.views import AUGMENTS
     from trainer.losses import DEFAULT_TEMPERATURE, LOSSES
 
