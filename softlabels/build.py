@@ -108,7 +108,7 @@ def cache_metadata(
     storage = config.storage
     dataset = source.describe()
     return store.Metadata(
-        teacher=teachers[0].record(),
+        teacher=teacher_record(teachers[0]),
         dataset=store.DatasetRecord(
             **{**dataset, "fingerprint": store.dataset_fingerprint(source.keys, source.labels)},
             digests=f"sha256 of {source.digest_source}",
@@ -126,13 +126,25 @@ def cache_metadata(
     )
 
 
+def teacher_record(teacher: Teacher) -> store.TeacherRecord:
+    """Provenance for a cache: spec, weights file name and hash, size and class of the model."""
+    return store.TeacherRecord(
+        spec=teacher.spec,
+        weights=teacher.weights,
+        weights_name=teacher.weights_name,
+        weights_sha256=teacher.weights_sha256,
+        num_params=teacher.num_params,
+        model_class=getattr(teacher.model, "original_name", type(teacher.model).__name__),
+    )
+
+
 def member_records(teachers: list[Teacher]) -> tuple[store.TeacherRecord, ...]:
     """Every teacher's record with a unique name (its spec, numbered when repeated) and its input."""
     names: list[str] = []
     for teacher in teachers:
         name = teacher.spec if teacher.spec not in names else f"{teacher.spec}#{names.count(teacher.spec) + 1}"
         names.append(name)
-    return tuple(replace(t.record(), name=name, input=t.input.to_dict()) for t, name in zip(teachers, names))
+    return tuple(replace(teacher_record(t), name=name, input=t.input.to_dict()) for t, name in zip(teachers, names))
 
 
 def resume_differences(recorded: store.Metadata, wanted: store.Metadata) -> list[str]:

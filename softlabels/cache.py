@@ -19,8 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 from softlabels import store
+from softlabels.checks import require_same_samples
+from softlabels.data import open_dataset
+from softlabels.replay import ReplayDataset
+from softlabels.views import Normalize, replay_pipeline, replay_view
 
 if TYPE_CHECKING:  # torch and the views are imported when a view is replayed: reading targets needs neither
     from softlabels.views import ViewPipeline
@@ -110,8 +115,6 @@ class Cache:
             ValueError: naming the samples added, removed, renamed or relabelled.
         """
         source = self._source(source, split, root)
-        from softlabels.checks import require_same_samples
-
         fingerprint = store.dataset_fingerprint(source.keys, source.labels)
         if fingerprint != store.dataset_fingerprint(self.keys, self.labels):
             require_same_samples(self.path, source, self._targets)  # says what differs
@@ -119,8 +122,6 @@ class Cache:
 
     def _source(self, source, split: str | None, root):
         if isinstance(source, str):
-            from softlabels.data import open_dataset
-
             return open_dataset(source, split or self.info.dataset.split, root)
         return source
 
@@ -138,8 +139,6 @@ class Cache:
         Raises:
             ValueError: the images are not the ones the cache was built on (saying what differs).
         """
-        from softlabels.replay import ReplayDataset
-
         return ReplayDataset(
             self._source(source, None, "data"), self._targets, normalize=normalize, transform=transform, seed=seed
         )
@@ -155,10 +154,6 @@ class Cache:
         Returns:
             (input (C, S, S) float32 tensor, label, dense float32 logits (C,)).
         """
-        import torch
-
-        from softlabels.views import Normalize, replay_pipeline, replay_view
-
         source = self._source(source, None, "data")
         position = self._position(item)
         if source is not self._checked:  # once per source: its keys and labels are the cache's

@@ -17,7 +17,10 @@ from softlabels import progress, store
 from softlabels.data import DatasetSource, key_text, open_dataset
 from softlabels.data.sample_errors import reading
 from softlabels.models.preprocessing import Preprocessing
+from softlabels.models.registry import archive_path, source_for
+from softlabels.models.teachers import RANDOM_INIT_SEED, load_teacher
 from softlabels.progress import bar as progress_bar
+from softlabels.runtime import resolve_device
 from softlabels.views import Normalize, ViewPipeline, replay_pipeline, replay_view, stack
 
 SHOWN = 3  # examples per kind of difference in a message
@@ -193,8 +196,6 @@ def recompute(
     """Re-run the teacher (default: the recorded one; every member of a several-teacher cache) on `n`
     random samples (chosen by `seed`) and compare with the stored targets, replaying each view from
     its stored parameters. The images come from `source` (default: the recorded dataset), by key."""
-    from softlabels.runtime import resolve_device
-
     targets = store.CacheTargets(path, memory_budget=0)  # read only the rows recomputed
     info, layout = targets.info, targets.layout
     if source is None:
@@ -252,9 +253,6 @@ def _load_teacher(
     info: store.CacheInfo, record: store.TeacherRecord, spec: str | None, weights: str | None, trust: bool, prep
 ):
     """The recorded (or given) teacher, built for exactly the input the cache records."""
-    from softlabels.models.registry import archive_path, source_for
-    from softlabels.models.teachers import RANDOM_INIT_SEED, load_teacher
-
     spec = spec or record.spec
     if not spec:
         raise ValueError("the cache records no teacher: pass --teacher (and --weights)")

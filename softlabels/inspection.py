@@ -18,6 +18,8 @@ import numpy as np
 
 from softlabels import progress, store
 from softlabels.cache import softmax
+from softlabels.catalog import short_spec, teacher_text
+from softlabels.ensemble import Ensemble
 
 DEFAULT_TEMPERATURES = (1.0, 2.0, 4.0)
 COVERAGE_K = (1, 3, 5, 10)
@@ -73,8 +75,6 @@ def load_sample(path, info: store.CacheInfo, max_samples: int, show_progress: bo
             bar.update(stop - start)
     if layout.num_teachers == 1:
         return Sample(rows, labels, logits)
-    from softlabels.ensemble import Ensemble
-
     return Sample(rows, labels, Ensemble("mean-prob").combine(logits), members=logits)
 
 
@@ -141,8 +141,6 @@ def compute_report(path, config: InspectConfig = InspectConfig()) -> tuple[dict,
 
 
 def _header(path, info: store.CacheInfo, sample: Sample, classes: list[str]) -> dict:
-    from softlabels.catalog import short_spec, teacher_text
-
     layout = info.layout
     return {
         "cache": str(path),

@@ -22,6 +22,7 @@ from pathlib import Path
 import click
 
 from softlabels.data.builtin import fashion_mnist_debian_dir
+from softlabels.store import read_info
 
 
 @dataclass(frozen=True)
@@ -120,8 +121,6 @@ def results_table(config: DemoConfig, seconds: dict[str, float]) -> str:
 
     def summary(name):
         return json.loads((out / name / "summary.json").read_text())
-
-    from softlabels.store import read_info
 
     cache = read_info(out / "cache.h5")
     teacher, kd, ce = summary("teacher"), summary("student-kd"), summary("student-ce")

@@ -17,7 +17,6 @@ from softlabels.models.inputs import resolve_input
 from softlabels.models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from softlabels.models.registry import source_for
 from softlabels.models.weights import load_model, read_weights, sha256_file, state_dict_sha256
-from softlabels.store.schema import TeacherRecord
 
 DEFAULT_DATA = Preprocessing(IMAGENET_MEAN, IMAGENET_STD, 32)
 
@@ -46,17 +45,6 @@ class Teacher:
     @property
     def weights_name(self) -> str | None:
         return None if self.weights is None else Path(self.weights).name
-
-    def record(self) -> TeacherRecord:
-        """Provenance for a cache: spec, weights file name and hash, size and class of the model."""
-        return TeacherRecord(
-            spec=self.spec,
-            weights=self.weights,
-            weights_name=self.weights_name,
-            weights_sha256=self.weights_sha256,
-            num_params=self.num_params,
-            model_class=getattr(self.model, "original_name", type(self.model).__name__),
-        )
 
 
 def load_teacher(

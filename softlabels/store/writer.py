@@ -24,6 +24,7 @@ from softlabels.store import files
 from softlabels.store.checking import check_file, check_structure, read_layout
 from softlabels.store.rows import PARAMS, Rows
 from softlabels.store.schema import FORMAT_NAME, CacheError, Layout, Metadata
+from softlabels.version import __version__
 
 partial_path = files.partial_path
 
@@ -313,8 +314,6 @@ def _write_header(file, layout: Layout, keys, labels, attrs: dict) -> None:
         root["member_accuracy"] = np.full(layout.num_teachers, np.nan)  # rewritten in place at the end
     root["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     root[files.BUILD_ID] = files.new_build_id()
-    from softlabels import __version__
-
     root["softlabels_version"] = __version__
     for name, value in attrs.items():
         root[name] = files.to_json(value)

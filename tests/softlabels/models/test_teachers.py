@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from softlabels.build import teacher_record
 from softlabels.models import weights
 from softlabels.models.preprocessing import Preprocessing
 from softlabels.models.registry import create_model
@@ -159,7 +160,7 @@ def factory_file(tmp_path):
 def test_factory_file(factory_file, tmp_path):
     teacher = load_teacher(f"{factory_file}:tiny", num_classes=4)
     assert teacher.model(torch.randn(2, 3, 32, 32)).shape == (2, 4)
-    assert teacher.record().spec == f"{factory_file}:tiny"
+    assert teacher_record(teacher).spec == f"{factory_file}:tiny"
     sized = create_model(f"{factory_file}:sized", 4, in_channels=1, image_size=8)
     assert sized(torch.randn(2, 1, 8, 8)).shape == (2, 4)
 
@@ -179,7 +180,7 @@ def test_torchvision_classifier():
     teacher = load_teacher("torchvision:resnet18", num_classes=7)
     with torch.no_grad():
         assert teacher.model(torch.randn(2, 3, 32, 32)).shape == (2, 7)
-    assert teacher.record().model_class == "ResNet"
+    assert teacher_record(teacher).model_class == "ResNet"
     with pytest.raises(ValueError, match="unknown torchvision classifier 'resnet19'.*resnet18"):
         create_model("torchvision:resnet19", 10)
 
@@ -197,7 +198,7 @@ def test_torchscript_archive_round_trip(tmp_path, small, images):
     torch.jit.script(small).save(str(path))
     teacher = load_teacher(str(path))
     assert teacher.weights_name == "teacher.ts" and teacher.weights_sha256 == weights.sha256_file(path)
-    assert teacher.record().model_class == "SmallCNN"
+    assert teacher_record(teacher).model_class == "SmallCNN"
     with torch.no_grad():
         assert torch.equal(teacher.model(images), small(images))
     with pytest.raises(ValueError, match="carries its own weights"):
@@ -227,7 +228,7 @@ def test_describe_is_json_able_and_hash_streams(tmp_path, small):
     path = tmp_path / "w.pt"
     torch.save(small.state_dict(), path)
     teacher = load_teacher("small_cnn", weights=path, num_classes=5, data=Preprocessing((0.5,), (0.25,), 8))
-    info = json.loads(json.dumps(teacher.record().to_dict()))
+    info = json.loads(json.dumps(teacher_record(teacher).to_dict()))
     assert info == {
         "spec": "small_cnn",
         "weights": str(path),
