@@ -7,7 +7,7 @@ import warnings
 
 import click
 
-from softlabels.build_config import BuildConfig
+from softlabels.build.config import BuildConfig
 from softlabels.clitools import (
     CleanErrors,
     StrictCommand,
@@ -77,8 +77,8 @@ def build(config_file, as_json, **options):
     options = apply_config_file(click.get_current_context(), options, config_file, BuildConfig)
     require(options, "dataset", "out")
     from softlabels.build import build_cache
+    from softlabels.build.shards import parse_shard
     from softlabels.runtime import current_rank
-    from softlabels.shards import parse_shard
 
     if isinstance(options["shard"], str):
         options["shard"] = parse_shard(options["shard"])
@@ -245,7 +245,7 @@ def merge(caches, out, kind, teachers, overwrite, as_json):
     rows) is refused.
     """
     from softlabels import store
-    from softlabels.shards import merge as merge_any
+    from softlabels.build.shards import merge as merge_any
 
     kind, path = merge_any(
         list(caches), out, kind="teachers" if teachers else kind, overwrite=overwrite, progress=session().show_progress

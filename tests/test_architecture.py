@@ -102,7 +102,7 @@ def test_one_function_replays_a_stored_view():
 
 def test_augment_text_becomes_an_object_at_the_edges_only():
     assert definitions_of("parse_augment") == {"softlabels/views/specs.py"}
-    edges = {"softlabels/build.py", "trainer/config.py", "trainer/setup.py", "softlabels/views/specs.py"}
+    edges = {"softlabels/build/teacher_pass.py", "trainer/config.py", "trainer/setup.py", "softlabels/views/specs.py"}
     assert set(calls_to("parse_augment")) <= edges  # the options; specs.py: a cache's record read back
     assert set(calls_to("parse_mixed")) == {"softlabels/views/specs.py"}  # the kinds of text parse_augment reads
     assert set(calls_to("load_user_augment")) == {"softlabels/views/specs.py"}

@@ -22,7 +22,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from softlabels.build_config import SAFE_VIEW_USES
+from softlabels.build.config import SAFE_VIEW_USES
 from softlabels.cli import main as softlabels_main
 from softlabels.extras import install_hint
 from tests.conftest import make_image_folder

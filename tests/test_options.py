@@ -7,7 +7,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from softlabels.build_config import BuildConfig
+from softlabels.build.config import BuildConfig
 from softlabels.cli import main as softlabels_cli
 from softlabels.clitools import DeclaredOption
 from softlabels.options import declared_fields, settings_only

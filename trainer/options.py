@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import click
 
-from softlabels.build_config import AUGMENT_NAMES, DATASETS_HELP, MODEL_FORMS
+from softlabels.build.config import AUGMENT_NAMES, DATASETS_HELP, MODEL_FORMS
 from softlabels.ensemble import KINDS
 from softlabels.extras import install_hint
 from softlabels.options import (

@@ -13,7 +13,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from softlabels import store
-from softlabels.build_config import SAFE_VIEW_USES
+from softlabels.build.config import SAFE_VIEW_USES
 from trainer import checkpoints, plots
 from trainer.config import METRIC_FIELDS, FitConfig, OverfitRiskWarning
 from trainer.engine import Hook

@@ -10,7 +10,7 @@ import pytest
 
 from softlabels import store
 from softlabels.build import BuildConfig, build_cache
-from softlabels.shards import merge_caches, merge_views
+from softlabels.build.shards import merge_caches, merge_views
 
 KINDS = ("full", "topk", "multiview", "merged_views", "merged_rows")
 

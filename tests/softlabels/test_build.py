@@ -9,10 +9,10 @@ import torch
 
 from softlabels import store
 from softlabels.build import BuildConfig, BuildInterrupted, build_cache
+from softlabels.build.shards import merge_caches
 from softlabels.data import open_dataset
 from softlabels.models.preprocessing import Preprocessing
 from softlabels.models.teachers import load_teacher
-from softlabels.shards import merge_caches
 from softlabels.views import to_tensor
 
 

@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from softlabels import store
+from softlabels.build.shards import merge, merge_views
 from softlabels.catalog import seeds_text, short_spec
 from softlabels.cli import main
-from softlabels.shards import merge, merge_views
 
 KINDS = ("full", "topk", "multiview", "merged_views", "merged_rows")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from softlabels.build_config import SAFE_VIEW_USES
+from softlabels.build.config import SAFE_VIEW_USES
 from softlabels.cli import main
 
 

@@ -6,85 +6,33 @@ import datetime
 import queue
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from softlabels import progress, store
-from softlabels.build_config import (
-    BuildConfig,
-    BuildResult,
-    BuildViews,
+from softlabels.build.config import BuildConfig, BuildResult
+from softlabels.build.inputs import TeacherInputs, check_replay, make_loader, probe_example
+from softlabels.build.members import (
+    cache_metadata,
+    check_members,
+    load_build_teachers,
+    probe_classes,
+    resume_differences,
 )
+from softlabels.build.shards import merge_caches, rank_shard_path, shard_range, stale_rank_shards
 from softlabels.data import DatasetSource, key_text, open_dataset
-from softlabels.data.sample_errors import SampleError, reading
-from softlabels.models.inputs import data_input
-from softlabels.models.teachers import RANDOM_INIT_SEED, Teacher, load_teacher
-from softlabels.runtime import (
-    autocast,
-    cpu_threads,
-    current_rank,
-    end_workers,
-    prepare_model,
-    resolve_device,
-)
-from softlabels.shards import merge_caches, rank_shard_path, shard_range, stale_rank_shards
-from softlabels.stopping import Stopped, StopRequest, ignore_in_worker, stop_on_signals
-from softlabels.views import (
-    Augment,
-    Normalize,
-    ViewPipeline,
-    augment_record,
-    flatten_views,
-    parse_augment,
-    stack,
-    to_device,
-)
+from softlabels.data.sample_errors import SampleError
+from softlabels.models.teachers import Teacher
+from softlabels.runtime import autocast, cpu_threads, current_rank, end_workers, prepare_model, resolve_device
+from softlabels.stopping import Stopped, StopRequest, stop_on_signals
+from softlabels.views import Augment, Normalize, ViewPipeline, flatten_views, parse_augment, to_device
 
 
 class BuildInterrupted(RuntimeError):
     """The pass stopped early (Ctrl-C); the partial file is flushed and resumable."""
 
     exit_code = 130
-
-
-class TeacherInputs(Dataset):
-    """Sample i -> (i, its V un-normalised views as one (V, C, S, S) tensor, their (V, P) parameters,
-    the (32,) SHA-256 of its source bytes).
-
-    The sample is decoded once for all its views; parameters come from (seed, key) alone, so the
-    file is the same whatever the batch size, worker count or rank.
-    """
-
-    def __init__(self, source: DatasetSource, pipeline: ViewPipeline, views: int, seed: int):
-        self.source, self.pipeline, self.views, self.seed = source, pipeline, views, seed
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def __getitem__(self, index: int):
-        with reading(self.source, index):
-            image, digest = self.source.read(index)
-            x = self.pipeline.decode(image)
-            params = self.pipeline.stored_params(x, self.seed, self.source.keys[index], self.views)
-            views = self.pipeline.views(x, params)
-        return index, views, torch.from_numpy(params), torch.frombuffer(bytearray(digest), dtype=torch.uint8)
-
-
-def make_loader(inputs: TeacherInputs, rows: range, config: BuildConfig, device: torch.device) -> DataLoader:
-    """Batches of `rows` in order; pinned host memory feeds non-blocking copies on CUDA."""
-    workers = config.runtime.workers
-    return DataLoader(
-        torch.utils.data.Subset(inputs, rows),
-        batch_size=config.runtime.batch_size,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        shuffle=False,
-        prefetch_factor=4 if workers else None,
-        worker_init_fn=ignore_in_worker if workers else None,
-    )
 
 
 def _check_paths(config: BuildConfig, out: Path) -> None:
@@ -99,68 +47,6 @@ def _check_paths(config: BuildConfig, out: Path) -> None:
         raise FileExistsError(
             f"a partial build exists at {partial}: add --resume to continue it or --overwrite to start again"
         )
-
-
-def cache_metadata(
-    config: BuildConfig, teachers: list[Teacher], source: DatasetSource, augment: Augment
-) -> store.Metadata:
-    """What the cache records about how it was made (`augment`: the parsed `--augment`)."""
-    storage = config.storage
-    dataset = source.describe()
-    return store.Metadata(
-        teacher=teacher_record(teachers[0]),
-        dataset=store.DatasetRecord(
-            **{**dataset, "fingerprint": store.dataset_fingerprint(source.keys, source.labels)},
-            digests=f"sha256 of {source.digest_source}",
-        ),
-        preprocessing=teachers[0].input,
-        augment=augment_record(augment, config.augmentation.seed, config.augmentation.views),
-        build=store.BuildRecord(
-            dtype=storage.dtype,
-            storage=storage.mode,
-            topk=storage.topk,
-            amp=config.model.amp,
-            compression=storage.compression,
-        ),
-        teachers=member_records(teachers) if len(teachers) > 1 else None,
-    )
-
-
-def teacher_record(teacher: Teacher) -> store.TeacherRecord:
-    """Provenance for a cache: spec, weights file name and hash, size and class of the model."""
-    return store.TeacherRecord(
-        spec=teacher.spec,
-        weights=teacher.weights,
-        weights_name=teacher.weights_name,
-        weights_sha256=teacher.weights_sha256,
-        num_params=teacher.num_params,
-        model_class=getattr(teacher.model, "original_name", type(teacher.model).__name__),
-    )
-
-
-def member_records(teachers: list[Teacher]) -> tuple[store.TeacherRecord, ...]:
-    """Every teacher's record with a unique name (its spec, numbered when repeated) and its input."""
-    names: list[str] = []
-    for teacher in teachers:
-        name = teacher.spec if teacher.spec not in names else f"{teacher.spec}#{names.count(teacher.spec) + 1}"
-        names.append(name)
-    return tuple(replace(teacher_record(t), name=name, input=t.input.to_dict()) for t, name in zip(teachers, names))
-
-
-def resume_differences(recorded: store.Metadata, wanted: store.Metadata) -> list[str]:
-    """What differs between a partial file's metadata and what this command would write."""
-    checks = [
-        (
-            "teacher",
-            [m.identity() for m in recorded.teachers or (recorded.teacher,)],
-            [m.identity() for m in wanted.teachers or (wanted.teacher,)],
-        ),
-        ("dataset", recorded.dataset.identity(), wanted.dataset.identity()),
-        ("preprocessing", recorded.preprocessing, wanted.preprocessing),
-        ("augment", recorded.augment.to_dict(), wanted.augment.to_dict()),
-        ("build", recorded.build.to_dict(), wanted.build.to_dict()),
-    ]
-    return [f"{name}: partial has {a!r}, this command {b!r}" for name, a, b in checks if a != b]
 
 
 def _open_writer(config: BuildConfig, out: Path, layout: store.Layout, source, rows, meta) -> store.CacheWriter:
@@ -178,56 +64,6 @@ def _open_writer(config: BuildConfig, out: Path, layout: store.Layout, source, r
             )
         return writer
     return store.CacheWriter.create(out, layout, source.keys[rows[0] : rows[1]], source.labels[rows[0] : rows[1]], meta)
-
-
-def _example(source: DatasetSource, prep, views: BuildViews, augment: Augment):
-    """Two copies of the first sample's first view: what the teachers are probed with (a real sample,
-    so tensor samples of any shape, and dicts of them, probe as they will run)."""
-    pipeline = ViewPipeline(prep, augment, source)
-    x = pipeline.decode(source.load(0))
-    view = pipeline.view(x, pipeline.stored_params(x, views.seed, source.keys[0], 1)[0])
-    return stack([view, view])
-
-
-def _probe_classes(teacher: Teacher, device, example) -> int:
-    prep = teacher.input
-    try:
-        with torch.inference_mode():
-            out = teacher.model(to_device(Normalize(prep).to(device)(to_device(example, device)), device))
-    except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as err:
-        raise ValueError(
-            f"the teacher {teacher.spec} cannot run on {_shapes(example)} inputs ({str(err).splitlines()[0]}); "
-            f"check the model, --image-size, --mean/--std"
-        ) from None
-    if not isinstance(out, torch.Tensor) or out.ndim != 2:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"the teacher must return (batch, classes) logits, got {shape}")
-    return int(out.shape[1])
-
-
-def _shapes(batch) -> str:
-    if isinstance(batch, dict):
-        return "{" + ", ".join(f"{k}: {tuple(v.shape)} {v.dtype}" for k, v in batch.items()) + "}"
-    return f"{tuple(batch.shape)} {batch.dtype}"
-
-
-def _check_members(teachers: list[Teacher], classes: list[int], dataset: str, num_classes: int) -> None:
-    """Several teachers run on the same views: the same classes and the same view geometry."""
-    for teacher, count in zip(teachers, classes):
-        if count != num_classes:
-            raise ValueError(
-                f"the teacher {teacher.spec} outputs {count} classes but {dataset} has {num_classes}; "
-                f"use a teacher for this dataset (or --num-classes {num_classes})"
-            )
-    first = teachers[0]
-    for teacher in teachers[1:]:
-        mine, theirs = first.input, teacher.input
-        if mine.geometry != theirs.geometry:
-            raise ValueError(
-                f"the teachers {first.spec} and {teacher.spec} take different views ({mine.to_dict()} vs "
-                f"{theirs.to_dict()}): they must see the same views; pass --image-size (and "
-                f"--mean/--std) to make them agree"
-            )
 
 
 class _BackgroundWriter:
@@ -305,27 +141,6 @@ def _check_options(config: BuildConfig) -> Augment:
     return augment
 
 
-def load_build_teachers(config: BuildConfig, source: DatasetSource) -> list[Teacher]:
-    """Every teacher, with the input `resolve_input` gives it on this dataset."""
-    model = config.model
-    teachers = []
-    for spec, weights in model.members:
-        torch.manual_seed(RANDOM_INIT_SEED)  # a teacher without --weights is initialised identically in every process
-        teachers.append(
-            load_teacher(
-                spec,
-                weights=weights,
-                num_classes=model.num_classes or len(source.classes),
-                trust_checkpoint=model.trust_checkpoint,
-                data=data_input(source.defaults),
-                mean=model.mean,
-                std=model.std,
-                image_size=model.image_size,
-            )
-        )
-    return teachers
-
-
 def _build_shard(config: BuildConfig, out: Path, shard: tuple[int, int] | None, augment: Augment) -> BuildResult:
     """One process's pass over the rows of `shard` (all rows when None), written to `out`."""
     device = resolve_device(config.runtime.device)
@@ -335,8 +150,8 @@ def _build_shard(config: BuildConfig, out: Path, shard: tuple[int, int] | None, 
     for teacher in teachers:
         teacher.model = prepare_model(teacher.model, device).eval()
     num_classes = len(source.classes)
-    example = _example(source, teachers[0].input, config.augmentation, augment)
-    _check_members(teachers, [_probe_classes(t, device, example) for t in teachers], data.dataset, num_classes)
+    example = probe_example(source, teachers[0].input, config.augmentation, augment)
+    check_members(teachers, [probe_classes(t, device, example) for t in teachers], data.dataset, num_classes)
     rows = shard_range(*shard, len(source)) if shard else (0, len(source))
     storage, views = config.storage, config.augmentation
     meta = cache_metadata(config, teachers, source, augment)
@@ -364,19 +179,13 @@ def _build_shard(config: BuildConfig, out: Path, shard: tuple[int, int] | None, 
                 fingerprint=store.dataset_fingerprint(keys, labels),
             )
         )
-    _check_replay(source, ViewPipeline(teachers[0].input, augment, source), views, rows[0])
+    check_replay(source, ViewPipeline(teachers[0].input, augment, source), views, rows[0])
     writer = _open_writer(config, out, layout, source, rows, meta)
     with (
         cpu_threads(device, config.runtime.workers, config.runtime.threads),
         stop_on_signals(config.runtime.stop_signals) as stop,
     ):
         return _run_pass(config, writer, source, rows[0], teachers, device, stop, augment)
-
-
-def _check_replay(source: DatasetSource, pipeline: ViewPipeline, views: BuildViews, row: int) -> None:
-    """Before any teacher time: one view of the first sample, made twice, must be the same bits."""
-    x = pipeline.decode(source.load(row))
-    pipeline.check_replay(x, pipeline.stored_params(x, views.seed, source.keys[row], 1)[0])
 
 
 def _build_distributed(config: BuildConfig, rank, augment: Augment) -> BuildResult:
