@@ -161,7 +161,7 @@ def inspect(file, out, temperatures, max_samples, bins):
     temperature that fits it best, top-k mass, view agreement, soft-target entropy (PNG + markdown + JSON)."""
     from pathlib import Path
 
-    from softlabels.inspection import InspectConfig, inspect_cache
+    from softlabels.report.inspect import InspectConfig, inspect_cache
 
     out = Path(out) if out else Path(Path(file).name.split(".")[0] + "-inspect")
     report = inspect_cache(file, out, InspectConfig(tuple(temperatures), max_samples, bins, session().show_progress))

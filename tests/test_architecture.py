@@ -118,7 +118,7 @@ def test_importing_and_plotting_leave_the_users_matplotlib_backend_alone(tmp_pat
     code = f"""
 import matplotlib
 matplotlib.use("svg")
-import softlabels.plots, trainer.plots, trainer.loop, softlabels.inspection
+import softlabels.report.plots, trainer.plots, trainer.loop, softlabels.report.inspect
 trainer.plots.plot_curves([{{"epoch": 1, "train_loss": 1.0, "train_accuracy": 0.5}}], {str(tmp_path)!r} + "/c.png")
 assert matplotlib.get_backend() == "svg", matplotlib.get_backend()
 import sys

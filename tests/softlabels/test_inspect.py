@@ -8,15 +8,8 @@ from click.testing import CliRunner
 
 from softlabels import store
 from softlabels.cli import main
-from softlabels.inspection import (
-    T_RANGE,
-    InspectConfig,
-    compute_report,
-    entropy,
-    fit_temperature,
-    reliability,
-    views_section,
-)
+from softlabels.report.inspect import InspectConfig, compute_report
+from softlabels.report.statistics import T_RANGE, entropy, fit_temperature, reliability, views_section
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
