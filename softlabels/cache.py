@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from softlabels import store
-from softlabels.checks import require_same_samples
+from softlabels.audit import require_same_samples
 from softlabels.data import open_dataset
 from softlabels.replay import ReplayDataset
 from softlabels.views import Normalize, replay_pipeline, replay_view

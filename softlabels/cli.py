@@ -208,7 +208,7 @@ def verify(file, as_json, **options):
     """Check structure, completeness, block checksums and fingerprint; with --dataset, that the samples
     (keys, labels and content) are the ones the cache was built on; with --recompute N, that the teacher
     reproduces N of them. Non-zero exit on any problem."""
-    from softlabels.checks import VerifyConfig, verify_cache
+    from softlabels.audit import VerifyConfig, verify_cache
 
     report = verify_cache(VerifyConfig(path=file, progress=session().show_progress, **options))
     if as_json:

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from softlabels import store
-from softlabels.checks import require_same_samples
+from softlabels.audit import require_same_samples
 from softlabels.data import DatasetSource
 from softlabels.data.sample_errors import SampleError, reading
 from softlabels.ensemble import Ensemble

@@ -95,7 +95,7 @@ def definitions_of(name):
 def test_one_function_replays_a_stored_view():
     """The trainer's dataset, `Cache.replay` and `verify --recompute` remake a stored view the same way."""
     assert definitions_of("replay_view") == {"softlabels/views/replay.py"}
-    callers = {"softlabels/replay.py", "softlabels/cache.py", "softlabels/checks.py"}
+    callers = {"softlabels/replay.py", "softlabels/cache.py", "softlabels/audit.py"}
     assert set(calls_to("replay_view")) == callers
     assert set(calls_to("replay_pipeline")) == callers  # each with the cache's recorded input and augmentation
 
@@ -118,8 +118,8 @@ def test_importing_and_plotting_leave_the_users_matplotlib_backend_alone(tmp_pat
     code = f"""
 import matplotlib
 matplotlib.use("svg")
-import softlabels.report.plots, trainer.plots, trainer.loop, softlabels.report.inspect
-trainer.plots.plot_curves([{{"epoch": 1, "train_loss": 1.0, "train_accuracy": 0.5}}], {str(tmp_path)!r} + "/c.png")
+import softlabels.report.plots, trainer.curves, trainer.loop, softlabels.report.inspect
+trainer.curves.plot_curves([{{"epoch": 1, "train_loss": 1.0, "train_accuracy": 0.5}}], {str(tmp_path)!r} + "/c.png")
 assert matplotlib.get_backend() == "svg", matplotlib.get_backend()
 import sys
 assert "matplotlib.pyplot" not in sys.modules, "pyplot was imported"

@@ -20,7 +20,7 @@ _EXPORTS = {
     "EpochSampler": "softlabels.replay",
     "LabelledDataset": "trainer.data",
     "ViewSchedule": "softlabels.replay",
-    "compare_samples": "softlabels.checks",
+    "compare_samples": "softlabels.audit",
     "FitConfig": "trainer.config",
     "Hook": "trainer.engine",
     "evaluate": "trainer.engine",

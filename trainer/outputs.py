@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from softlabels import store
 from softlabels.build.config import SAFE_VIEW_USES
-from trainer import checkpoints, plots
+from trainer import checkpoints, curves
 from trainer.config import METRIC_FIELDS, FitConfig, OverfitRiskWarning
 from trainer.engine import Hook
 from trainer.logs import RunLog
@@ -99,7 +99,7 @@ class Curves(Hook):
     """curves.png: loss and accuracy against epoch."""
 
     def on_epoch_end(self, run: Run, progress: Progress, record: dict) -> None:
-        plots.plot_curves(progress.history, Path(run.config.runtime.out) / "curves.png", title=title(run.config))
+        curves.plot_curves(progress.history, Path(run.config.runtime.out) / "curves.png", title=title(run.config))
 
 
 class Summary(Hook):

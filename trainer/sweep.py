@@ -17,7 +17,7 @@ from pathlib import Path
 
 from softlabels.stopping import Stopped
 from softlabels.store import read_info
-from trainer import plots
+from trainer import curves
 from trainer.checkpoints import write_text_atomic
 from trainer.config import FitConfig, check_config
 from trainer.loop import fit
@@ -141,7 +141,7 @@ def write_leaderboard(rows: list[dict], out: Path) -> None:
     writer.writeheader()
     writer.writerows({k: ("" if row.get(k) is None else row[k]) for k in COLUMNS} for row in rows)
     write_text_atomic(buffer.getvalue(), out / "leaderboard.csv")
-    plots.plot_leaderboard(rows, out / "leaderboard.png")
+    curves.plot_leaderboard(rows, out / "leaderboard.png")
 
 
 def _markdown(rows: list[dict]) -> str:

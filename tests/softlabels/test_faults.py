@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from softlabels import store
-from softlabels.checks import compare_samples
+from softlabels.audit import compare_samples
 from softlabels.cli import main
 
 NUM_BLOCKS = 9
@@ -478,7 +478,7 @@ def test_keys_with_control_characters_print_escaped_on_one_line(teacher_weights,
 
 
 def describe_diff(**kinds) -> str:
-    from softlabels.checks import SampleDiff
+    from softlabels.audit import SampleDiff
 
     return SampleDiff(**kinds).describe()
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 import softlabels
 from softlabels import store
-from softlabels.checks import recompute
+from softlabels.audit import recompute
 from softlabels.cli import main
 from softlabels.data import open_dataset
 from softlabels.models.teachers import load_teacher

@@ -1,6 +1,6 @@
 """Pictures are written (and are PNG files)."""
 
-from trainer.plots import plot_curves, plot_leaderboard
+from trainer.curves import plot_curves, plot_leaderboard
 
 PNG = b"\x89PNG"
 
