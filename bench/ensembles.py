@@ -29,6 +29,7 @@ from bench.common import (
 )
 from softlabels import store
 from softlabels.ensemble import Ensemble
+from softlabels.ensemble.weighted import Weighted
 
 MEMBERS = {
     "cifar_resnet20": "resnet20-12fca82f.th",
@@ -55,7 +56,7 @@ def accuracy_rows(path: Path) -> list[list]:
     for kind in ("mean-prob", "mean-logit"):
         mixed = Ensemble.parse(kind, info.member_names).combine(logits)
         out.append([f"ensemble of all five, {kind}", f"{100 * (mixed.argmax(-1) == labels).mean():.2f}"])
-    four = Ensemble("weights", weights=(0.25, 0.25, 0.25, 0.25, 0.0)).combine(logits)
+    four = Ensemble(Weighted((0.25, 0.25, 0.25, 0.25, 0.0))).combine(logits)
     out.append(
         ["ensemble of the four public checkpoints, mean-prob", f"{100 * (four.argmax(-1) == labels).mean():.2f}"]
     )

@@ -82,7 +82,7 @@ def load_sample(path, info: store.CacheInfo, max_samples: int, show_progress: bo
             bar.update(stop - start)
     if layout.num_teachers == 1:
         return Sample(rows, labels, logits)
-    return Sample(rows, labels, Ensemble("mean-prob").combine(logits), members=logits)
+    return Sample(rows, labels, Ensemble().combine(logits), members=logits)
 
 
 # ----------------------------------------------------------------------------- the report

@@ -113,8 +113,11 @@ def test_mixing_rules():
     weighted = Ensemble.parse("3,1", names).combine(logits)
     p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
     np.testing.assert_allclose(np.exp(weighted) / np.exp(weighted).sum(), 0.75 * p[0] + 0.25 * p[1], rtol=1e-5)
-    with pytest.raises(ValueError, match="give 2 non-negative weights"):
+    with pytest.raises(ValueError, match="give 2 finite, non-negative weights"):
         Ensemble.parse("1,2,3", names)
+    for bad in ("nan,1", "inf,1", "1e400,1", "-1,2", "0,0"):  # a NaN weight once trained on NaN targets
+        with pytest.raises(ValueError, match=f"--ensemble {bad}: give 2 finite, non-negative weights, not all zero"):
+            Ensemble.parse(bad, names)
     with pytest.raises(ValueError, match="no such teacher; members: 0: a, 1: b"):
         Ensemble.parse("teacher:c", names)
 
@@ -155,3 +158,24 @@ def test_info_and_inspect_report_every_member(pair, tmp_path):
     assert result.exit_code == 0, result.output
     report = (tmp_path / "report" / "report.md").read_text()
     assert "## Teachers" in report and "| ensemble (mean-prob) |" in report and "Top-1 agreement" in report
+
+
+def test_a_new_rule_is_one_class_registered_once(monkeypatch):
+    """What adding a rule takes: a `Rule` subclass (its own module in the package) and one line in RULES."""
+    import softlabels.ensemble as ensemble
+    from softlabels.ensemble.base import Rule
+
+    class Strongest(Rule):  # the member most confident on each view
+        name = "strongest"
+        form = "strongest"
+
+        def combine(self, logits, temperature):
+            best = logits.max(axis=-1).argmax(axis=-1)
+            return np.take_along_axis(logits, best[..., None, None], axis=-2)[..., 0, :]
+
+    monkeypatch.setattr(ensemble, "RULES", (*ensemble.RULES, Strongest))
+    logits = np.array([[[2.0, 0.0], [0.0, 5.0]], [[4.0, 0.0], [0.0, 1.0]]], dtype=np.float32)  # (N=2, M=2, C=2)
+    mixed = Ensemble.parse("strongest", ["a", "b"]).combine(logits)
+    np.testing.assert_array_equal(mixed, [[0.0, 5.0], [4.0, 0.0]])
+    with pytest.raises(ValueError, match="unknown --ensemble 'weakest'.*strongest"):
+        Ensemble.parse("weakest", ["a", "b"])
