@@ -83,13 +83,16 @@ def page_names() -> list[list[str]]:
 
 # Words of the page that look like code names but name data, not code (dataset paths, attributes of
 # the HDF5 file, JSON fields): they are documented in docs/FORMAT.md and checked by its tests.
-NOT_CODE = {"views/params", "topk/values", "build_id", "created", "param_names", "sample_kind"}
+NOT_CODE = {"views/params", "topk/values", "build_id", "created", "param_names", "sample_kind", "cat/0001.jpg"}
+# Other libraries' words the page quotes (timm's config key, torchvision's and torch's API).
+NOT_CODE |= {"crop_pct", "weights.transforms", "weights_only"}
 
 
 def test_every_path_the_page_cites_exists():
     paths = [p for p in page_paths() if p not in NOT_CODE and not p.startswith(("~", "imagefolder", "PATH"))]
     assert len(paths) >= 20, "the page should walk through the code by its paths"
-    missing = sorted({p for p in paths if not (ROOT / p).exists()})
+    # `softlabels/views/<name>.py` (where a new thing goes) names a folder that must exist
+    missing = sorted({p for p in paths if not (ROOT / p.split("<")[0]).exists()})
     assert missing == [], f"docs/ARCHITECTURE.md cites paths that do not exist: {missing}"
 
 
