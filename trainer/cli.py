@@ -290,6 +290,12 @@ def describe_summary(summary: dict, out: str) -> str:
     "--alpha", "alphas", multiple=True, type=float, help=f"KD alpha; repeat for a grid  [default: {DEFAULT_ALPHA:g}]"
 )
 @click.option("--with-ce", is_flag=True, help="Also train each student on labels alone (the baseline row).")
+@click.option(
+    "--sequential",
+    is_flag=True,
+    help="Train the runs one after another, each reading its own batches, instead of every run that shares "
+    "a data schedule from one stream of batches.",
+)
 @training_options
 @click.option(
     "--out",
@@ -298,13 +304,15 @@ def describe_summary(summary: dict, out: str) -> str:
     help="Sweep folder: one sub-folder per run, leaderboard.md/.csv/.png.",
 )
 @common_options(progress=False)
-def sweep(students, temperatures, alphas, with_ce, **options):
+def sweep(students, temperatures, alphas, with_ce, sequential, **options):
     """Train every student x temperature x alpha combination from one cache and rank them.
 
-    Runs go one after another; a failed run is recorded and the sweep goes on.
+    Runs that share a data schedule train together: each batch is decoded once and handed to every
+    student, and each run's weights equal the same run trained alone. A failed run is recorded and
+    the sweep goes on; a sweep whose students would not fit in memory together is refused.
     """
     base = _fit_config({**options, "student": students[0]})
-    config = SweepConfig(base, tuple(students), tuple(temperatures), tuple(alphas), with_ce)
+    config = SweepConfig(base, tuple(students), tuple(temperatures), tuple(alphas), with_ce, sequential)
 
     def report(row, done, total):
         result = f"{row['test_accuracy']:.2%}" if row.get("test_accuracy") is not None else row["status"]
