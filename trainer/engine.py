@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from softlabels import threads
 from softlabels.pipeline import flatten_views, to_device
 from softlabels.progress import bar as progress_bar
 from softlabels.runtime import autocast
@@ -171,6 +172,7 @@ def train_one_epoch(
         for hook in hooks:
             hook.on_step_end(run, epoch * steps + step, loss)
         tally(sums, loss, logits, labels)
+        threads.tick()  # follow the cores the loader and the machine leave idle
         if step % 10 == 0 or step == steps - 1:
             _show(bar, sums, started)
         if stop_agreed(run) and step + 1 < steps:

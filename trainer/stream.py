@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from softlabels import threads
 from softlabels.pipeline import to_device
 from softlabels.progress import bar as progress_bar
 from softlabels.runtime import Rank, cpu_threads, current_rank
@@ -274,6 +275,7 @@ def _epoch(members: list[Member], feed: Feed, epoch: int) -> list[Member]:
             if (epoch, step) >= member.position and not _step(member, epoch, step, images, labels, targets):
                 live.remove(member)
                 failed.append(member)
+        threads.tick()
         if step % 10 == 0 or step == steps - 1:
             _show(bar, live)
         if not live:
