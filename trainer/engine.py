@@ -260,7 +260,9 @@ def evaluate_many(
             total[2] += len(labels)
     for (model, _), training in zip(models, was_training):
         model.train(training)
-    return [{"eval_loss": loss / max(count, 1), "eval_accuracy": correct / max(count, 1)} for loss, correct, count in sums]
+    return [
+        {"eval_loss": loss / max(count, 1), "eval_accuracy": correct / max(count, 1)} for loss, correct, count in sums
+    ]
 
 
 # ----------------------------------------------------------------------------- the epochs of a run

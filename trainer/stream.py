@@ -323,7 +323,13 @@ def _interrupt(live: list[Member], epoch: int, step: int) -> None:
             continue  # resumes later in this epoch: its last.pt already holds its position
         seconds = time.perf_counter() - member.joined
         with member.own_rng():
-            interrupt(member.run, member.progress, epoch, EpochInterrupted(step + 1, member.sums.tolist(), seconds), member.hooks)
+            interrupt(
+                member.run,
+                member.progress,
+                epoch,
+                EpochInterrupted(step + 1, member.sums.tolist(), seconds),
+                member.hooks,
+            )
     for member in live:
         _on_stop(member)
     run = live[0].run
@@ -344,11 +350,8 @@ def _end_epoch(live: list[Member], feed: Feed) -> None:
     if feed.eval_loader is not None and live:
         started, run = time.perf_counter(), live[0].run
         models = [(m.run.bare_student, m.run.normalize) for m in live]
-        held_out = list(
-            evaluate_many(models, feed.eval_loader, run.device, run.config.optim.amp, run.config.runtime.progress)
-        )
-        for record in held_out:
-            record["eval_seconds"] = time.perf_counter() - started
+        records = evaluate_many(models, feed.eval_loader, run.device, run.config.optim.amp, run.config.runtime.progress)
+        held_out = [{**record, "eval_seconds": time.perf_counter() - started} for record in records]
     for member, epoch_record, record in zip(live, stats, held_out):
         with member.own_rng():
             finish_epoch(member.run, member.progress, member.progress.epoch, epoch_record, member.hooks, record)

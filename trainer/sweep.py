@@ -1,9 +1,10 @@
 """`trainer sweep`: every student x temperature x alpha from one cache, one run folder each, and a leaderboard.
 
 Runs that share a data schedule train together from one stream of batches (`trainer.stream`: each
-batch decoded once, every run bit-identical to the same run alone); `sequential` trains them one after
-another instead. A run that fails is recorded with its error and the sweep goes on. The leaderboard (leaderboard.md, .csv, .png) is rewritten after every run, so an
-interrupted sweep still shows what it has, and `--resume` picks the runs up where they stopped.
+batch decoded once, every run bit-identical to the same run alone); `sequential` trains them one
+after another instead. A run that fails is recorded with its error and the sweep goes on. The
+leaderboard (leaderboard.md, .csv, .png) is rewritten after every run, so an interrupted sweep still
+shows what it has, and `--resume` picks the runs up where they stopped.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from softlabels.stopping import Stopped
 from softlabels.store import read_info
 from trainer import plots
 from trainer.checkpoints import write_text_atomic
-from trainer.config import FitConfig, check_config
 from trainer.classic import is_classic
+from trainer.config import FitConfig, check_config
 from trainer.loop import fit
+from trainer.losses import check_kd_settings, default_loss
 from trainer.memory import check_fits
 from trainer.stream import group_streams, train_stream
-from trainer.losses import check_kd_settings, default_loss
 
 COLUMNS = (
     "rank",

@@ -90,7 +90,9 @@ def reads(monkeypatch):
 
 
 @pytest.mark.parametrize("per_decode", [1, 2])
-def test_each_run_of_a_shared_stream_equals_the_run_alone(multiview_cache, fit_options, noisy, tmp_path, per_decode, reads):
+def test_each_run_of_a_shared_stream_equals_the_run_alone(
+    multiview_cache, fit_options, noisy, tmp_path, per_decode, reads
+):
     config = grid(multiview_cache, fit_options, noisy, tmp_path / "sweep", views_per_decode=per_decode)
     assert len(group_streams(config.runs())) == 1
     rows = sweep(config)
