@@ -120,7 +120,7 @@ def check_fits(streams: Sequence[Sequence[FitConfig]], base: FitConfig, free: in
                 views.setdefault(key, views_of(config))
                 total += run_footprint(config, views[key]).total
                 names.append(Path(config.runtime.out).name)
-            except (ValueError, FileNotFoundError, KeyError):
+            except Exception:  # noqa: BLE001 - the run meets the same error when it starts, and fails alone
                 continue
         if total > need:
             worst, need = names, total
