@@ -9,7 +9,8 @@ random weights saved to a local file: nothing downloads), 224 px with each model
 transform, over ImageNet-sized JPEGs made from the shared CIFAR images (500x375, grain, quality 90),
 against the user's loop: torchvision `ImageFolder` with the weights' own transform
 (`ResNet18_Weights.DEFAULT.transforms()`, timm's `create_transform`), a `DataLoader` with the same
-workers and batch size, channels_last, AMP on CUDA, logits kept on the host (goal: build >= 1.0 x).
+workers and batch size, channels_last, AMP on CUDA, logits kept on the host, torch's default threads
+(goal: build >= 1.0 x; the build with its default threads, measured from the idle cores).
 Arms alternate so drift on a shared machine hits both alike; prints the table for BENCHMARKS.md.
 """
 
@@ -84,7 +85,7 @@ def user_loop(root: Path, transform, model, batch_size: int, workers: int, devic
     model = prepare_model(model, device).eval()
     outputs = []
     started = time.perf_counter()
-    with torch.inference_mode(), cpu_threads(device, workers):
+    with torch.inference_mode():  # torch's default threads, as users write it (no thread setting)
         for images, _ in loader:
             images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             with autocast(device, True):

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
+from softlabels import threads as threads_module
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     """`auto` picks CUDA when present, else CPU; `cuda[:i]` must exist."""
@@ -41,17 +43,24 @@ def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Modu
 
 @contextlib.contextmanager
 def cpu_threads(device: torch.device, workers: int, threads: int | None = None):
-    """Intra-op threads on CPU: `threads`, else the cores the loader workers leave free.
+    """Intra-op threads on CPU: `threads`, else the idle cores, measured (`softlabels.threads`).
 
     Oversubscription is brutal on small machines (2 threads beside a busy process ran 4-9x slower
-    than 1), so the default never asks for more threads than there are idle cores.
+    than 1), so the default starts from the cores the loader workers leave free, then follows the
+    cores measured idle (the loop calls `softlabels.threads.tick()` between batches).
     """
     before = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(threads or max(1, min(before, (os.cpu_count() or 1) - workers)))
+    if device.type != "cpu":
+        yield
+        return
+    governor = threads_module.ThreadGovernor(
+        threads or max(1, min(before, (os.cpu_count() or 1) - workers)), explicit=threads is not None, limit=before
+    )
+    threads_module._active.append(governor)
     try:
         yield
     finally:
+        threads_module._active.remove(governor)
         torch.set_num_threads(before)
 
 

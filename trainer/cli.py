@@ -93,16 +93,18 @@ def describe_summary(summary: dict, out: str) -> str:
 @main.command()
 @declared_options(SweepOptions, FitOptions, exclude=("student", "temperature", "alpha"), required=("students", "out"))
 @common_options(progress=False)
-def sweep(students, temperatures, alphas, with_ce, **options):
+def sweep(students, temperatures, alphas, with_ce, sequential, **options):
     """Train every student x temperature x alpha combination from one cache and rank them.
 
-    Runs go one after another; a failed run is recorded and the sweep goes on.
+    Runs that share a data schedule train together: each batch is decoded once and handed to every
+    student, and each run's weights equal the same run trained alone. A failed run is recorded and
+    the sweep goes on; a sweep whose students would not fit in memory together is refused.
     """
     from trainer.sweep import SweepConfig
     from trainer.sweep import sweep as run_sweep
 
     base = _fit_config({**options, "student": students[0]})
-    config = SweepConfig(base, tuple(students), tuple(temperatures), tuple(alphas), with_ce)
+    config = SweepConfig(base, tuple(students), tuple(temperatures), tuple(alphas), with_ce, sequential)
 
     def report(row, done, total):
         result = f"{row['test_accuracy']:.2%}" if row.get("test_accuracy") is not None else row["status"]

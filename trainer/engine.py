@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from softlabels import threads
 from softlabels.progress import bar as progress_bar
 from softlabels.runtime import autocast
 from softlabels.stopping import Stopped
@@ -64,7 +65,7 @@ class Hook:
 # ----------------------------------------------------------------------------- one step
 
 
-def _to_device(batch, device: torch.device, dtype: torch.dtype | None = None):
+def batch_to_device(batch, device: torch.device, dtype: torch.dtype | None = None):
     images, labels, *rest = batch
     if labels.ndim == 2:  # R views of each decoded sample: (B / R, R, ...) -> (B, ...)
         images, labels, rest = flatten_views(images), labels.flatten(0, 1), [r.flatten(0, 1) for r in rest]
@@ -111,7 +112,7 @@ def _finite_everywhere(run: Run, loss: torch.Tensor) -> bool:
     return not bool(bad)
 
 
-def _stop_agreed(run: Run) -> bool:
+def stop_agreed(run: Run) -> bool:
     """Whether any process received a stop signal (all of them stop after the same step)."""
     if not run.rank.distributed:
         return run.stop.requested
@@ -148,8 +149,8 @@ def train_one_epoch(
     EpochInterrupted when a stop signal arrived (after finishing the step in progress).
     """
     run.student.train()
-    run.sampler.set_epoch(epoch, start=start_step * run.config.optim.batch_size)
-    sums = torch.tensor(totals or [0.0, 0.0, 0.0], dtype=torch.float64, device=run.device)  # loss, correct, images
+    run.sampler.set_epoch(epoch, start=sampler_start(run, start_step))
+    sums = new_tally(run, totals)
     lr = run.optimizer.param_groups[0]["lr"]
     started = time.perf_counter()
     steps = run.steps_per_epoch or len(run.train_loader)
@@ -163,30 +164,51 @@ def train_one_epoch(
         leave=False,
     )
     for step, batch in enumerate(bar, start=start_step):
-        images, labels, targets = _to_device(batch, run.device, run.input_dtype)
+        images, labels, targets = batch_to_device(batch, run.device, run.input_dtype)
         try:
             loss, logits = train_step(run, images, labels, targets)
         except NonFiniteLoss as err:
             raise NonFiniteLoss(f"{err} at epoch {epoch + 1}, step {step + 1} of {steps}") from None
         for hook in hooks:
             hook.on_step_end(run, epoch * steps + step, loss)
-        sums += torch.stack(
-            [
-                loss.double() * len(labels),
-                (logits.argmax(1) == labels).sum().double(),
-                torch.tensor(float(len(labels)), dtype=torch.float64, device=run.device),
-            ]
-        )
+        tally(sums, loss, logits, labels)
+        threads.tick()  # follow the cores the loader and the machine leave idle
         if step % 10 == 0 or step == steps - 1:
             _show(bar, sums, started)
-        if _stop_agreed(run) and step + 1 < steps:
+        if stop_agreed(run) and step + 1 < steps:
             bar.close()
             raise EpochInterrupted(step + 1, sums.tolist(), time.perf_counter() - started)
+    bar.close()
+    return epoch_stats(run, sums, lr, time.perf_counter() - started)
+
+
+def sampler_start(run: Run, step: int) -> int:
+    """The sampler item an epoch resumed at `step` starts from: items are decoded samples, each giving
+    --views-per-decode views of a batch."""
+    return step * (run.train_loader.batch_size or 1)
+
+
+def new_tally(run: Run, totals: list[float] | None = None) -> torch.Tensor:
+    """An epoch's running sums (loss x images, correct, images) on the device, continuing `totals`."""
+    return torch.tensor(totals or [0.0, 0.0, 0.0], dtype=torch.float64, device=run.device)
+
+
+def tally(sums: torch.Tensor, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+    """Add one step to an epoch's running sums (no sync with the device)."""
+    sums += torch.stack(
+        [
+            loss.double() * len(labels),
+            (logits.argmax(1) == labels).sum().double(),
+            torch.tensor(float(len(labels)), dtype=torch.float64, device=sums.device),
+        ]
+    )
+
+
+def epoch_stats(run: Run, sums: torch.Tensor, lr: float, seconds: float) -> dict:
+    """An epoch's loss, accuracy and images/s over every process, from its running sums."""
     if run.rank.distributed:
         dist.all_reduce(sums)
     loss_sum, correct, count = sums.tolist()
-    bar.close()
-    seconds = time.perf_counter() - started
     return {
         "lr": lr,
         "train_loss": loss_sum / max(count, 1),
@@ -208,23 +230,39 @@ def _show(bar, totals: torch.Tensor, started: float) -> None:
     )
 
 
-@torch.no_grad()
 def evaluate(
     model: nn.Module, normalize: nn.Module, loader, device: torch.device, amp: bool = True, show_progress: bool = False
 ) -> dict:
     """Cross-entropy and top-1 accuracy of `model` over `loader`, in eval mode."""
-    was_training = model.training
-    model.eval()
-    loss_sum, correct, count = 0.0, 0, 0
+    return evaluate_many([(model, normalize)], loader, device, amp, show_progress)[0]
+
+
+@torch.no_grad()
+def evaluate_many(
+    models: Sequence[tuple[nn.Module, nn.Module]],
+    loader,
+    device: torch.device,
+    amp: bool = True,
+    show_progress: bool = False,
+) -> list[dict]:
+    """`evaluate` for several (model, normalize) pairs on views of one geometry: each batch is read once."""
+    was_training = [model.training for model, _ in models]
+    for model, _ in models:
+        model.eval()
+    sums = [[0.0, 0, 0] for _ in models]  # loss, correct, count
     for batch in progress_bar(loader, desc="evaluating", unit="batch", enabled=show_progress, leave=False):
-        images, labels, _ = _to_device(batch, device, input_dtype(model))
-        with autocast(device, amp):
-            logits = model(normalize(images)).float()
-        loss_sum += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
-        correct += int((logits.argmax(1) == labels).sum())
-        count += len(labels)
-    model.train(was_training)
-    return {"eval_loss": loss_sum / max(count, 1), "eval_accuracy": correct / max(count, 1)}
+        images, labels, _ = batch_to_device(batch, device)
+        for (model, normalize), total in zip(models, sums):
+            with autocast(device, amp):
+                logits = model(normalize(to_device(images, device, input_dtype(model)))).float()
+            total[0] += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
+            total[1] += int((logits.argmax(1) == labels).sum())
+            total[2] += len(labels)
+    for (model, _), training in zip(models, was_training):
+        model.train(training)
+    return [
+        {"eval_loss": loss / max(count, 1), "eval_accuracy": correct / max(count, 1)} for loss, correct, count in sums
+    ]
 
 
 # ----------------------------------------------------------------------------- the epochs of a run
@@ -261,7 +299,7 @@ def train(run: Run, progress: Progress, hooks: Sequence[Hook]) -> dict:
 
 def _stop_between_epochs(run: Run, progress: Progress, out: Path) -> None:
     """A stop signal that arrived during setup, evaluation or the last checkpoint: everything is saved."""
-    if _stop_agreed(run):
+    if stop_agreed(run):
         saved = f"{out / LAST} holds epoch {progress.epoch}" if progress.epoch else "nothing to save yet"
         raise Stopped(f"stopped by {run.stop.name} before epoch {progress.epoch + 1}: {saved}; {RESUME_HINT}")
 
@@ -270,40 +308,56 @@ def _run_epoch(run: Run, progress: Progress, epoch: int, out: Path, hooks: Seque
     try:
         stats = train_one_epoch(run, epoch, progress.step, progress.totals, hooks)
     except NonFiniteLoss as err:
-        kept = (
-            f"{out / LAST} (epoch {progress.epoch}{f', step {progress.step}' if progress.step else ''}) is intact"
-            if (out / LAST).exists()
-            else "no checkpoint was written yet"
-        )
-        raise NonFiniteLoss(
-            f"{err}: the run stopped before that step changed the weights; {kept}. Lower --lr or --temperature, keep "
-            f"--clip-grad-norm on, or check the data; --resume continues from the checkpoint"
-        ) from None
+        raise explain_non_finite(err, out, progress) from None
     except EpochInterrupted as stop:
-        progress.step, progress.totals, progress.seconds = stop.step, stop.totals, progress.seconds + stop.seconds
-        for hook in hooks:
-            hook.on_interrupt(run, progress)
-        _barrier(run)
-        raise Stopped(
-            f"stopped by {run.stop.name} at epoch {epoch + 1}, step {stop.step} of {run.steps_per_epoch}: "
-            f"saved {out / LAST}; {RESUME_HINT}"
-        ) from None
-    stats["seconds"] += progress.seconds
-    progress.step, progress.totals, progress.seconds = 0, None, 0.0
-    record = {"epoch": epoch + 1, **stats}
+        raise interrupt(run, progress, epoch, stop, hooks) from None
+    held_out = None
     if run.eval_loader is not None:
         started = time.perf_counter()
-        record.update(
-            evaluate(
-                run.bare_student,
-                run.normalize,
-                run.eval_loader,
-                run.device,
-                run.config.optim.amp,
-                show_progress=run.config.runtime.progress,
-            )
+        held_out = evaluate(
+            run.bare_student,
+            run.normalize,
+            run.eval_loader,
+            run.device,
+            run.config.optim.amp,
+            show_progress=run.config.runtime.progress,
         )
-        record["eval_seconds"] = time.perf_counter() - started
+        held_out["eval_seconds"] = time.perf_counter() - started
+    finish_epoch(run, progress, epoch, stats, hooks, held_out)
+
+
+def explain_non_finite(err: NonFiniteLoss, out: Path, progress: Progress) -> NonFiniteLoss:
+    """The error of a run whose loss became non-finite: what is kept, and what to try."""
+    kept = (
+        f"{out / LAST} (epoch {progress.epoch}{f', step {progress.step}' if progress.step else ''}) is intact"
+        if (out / LAST).exists()
+        else "no checkpoint was written yet"
+    )
+    return NonFiniteLoss(
+        f"{err}: the run stopped before that step changed the weights; {kept}. Lower --lr or --temperature, keep "
+        f"--clip-grad-norm on, or check the data; --resume continues from the checkpoint"
+    )
+
+
+def interrupt(run: Run, progress: Progress, epoch: int, stop: EpochInterrupted, hooks: Sequence[Hook]) -> Stopped:
+    """Record a mid-epoch stop in `progress`, let the hooks save it; returns the `Stopped` to raise."""
+    progress.step, progress.totals, progress.seconds = stop.step, stop.totals, progress.seconds + stop.seconds
+    for hook in hooks:
+        hook.on_interrupt(run, progress)
+    _barrier(run)
+    return Stopped(
+        f"stopped by {run.stop.name} at epoch {epoch + 1}, step {stop.step} of {run.steps_per_epoch}: "
+        f"saved {Path(run.config.runtime.out) / LAST}; {RESUME_HINT}"
+    )
+
+
+def finish_epoch(
+    run: Run, progress: Progress, epoch: int, stats: dict, hooks: Sequence[Hook], held_out: dict | None = None
+) -> None:
+    """Record a finished epoch (its training `stats` and `held_out` evaluation) and call the hooks."""
+    stats["seconds"] += progress.seconds
+    progress.step, progress.totals, progress.seconds = 0, None, 0.0
+    record = {"epoch": epoch + 1, **stats, **(held_out or {})}
     progress.epoch = epoch + 1
     progress.history.append(record)
     progress.note_best(record)

@@ -43,11 +43,11 @@ def fit(config: FitConfig, hooks: Sequence[Hook] = ()) -> dict:
         return fit_classic(config)
     check_config(config)
     rank = current_rank()
-    device = _device_for(config, rank)
+    device = device_for(config, rank)
     out = Path(config.runtime.out)
     created = rank.is_main and not out.exists()
     try:
-        with cpu_threads(device, config.runtime.workers, config.runtime.threads), _process_group(rank, device):
+        with cpu_threads(device, config.runtime.workers, config.runtime.threads), process_group(rank, device):
             return _fit(config, rank, device, out, hooks)
     except BaseException:
         if created:
@@ -56,7 +56,7 @@ def fit(config: FitConfig, hooks: Sequence[Hook] = ()) -> dict:
 
 
 def _fit(config: FitConfig, rank: Rank, device: torch.device, out: Path, hooks: Sequence[Hook]) -> dict:
-    _check_out(config, out, rank)
+    check_out(config, out, rank)
     with stop_on_signals(config.runtime.stop_signals) as stop:
         run = build_run(config, rank, device, stop)
         try:
@@ -74,7 +74,7 @@ def _remove_if_empty(folder: Path) -> None:
         pass
 
 
-def _device_for(config: FitConfig, rank: Rank) -> torch.device:
+def device_for(config: FitConfig, rank: Rank) -> torch.device:
     if rank.distributed and config.runtime.device == "auto" and torch.cuda.is_available():
         return resolve_device(f"cuda:{rank.local_rank}")
     device = resolve_device(config.runtime.device)
@@ -84,7 +84,7 @@ def _device_for(config: FitConfig, rank: Rank) -> torch.device:
 
 
 @contextlib.contextmanager
-def _process_group(rank: Rank, device: torch.device):
+def process_group(rank: Rank, device: torch.device):
     if not rank.distributed or dist.is_initialized():
         yield
         return
@@ -95,7 +95,7 @@ def _process_group(rank: Rank, device: torch.device):
         dist.destroy_process_group()
 
 
-def _check_out(config: FitConfig, out: Path, rank: Rank) -> None:
+def check_out(config: FitConfig, out: Path, rank: Rank) -> None:
     if (out / LAST).exists() and not (config.runtime.resume or config.runtime.overwrite):
         raise FileExistsError(
             f"{out} already holds a run (last.pt): pass --resume to continue it, "

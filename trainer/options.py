@@ -273,3 +273,8 @@ class SweepOptions:
         help=Deferred(lambda: f"KD alpha; repeat for a grid  [default: {DEFAULT_ALPHA():g}]"),
     )
     with_ce: bool = option(False, help="Also train each student on labels alone (the baseline row).")
+    sequential: bool = option(
+        False,
+        help="Train the runs one after another, each reading its own batches, instead of every run that "
+        "shares a data schedule from one stream of batches.",
+    )

@@ -31,7 +31,11 @@ class OverfitAdvice(Hook):
 
 
 class EpochReport(Hook):
-    """One line per epoch under its progress bar."""
+    """One line per epoch under its progress bar, starting with the run's `name` when given (a sweep
+    training several runs at once)."""
+
+    def __init__(self, name: str | None = None) -> None:
+        self.prefix = f"{name}: " if name else ""
 
     def on_epoch_end(self, run: Run, progress: Progress, record: dict) -> None:
         if not run.config.runtime.progress:
@@ -42,7 +46,7 @@ class EpochReport(Hook):
             else ""
         )
         tqdm.write(
-            f"epoch {record['epoch']}/{run.config.optim.epochs}: train loss {record['train_loss']:.4f} "
+            f"{self.prefix}epoch {record['epoch']}/{run.config.optim.epochs}: train loss {record['train_loss']:.4f} "
             f"acc {record['train_accuracy']:.2%}{held_out}, {record['images_per_second']:.0f} images/s"
         )
 
@@ -120,9 +124,9 @@ class Summary(Hook):
         checkpoints.write_json_atomic(summary, Path(run.config.runtime.out) / "summary.json")
 
 
-def output_hooks() -> list[Hook]:
-    """The outputs of `trainer fit`, in the order they run."""
-    return [OverfitAdvice(), EpochReport(), Loggers(), Checkpoints(), Metrics(), Curves(), Summary()]
+def output_hooks(name: str | None = None) -> list[Hook]:
+    """The outputs of `trainer fit`, in the order they run (`name`: the run's, in its epoch lines)."""
+    return [OverfitAdvice(), EpochReport(name), Loggers(), Checkpoints(), Metrics(), Curves(), Summary()]
 
 
 def write_metrics(history: list[dict], out: Path) -> None:

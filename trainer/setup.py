@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from softlabels.data import open_dataset
+from softlabels.data import DatasetSource, open_dataset
 from softlabels.models.inputs import data_input
 from softlabels.models.preprocessing import Preprocessing
 from softlabels.models.teachers import load_teacher
@@ -90,7 +90,15 @@ def load_data(config: FitConfig) -> tuple[TrainingData, Teacher | None, Preproce
     With a cache or an online teacher the views are the teacher's, and the student takes them as they
     are (only its statistics resolve); from labels alone the views are made for the student's own input.
     """
-    data, runtime, seed, model = config.data, config.runtime, config.optim.seed, config.model
+    training, teacher = load_views(config)
+    check_mixed_views(config, training.cache)
+    return training, teacher, student_prep(config, training)
+
+
+def load_views(config: FitConfig) -> tuple[TrainingData, Teacher | None]:
+    """The training data and the online teacher when there is one: what every run with the same data
+    schedule shares (from labels, the views are made for this config's student)."""
+    data, runtime, seed = config.data, config.runtime, config.optim.seed
     augment = parse_augment(data.augment)
     if runtime.cache:
         training = cached_training_data(
@@ -109,24 +117,11 @@ def load_data(config: FitConfig) -> tuple[TrainingData, Teacher | None, Preproce
             verify=runtime.verify,
             check_content=runtime.check_content,
         )
-        check_mixed_views(config, training.cache)
-        student = student_input(
-            model.student, training.image_prep, model.mean, model.std, data_input(training.source.defaults)
-        )
-        return training, None, student
+        return training, None
     assert data.dataset is not None  # check_config: --cache or --dataset
     source = open_dataset(data.dataset, data.split, runtime.data_root, runtime.download)
     if not config.objective.teacher:
-        prep = labelled_input(
-            model.student,
-            data_input(source.defaults),
-            runtime.weights,
-            runtime.trust_checkpoint,
-            model.mean,
-            model.std,
-            model.image_size,
-        )
-        return labelled_training_data(source, data.subset, augment, seed, prep), None, prep
+        return labelled_training_data(source, data.subset, augment, seed, labelled_prep(config, source)), None
     loaded = load_teacher(
         config.objective.teacher,
         runtime.weights,
@@ -135,13 +130,53 @@ def load_data(config: FitConfig) -> tuple[TrainingData, Teacher | None, Preproce
         data=data_input(source.defaults),
     )
     training = labelled_training_data(source, data.subset, augment, seed, loaded.input)
-    teacher = Teacher(loaded.model.eval(), Normalize(loaded.input))
-    student = student_input(model.student, loaded.input, model.mean, model.std, data_input(source.defaults))
-    return training, teacher, student
+    return training, Teacher(loaded.model.eval(), Normalize(loaded.input))
 
 
-def build_run(config: FitConfig, rank: Rank, device: torch.device, stop: StopRequest) -> Run:
-    data, teacher, prep = load_data(config)
+def labelled_prep(config: FitConfig, source: DatasetSource) -> Preprocessing:
+    """The student's input learning from labels alone: the views are made for it."""
+    model, runtime = config.model, config.runtime
+    return labelled_input(
+        model.student,
+        data_input(source.defaults),
+        runtime.weights,
+        runtime.trust_checkpoint,
+        model.mean,
+        model.std,
+        model.image_size,
+    )
+
+
+def student_prep(config: FitConfig, data: TrainingData) -> Preprocessing:
+    """A student's input on `data`'s views: the teacher's views (a cache, an online teacher) with the
+    student's own statistics, or, from labels, the student's own input (its views must be `data`'s)."""
+    model = config.model
+    if not (config.runtime.cache or config.objective.teacher):
+        return labelled_prep(config, data.source)
+    return student_input(model.student, data.image_prep, model.mean, model.std, data_input(data.source.defaults))
+
+
+@dataclass
+class Feed:
+    """The batches of a run: its data, sampler, loaders and online teacher. Every run of a shared-stream
+    sweep (`trainer.stream`) trains from one `Feed`."""
+
+    data: TrainingData
+    sampler: EpochSampler
+    train_loader: torch.utils.data.DataLoader
+    eval_loader: torch.utils.data.DataLoader | None
+    teacher: Teacher | None
+
+    def close(self) -> None:
+        """End the loaders' persistent workers (also when the run failed)."""
+        close_loader(self.train_loader)
+        close_loader(self.eval_loader)
+
+
+def build_feed(
+    config: FitConfig, rank: Rank, device: torch.device, data: TrainingData, teacher: Teacher | None, prep
+) -> Feed:
+    """The sampler and loaders over `data` (views of `prep`'s geometry) and the teacher on the device."""
     per_decode = config.data.views_per_decode
     sampler = EpochSampler(
         data.indices,
@@ -160,30 +195,47 @@ def build_run(config: FitConfig, rank: Rank, device: torch.device, stop: StopReq
         config.runtime.start_method,
     )
     eval_loader = _eval_loader(config, data, prep, rank, device)
-    torch.manual_seed(config.optim.seed)
-    student = _student(config, data, prep, rank, device)
     if teacher is not None:
         teacher = Teacher(prepare_model(teacher.model, device).eval(), teacher.normalize.to(device))
+    return Feed(data, sampler, train_loader, eval_loader, teacher)
+
+
+def build_run(config: FitConfig, rank: Rank, device: torch.device, stop: StopRequest, feed: Feed | None = None) -> Run:
+    """A run's student, optimizer and schedule around its `feed` (its own when None: `trainer fit`).
+
+    The student's weights draw from torch's global RNG seeded with --seed here, so a run built on a
+    shared feed starts from the same weights as the same run alone.
+    """
+    if feed is None:
+        data, teacher, prep = load_data(config)
+        feed = build_feed(config, rank, device, data, teacher, prep)
+    else:
+        check_mixed_views(config, feed.data.cache)
+        prep = student_prep(config, feed.data)
+        if prep.geometry != feed.data.image_prep.geometry:
+            raise ValueError(f"{config.model.student} needs views of {prep.describe()}: it cannot share this feed")
+    torch.manual_seed(config.optim.seed)
+    student = _student(config, feed.data, prep, rank, device)
     optimizer = make_optimizer(student, config)
-    scheduler = make_scheduler(optimizer, config, len(train_loader))
+    scheduler = make_scheduler(optimizer, config, len(feed.train_loader))
     scaler = torch.amp.GradScaler("cuda", enabled=config.optim.amp and device.type == "cuda")
     return Run(
         config,
         rank,
         device,
-        data,
-        sampler,
-        train_loader,
-        eval_loader,
+        feed.data,
+        feed.sampler,
+        feed.train_loader,
+        feed.eval_loader,
         student,
         Normalize(prep).to(device),
         prep,
-        teacher,
+        feed.teacher,
         config.make_objective(),
         optimizer,
         scheduler,
         scaler,
-        steps_per_epoch=len(train_loader),
+        steps_per_epoch=len(feed.train_loader),
         stop=stop,
     )
 

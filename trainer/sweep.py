@@ -1,8 +1,10 @@
 """`trainer sweep`: every student x temperature x alpha from one cache, one run folder each, and a leaderboard.
 
-Runs go one after another in the same process; a run that fails is recorded with its error and the
-sweep goes on. The leaderboard (leaderboard.md, .csv, .png) is rewritten after every run, so an
-interrupted sweep still shows what it has, and `--resume` picks the runs up where they stopped.
+Runs that share a data schedule train together from one stream of batches (`trainer.stream`: each
+batch decoded once, every run bit-identical to the same run alone); `sequential` trains them one
+after another instead. A run that fails is recorded with its error and the sweep goes on. The
+leaderboard (leaderboard.md, .csv, .png) is rewritten after every run, so an interrupted sweep still
+shows what it has, and `--resume` picks the runs up where they stopped.
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ from softlabels.stopping import Stopped
 from softlabels.store import read_info
 from trainer import curves
 from trainer.checkpoints import write_text_atomic
+from trainer.classic import is_classic
 from trainer.config import FitConfig, check_config
 from trainer.loop import fit
 from trainer.losses import check_kd_settings, default_loss
+from trainer.memory import check_fits
 from trainer.options import SweepOptions
+from trainer.stream import group_streams, train_stream
 
 COLUMNS = (
     "rank",
@@ -84,6 +89,21 @@ def _name(student: str, loss: str, temperature: float | None = None, alpha: floa
 
 def run_one(config: FitConfig) -> dict:
     """One run of the sweep as a leaderboard row; failures become rows too (status and error)."""
+    return result_row(config, _fit_alone(config))
+
+
+def _fit_alone(config: FitConfig) -> dict | BaseException:
+    """A run's summary, or the error it failed with."""
+    try:
+        return fit(config.replace(resume=_resumable(config)))
+    except (KeyboardInterrupt, Stopped):  # the whole sweep stops; --resume continues it
+        raise
+    except Exception as err:  # recorded, and the sweep goes on
+        return err
+
+
+def result_row(config: FitConfig, result: dict | BaseException) -> dict:
+    """A run's leaderboard row from its summary, or from the error it failed with (also OUT/error.txt)."""
     used = config.make_objective().loss.settings
     row = {
         "run": Path(config.runtime.out).name,
@@ -92,35 +112,46 @@ def run_one(config: FitConfig) -> dict:
         "temperature": config.objective.temperature if "temperature" in used else None,
         "alpha": config.objective.alpha if "alpha" in used else None,
     }
-    resume = config.runtime.resume and (Path(config.runtime.out) / "last.pt").exists()
-    try:
-        summary = fit(config.replace(resume=resume))
-    except (KeyboardInterrupt, Stopped):  # the whole sweep stops; --resume continues it
-        raise
-    except Exception as err:  # recorded, and the sweep goes on
-        message = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(result, BaseException):
+        message = " ".join(str(result).split()) or type(result).__name__
         Path(config.runtime.out).mkdir(parents=True, exist_ok=True)
-        write_text_atomic(traceback.format_exc(), Path(config.runtime.out) / "error.txt")
-        return {**row, "status": "failed", "error": f"{type(err).__name__}: {message}"}
+        write_text_atomic("".join(traceback.format_exception(result)), Path(config.runtime.out) / "error.txt")
+        return {**row, "status": "failed", "error": f"{type(result).__name__}: {message}"}
     keep = ("test_accuracy", "best_accuracy", "epochs", "wall_seconds", "images_per_second")
-    return {**row, **{k: summary.get(k) for k in keep}, "status": "ok", "error": ""}
+    return {**row, **{k: result.get(k) for k in keep}, "status": "ok", "error": ""}
 
 
 def sweep(config: SweepConfig, on_result=None) -> list[dict]:
-    """Train every run of the grid in turn; returns the ranked rows (also written under base.out)."""
+    """Train every run of the grid (together where they share batches, or in turn when `sequential`);
+    returns the ranked rows (also written under base.out, and rewritten as each run ends)."""
     runs = config.runs()
     check_config(runs[0])  # what every run would fail on (no data, bad loss settings) stops the sweep now
     if config.base.runtime.cache:
         read_info(config.base.runtime.cache)
+    streams = [[run] for run in runs] if config.sequential else group_streams(runs)
+    check_fits(streams, config.base)
     out = Path(config.base.runtime.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for run in runs:
-        rows.append(run_one(run))
+    rows: list[dict] = []
+
+    def done(run: FitConfig, result: dict | BaseException) -> None:
+        rows.append(result_row(run, result))
         if on_result is not None:
             on_result(rows[-1], len(rows), len(runs))
         write_leaderboard(rank_rows(rows), out)
+
+    for stream in streams:
+        alone = [run for run in stream if config.sequential or is_classic(run.model.student)]
+        for run in alone:
+            done(run, _fit_alone(run))
+        together = [run.replace(resume=_resumable(run)) for run in stream if run not in alone]
+        if together:
+            train_stream(together, done)
     return rank_rows(rows)
+
+
+def _resumable(config: FitConfig) -> bool:
+    return config.runtime.resume and (Path(config.runtime.out) / "last.pt").exists()
 
 
 def rank_rows(rows: list[dict]) -> list[dict]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from softlabels import progress, store
+from softlabels import progress, store, threads
 from softlabels.build.config import BuildConfig, BuildResult
 from softlabels.build.inputs import TeacherInputs, check_replay, make_loader, probe_example
 from softlabels.build.members import (
@@ -325,6 +325,7 @@ def _compute(loader, members, background, writer, source, device, config, bar, s
                 background.put(_encode(logits, params, digests, indices, writer.layout, source))
                 rows += len(indices)
                 bar.update(len(indices))
+                threads.tick()  # follow the cores the loader and the machine leave idle
     finally:
         end_workers(batches)  # also on an error: its workers hold the partial open (and locked)
     if stop.requested and rows < writer.layout.num_samples:

@@ -169,3 +169,29 @@ def test_a_stop_signal_stops_every_rank_after_the_same_step_and_resumes(multivie
     summary = json.loads((out / "summary.json").read_text())
     assert summary["finished"] and "stopped_by" not in summary
     assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").open()] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_a_shared_stream_sweep_under_torchrun_equals_each_run_alone_under_torchrun(cache, tmp_path):
+    """Each rank feeds its shard to every student (each its own DDP wrapper): the same weights as the
+    run trained alone with the same two processes."""
+    common = ["--cache", cache, "--epochs", "2", "--batch-size", "3", "--workers", "0", "--device", "cpu"]
+    sweep = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "trainer"]
+    sweep += ["sweep", *common, "--no-progress", "--student", "linear", "--student", "small_cnn"]
+    sweep += ["--temperature", "1", "--temperature", "4", "--out", str(tmp_path / "sweep")]
+    done = subprocess.run(
+        sweep, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert done.returncode == 0, done.stderr
+    runs = sorted(path for path in (tmp_path / "sweep").iterdir() if path.is_dir())
+    assert len(runs) == 4
+    for run in runs[::3]:  # one run of each student
+        student = run.name.split("-", 1)[0]
+        temperature = run.name.split("-T", 1)[1].split("-", 1)[0]
+        alone = torchrun_fit(
+            [*common, "--student", student, "--temperature", temperature, "--out", tmp_path / run.name], tmp_path
+        )
+        assert alone.returncode == 0, alone.stderr
+        a = torch.load(run / "last.pt", weights_only=True)["model"]
+        b = torch.load(tmp_path / run.name / "last.pt", weights_only=True)["model"]
+        assert all(torch.equal(a[key], b[key]) for key in a)

@@ -6,6 +6,7 @@ import signal
 from pathlib import Path
 
 import pytest
+import torch
 
 from softlabels.stopping import Stopped
 from trainer import FitConfig, Hook, fit
@@ -84,3 +85,18 @@ def test_teardown_runs_when_a_hook_fails(cache, fit_options):
     with pytest.raises(RuntimeError, match="a failing hook"):
         fit(FitConfig.from_options(cache=cache, **fit_options), hooks=[hook])
     assert hook.calls[-2:] == [("epoch_end", 1), ("teardown",)]
+
+
+def test_a_resume_mid_epoch_with_views_per_decode_continues_with_the_right_samples(
+    multiview_cache, fit_options, tmp_path
+):
+    """The sampler counts decoded samples (R views each), not views: a resume skips steps x batch / R."""
+    options = {**fit_options, "views_per_decode": 2}
+    fit(FitConfig.from_options(cache=multiview_cache, **{**options, "out": str(tmp_path / "ref")}))
+    with pytest.raises(Stopped, match="at epoch 2, step 3 of 9"):
+        fit(FitConfig.from_options(cache=multiview_cache, **options), hooks=[Recorder(stop_at_step=11)])
+    fit(FitConfig.from_options(cache=multiview_cache, resume=True, **options))
+    resumed, reference = (
+        torch.load(Path(d) / "last.pt", weights_only=True)["model"] for d in (tmp_path / "run", tmp_path / "ref")
+    )
+    assert all(torch.equal(resumed[k], reference[k]) for k in reference)
