@@ -110,9 +110,14 @@ class ObjectiveOptions:
 
     loss: str | None = option(
         None,
-        type=Choices(LOSS_NAMES),
-        help="kd: Hinton's KD; hard: CE on the teacher's arg-max; ce: labels only  "
-        "[default: kd with --cache/--teacher, else ce]",
+        type=str,
+        help=Deferred(
+            lambda: (
+                f"{', '.join(LOSS_NAMES())}, or a sum such as kd+embed-cosine (kd: Hinton's KD; hard: CE on the "
+                "teacher's arg-max; ce: labels only; embed-*: from a cache's embeddings, `--targets embedding`)  "
+                "[default: kd with --cache/--teacher, else ce]"
+            )
+        ),
     )  # None: kd with a cache or teacher, else ce
     temperature: float = option(DEFAULT_TEMPERATURE, help="KD temperature T (> 0).")
     alpha: float = option(DEFAULT_ALPHA, help="KD weight of the teacher term, in [0, 1].")

@@ -21,7 +21,7 @@ from softlabels.replay import EpochSampler
 from softlabels.runtime import Rank, prepare_model
 from softlabels.stopping import StopRequest
 from softlabels.views import Normalize, parse_augment, stack
-from trainer.config import FitConfig, check_mixed_views
+from trainer.config import FitConfig, check_cache_targets, check_mixed_views
 from trainer.data import (
     TrainingData,
     cached_training_data,
@@ -32,6 +32,7 @@ from trainer.data import (
 )
 from trainer.losses import Objective
 from trainer.optim import make_optimizer, make_scheduler
+from trainer.projection import make_projection
 from trainer.students import create_student, labelled_input, probe_student, student_input
 
 
@@ -64,6 +65,7 @@ class Run:
     scaler: torch.amp.GradScaler
     steps_per_epoch: int = 0
     stop: StopRequest = field(default_factory=StopRequest)
+    projection: nn.Module | None = None  # losses from embeddings: student features -> teacher embedding
 
     @property
     def bare_student(self) -> nn.Module:
@@ -108,8 +110,10 @@ def load_data(config: FitConfig) -> tuple[TrainingData, Teacher | None, Preproce
             views_per_decode=data.views_per_decode,
             verify=runtime.verify,
             check_content=runtime.check_content,
+            embeddings=config.make_objective().needs_embedding,
         )
         check_mixed_views(config, training.cache)
+        check_cache_targets(config, training.cache)
         student = student_input(
             model.student, training.image_prep, model.mean, model.std, data_input(training.source.defaults)
         )
@@ -164,7 +168,12 @@ def build_run(config: FitConfig, rank: Rank, device: torch.device, stop: StopReq
     student = _student(config, data, prep, rank, device)
     if teacher is not None:
         teacher = Teacher(prepare_model(teacher.model, device).eval(), teacher.normalize.to(device))
-    optimizer = make_optimizer(student, config)
+    objective = config.make_objective()
+    projection = None
+    if objective.loss.projection:
+        assert data.cache is not None  # a loss from embeddings trains from a cache (load_data checks)
+        projection = make_projection(getattr(student, "module", student), data.cache.layout.embedding_dim, device)
+    optimizer = make_optimizer(student if projection is None else nn.ModuleList([student, projection]), config)
     scheduler = make_scheduler(optimizer, config, len(train_loader))
     scaler = torch.amp.GradScaler("cuda", enabled=config.optim.amp and device.type == "cuda")
     return Run(
@@ -179,12 +188,13 @@ def build_run(config: FitConfig, rank: Rank, device: torch.device, stop: StopReq
         Normalize(prep).to(device),
         prep,
         teacher,
-        config.make_objective(),
+        objective,
         optimizer,
         scheduler,
         scaler,
         steps_per_epoch=len(train_loader),
         stop=stop,
+        projection=projection,
     )
 
 
