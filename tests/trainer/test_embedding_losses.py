@@ -1,11 +1,12 @@
 """Losses from a cache's embeddings: the loss values, sums with KD, the projection, and the refusals."""
 
+import numpy as np
 import pytest
 import torch
 
 from softlabels.build import BuildConfig, build_cache
 from trainer import FitConfig, fit
-from trainer.losses import Embeddings, Objective, get_loss
+from trainer.losses import LOSSES, Embeddings, Objective, get_loss
 from trainer.losses.relational import relational_loss
 from trainer.projection import PROJECTION
 
@@ -68,3 +69,15 @@ def test_logit_losses_refuse_a_cache_of_embeddings_alone(build_options, tmp_path
     only = str(build_cache(BuildConfig.from_options(**options)).path)
     with pytest.raises(ValueError, match="stores embeddings alone"):
         fit(FitConfig.from_options(cache=only, loss="kd+embed-cosine", **fit_options))
+
+
+@pytest.mark.parametrize("name", [name for name, loss in LOSSES.items() if "embedding" in loss.needs])
+def test_every_loss_from_embeddings_declares_itself(name):
+    loss = LOSSES[name]
+    assert loss.name == name and loss.description and "\n" not in loss.description and loss.needs_teacher
+    torch.manual_seed(0)
+    projection = torch.nn.Linear(4, 8) if loss.projection else None
+    value = Objective(name)(torch.randn(6, 3), None, None, Embeddings(torch.randn(6, 4), torch.randn(6, 8), projection))
+    assert value.ndim == 0 and torch.isfinite(value) and value > 0
+    with pytest.raises(ValueError, match="class weights"):
+        Objective(name).loss.class_weights(np.zeros(6, int), np.zeros((6, 3)), 3)

@@ -81,6 +81,8 @@ class Objective:
         return self.loss.needs_embedding
 
     def __call__(self, student_logits, teacher_logits, labels, embeddings: Embeddings | None = None):
+        if embeddings is None:  # losses from logits alone may take three arguments
+            return self.loss(student_logits, teacher_logits, labels)
         return self.loss(student_logits, teacher_logits, labels, embeddings)
 
 

@@ -35,7 +35,8 @@ class Composite(Loss):
     def __call__(self, student_logits, teacher_logits, labels, embeddings=None):
         total = None
         for member in self.members:
-            loss = member(student_logits, teacher_logits, labels, embeddings)
+            extra = (embeddings,) if member.needs_embedding else ()  # losses from logits may take three arguments
+            loss = member(student_logits, teacher_logits, labels, *extra)
             total = loss if total is None else total + loss
         assert total is not None
         return total
