@@ -16,6 +16,7 @@ import torch
 from softlabels import progress, store
 from softlabels.data import DatasetSource, key_text, open_dataset
 from softlabels.data.sample_errors import reading
+from softlabels.models.features import EmbeddingTap
 from softlabels.models.preprocessing import Preprocessing
 from softlabels.models.registry import archive_path, source_for
 from softlabels.models.teachers import RANDOM_INIT_SEED, load_teacher
@@ -28,6 +29,9 @@ SHOWN = 3  # examples per kind of difference in a message
 # 1): half precision (float16 storage or an AMP pass) keeps ~3 digits, float32 passes on another
 # device or kernel (TF32 convolutions) still differ in the fourth.
 RELATIVE_TOLERANCE = {"half": 2e-2, "float32": 5e-3}
+# Largest 1 - cosine between a stored embedding and a fresh one: the encoding's rounding (int8, float16)
+# or a half-precision forward (amp) stays well under these; another teacher or view does not.
+EMBEDDING_TOLERANCE = {"int8": 1e-2, "half": 2e-3, "float32": 1e-5}
 
 
 # ----------------------------------------------------------------------------- samples
@@ -173,7 +177,7 @@ class Recomputed:
     keys: list[str]
     num_views: int
     worst: float  # largest |difference| / tolerance over every compared value (<= 1 passes)
-    mismatches: list[tuple[str, int, float, float, str]]  # key, view, |difference|, tolerance, teacher
+    mismatches: list[tuple[str, int, float, float, str, str]]  # key, view, difference, tolerance, teacher, what
     members: list[str] = field(default_factory=list)
 
     @property
@@ -220,14 +224,20 @@ def recompute(
             stored = targets.rows(row)
             views = _views(pipeline, source, index[key], stored, layout.num_views)
             for member, (name, model, normalize, device_) in enumerate(members):
-                with torch.inference_mode():
+                with torch.inference_mode(), EmbeddingTap(model, info.build.embedding_layer) as tap:
                     batch = normalize(views.to(device_).contiguous(memory_format=torch.channels_last))
-                    fresh = model(batch).float().cpu().numpy()
+                    out = model(batch)
+                    features = tap.take(out).cpu().numpy() if layout.embedding is not None else None
+                    fresh = out.float().cpu().numpy()
                 own = stored if len(members) == 1 else stored.member(member)
-                for view, (difference, allowed) in enumerate(_differences(own, fresh, tolerance)):
+                found = _differences(own, fresh, tolerance) if layout.has_logits else []
+                if features is not None:
+                    found += _embedding_differences(own, features, _embedding_tolerance(info))
+                for at, (difference, allowed) in enumerate(found):
                     worst = max(worst, difference / allowed)
+                    what = "logits" if layout.has_logits and at < layout.num_views else "embeddings"
                     if difference > allowed:
-                        mismatches.append((key, view, difference, allowed, name))
+                        mismatches.append((key, at % layout.num_views, difference, allowed, name, what))
     finally:
         targets.close()
     return Recomputed([keys[r] for r in rows], layout.num_views, worst, mismatches, [m[0] for m in members])
@@ -283,6 +293,19 @@ def _differences(stored: store.Rows, fresh: np.ndarray, tolerance: float):
     scale = np.maximum(1.0, np.abs(fresh).max(axis=-1))  # (V,)
     difference = stored.mode.differences(stored.targets, fresh)
     return [(float(d), float(tolerance * s)) for d, s in zip(difference, scale)]
+
+
+def _embedding_tolerance(info: store.CacheInfo) -> float:
+    dtype = info.layout.embedding_dtype
+    if dtype == "int8":
+        return EMBEDDING_TOLERANCE["int8"]
+    return EMBEDDING_TOLERANCE["half" if dtype == "float16" or info.build.amp else "float32"]
+
+
+def _embedding_differences(stored: store.Rows, fresh: np.ndarray, tolerance: float):
+    """(1 - cosine, allowed) per view of the stored embeddings against fresh (V, D) features."""
+    assert stored.embedding is not None
+    return [(float(d), tolerance) for d in stored.embedding.differences(stored.targets, fresh)]
 
 
 # ----------------------------------------------------------------------------- `softlabels verify`
@@ -453,11 +476,12 @@ def _phase(bars, desc: str, total: int):
 
 
 def _mismatch_message(path, result: Recomputed) -> str:
-    key, view, difference, allowed, member = result.mismatches[0]
+    key, view, difference, allowed, member, what = result.mismatches[0]
     samples = len({m[0] for m in result.mismatches})
     who = f"teacher {member}'s" if len(result.members) > 1 else "the teacher's"
+    measure = "|difference|" if what == "logits" else "1 - cosine"
     return (
-        f"{path}: {who} logits differ from the stored ones for {samples} of {len(result.keys)} "
-        f"samples (first: {key_text(key)} view {view}, |difference| {difference:.3g} > {allowed:.3g}); the cache "
+        f"{path}: {who} {what} differ from the stored ones for {samples} of {len(result.keys)} "
+        f"samples (first: {key_text(key)} view {view}, {measure} {difference:.3g} > {allowed:.3g}); the cache "
         f"was built with another teacher, weights or preprocessing, or its data was altered"
     )

@@ -6,6 +6,7 @@ and the exact view the teacher saw).
     source = cache.check_dataset("cifar10")        # refuses other images than the cache's
     p = cache.targets("17", temperature=2.0)       # (C,) soft targets of sample "17", view 0
     p = cache.targets([0, 1, 2], view=None)        # (3, V, C) every view of three samples
+    e = cache.embeddings("17")                     # (D,) teacher embedding (--targets embedding)
     x, label, logits = cache.replay(source, 17, view=2)   # view 2 of sample 17, as the teacher saw it
 
 Built on `store.CacheTargets`: small caches are read into memory once, larger ones row by row
@@ -92,6 +93,19 @@ class Cache:
             return np.stack([self.logits(one, view) for one in item])
         return self._targets.logits(self._position(item), None if view is None else self._view(view))
 
+    def embeddings(self, item: Index | Sequence[Index], view: int | None = 0) -> np.ndarray:
+        """float32 teacher embeddings of a sample (position or key): (D,) for one view, (V, D) for
+        view=None, stacked over a list of items; (M, D) / (V, M, D) with M teachers. Caches built with
+        `--targets embedding` or `logits,embedding` have them."""
+        if isinstance(item, Sequence) and not isinstance(item, str):
+            return np.stack([self.embeddings(one, view) for one in item])
+        return self._targets.embeddings(self._position(item), None if view is None else self._view(view))
+
+    @property
+    def embedding_dim(self) -> int:
+        """Width D of the stored embeddings (0: the cache stores none)."""
+        return self.info.layout.embedding_dim
+
     def targets(self, item: Index | Sequence[Index], view: int | None = 0, temperature: float = 1.0) -> np.ndarray:
         """Soft targets softmax(logits / temperature), shaped like `logits(item, view)`."""
         return softmax(self.logits(item, view), temperature)
@@ -152,7 +166,8 @@ class Cache:
             view: which stored view.
             normalize: normalise with the cache's recorded statistics (else float32 [0, 1]).
         Returns:
-            (input (C, S, S) float32 tensor, label, dense float32 logits (C,)).
+            (input (C, S, S) float32 tensor, label, dense float32 logits (C,)); a cache of embeddings
+            alone gives the view's embedding (D,) in place of the logits.
         """
         source = self._source(source, None, "data")
         position = self._position(item)
@@ -165,7 +180,8 @@ class Cache:
         image = replay_view(self._pipeline, self._pipeline.decode(source.load(position)), rows)
         if normalize:
             image = Normalize(self.info.input)(image[None])[0]
-        return image, int(self.labels[position]), torch.from_numpy(rows.dense())
+        target = rows.dense() if rows.has_logits else rows.embeddings()
+        return image, int(self.labels[position]), torch.from_numpy(target)
 
     def _view(self, view: int) -> int:
         if not -self.num_views <= view < self.num_views:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from softlabels import store
 from softlabels.models.preprocessing import input_text
+from softlabels.store.embedding import EmbeddingCodec
 
 # Names a cache can have: NAME.h5, its build's NAME.h5.partial, torchrun's NAME.h5.shard-R-of-W.
 CACHE_NAME = re.compile(r"\.(h5|hdf5|hdf)(\.shard-\d+-of-\d+)?(\.partial)?$", re.IGNORECASE)
@@ -41,6 +42,7 @@ def describe(path) -> dict:
             "dtype": layout.dtype,
             "topk": layout.topk,
             "compression": layout.compression,
+            **embedding_storage(layout),
         },
         "augment": attrs["augment"],
         "preprocessing": attrs.get("preprocessing", {}),
@@ -72,14 +74,31 @@ def human_size(num_bytes: float) -> str:
     return f"{num_bytes:.1f} TiB"
 
 
+def embedding_storage(layout: store.Layout) -> dict:
+    """The target kinds and the embeddings' encoding, for caches that store embeddings (else nothing)."""
+    if layout.embedding is None:
+        return {}
+    return {
+        "targets": list(layout.targets),
+        "embedding_dim": layout.embedding_dim,
+        "embedding_dtype": layout.embedding_dtype,
+    }
+
+
 def storage_text(summary: dict, short: bool = False) -> str:
-    """`float16 top-5 gzip` (short) or `top-5 logits + logsumexp, float16, compression gzip`."""
+    """`float16 top-5 gzip` (short) or `top-5 logits + logsumexp, float16, compression gzip`; with
+    embeddings, `+ 512-D int8 embeddings` (short: `+ emb512 int8`)."""
     storage = summary["storage"]
     mode = store.storage_mode(storage["kind"], summary["num_classes"], storage["dtype"], storage["topk"])
+    kinds = storage.get("targets", ["logits"])
+    parts = [mode.label(short=short)] if "logits" in kinds else []
+    if "embedding" in kinds:
+        codec = EmbeddingCodec(storage["embedding_dim"], storage["embedding_dtype"])
+        parts.append(f"emb{codec.dim} {codec.dtype}" if short else codec.label())
     if short:
         compression = "" if storage["compression"] == "none" else f" {storage['compression']}"
-        return f"{mode.label(short=True)}{compression}"
-    return f"{mode.label()}, compression {storage['compression']}"
+        return " + ".join(parts) + compression
+    return f"{' + '.join(parts)}, compression {storage['compression']}"
 
 
 def seeds_text(seeds: list[int]) -> str:

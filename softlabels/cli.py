@@ -7,7 +7,7 @@ import warnings
 
 import click
 
-from softlabels.build.config import BuildConfig
+from softlabels.build.config import BuildConfig, accuracy_text
 from softlabels.clitools import (
     CleanErrors,
     StrictCommand,
@@ -91,7 +91,7 @@ def build(config_file, as_json, **options):
         return
     echo(
         f"wrote {result.path}: {result.num_samples} samples x {result.num_views} view(s), "
-        f"teacher accuracy {result.teacher_accuracy:.2%}, {result.images_per_second:.0f} "
+        f"{accuracy_text(result.teacher_accuracy)}, {result.images_per_second:.0f} "
         f"{'views' if result.num_views > 1 else 'images'}/s"
         + (f" (resumed at sample {result.resumed_from})" if result.resumed_from else "")
     )
@@ -268,7 +268,7 @@ def merge(caches, out, kind, teachers, overwrite, as_json):
     what = {"rows": "shard(s)", "views": "view set(s)", "teachers": "teacher cache(s)"}[kind]
     echo(
         f"merged {len(caches)} {what} into {path}: {info.layout.num_samples} samples x "
-        f"{info.layout.num_views} view(s), teacher accuracy {info.teacher_accuracy:.2%}"
+        f"{info.layout.num_views} view(s), {accuracy_text(info.teacher_accuracy)}"
     )
 
 

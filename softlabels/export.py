@@ -104,16 +104,24 @@ def export_arrays(path, info: store.CacheInfo, keep_topk: bool = False, show_pro
         "classes": np.array(info.classes, dtype=str),
     }
     rows = store.Rows.concat([rows for _, _, _, rows in _blocks(path, info, show_progress)])
-    if keep_topk:
-        out.update(layout.mode.export(rows.targets))
-    else:
-        out["logits"] = rows.dense()
+    out.update(target_arrays(rows, layout, keep_topk))
     if layout.param_names:
         out["view_params"] = np.asarray(rows.params, dtype=np.int32)
         out["view_param_names"] = np.array(layout.param_names, dtype=str)
     if rows.digests is not None:
         out["sample_sha256"] = rows.digests
     out["metadata"] = np.array(json.dumps(metadata(info), sort_keys=True))
+    return out
+
+
+def target_arrays(rows: store.Rows, layout: store.Layout, keep_topk: bool) -> dict[str, np.ndarray]:
+    """The stored targets under plain names: `logits` (or the mode's own arrays with --keep-topk) and,
+    where the cache stores them, `embeddings` (float32)."""
+    out: dict[str, np.ndarray] = {}
+    if layout.has_logits:
+        out = layout.mode.export(rows.logit_targets) if keep_topk else {"logits": rows.dense()}
+    if layout.embedding is not None:
+        out.update(layout.embedding.export(rows.targets))
     return out
 
 
@@ -182,8 +190,7 @@ def _write_parquet(path, info: store.CacheInfo, tmp: Path, config: ExportConfig)
 
 def _table(pa, keys, labels, rows: store.Rows, info: store.CacheInfo, keep_topk: bool):
     columns = {"key": pa.array(keys, pa.string()), "label": pa.array(labels.astype(np.int64))}
-    arrays = info.layout.mode.export(rows.targets) if keep_topk else {"logits": rows.dense()}
-    for name, value in arrays.items():
+    for name, value in target_arrays(rows, info.layout, keep_topk).items():
         columns[name] = _nested(pa, value)
     if rows.params is not None:
         columns["view_params"] = _nested(pa, np.asarray(rows.params, dtype=np.int32))

@@ -120,6 +120,8 @@ class ReplayDataset(Dataset):
         ensemble: with several teachers, how to mix them (`softlabels.ensemble`): `mean-prob`
             [default], `mean-logit`, weights `0.7,0.3`, or `teacher:NAME|INDEX`.
         temperature: the distillation temperature `mean-prob` and weights average probabilities at.
+        embeddings: add the view's stored teacher embedding as a fourth item, (D,) float32 (caches
+            built with `--targets embedding`); a cache of embeddings alone gives empty (0,) logits.
         check_content: compare each sample's source bytes with the SHA-256 the build stored, and raise
             SampleError naming a sample whose content changed. Off by default: hashing cost 8-24% of a
             sample's read on the measured datasets (BENCHMARKS.md), above the 2% a default may cost;
@@ -142,9 +144,15 @@ class ReplayDataset(Dataset):
         ensemble: str | None = None,
         temperature: float = 1.0,
         check_content: bool = False,
+        embeddings: bool = False,
     ):
         if not isinstance(targets, store.CacheTargets):
             targets = store.CacheTargets(targets)
+        if embeddings and targets.layout.embedding is None:
+            raise ValueError(
+                f"{targets.path} stores no embeddings: build it with --targets embedding (or logits,embedding)"
+            )
+        self.embeddings = embeddings
         self.fingerprint = check_same_samples(targets, source)
         self.source, self.targets, self.seed, self.transform = source, targets, seed, transform
         prep = targets.info.input
@@ -202,11 +210,8 @@ class ReplayDataset(Dataset):
             with reading(self.source, index):
                 x = self.replay.decode(self._load(index, rows))
             made = [self._one(index, rows.view(v), x, epoch) for v in views]
-            return (
-                torch.stack([m[0] for m in made]),
-                torch.full((len(views),), made[0][1]),
-                torch.stack([m[2] for m in made]),
-            )
+            targets = (torch.stack([m[at] for m in made]) for at in range(2, len(made[0])))
+            return (torch.stack([m[0] for m in made]), torch.full((len(views),), made[0][1]), *targets)
         index, view, epoch = self._address(item)
         rows = self.targets.rows(index).view(view)  # one read for the targets, view parameters and digest
         with reading(self.source, index):
@@ -223,10 +228,13 @@ class ReplayDataset(Dataset):
             image = self.normalize(image[None])[0]
         if self.transform is not None:
             image = self.transform(image)
-        dense = rows.dense()  # only this view expanded: (C,), or (M, C) with several teachers
-        if self.ensemble is not None:
+        dense = rows.dense() if rows.has_logits else np.zeros(0, np.float32)  # (C,), or (M, C) with M teachers
+        if self.ensemble is not None and rows.has_logits:
             dense = self.ensemble.combine(dense)
         logits = torch.from_numpy(np.ascontiguousarray(dense, dtype=np.float32))
+        if self.embeddings:
+            embedding = torch.from_numpy(np.ascontiguousarray(rows.embeddings(), dtype=np.float32))
+            return image, int(self.source.labels[index]), logits, embedding
         return image, int(self.source.labels[index]), logits
 
     def _load(self, index: int, rows: store.Rows):

@@ -12,7 +12,7 @@ from softlabels import store
 from softlabels.models.registry import archive_path
 from softlabels.views import parse_augment, recorded_augment
 from trainer.logs import check_loggers
-from trainer.losses import LOSSES, Objective, default_loss, teacher_losses
+from trainer.losses import Objective, default_loss, get_loss, teacher_losses
 from trainer.options import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, OPTIMIZERS, SCHEDULES, FitOptions
 
 ONECYCLE_RISE = 0.25  # fraction of the steps spent rising to the peak when no --warmup-epochs is given
@@ -89,9 +89,14 @@ def check_config(config: FitConfig) -> None:
         raise ValueError(
             f"--teacher {config.objective.teacher} needs --weights PATH: an untrained teacher teaches nothing"
         )
-    if config.objective.loss is not None and config.objective.loss not in LOSSES:
-        raise ValueError(f"unknown loss {config.objective.loss!r}; choose one of: {', '.join(LOSSES)}")
+    if config.objective.loss is not None:
+        get_loss(config.objective.loss)  # an unknown name (or sum of names) is refused naming the known ones
     objective = config.make_objective()
+    if objective.needs_embedding and not config.runtime.cache:
+        raise ValueError(
+            f"--loss {objective.name} learns from a teacher's stored embeddings: pass --cache FILE built with "
+            f"--targets embedding"
+        )
     if objective.needs_teacher and not (config.runtime.cache or config.objective.teacher):
         raise ValueError(
             f"--loss {objective.name} needs teacher outputs: pass --cache FILE, or --teacher SPEC "
@@ -185,4 +190,23 @@ def check_mixed_views(config: FitConfig, cache: store.CacheInfo | None) -> None:
             f"{config.runtime.cache} holds mixed views ({cache.augment.name}): they have no single label, so "
             f"{term} would teach the wrong class; train on the teacher's targets alone: --alpha 1 (KD, as "
             f"dataset reinforcement does) or --loss hard"
+        )
+
+
+def check_cache_targets(config: FitConfig, cache: store.CacheInfo) -> None:
+    """The loss's needs against what the cache stores: logits, embeddings (of one teacher)."""
+    loss, layout = config.make_objective().loss, cache.layout
+    if loss.needs_embedding and layout.embedding is None:
+        raise ValueError(
+            f"--loss {loss.name} learns from embeddings and {config.runtime.cache} stores none: build it with "
+            f"--targets embedding (or logits,embedding)"
+        )
+    if "logits" in loss.needs and not layout.has_logits:
+        raise ValueError(
+            f"--loss {loss.name} needs logits and {config.runtime.cache} stores embeddings alone: use "
+            f"--loss embed-cosine or embed-relational, or build with --targets logits,embedding"
+        )
+    if loss.needs_embedding and layout.num_teachers > 1:
+        raise ValueError(
+            f"--loss {loss.name} learns from one teacher's embeddings; {config.runtime.cache} holds several"
         )

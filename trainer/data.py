@@ -185,6 +185,7 @@ def cached_training_data(
     views_per_decode: int = 1,
     verify: bool = True,
     check_content: bool = False,
+    embeddings: bool = False,
 ) -> TrainingData:
     """Images joined with a cache's targets, after checking they are the samples it was built on.
 
@@ -201,6 +202,7 @@ def cached_training_data(
         ensemble=ensemble,
         temperature=temperature,
         check_content=check_content,
+        embeddings=embeddings,
     )
     if targets.layout.num_classes != len(source.classes):
         raise ValueError(f"the cache has {targets.layout.num_classes} classes but {source.spec} {len(source.classes)}")

@@ -17,11 +17,13 @@ import torch.distributed as dist
 from torch import nn
 
 from softlabels import threads
+from softlabels.models.features import penultimate_features
 from softlabels.progress import bar as progress_bar
 from softlabels.runtime import autocast
 from softlabels.stopping import Stopped
 from softlabels.views import flatten_views, to_device
 from trainer.config import NonFiniteLoss
+from trainer.losses import Embeddings
 from trainer.resume import LAST, Progress
 from trainer.setup import Run, Teacher, input_dtype
 from trainer.summary import make_summary
@@ -70,7 +72,9 @@ def batch_to_device(batch, device: torch.device, dtype: torch.dtype | None = Non
     if labels.ndim == 2:  # R views of each decoded sample: (B / R, R, ...) -> (B, ...)
         images, labels, rest = flatten_views(images), labels.flatten(0, 1), [r.flatten(0, 1) for r in rest]
     images = to_device(images, device, dtype)
-    targets = rest[0].to(device, non_blocking=True) if rest else None
+    moved = [r.to(device, non_blocking=True) for r in rest]
+    # (logits) or, for losses from embeddings, (logits, embeddings): `train_step` tells them apart
+    targets = (moved[0] if len(moved) == 1 else tuple(moved)) if moved else None
     return images, labels.to(device, non_blocking=True), targets
 
 
@@ -85,9 +89,18 @@ def train_step(run: Run, images, labels, targets) -> tuple[torch.Tensor, torch.T
     """One optimizer step; returns (loss, student logits), detached."""
     if run.teacher is not None:
         targets = teacher_logits(run.teacher, images, run.device, run.config.optim.amp)
+    embeddings = None
     with autocast(run.device, run.config.optim.amp):
-        logits = run.student(run.normalize(images))
-    loss = run.objective(logits, targets, labels)
+        if isinstance(targets, tuple):  # a loss from embeddings: the student's features too
+            found, features = penultimate_features(run.student, run.normalize(images))
+            if found is None:
+                raise ValueError("students must be classifiers: their last nn.Linear makes their output")
+            logits = found
+            targets, teacher_embeddings = targets
+            embeddings = Embeddings(features, teacher_embeddings, run.projection)
+        else:
+            logits = run.student(run.normalize(images))
+    loss = run.objective(logits, targets, labels, embeddings)
     if not _finite_everywhere(run, loss):
         raise NonFiniteLoss(f"the loss is {float(loss.detach())}")
     run.optimizer.zero_grad(set_to_none=True)

@@ -38,6 +38,17 @@ DEFAULT_LR = {"sgd": 0.05, "adamw": 1e-3}
 DEFAULT_WEIGHT_DECAY = {"sgd": 5e-4, "adamw": 0.05}
 
 LOSS_NAMES = deferred("trainer.losses:LOSSES", tuple)
+
+
+class SumsOfChoices(Choices):
+    """A registry's name, or several joined by `+` (`kd+embed-cosine`), each checked as a choice."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and "+" in value:
+            return "+".join(super(SumsOfChoices, self).convert(part, param, ctx) for part in value.split("+"))
+        return super().convert(value, param, ctx)
+
+
 DEFAULT_TEMPERATURE = deferred("trainer.losses:DEFAULT_TEMPERATURE")
 DEFAULT_ALPHA = deferred("trainer.losses:DEFAULT_ALPHA")
 START_METHODS = deferred("trainer.data:START_METHODS", tuple)
@@ -110,8 +121,9 @@ class ObjectiveOptions:
 
     loss: str | None = option(
         None,
-        type=Choices(LOSS_NAMES),
-        help="kd: Hinton's KD; hard: CE on the teacher's arg-max; ce: labels only  "
+        type=SumsOfChoices(LOSS_NAMES),
+        help="kd: Hinton's KD; hard: CE on the teacher's arg-max; ce: labels only; embed-*: from a cache's "
+        "embeddings (`softlabels build --targets embedding`); a sum such as kd+embed-cosine trains on both  "
         "[default: kd with --cache/--teacher, else ce]",
     )  # None: kd with a cache or teacher, else ce
     temperature: float = option(DEFAULT_TEMPERATURE, help="KD temperature T (> 0).")

@@ -18,6 +18,7 @@ from trainer import checkpoints, curves
 from trainer.config import METRIC_FIELDS, FitConfig, OverfitRiskWarning
 from trainer.engine import Hook
 from trainer.logs import RunLog
+from trainer.projection import PROJECTION, save_projection
 from trainer.resume import BEST, LAST, Progress, checkpoint_state
 from trainer.setup import Run
 from trainer.summary import make_summary, view_uses
@@ -85,6 +86,8 @@ class Checkpoints(Hook):
             best = checkpoint_state(run, progress, resumable=False)
             checkpoints.save_checkpoint(best, out / BEST)
             checkpoints.save_weights(best, run.config.model.student, (out / BEST).with_suffix(""))
+            if run.projection is not None:  # trained with the student, kept apart from its weights
+                save_projection(run.projection, run.objective.name, out / PROJECTION)
 
     def on_interrupt(self, run: Run, progress: Progress) -> None:
         """last.pt at the current step: what `--resume` needs to continue the epoch exactly."""

@@ -56,6 +56,8 @@ def checkpoint_state(run: Run, progress: Progress, resumable: bool) -> dict:
             history=progress.history,
             best_epoch=progress.best_epoch,
         )
+        if run.projection is not None:
+            state.update(projection=run.projection.state_dict())
         if progress.step:  # stopped mid-epoch by a signal
             state.update(step=progress.step, epoch_totals=progress.totals, epoch_seconds=progress.seconds)
     return state
@@ -67,6 +69,8 @@ def restore(run: Run, out: Path) -> Progress:
     state = checkpoints.load_checkpoint(path)
     checkpoints.check_resumable(state, run.config.identity(), run.data.identity, path)
     run.bare_student.load_state_dict(state["model"])
+    if run.projection is not None:
+        run.projection.load_state_dict(state["projection"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     run.scaler.load_state_dict(state["scaler"])

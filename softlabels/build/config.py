@@ -25,6 +25,7 @@ from softlabels.options import (
     trust_checkpoint_option,
     workers_option,
 )
+from softlabels.store.embedding import EMBEDDING_DTYPES, parse_targets
 from softlabels.store.modes import MODES
 from softlabels.store.schema import COMPRESSIONS, DTYPES
 
@@ -157,11 +158,33 @@ class BuildStorage:
     block_rows: int | None = option(
         None, type=count(1), help="Rows per checksum/resume block  [default: ~1024, a multiple of --batch-size]"
     )
+    targets: str = option(
+        "logits",
+        help="What to store of each view: logits, embedding (what enters the teacher's classifier, or an "
+        "encoder's output) or logits,embedding.",
+    )
+    embedding_layer: str | None = option(
+        None,
+        help="Store the output of this module (a name of model.named_modules(), pooled to (batch, dim)) as the "
+        "embedding  [default: the input of the final nn.Linear, or an encoder's output]",
+    )
+    embedding_dtype: str = option(
+        "float16",
+        type=click.Choice(EMBEDDING_DTYPES),
+        help="Stored embedding precision: float16, float32, or int8 with a float32 scale per row (compact).",
+    )
 
     @property
     def mode(self) -> str:
         """The storage mode (softlabels.store.modes) these options ask for."""
         return self.storage or ("topk" if self.topk else "logits")
+
+    def embedding_record(self) -> dict:
+        """The BuildRecord fields of the target kinds: none for logits alone (caches as before)."""
+        kinds = parse_targets(self.targets)
+        if kinds == ("logits",):
+            return {}
+        return {"targets": kinds, "embedding_layer": self.embedding_layer, "embedding_dtype": self.embedding_dtype}
 
 
 @dataclass(frozen=True)
@@ -196,12 +219,17 @@ class BuildConfig(Options):
         return self.storage.block_rows or batch * max(1, DEFAULT_BLOCK_ROWS // batch)
 
 
+def accuracy_text(accuracy: float | None) -> str:
+    """`teacher accuracy 91.20%`, or what a cache of embeddings alone has instead."""
+    return "embeddings (no logits)" if accuracy is None else f"teacher accuracy {accuracy:.2%}"
+
+
 @dataclass
 class BuildResult:
     path: Path
     num_samples: int
     num_views: int
-    teacher_accuracy: float
+    teacher_accuracy: float | None  # None: the cache stores embeddings alone
     seconds: float
     images_per_second: float  # teacher inputs a second: views (images x --views) of the rows this run computed
     resumed_from: int = 0

@@ -12,7 +12,7 @@ from softlabels.build.config import BuildConfig
 from softlabels.data import DatasetSource
 from softlabels.models.inputs import data_input
 from softlabels.models.teachers import RANDOM_INIT_SEED, Teacher, load_teacher
-from softlabels.views import Augment, Normalize, augment_record, to_device
+from softlabels.views import Augment, augment_record
 
 
 def cache_metadata(
@@ -35,6 +35,7 @@ def cache_metadata(
             topk=storage.topk,
             amp=config.model.amp,
             compression=storage.compression,
+            **storage.embedding_record(),
         ),
         teachers=member_records(teachers) if len(teachers) > 1 else None,
     )
@@ -77,32 +78,13 @@ def resume_differences(recorded: store.Metadata, wanted: store.Metadata) -> list
     return [f"{name}: partial has {a!r}, this command {b!r}" for name, a, b in checks if a != b]
 
 
-def probe_classes(teacher: Teacher, device, example) -> int:
-    prep = teacher.input
-    try:
-        with torch.inference_mode():
-            out = teacher.model(to_device(Normalize(prep).to(device)(to_device(example, device)), device))
-    except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as err:
-        raise ValueError(
-            f"the teacher {teacher.spec} cannot run on {_shapes(example)} inputs ({str(err).splitlines()[0]}); "
-            f"check the model, --image-size, --mean/--std"
-        ) from None
-    if not isinstance(out, torch.Tensor) or out.ndim != 2:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"the teacher must return (batch, classes) logits, got {shape}")
-    return int(out.shape[1])
-
-
-def _shapes(batch) -> str:
-    if isinstance(batch, dict):
-        return "{" + ", ".join(f"{k}: {tuple(v.shape)} {v.dtype}" for k, v in batch.items()) + "}"
-    return f"{tuple(batch.shape)} {batch.dtype}"
-
-
-def check_members(teachers: list[Teacher], classes: list[int], dataset: str, num_classes: int) -> None:
-    """Several teachers run on the same views: the same classes and the same view geometry."""
+def check_members(
+    teachers: list[Teacher], classes: list[int], dataset: str, num_classes: int, logits: bool = True
+) -> None:
+    """Several teachers run on the same views: the same classes (when logits are stored) and the same
+    view geometry."""
     for teacher, count in zip(teachers, classes):
-        if count != num_classes:
+        if logits and count != num_classes:
             raise ValueError(
                 f"the teacher {teacher.spec} outputs {count} classes but {dataset} has {num_classes}; "
                 f"use a teacher for this dataset (or --num-classes {num_classes})"

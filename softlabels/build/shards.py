@@ -378,4 +378,4 @@ def _member_axis(rows: store.Rows, layout: store.Layout, digests: bool) -> store
     targets = rows.targets
     if layout.num_teachers == 1:
         targets = {name: value[:, :, None] for name, value in targets.items()}
-    return store.Rows(rows.mode, targets, rows.params, rows.digests if digests else None)
+    return replace(rows, targets=targets, digests=rows.digests if digests else None)

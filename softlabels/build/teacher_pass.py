@@ -1,4 +1,4 @@
-"""The teacher pass: run a teacher once over a dataset and write its logits to a cache."""
+"""The teacher pass: run a teacher once over a dataset and write its logits (and/or embeddings) to a cache."""
 
 from __future__ import annotations
 
@@ -17,16 +17,16 @@ from softlabels.build.members import (
     cache_metadata,
     check_members,
     load_build_teachers,
-    probe_classes,
     resume_differences,
 )
 from softlabels.build.shards import merge_caches, rank_shard_path, shard_range, stale_rank_shards
 from softlabels.data import DatasetSource, key_text, open_dataset
 from softlabels.data.sample_errors import SampleError
 from softlabels.models.teachers import Teacher
-from softlabels.runtime import autocast, cpu_threads, current_rank, end_workers, prepare_model, resolve_device
+from softlabels.runtime import cpu_threads, current_rank, end_workers, prepare_model, resolve_device
 from softlabels.stopping import Stopped, StopRequest, stop_on_signals
-from softlabels.views import Augment, Normalize, ViewPipeline, flatten_views, parse_augment, to_device
+from softlabels.build.forward import TargetKinds, forward, probe, taps
+from softlabels.views import Augment, Normalize, ViewPipeline, parse_augment
 
 
 class BuildInterrupted(RuntimeError):
@@ -136,9 +136,15 @@ def _check_options(config: BuildConfig) -> Augment:
         if value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     augment = parse_augment(views.augment)
+    target_kinds(config)  # refuses bad --targets / --embedding-* now
     if config.storage.dtype not in store.DTYPES:
         raise ValueError(f"unknown --dtype {config.storage.dtype!r}; choose one of: {', '.join(store.DTYPES)}")
     return augment
+
+
+def target_kinds(config: BuildConfig) -> TargetKinds:
+    storage = config.storage
+    return TargetKinds.parse(storage.targets, storage.embedding_layer, storage.embedding_dtype)
 
 
 def _build_shard(config: BuildConfig, out: Path, shard: tuple[int, int] | None, augment: Augment) -> BuildResult:
@@ -151,7 +157,9 @@ def _build_shard(config: BuildConfig, out: Path, shard: tuple[int, int] | None, 
         teacher.model = prepare_model(teacher.model, device).eval()
     num_classes = len(source.classes)
     example = probe_example(source, teachers[0].input, config.augmentation, augment)
-    check_members(teachers, [probe_classes(t, device, example) for t in teachers], data.dataset, num_classes)
+    kinds = target_kinds(config)
+    probes = probe(teachers, device, example, kinds, num_classes)
+    check_members(teachers, [p.num_outputs for p in probes], data.dataset, num_classes, kinds.logits)
     rows = shard_range(*shard, len(source)) if shard else (0, len(source))
     storage, views = config.storage, config.augmentation
     meta = cache_metadata(config, teachers, source, augment)
@@ -167,6 +175,9 @@ def _build_shard(config: BuildConfig, out: Path, shard: tuple[int, int] | None, 
         block_rows=config.block_rows,
         num_teachers=len(teachers),
         sample_digests=True,
+        targets=kinds.kinds,
+        embedding_dim=probes[0].embedding_dim,
+        embedding_dtype=kinds.dtype,
     )
     if shard:
         keys, labels = source.keys[rows[0] : rows[1]], source.labels[rows[0] : rows[1]]
@@ -233,7 +244,7 @@ def _build_distributed(config: BuildConfig, rank, augment: Augment) -> BuildResu
         out,
         info.layout.num_samples,
         info.layout.num_views,
-        info.teacher_accuracy or 0.0,
+        info.teacher_accuracy,
         result.seconds if result else 0.0,
         result.images_per_second if result else 0.0,
         result.resumed_from if result else 0,
@@ -268,7 +279,8 @@ def _run_pass(
         unit_scale=views.views if views.views > 1 else False,
     )
     try:
-        _compute(loader, members, background, writer, source, device, config, bar, stop)
+        with taps(members, target_kinds(config)) as member_taps:
+            _compute(loader, members, member_taps, background, writer, source, device, config, bar, stop)
         background.close()
     except (KeyboardInterrupt, Stopped) as err:
         _stop(background, writer)
@@ -297,7 +309,7 @@ def _run_pass(
         bar.close()
     path = _finish(writer, config.runtime.progress)
     seconds = time.perf_counter() - started  # includes the final re-verification: storing's full cost
-    accuracy = store.read_info(path).teacher_accuracy or 0.0
+    accuracy = store.read_info(path).teacher_accuracy
     return BuildResult(
         path,
         total,
@@ -309,7 +321,7 @@ def _run_pass(
     )
 
 
-def _compute(loader, members, background, writer, source, device, config, bar, stop: StopRequest) -> None:
+def _compute(loader, members, member_taps, background, writer, source, device, config, bar, stop: StopRequest) -> None:
     """The teacher over every batch; on a stop signal, up to the end of the block being computed."""
     block_rows, rows = writer.layout.block_rows, writer.done_rows
     stop_at: int | None = None
@@ -321,8 +333,8 @@ def _compute(loader, members, background, writer, source, device, config, bar, s
                     stop_at = -(-rows // block_rows) * block_rows  # the end of the block in progress
                 if stop_at is not None and rows >= stop_at:
                     raise Stopped(stop.name)
-                logits = _forward(members, batch, device, config.model.amp)
-                background.put(_encode(logits, params, digests, indices, writer.layout, source))
+                logits, features = forward(members, member_taps, batch, device, config.model.amp)
+                background.put(_encode(logits, features, params, digests, indices, writer.layout, source))
                 rows += len(indices)
                 bar.update(len(indices))
                 threads.tick()  # follow the cores the loader and the machine leave idle
@@ -352,37 +364,21 @@ def _stop(background: _BackgroundWriter, writer: store.CacheWriter) -> None:
     store.close_quietly(writer)
 
 
-def _forward(members: list, views, device, amp: bool) -> torch.Tensor:
-    """(B, V, C) logits of one teacher, or (B, V, M, C) of M teachers, on the same views (a tensor,
-    or a dict of tensors for tensor samples)."""
-    batch, num_views = _leading(views)
-    images = to_device(flatten_views(views), device)
-    outputs = []
-    for model, normalize in members:
-        normalised = normalize(images)  # float32, outside autocast
-        with autocast(device, amp):
-            logits = model(normalised)
-        outputs.append(logits.float().view(batch, num_views, -1))
-    return outputs[0] if len(outputs) == 1 else torch.stack(outputs, dim=2)
-
-
-def _leading(views) -> tuple[int, int]:
-    first = next(iter(views.values())) if isinstance(views, dict) else views
-    return int(first.shape[0]), int(first.shape[1])
-
-
-def _encode(logits, params, digests, indices, layout: store.Layout, source: DatasetSource) -> store.Rows:
+def _encode(logits, features, params, digests, indices, layout: store.Layout, source: DatasetSource) -> store.Rows:
     try:
         return store.Rows.encode(
             layout.mode,
-            logits,
+            logits if layout.has_logits else None,
             params.numpy() if layout.param_names else None,
             digests.numpy() if layout.sample_digests else None,
+            layout.embedding,
+            features,
         )
     except store.NonFiniteOutputs as err:
         keys = [key_text(source.keys[int(indices[row])]) for row in err.rows[:5]]
+        what = "logits" if layout.has_logits else "embeddings"
         raise ValueError(
-            f"the teacher produced NaN/inf logits for {len(err.rows)} sample(s) in a batch, "
+            f"the teacher produced NaN/inf {what} for {len(err.rows)} sample(s) in a batch, "
             f"first keys: {', '.join(keys)}; nothing was marked complete "
             f"(fp16 overflow? try --no-amp or --dtype float32)"
         ) from None

@@ -49,6 +49,9 @@ def read_layout(file: h5py.File) -> Layout:
         block_rows=int(files.attr(file["integrity"], "block_rows")) if "integrity" in file else 1024,
         num_teachers=int(files.attr(file, "num_teachers", 1)),
         sample_digests=DIGESTS in file,
+        targets=tuple(files.attr(file, "targets", "logits").split(",")),
+        embedding_dim=int(files.attr(file, "embedding_dim", 0)),
+        embedding_dtype=files.attr(file, "embedding_dtype", "float16"),
     )
 
 
@@ -130,6 +133,8 @@ def check_file(file: h5py.File, require_complete: bool = True, on_block=None) ->
     if recorded and recorded != fingerprint:
         raise CacheError(f"{files.name_of(file)}: keys/labels do not match the recorded dataset fingerprint")
     per_member = correct / (layout.num_samples * layout.num_views)
+    if not layout.has_logits:
+        per_member = np.full(layout.num_teachers, np.nan)
     members = [float(a) for a in per_member] if layout.num_teachers > 1 else None
     return CheckStats(layout.num_blocks, float(per_member.mean()), fingerprint, members)
 
@@ -138,9 +143,12 @@ def _check_block(file, layout: Layout, block: int) -> np.ndarray:
     """Checksum and finiteness of one block; returns how many of its views each teacher got right."""
     arrays = read_checked_block(file, layout, block)
     labels = arrays.pop(files.LABELS)
-    rows = files.Rows.from_arrays(layout.mode, arrays)
-    if not layout.mode.finite(rows.targets):
+    rows = files.Rows.from_arrays(layout.mode, arrays, layout.embedding)
+    finite = layout.mode.finite(rows.logit_targets) and (layout.embedding is None or layout.embedding.finite(arrays))
+    if not finite:
         raise CacheError(f"{files.name_of(file)}: non-finite values in block {block}")
+    if not layout.has_logits:  # embeddings alone: no class to be right about
+        return np.zeros(layout.num_teachers, dtype=np.int64)
     top1 = rows.top1()  # (n, V) or (n, V, M)
     right = top1 == labels.reshape(-1, *([1] * (top1.ndim - 1)))
     return right.reshape(len(labels), layout.num_views, -1).sum(axis=(0, 1))

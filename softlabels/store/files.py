@@ -33,7 +33,9 @@ def partial_path(path: str | Path) -> Path:
 
 def row_datasets(layout: Layout) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Per-sample data written by the teacher pass: path -> (shape, dtype)."""
-    out = layout.mode.datasets(layout.rows)
+    out = layout.mode.datasets(layout.rows) if layout.has_logits else {}
+    if layout.embedding is not None:
+        out.update(layout.embedding.datasets(layout.rows))
     if layout.param_names:
         out[PARAMS] = ((layout.num_samples, layout.num_views, len(layout.param_names)), np.dtype(np.int32))
     if layout.sample_digests:
@@ -64,7 +66,7 @@ def read_rows(file: h5py.File, layout: Layout, index, maps: dict | None = None) 
         name: maps[name].row(int(index)) if single and name in maps else file[name][index]
         for name in row_datasets(layout)
     }
-    return Rows.from_arrays(layout.mode, arrays)
+    return Rows.from_arrays(layout.mode, arrays, layout.embedding)
 
 
 # ----------------------------------------------------------------------------- checksums

@@ -130,7 +130,7 @@ class CacheTargets:
         arrays = {name: self._file[name][:] for name in files.row_datasets(self.layout)}
         if self.verify:
             check_loaded(self._file, self.layout, arrays, on_block)
-        return Rows.from_arrays(self.layout.mode, arrays)
+        return Rows.from_arrays(self.layout.mode, arrays, self.layout.embedding)
 
     def __len__(self) -> int:
         return self.layout.num_samples
@@ -194,6 +194,11 @@ class CacheTargets:
         """Dense float32 logits of one sample: (V, C), or (C,) for one view (top-k expanded)."""
         rows = self.rows(index)
         return (rows if view is None else rows.view(view)).dense()
+
+    def embeddings(self, index: int, view: int | None = None) -> np.ndarray:
+        """float32 embeddings of one sample: (V, D), or (D,) for one view ((V, M, D), (M, D) with M teachers)."""
+        rows = self.rows(index)
+        return (rows if view is None else rows.view(view)).embeddings()
 
     def close(self) -> None:
         self._maps = {}

@@ -15,6 +15,7 @@ from functools import cached_property
 from typing import Any, ClassVar
 
 from softlabels.models.preprocessing import Preprocessing
+from softlabels.store.embedding import EmbeddingCodec, parse_targets
 from softlabels.store.modes import StorageMode, storage_mode
 
 FORMAT_NAME = "softlabels"
@@ -54,6 +55,9 @@ class Layout:
     block_rows: int = 1024
     num_teachers: int = 1
     sample_digests: bool = False  # a SHA-256 of every sample's source bytes (`samples/sha256`)
+    targets: tuple[str, ...] = ("logits",)  # the target kinds stored (softlabels.store.embedding)
+    embedding_dim: int = 0  # with `embedding` in targets: its width D
+    embedding_dtype: str = "float16"
 
     def __post_init__(self):
         if self.num_samples < 1:
@@ -65,6 +69,20 @@ class Layout:
         if self.compression not in COMPRESSIONS:
             raise ValueError(f"unknown compression {self.compression!r}; choose one of: {', '.join(COMPRESSIONS)}")
         _ = self.mode  # validates the storage mode and its settings
+        if parse_targets(self.targets) != tuple(self.targets):
+            raise ValueError(f"target kinds {self.targets!r} are not in canonical order")
+        if ("embedding" in self.targets) != (self.embedding_dim > 0):
+            raise ValueError("an embedding dimension is given exactly when embeddings are stored")
+        _ = self.embedding  # validates the embedding encoding
+
+    @property
+    def has_logits(self) -> bool:
+        return "logits" in self.targets
+
+    @cached_property
+    def embedding(self) -> EmbeddingCodec | None:
+        """The embeddings' codec (softlabels.store.embedding), or None when the cache stores none."""
+        return EmbeddingCodec(self.embedding_dim, self.embedding_dtype) if self.embedding_dim else None
 
     @cached_property
     def mode(self) -> StorageMode:
@@ -98,8 +116,9 @@ class Layout:
 
     @property
     def bytes_per_view(self) -> int:
-        """Stored target bytes of one view (view parameters not included)."""
-        return self.mode.bytes_per_view
+        """Stored target bytes of one view (view parameters not included): logits and embeddings."""
+        logits = self.mode.bytes_per_view if self.has_logits else 0
+        return logits + (self.embedding.bytes_per_view if self.embedding else 0)
 
     @property
     def target_bytes(self) -> int:
@@ -213,6 +232,10 @@ class BuildRecord(Record):
     topk: int | None = None
     amp: bool = True
     compression: str = "none"
+    targets: tuple[str, ...] | None = None  # None: logits only (every cache before embeddings)
+    embedding_layer: str | None = None  # the module whose output is the embedding (None: the default)
+    embedding_dtype: str | None = None
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("targets", "embedding_layer", "embedding_dtype")
 
 
 @dataclass(frozen=True)

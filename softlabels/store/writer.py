@@ -190,7 +190,7 @@ class CacheWriter:
         head = {name: value[:count] for name, value in merged.items()}
         self._pending_rows -= count
         rest = {name: value[count:] for name, value in merged.items()}
-        self._pending = [Rows.from_arrays(self.layout.mode, rest)] if self._pending_rows else []
+        self._pending = [Rows.from_arrays(self.layout.mode, rest, self.layout.embedding)] if self._pending_rows else []
         return head
 
     def _write_block(self, arrays: dict[str, np.ndarray]) -> None:
@@ -309,6 +309,11 @@ def _write_header(file, layout: Layout, keys, labels, attrs: dict) -> None:
     root["teacher_accuracy"] = np.nan  # reserved now so that finishing only rewrites it in place
     if layout.topk:
         root["topk"] = layout.topk
+    if layout.targets != ("logits",):  # absent: logits alone, as in every cache before embeddings
+        root["targets"] = ",".join(layout.targets)
+    if layout.embedding is not None:
+        root["embedding_dim"] = layout.embedding_dim
+        root["embedding_dtype"] = layout.embedding_dtype
     if layout.num_teachers > 1:
         root["num_teachers"] = layout.num_teachers
         root["member_accuracy"] = np.full(layout.num_teachers, np.nan)  # rewritten in place at the end

@@ -9,15 +9,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from trainer.losses.base import Loss, check_kd_settings
+from trainer.losses.base import Embeddings, Loss, check_kd_settings
 from trainer.losses.ce import CrossEntropy
+from trainer.losses.composite import combine
+from trainer.losses.embed_cosine import EmbedCosine, EmbedCosineL1
 from trainer.losses.hard import HardTargets, hard_loss
 from trainer.losses.kd import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, Distillation, kd_loss
+from trainer.losses.relational import Relational
 
 LOSSES: dict[str, type[Loss]] = {
     Distillation.name: Distillation,
     HardTargets.name: HardTargets,
     CrossEntropy.name: CrossEntropy,
+    EmbedCosine.name: EmbedCosine,
+    EmbedCosineL1.name: EmbedCosineL1,
+    Relational.name: Relational,
 }
 
 # What a run learns from when --loss is not given: the teacher's outputs where there are any.
@@ -31,10 +37,15 @@ def default_loss(has_teacher: bool) -> str:
 
 
 def get_loss(name: str) -> type[Loss]:
+    """The loss class of a name in LOSSES, or of a sum of them joined by `+` (`kd+embed-cosine`)."""
+    if "+" in name:
+        return combine([get_loss(part) for part in name.split("+")])
     try:
         return LOSSES[name]
     except KeyError:
-        raise ValueError(f"unknown loss {name!r}; choose one of: {', '.join(LOSSES)}") from None
+        raise ValueError(
+            f"unknown loss {name!r}; choose one of: {', '.join(LOSSES)} (or a sum: kd+embed-cosine)"
+        ) from None
 
 
 def teacher_losses() -> list[str]:
@@ -65,8 +76,14 @@ class Objective:
     def needs_teacher(self) -> bool:
         return self.loss.needs_teacher
 
-    def __call__(self, student_logits, teacher_logits, labels):
-        return self.loss(student_logits, teacher_logits, labels)
+    @property
+    def needs_embedding(self) -> bool:
+        return self.loss.needs_embedding
+
+    def __call__(self, student_logits, teacher_logits, labels, embeddings: Embeddings | None = None):
+        if embeddings is None:  # losses from logits alone may take three arguments
+            return self.loss(student_logits, teacher_logits, labels)
+        return self.loss(student_logits, teacher_logits, labels, embeddings)
 
 
 __all__ = [
@@ -77,6 +94,10 @@ __all__ = [
     "LOSSES",
     "CrossEntropy",
     "Distillation",
+    "EmbedCosine",
+    "EmbedCosineL1",
+    "Embeddings",
+    "Relational",
     "HardTargets",
     "Loss",
     "Objective",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -22,6 +22,15 @@ def check_kd_settings(temperature: float, alpha: float) -> None:
         raise ValueError(f"temperature must be positive, got {temperature}")
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha must lie in [0, 1] (weight of the teacher term), got {alpha}")
+
+
+class Embeddings(NamedTuple):
+    """What an embedding loss compares: the student's (B, d) features, the teacher's stored (B, D)
+    embeddings, and the learned projection d -> D (None for losses that need none)."""
+
+    student: torch.Tensor
+    teacher: torch.Tensor
+    projection: torch.nn.Module | None = None
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,12 @@ class Loss(ABC):
     description: ClassVar[str]  # one line, for help texts
     needs_teacher: ClassVar[bool] = False  # teacher targets: a cache or an online teacher
     settings: ClassVar[tuple[str, ...]] = ()  # of ("temperature", "alpha")
+    needs: ClassVar[frozenset[str]] = frozenset({"labels"})  # of "logits", "embedding", "labels"
+    projection: ClassVar[bool] = False  # a learned student -> teacher projection, trained with the student
+
+    @property
+    def needs_embedding(self) -> bool:
+        return "embedding" in self.needs
 
     def __post_init__(self):
         check_kd_settings(self.temperature, self.alpha)
@@ -56,9 +71,14 @@ class Loss(ABC):
 
     @abstractmethod
     def __call__(
-        self, student_logits: torch.Tensor, teacher_logits: torch.Tensor | None, labels: torch.Tensor
+        self,
+        student_logits: torch.Tensor,
+        teacher_logits: torch.Tensor | None,
+        labels: torch.Tensor,
+        embeddings: Embeddings | None = None,
     ) -> torch.Tensor:
-        """The batch mean, in float32 whatever the autocast dtype of the logits."""
+        """The batch mean, in float32 whatever the autocast dtype of the logits; `embeddings` for
+        losses that need them."""
 
     @abstractmethod
     def class_weights(self, labels: np.ndarray, teacher_logits: np.ndarray, num_classes: int) -> np.ndarray:

@@ -11,12 +11,13 @@ from trainer.losses.base import Loss, one_hot
 class CrossEntropy(Loss):
     name = "ce"
     description = "cross-entropy on the labels alone"
+    needs = frozenset({"labels"})
 
     @property
     def label_term(self) -> str | None:
         return f"labels only (--loss {self.name})"
 
-    def __call__(self, student_logits, teacher_logits, labels):
+    def __call__(self, student_logits, teacher_logits, labels, embeddings=None):
         return F.cross_entropy(student_logits.float(), labels, label_smoothing=self.label_smoothing)
 
     def class_weights(self, labels, teacher_logits, num_classes) -> np.ndarray:

@@ -17,9 +17,10 @@ def hard_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, label_
 class HardTargets(Loss):
     name = "hard"
     description = "cross-entropy on the teacher's arg-max class"
+    needs = frozenset({"logits"})
     needs_teacher = True
 
-    def __call__(self, student_logits, teacher_logits, labels):
+    def __call__(self, student_logits, teacher_logits, labels, embeddings=None):
         return hard_loss(student_logits, teacher_logits, self.label_smoothing)
 
     def class_weights(self, labels, teacher_logits, num_classes) -> np.ndarray:

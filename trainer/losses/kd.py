@@ -53,6 +53,7 @@ def kd_loss(
 class Distillation(Loss):
     name = "kd"
     description = "Hinton's KD: the teacher's softened outputs (--temperature), plus (1 - --alpha) of the labels"
+    needs = frozenset({"logits", "labels"})
     needs_teacher = True
     settings = ("temperature", "alpha")
 
@@ -67,7 +68,7 @@ class Distillation(Loss):
                 f"use a value between {MIN_TEMPERATURE:.2g} and {MAX_TEMPERATURE:.3g} (usual: 1 to 8)"
             )
 
-    def __call__(self, student_logits, teacher_logits, labels):
+    def __call__(self, student_logits, teacher_logits, labels, embeddings=None):
         return kd_loss(student_logits, teacher_logits, labels, self.temperature, self.alpha, self.label_smoothing)
 
     def class_weights(self, labels, teacher_logits, num_classes) -> np.ndarray:
