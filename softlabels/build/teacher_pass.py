@@ -12,6 +12,7 @@ import torch
 
 from softlabels import progress, store, threads
 from softlabels.build.config import BuildConfig, BuildResult
+from softlabels.build.forward import TargetKinds, forward, probe, taps
 from softlabels.build.inputs import TeacherInputs, check_replay, make_loader, probe_example
 from softlabels.build.members import (
     cache_metadata,
@@ -25,7 +26,6 @@ from softlabels.data.sample_errors import SampleError
 from softlabels.models.teachers import Teacher
 from softlabels.runtime import cpu_threads, current_rank, end_workers, prepare_model, resolve_device
 from softlabels.stopping import Stopped, StopRequest, stop_on_signals
-from softlabels.build.forward import TargetKinds, forward, probe, taps
 from softlabels.views import Augment, Normalize, ViewPipeline, parse_augment
 
 

@@ -6,11 +6,11 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from softlabels.audit import recompute
-from softlabels.build.shards import merge_teachers, merge_views
 
 from softlabels import open_cache, store
+from softlabels.audit import recompute
 from softlabels.build import BuildConfig, build_cache
+from softlabels.build.shards import merge_teachers, merge_views
 from softlabels.data import open_dataset
 from softlabels.export import export_arrays
 from softlabels.models.features import penultimate_features, pool
