@@ -50,7 +50,7 @@ def is_path(span: str) -> bool:
     return " " not in span and ("/" in span or span.endswith(".py")) and not span.startswith(("-", "http"))
 
 
-EXTERNAL = {"os", "torch", "torchvision", "timm", "h5py", "np", "numpy", "click", "PIL", "sklearn", "json"}
+EXTERNAL = {"os", "nn", "torch", "torchvision", "timm", "h5py", "np", "numpy", "click", "PIL", "sklearn", "json"}
 FILE_SUFFIXES = {"pt", "h5", "json", "jsonl", "png", "jpg", "csv", "md", "partial", "safetensors", "py"}
 
 

@@ -193,8 +193,10 @@ def check_mixed_views(config: FitConfig, cache: store.CacheInfo | None) -> None:
         )
 
 
-def check_cache_targets(config: FitConfig, cache: store.CacheInfo) -> None:
+def check_cache_targets(config: FitConfig, cache: store.CacheInfo | None) -> None:
     """The loss's needs against what the cache stores: logits, embeddings (of one teacher)."""
+    if cache is None:
+        return
     loss, layout = config.make_objective().loss, cache.layout
     if loss.needs_embedding and layout.embedding is None:
         raise ValueError(
