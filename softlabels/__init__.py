@@ -12,8 +12,7 @@ Names are imported on first use, so `import softlabels` stays fast (no torch unt
 
 from __future__ import annotations
 
-import importlib
-
+from softlabels.lazy import lazy_exports
 from softlabels.version import __version__
 
 # public name -> module that defines it
@@ -38,13 +37,4 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'softlabels' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

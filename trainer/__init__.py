@@ -9,9 +9,10 @@ until you train.
 
 from __future__ import annotations
 
-import importlib
 import sys
 import types
+
+from softlabels.lazy import lazy_exports
 
 # public name -> module that defines it
 _EXPORTS = {
@@ -40,16 +41,7 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'trainer' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 class _Package(types.ModuleType):

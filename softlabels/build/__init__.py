@@ -12,7 +12,7 @@ Names are imported on first use, so reading the options (`softlabels --help`) do
 
 from __future__ import annotations
 
-import importlib
+from softlabels.lazy import lazy_exports
 
 # public name -> module that defines it
 _EXPORTS = {
@@ -32,13 +32,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'softlabels.build' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
