@@ -13,6 +13,7 @@ teacher's outputs on the same views: (..., M, C). The student's target is chosen
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,17 +36,7 @@ class Ensemble:
             return cls(text, temperature=temperature)
         if text.startswith("teacher:"):
             return cls("teacher", member=_member(text[len("teacher:") :], names), temperature=temperature)
-        try:
-            weights = tuple(float(w) for w in text.split(","))
-        except ValueError:
-            raise ValueError(
-                f"unknown --ensemble {text!r}; use mean-prob, mean-logit, weights such as 0.7,0.3, "
-                f"or teacher:NAME|INDEX (members: {', '.join(names)})"
-            ) from None
-        if len(weights) != len(names) or min(weights) < 0 or sum(weights) <= 0:
-            raise ValueError(
-                f"--ensemble {text}: give {len(names)} non-negative weights, one per teacher ({', '.join(names)})"
-            )
+        weights = parse_weights(text, names)
         return cls("weights", weights=tuple(w / sum(weights) for w in weights), temperature=temperature)
 
     def combine(self, logits: np.ndarray) -> np.ndarray:
@@ -63,6 +54,37 @@ class Ensemble:
         probs /= probs.sum(axis=-1, keepdims=True)
         mixed = np.einsum("...mc,m->...c", probs, weights)
         return (t * np.log(np.clip(mixed, 1e-30, None))).astype(np.float32)
+
+
+def check_form(text: str | None) -> None:
+    """Refuse an `--ensemble` that no cache could take (e.g. weights `nan,1`), before any data is read."""
+    text = (text or "mean-prob").strip()
+    if text not in ("mean-prob", "mean-logit") and not text.startswith("teacher:"):
+        parse_weights(text, None)
+
+
+def parse_weights(text: str, names: list[str] | None) -> tuple[float, ...]:
+    """The weights of `W1,W2,...`: finite, non-negative, not all zero, one per member of `names` when known."""
+    members = f" (members: {', '.join(names)})" if names else ""
+    try:
+        weights = tuple(float(w) for w in text.split(","))
+    except ValueError:
+        raise ValueError(
+            f"unknown --ensemble {text!r}; use mean-prob, mean-logit, weights such as 0.7,0.3, "
+            f"or teacher:NAME|INDEX{members}"
+        ) from None
+    bad = next((w for w in weights if not math.isfinite(w) or w < 0), None)
+    if bad is not None or not 0 < sum(weights) < math.inf:  # float() reads nan, inf and 1e400 (inf)
+        value = f"weight {bad}" if bad is not None else f"weights summing to {sum(weights)}"
+        raise ValueError(
+            f"--ensemble {text}: {value}; weights must be finite, non-negative and not all zero, "
+            f"such as 0.7,0.3{members}"
+        )
+    if names is not None and len(weights) != len(names):
+        raise ValueError(
+            f"--ensemble {text}: give {len(names)} non-negative weights, one per teacher ({', '.join(names)})"
+        )
+    return weights
 
 
 def _member(text: str, names: list[str]) -> int:

@@ -9,6 +9,7 @@ import warnings
 from dataclasses import dataclass
 
 from softlabels import store
+from softlabels.ensemble import check_form
 from softlabels.models.registry import archive_path
 from softlabels.views import parse_augment, recorded_augment
 from trainer.logs import check_loggers
@@ -101,6 +102,7 @@ def check_config(config: FitConfig) -> None:
         raise ValueError(
             f"--loss {objective.name} does not use --teacher; drop it or use --loss {'/'.join(teacher_losses())}"
         )
+    check_form(config.objective.ensemble)
     _check_numbers(config)
     _check_finite(config)
     _check_augment(config)

@@ -119,6 +119,12 @@ def test_mixing_rules():
         Ensemble.parse("teacher:c", names)
 
 
+@pytest.mark.parametrize("weights", ["nan,1", "inf,1", "1e400,1", "0,0", "1,-1", "1e308,1e308"])
+def test_weights_that_cannot_mix_are_refused(weights):
+    with pytest.raises(ValueError, match=r"weights must be finite, non-negative and not all zero, such as 0.7,0.3"):
+        Ensemble.parse(weights, ["a", "b"])
+
+
 def test_training_on_one_member_equals_training_on_its_own_cache(pair, tmp_path):
     from trainer import FitConfig, fit
 

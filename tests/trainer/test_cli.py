@@ -83,6 +83,11 @@ def test_python_dash_m_trainer():
         ),
         (["--cache", "{cache}", "--teacher", "small_cnn", "--student", "mlp"], "exclude each other"),
         (["--dataset", "nosuchdata", "--student", "mlp"], "unknown dataset 'nosuchdata'"),
+        (["--cache", "{cache}", "--student", "mlp", "--ensemble", "nan,1"], "--ensemble nan,1: weight nan; weights"),
+        (["--cache", "{cache}", "--student", "mlp", "--ensemble", "inf,1"], "--ensemble inf,1: weight inf; weights"),
+        (["--cache", "{cache}", "--student", "mlp", "--ensemble", "1e400,1"], "1e400,1: weight inf; weights must"),
+        (["--cache", "{cache}", "--student", "mlp", "--ensemble", "0,0"], "weights summing to 0.0; weights must"),
+        (["--cache", "{cache}", "--student", "mlp", "--ensemble", "-1,2"], "weight -1.0; weights must be finite"),
     ],
 )
 def test_bad_input_is_one_clear_line(args, message, cache, image_folder, tmp_path):
