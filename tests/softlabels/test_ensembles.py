@@ -81,6 +81,19 @@ def test_joining_other_views_is_refused(pair, build_options, tmp_path):
     assert not (tmp_path / "x.h5").exists()
 
 
+@pytest.mark.parametrize("copy", [False, True])
+def test_joining_a_teacher_with_itself_is_refused(pair, tmp_path, copy):
+    _, a, _ = pair
+    again = a
+    if copy:  # the same teacher in another file
+        again = tmp_path / "copy.h5"
+        again.write_bytes(a.read_bytes())
+    result = CliRunner().invoke(main, ["merge", "--teachers", str(a), str(again), "--out", str(tmp_path / "x.h5")])
+    assert result.exit_code == 1, result.output
+    assert f"{again} and {a} hold the same teacher (small_cnn with weights SHA-256" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "x.h5").exists()
+
+
 def test_teachers_and_weights_pair_up(build_options, teacher_weights, tmp_path):
     with pytest.raises(ValueError, match="one --weights per --teacher, in the same order: 2 teachers, 1 weights"):
         build_cache(BuildConfig.from_options(**{**build_options, "teacher": ("small_cnn", "mlp")}))
