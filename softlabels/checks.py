@@ -18,7 +18,7 @@ from softlabels.data import DatasetSource, key_text, open_dataset
 from softlabels.data.sample_errors import reading
 from softlabels.models.preprocessing import Preprocessing
 from softlabels.progress import bar as progress_bar
-from softlabels.views import Normalize, ViewPipeline, replay_pipeline, replay_view, stack
+from softlabels.views import Normalize, ViewPipeline, replay_pipeline, replay_view, stack, to_device
 
 SHOWN = 3  # examples per kind of difference in a message
 # Allowed |stored - recomputed| logit difference, as a fraction of the view's largest |logit| (at least
@@ -220,7 +220,7 @@ def recompute(
             views = _views(pipeline, source, index[key], stored, layout.num_views)
             for member, (name, model, normalize, device_) in enumerate(members):
                 with torch.inference_mode():
-                    batch = normalize(views.to(device_).contiguous(memory_format=torch.channels_last))
+                    batch = normalize(to_device(views, device_))  # as the build feeds it: images, tensors, dicts
                     fresh = model(batch).float().cpu().numpy()
                 own = stored if len(members) == 1 else stored.member(member)
                 for view, (difference, allowed) in enumerate(_differences(own, fresh, tolerance)):

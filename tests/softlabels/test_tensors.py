@@ -156,6 +156,13 @@ def test_float_features_round_trip_bit_exactly(files, tmp_path):
     assert info.fingerprint == store.dataset_fingerprint(source.keys, source.labels)
 
 
+@pytest.mark.parametrize("dataset, teacher", [("features", "features_mlp"), ("tokens", "bag")])
+def test_verify_recompute_reruns_the_teacher_on_tensor_samples(files, tmp_path, dataset, teacher):
+    assert build(files, dataset, teacher, tmp_path / "c.h5").exit_code == 0
+    result = CliRunner().invoke(main, ["verify", str(tmp_path / "c.h5"), "--recompute", "6", "--device", "cpu"])
+    assert result.exit_code == 0 and "reproduces 6 samples" in result.output, result.output
+
+
 def test_dict_samples_to_a_text_model_and_classic_students(files, tmp_path):
     result = build(files, "tokens", "bag", tmp_path / "t.h5", "--views", "1")
     assert result.exit_code == 0, result.output
