@@ -1,5 +1,7 @@
 """Several teachers in one cache: built in one pass or joined later, mixed at train time, each checked."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -163,6 +165,30 @@ def test_verify_recompute_checks_every_member(pair, second_weights, teacher_weig
     second_weights.write_bytes(teacher_weights.read_bytes())  # member 1's file now holds other weights
     result = CliRunner().invoke(main, ["verify", str(joint), "--recompute", "5", "--device", "cpu"])
     assert result.exit_code == 1 and "teacher small_cnn#2's logits differ" in result.output
+
+
+@pytest.mark.parametrize("form", ["npz", "parquet"])
+def test_exports_label_the_teacher_axis(pair, tmp_path, form):
+    joint, a, b = pair
+    out = tmp_path / f"joint.{form}"
+    result = CliRunner().invoke(main, ["export", str(joint), "--format", form, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    if form == "npz":
+        data = np.load(out, allow_pickle=False)
+        metadata, exported = json.loads(str(data["metadata"])), data["logits"]
+    else:
+        pq = pytest.importorskip("pyarrow.parquet")
+        metadata = json.loads(pq.read_schema(out).metadata[b"softlabels"])
+        exported = np.array(pq.read_table(out).column("logits").to_pylist(), dtype=np.float32)
+    assert metadata["num_teachers"] == 2 and exported.shape == (18, 2, 2, 3)
+    members = metadata["teachers"]
+    assert [m["name"] for m in members] == ["small_cnn", "small_cnn#2"]
+    assert [m["weights_name"] for m in members] == ["teacher.pt", "second.pt"]
+    for member, single in zip(members, (a, b)):  # each label names the outputs at its position
+        position = [m["name"] for m in members].index(member["name"])
+        np.testing.assert_array_equal(exported[:, :, position], logits(single))
+        assert member["weights_sha256"] == store.read_info(single).teacher.weights_sha256
+        assert member["accuracy"] == pytest.approx(store.read_info(single).teacher_accuracy)
 
 
 def test_info_and_inspect_report_every_member(pair, tmp_path):
