@@ -23,6 +23,7 @@ from softlabels.data.sample_errors import SampleError, reading
 from softlabels.models.inputs import data_input
 from softlabels.models.teachers import RANDOM_INIT_SEED, Teacher, load_teacher
 from softlabels.runtime import (
+    amp_active,
     autocast,
     cpu_threads,
     current_rank,
@@ -38,6 +39,7 @@ from softlabels.views import (
     ViewPipeline,
     augment_record,
     flatten_views,
+    nonfinite_rows,
     parse_augment,
     stack,
     to_device,
@@ -501,7 +503,10 @@ def _compute(loader, members, background, writer, source, device, config, bar, s
                 if stop_at is not None and rows >= stop_at:
                     raise Stopped(stop.name)
                 logits = _forward(members, batch, device, config.model.amp)
-                background.put(_encode(logits, params, digests, indices, writer.layout, source))
+                try:
+                    background.put(_encode(logits, params, digests, writer.layout))
+                except store.NonFiniteOutputs as err:
+                    raise ValueError(_nonfinite_message(err.rows, batch, logits, indices, source, config)) from None
                 rows += len(indices)
                 bar.update(len(indices))
     finally:
@@ -549,18 +554,33 @@ def _leading(views) -> tuple[int, int]:
     return int(first.shape[0]), int(first.shape[1])
 
 
-def _encode(logits, params, digests, indices, layout: store.Layout, source: DatasetSource) -> store.Rows:
-    try:
-        return store.Rows.encode(
-            layout.mode,
-            logits,
-            params.numpy() if layout.param_names else None,
-            digests.numpy() if layout.sample_digests else None,
+def _encode(logits, params, digests, layout: store.Layout) -> store.Rows:
+    return store.Rows.encode(
+        layout.mode,
+        logits,
+        params.numpy() if layout.param_names else None,
+        digests.numpy() if layout.sample_digests else None,
+    )
+
+
+def _nonfinite_message(rows: list[int], views, logits, indices, source: DatasetSource, config) -> str:
+    """Why the stored outputs would be NaN/inf: the inputs themselves (named), the float16 storage,
+    fp16 overflow (only when AMP was on), or the teacher."""
+    inputs = nonfinite_rows(views)
+    named = inputs or rows
+    keys = ", ".join(key_text(source.keys[int(indices[row])]) for row in named[:5])
+    if inputs:
+        return (
+            f"the inputs of {len(inputs)} sample(s) in a batch hold NaN/inf values, first keys: {keys}; nothing was "
+            f"marked complete: fix or leave out those samples (the dataset returned non-finite values)"
         )
-    except store.NonFiniteOutputs as err:
-        keys = [key_text(source.keys[int(indices[row])]) for row in err.rows[:5]]
-        raise ValueError(
-            f"the teacher produced NaN/inf logits for {len(err.rows)} sample(s) in a batch, "
-            f"first keys: {', '.join(keys)}; nothing was marked complete "
-            f"(fp16 overflow? try --no-amp or --dtype float32)"
-        ) from None
+    if bool(torch.isfinite(logits[rows]).all()):
+        cause = "they overflow float16 storage past 65504: use --dtype float32"
+    elif amp_active(logits.device, config.model.amp):
+        cause = "fp16 overflow? try --no-amp"
+    else:
+        cause = "check the teacher's weights: its outputs are non-finite on finite inputs"
+    return (
+        f"the teacher produced NaN/inf logits for {len(rows)} sample(s) in a batch, first keys: {keys}; "
+        f"nothing was marked complete ({cause})"
+    )

@@ -40,7 +40,12 @@ class InconsistentAugmentWarning(UserWarning):
 
 
 class NonFiniteLoss(ValueError):
-    """The loss became NaN or infinite: the run stops before that step changes the weights."""
+    """The loss became NaN or infinite: the run stops before that step changes the weights. `samples`:
+    the keys of the batch's samples whose inputs or targets were already NaN/inf (the data's fault)."""
+
+    def __init__(self, message: str, samples=()):
+        super().__init__(message)
+        self.samples = list(samples)
 
 
 @dataclass(frozen=True)

@@ -153,6 +153,16 @@ def stack(items: list):
     return torch.stack(items)
 
 
+def nonfinite_rows(x) -> list[int]:
+    """The rows (first axis) of a batch, a tensor or a dict of tensors, holding NaN or inf."""
+    tensors = x.values() if isinstance(x, dict) else [x]
+    bad = torch.zeros(len(next(iter(tensors))), dtype=torch.bool)
+    for tensor in tensors:
+        if tensor.is_floating_point():
+            bad |= ~torch.isfinite(tensor.detach()).flatten(1).all(dim=1).cpu()
+    return torch.nonzero(bad).flatten().tolist()
+
+
 def same(a, b) -> bool:
     if isinstance(a, dict):
         return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
