@@ -169,8 +169,9 @@ def train_one_epoch(
             loss, logits = train_step(run, images, labels, targets)
         except NonFiniteLoss as err:
             samples = _nonfinite_samples(run, step - start_step, images, targets)
-            named = f": the inputs or targets of sample(s) {', '.join(samples[:5])} hold NaN/inf values" if samples else ""
-            raise NonFiniteLoss(f"{err} at epoch {epoch + 1}, step {step + 1} of {steps}{named}", samples) from None
+            named = f": the inputs or targets of sample(s) {', '.join(samples[:5])} hold NaN/inf values"
+            where = f"{err} at epoch {epoch + 1}, step {step + 1} of {steps}"
+            raise NonFiniteLoss(where + (named if samples else ""), samples) from None
         for hook in hooks:
             hook.on_step_end(run, epoch * steps + step, loss)
         sums += torch.stack(
