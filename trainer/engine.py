@@ -149,7 +149,7 @@ def train_one_epoch(
     EpochInterrupted when a stop signal arrived (after finishing the step in progress).
     """
     run.student.train()
-    run.sampler.set_epoch(epoch, start=start_step * run.config.optim.batch_size)
+    run.sampler.set_epoch(epoch, start=start_step * run.train_loader.batch_size)  # sampler items (B / R), not views
     sums = torch.tensor(totals or [0.0, 0.0, 0.0], dtype=torch.float64, device=run.device)  # loss, correct, images
     lr = run.optimizer.param_groups[0]["lr"]
     started = time.perf_counter()

@@ -84,3 +84,22 @@ def test_teardown_runs_when_a_hook_fails(cache, fit_options):
     with pytest.raises(RuntimeError, match="a failing hook"):
         fit(FitConfig.from_options(cache=cache, **fit_options), hooks=[hook])
     assert hook.calls[-2:] == [("epoch_end", 1), ("teardown",)]
+
+
+def test_a_run_of_several_views_per_decode_resumes_mid_epoch_to_the_same_weights(
+    multiview_cache, fit_options, tmp_path
+):
+    """With R views per decode a batch holds B / R samples: the resumed epoch skips the samples its
+    steps took, not R times as many."""
+    import torch
+
+    options = {**fit_options, "cache": multiview_cache, "views_per_decode": 2, "eval_dataset": "none"}
+    fit(FitConfig.from_options(**{**options, "out": str(tmp_path / "whole")}))
+    with pytest.raises(Stopped, match="at epoch 2, step 4 of 9"):
+        fit(FitConfig.from_options(**options), hooks=[Recorder(stop_at_step=12)])
+    again = Recorder()
+    fit(FitConfig.from_options(**{**options, "resume": True}), hooks=[again])
+    assert [call[1] for call in again.calls if call[0] == "step"] == list(range(13, 18))
+    resumed = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"]
+    whole = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)["model"]
+    assert resumed.keys() == whole.keys() and all(torch.equal(resumed[k], whole[k]) for k in whole)
