@@ -28,7 +28,7 @@ from softlabels.extras import install_hint
 from softlabels.views import Normalize
 from trainer import checkpoints
 from trainer.config import FitConfig, check_config
-from trainer.data import eval_dataset
+from trainer.data import eval_dataset, held_out_name
 from trainer.losses import Objective
 from trainer.setup import load_data
 
@@ -156,6 +156,7 @@ def fit_classic(config: FitConfig) -> dict:
         "epochs": 1,
         "finished": True,
         "test_accuracy": test_accuracy,
+        "eval_set": held_out_name(held_out) if held_out is not None else None,
         "best_accuracy": test_accuracy,
         "best_epoch": None,
         "train_accuracy": train_accuracy,

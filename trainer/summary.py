@@ -8,6 +8,7 @@ import torch
 
 from softlabels import store
 from trainer.config import FitConfig
+from trainer.data import held_out_name
 from trainer.resume import Progress
 from trainer.setup import Run
 
@@ -24,6 +25,7 @@ def make_summary(run: Run, progress: Progress, run_seconds: float | None) -> dic
         "epochs": progress.epoch,
         "finished": progress.epoch >= run.config.optim.epochs,
         "test_accuracy": last.get("eval_accuracy"),
+        "eval_set": held_out_name(run.eval_loader.dataset) if run.eval_loader is not None else None,
         "best_accuracy": progress.best_accuracy,
         "best_epoch": progress.best_epoch,
         "train_accuracy": last.get("train_accuracy"),
