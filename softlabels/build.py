@@ -92,8 +92,8 @@ def make_loader(inputs: TeacherInputs, rows: range, config: BuildConfig, device:
 def _check_paths(config: BuildConfig, out: Path) -> None:
     """Before any work: the output can be written and nothing finished would be silently replaced."""
     runtime = config.runtime
-    if not out.parent.exists():
-        raise FileNotFoundError(f"output directory {out.parent} does not exist")
+    if out.parent.exists() and not out.parent.is_dir():  # a missing folder is created with the first file
+        raise FileExistsError(f"cannot write {out}: {out.parent} is a file, not a folder")
     if out.exists() and not runtime.overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
     partial = store.partial_path(out)
@@ -167,6 +167,7 @@ def _open_writer(config: BuildConfig, out: Path, layout: store.Layout, source, r
                 f"use the original options or --overwrite"
             )
         return writer
+    out.parent.mkdir(parents=True, exist_ok=True)  # as `trainer fit --out` does; only once the inputs passed
     return store.CacheWriter.create(out, layout, source.keys[rows[0] : rows[1]], source.labels[rows[0] : rows[1]], meta)
 
 
