@@ -39,6 +39,29 @@ def test_a_plain_loop_sees_every_view_once_per_four_epochs(four_views, image_fol
     assert len({tuple(v[:4]) for v in seen.values()}) > 1  # samples do not move in lockstep
 
 
+@pytest.mark.parametrize("start_method", ["fork", pytest.param("spawn", marks=pytest.mark.slow)])  # spawn: ~25 s
+def test_persistent_workers_follow_set_epoch(four_views, image_folder, start_method):
+    """The README's own loop with worker processes that outlive the epoch: each epoch, every sample
+    comes with the view the schedule gives it (its pixels and its logits)."""
+    cache = softlabels.open_cache(four_views)
+    source = softlabels.open_dataset(f"imagefolder:{image_folder}")
+    data = cache.dataset(source, normalize=False)
+    loader = torch.utils.data.DataLoader(
+        data, batch_size=5, num_workers=2, persistent_workers=True, multiprocessing_context=start_method
+    )
+    for epoch in range(5):
+        data.set_epoch(epoch)
+        served = [torch.cat(parts) for parts in zip(*loader)]
+        for index in range(len(data)):
+            view = data.schedule.view(index, epoch)
+            image, _, logits = cache.replay(source, index, view=view)
+            assert torch.equal(served[0][index], image) and torch.equal(served[2][index], logits), (epoch, index)
+    pickled = __import__("pickle").loads(__import__("pickle").dumps(data))  # a copy outside a worker's start
+    assert pickled.epoch == 4
+    pickled.set_epoch(7)
+    assert data.epoch == 4  # its own epoch
+
+
 def test_without_set_epoch_a_multi_view_cache_warns_once(four_views, image_folder, cache_of):
     data = softlabels.open_cache(four_views).dataset(f"imagefolder:{image_folder}")
     with pytest.warns(UnscheduledReplayWarning, match="set_epoch"):
