@@ -44,6 +44,7 @@ from softlabels.views import (
     stack,
     to_device,
 )
+from softlabels.views.proof import SAMPLES, VIEWS, prove_replay
 
 
 class BuildInterrupted(RuntimeError):
@@ -355,7 +356,7 @@ def _build_shard(config: BuildConfig, out: Path, shard: tuple[int, int] | None, 
                 fingerprint=store.dataset_fingerprint(keys, labels),
             )
         )
-    _check_replay(source, ViewPipeline(teachers[0].input, augment, source), views, rows[0])
+    _check_replay(source, ViewPipeline(teachers[0].input, augment, source), views, rows[0], rows[1])
     writer = _open_writer(config, out, layout, source, rows, meta)
     with (
         cpu_threads(device, config.runtime.workers, config.runtime.threads),
@@ -364,10 +365,18 @@ def _build_shard(config: BuildConfig, out: Path, shard: tuple[int, int] | None, 
         return _run_pass(config, writer, source, rows[0], teachers, device, stop, augment)
 
 
-def _check_replay(source: DatasetSource, pipeline: ViewPipeline, views: BuildViews, row: int) -> None:
-    """Before any teacher time: one view of the first sample, made twice, must be the same bits."""
-    x = pipeline.decode(source.load(row))
-    pipeline.check_replay(x, pipeline.stored_params(x, views.seed, source.keys[row], 1)[0])
+def _check_replay(source: DatasetSource, pipeline: ViewPipeline, views: BuildViews, start: int, stop: int) -> None:
+    """Before any teacher time: views of the first samples, made again with the global RNGs disturbed
+    (and, for user code, in a fresh worker process), must be the same bits (`views.proof`)."""
+    rows = range(start, min(stop, start + SAMPLES))
+    samples = []
+    for row in rows:
+        with reading(source, row):
+            x = pipeline.decode(source.load(row))
+        count = min(views.views, VIEWS) if pipeline.augment.name != "none" else 1
+        samples.append((x, pipeline.stored_params(x, views.seed, source.keys[row], count)))
+    names = [key_text(source.keys[row]) for row in rows]
+    prove_replay(pipeline, samples, names, in_worker=bool(pipeline.augment.identity()))  # user code
 
 
 def _build_distributed(config: BuildConfig, rank, augment: Augment) -> BuildResult:

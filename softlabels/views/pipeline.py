@@ -116,16 +116,6 @@ class ViewPipeline:
         rows = [self.augment.draw(rng, x, self) for _ in range(num_views)]
         return np.stack(rows).astype(np.int32, copy=False).reshape(num_views, len(self.augment.param_names))
 
-    def check_replay(self, x: torch.Tensor, params) -> None:
-        """Refuse an augmentation whose view is not a function of its parameters (two runs differ)."""
-        first, again = self.view(x, params), self.view(_clone(x), np.array(params, copy=True))
-        if not same(first, again):
-            raise ValueError(
-                f"augment {self.augment.name} is not deterministic under a fixed seed: two runs of one "
-                f"view differ, so its views could not be replayed (does it draw from an unseeded "
-                f"generator?)"
-            )
-
     def random_view(self, x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """A freshly drawn (uncached) view."""
         if self.augment.mixes:  # no single label: only a teacher labelling the mixed image can teach it
@@ -140,10 +130,6 @@ class ViewPipeline:
 def random_view(pipeline: ViewPipeline, x: torch.Tensor, seed: int, index: int, epoch: int) -> torch.Tensor:
     """A random (uncached) view, from a generator seeded by (seed, epoch, sample index)."""
     return pipeline.random_view(x, random_view_rng(seed, epoch, index))
-
-
-def _clone(x):
-    return {k: _clone(v) for k, v in x.items()} if isinstance(x, dict) else x.clone()
 
 
 def stack(items: list):
