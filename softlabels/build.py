@@ -22,6 +22,7 @@ from softlabels.data import DatasetSource, key_text, open_dataset
 from softlabels.data.sample_errors import SampleError, reading
 from softlabels.models.inputs import data_input
 from softlabels.models.teachers import RANDOM_INIT_SEED, Teacher, load_teacher
+from softlabels.requeue import already_built
 from softlabels.runtime import (
     amp_active,
     autocast,
@@ -265,6 +266,9 @@ def build_cache(config: BuildConfig) -> BuildResult:
         BuildInterrupted: Ctrl-C; the partial is resumable.
     """
     augment = _check_options(config)
+    complete = already_built(config, augment)
+    if complete is not None:
+        return complete
     rank = current_rank()
     if rank.distributed:
         if config.data.shard:

@@ -149,7 +149,7 @@ def train_one_epoch(
     EpochInterrupted when a stop signal arrived (after finishing the step in progress).
     """
     run.student.train()
-    run.sampler.set_epoch(epoch, start=start_step * run.train_loader.batch_size)  # sampler items (B / R), not views
+    run.sampler.set_epoch(epoch, start=start_step * run.items_per_batch)  # sampler items (B / R), not views
     sums = torch.tensor(totals or [0.0, 0.0, 0.0], dtype=torch.float64, device=run.device)  # loss, correct, images
     lr = run.optimizer.param_groups[0]["lr"]
     started = time.perf_counter()
@@ -206,7 +206,7 @@ def _nonfinite_samples(run: Run, batch: int, images, targets) -> list[str]:
     rows = set(nonfinite_rows(images)) | set(nonfinite_rows(targets) if targets is not None else [])
     if not rows:
         return []
-    size, per_decode = run.train_loader.batch_size, run.config.data.views_per_decode
+    size, per_decode = run.items_per_batch, run.config.data.views_per_decode
     items = list(run.sampler)[batch * size : (batch + 1) * size]  # (index, view(s), epoch)
     indices = sorted({int(items[row // per_decode][0]) for row in rows})  # R views of one sample per item
     return [key_text(run.data.source.keys[index]) for index in indices]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 
+from softlabels.stopping import default_in_child
 from softlabels.views.pipeline import ViewPipeline, same, stack
 from softlabels.views.user import seeded_globals
 
@@ -57,13 +58,14 @@ def _in_fresh_worker(pipeline: ViewPipeline, samples: list) -> list:
     """The views made in a new process that loads the augmentation from its spec again (a forked one
     where the platform forks, as DataLoader workers are on Linux)."""
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-    with multiprocessing.get_context(method).Pool(1, initializer=_forget_loaded) as pool:
+    with multiprocessing.get_context(method).Pool(1, initializer=_start_worker) as pool:
         return pool.starmap(make_views, [(pipeline, samples)])[0]
 
 
-def _forget_loaded() -> None:
+def _start_worker() -> None:
     from softlabels.views import user
 
+    default_in_child()  # the pool ends its worker with SIGTERM: a command's handler must not outlive the fork
     user._LOADED.clear()  # the pipeline arriving next loads the user's file as a new worker would
 
 
