@@ -22,7 +22,8 @@ from softlabels.models.registry import archive_path, source_for
 from softlabels.models.teachers import RANDOM_INIT_SEED, load_teacher
 from softlabels.progress import bar as progress_bar
 from softlabels.runtime import resolve_device
-from softlabels.views import Normalize, ViewPipeline, replay_pipeline, replay_view, stack
+from softlabels.views import Normalize, ViewPipeline, replay_pipeline, replay_view, same, stack, to_device
+from softlabels.views.proof import disturbed_globals, view_at
 
 SHOWN = 3  # examples per kind of difference in a message
 # Allowed |stored - recomputed| logit difference, as a fraction of the view's largest |logit| (at least
@@ -179,10 +180,11 @@ class Recomputed:
     worst: float  # largest |difference| / tolerance over every compared value (<= 1 passes)
     mismatches: list[tuple[str, int, float, float, str, str]]  # key, view, difference, tolerance, teacher, what
     members: list[str] = field(default_factory=list)
+    unreplayable: list[tuple[str, int]] = field(default_factory=list)  # (key, view) made twice, differently
 
     @property
     def ok(self) -> bool:
-        return not self.mismatches
+        return not (self.mismatches or self.unreplayable)
 
 
 def recompute(
@@ -212,7 +214,7 @@ def recompute(
     keys = [str(k) for k in targets.keys_labels()[0]]
     index = {k: i for i, k in enumerate(source.keys)}
     tolerance = RELATIVE_TOLERANCE["half" if layout.dtype == "float16" or info.build.amp else "float32"]
-    worst, mismatches = 0.0, []
+    worst, mismatches, unreplayable = 0.0, [], []
     try:
         for row in progress_bar(list(map(int, rows)), desc="recomputing", unit="sample", enabled=show_progress):
             key = keys[row]
@@ -223,9 +225,14 @@ def recompute(
                 )
             stored = targets.rows(row)
             views = _views(pipeline, source, index[key], stored, layout.num_views)
+            with disturbed_globals():  # the same views again: a difference is the views', not the teacher's
+                again = _views(pipeline, source, index[key], stored, layout.num_views)
+            unreplayable += [
+                (key, v) for v in range(layout.num_views) if not same(view_at(views, v), view_at(again, v))
+            ]
             for member, (name, model, normalize, device_) in enumerate(members):
                 with torch.inference_mode(), EmbeddingTap(model, info.build.embedding_layer) as tap:
-                    batch = normalize(views.to(device_).contiguous(memory_format=torch.channels_last))
+                    batch = normalize(to_device(views, device_))  # as the build feeds it: images, tensors, dicts
                     out = model(batch)
                     features = tap.take(out).cpu().numpy() if layout.embedding is not None else None
                     fresh = out.float().cpu().numpy()
@@ -240,7 +247,9 @@ def recompute(
                         mismatches.append((key, at % layout.num_views, difference, allowed, name, what))
     finally:
         targets.close()
-    return Recomputed([keys[r] for r in rows], layout.num_views, worst, mismatches, [m[0] for m in members])
+    return Recomputed(
+        [keys[r] for r in rows], layout.num_views, worst, mismatches, [m[0] for m in members], unreplayable
+    )
 
 
 def _load_members(info: store.CacheInfo, spec: str | None, weights: str | None, trust: bool, device) -> list:
@@ -476,6 +485,15 @@ def _phase(bars, desc: str, total: int):
 
 
 def _mismatch_message(path, result: Recomputed) -> str:
+    if result.unreplayable:  # the views themselves, before any teacher could be blamed
+        key, view = result.unreplayable[0]
+        samples = len({k for k, _ in result.unreplayable})
+        return (
+            f"{path}: the views do not replay: {samples} of {len(result.keys)} samples came out different when made "
+            f"twice from their stored parameters (first: {key_text(key)} view {view}); the augmentation draws from "
+            f"unseeded randomness or process state, so no teacher could reproduce the stored targets: fix it to draw "
+            f"only from the rng `sample` is given, and rebuild the cache"
+        )
     key, view, difference, allowed, member, what = result.mismatches[0]
     samples = len({m[0] for m in result.mismatches})
     who = f"teacher {member}'s" if len(result.members) > 1 else "the teacher's"

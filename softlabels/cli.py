@@ -89,6 +89,12 @@ def build(config_file, as_json, **options):
     if as_json:
         echo_json({"ok": True, **result.to_dict()})
         return
+    if result.already_complete:
+        echo(
+            f"{result.path} is already complete ({result.num_samples} samples x {result.num_views} view(s), "
+            f"teacher accuracy {result.teacher_accuracy:.2%}): nothing to resume"
+        )
+        return
     echo(
         f"wrote {result.path}: {result.num_samples} samples x {result.num_views} view(s), "
         f"{accuracy_text(result.teacher_accuracy)}, {result.images_per_second:.0f} "

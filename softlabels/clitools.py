@@ -22,6 +22,7 @@ import click
 
 from softlabels.extras import install_hint
 from softlabels.options import Declaration, declared_fields, default_of, settings_only
+from softlabels.stopping import command_signals, command_stop
 
 # Errors a user can act on: printed as one line, never as a traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, OSError, RuntimeError)
@@ -85,11 +86,17 @@ class CleanErrors(click.Group):
 
     command_class = StrictCommand
 
+    def main(self, *args, **kwargs):
+        with command_signals():  # first thing: no moment of a command dies of SIGTERM (softlabels.stopping)
+            return super().main(*args, **kwargs)
+
     def invoke(self, ctx):
         global SESSION
         SESSION = Session()
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            _note_late_signal()
+            return result
         except (click.exceptions.Exit, click.ClickException):
             raise
         except KeyboardInterrupt:
@@ -103,6 +110,13 @@ class CleanErrors(click.Group):
                 if getattr(err, "worker_traceback", None):
                     click.echo(err.worker_traceback, err=True)
             fail(one_line(err), code)
+
+
+def _note_late_signal() -> None:
+    """A stop signal that arrived when the work no longer needed stopping: the command finished."""
+    stop = command_stop()
+    if stop is not None and stop.requested:
+        click.echo(f"note: {stop.name} arrived after the work was complete: nothing to resume", err=True)
 
 
 def fail(message: str, code: int) -> None:

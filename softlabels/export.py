@@ -8,7 +8,8 @@ npz (numpy, scikit-learn):
     meta = json.loads(str(data["metadata"]))       # teacher, dataset, preprocessing, augment, ...
 
 Arrays: `keys` (N,) str, `labels` (N,) int64, `classes` (C,) str, then either `logits` (N, V, C)
-float32 (top-k caches expanded as in docs/FORMAT.md) or, with `keep_topk`, `topk_values` (N, V, K)
+(N, V, M, C for M teachers, named in order by the metadata's `teachers`) float32 (top-k caches
+expanded as in docs/FORMAT.md) or, with `keep_topk`, `topk_values` (N, V, K)
 float32, `topk_indices` (N, V, K) int64 and `topk_logsumexp` (N, V) float32; `view_params` (N, V, P)
 int32 and `view_param_names` (P,) str when views are augmented; `sample_sha256` (N, 32) uint8 where
 the cache has sample digests; `metadata`, a JSON string.
@@ -155,8 +156,14 @@ def metadata(info: store.CacheInfo) -> dict:
         "dtype": layout.dtype,
         "topk": layout.topk,
         "num_views": layout.num_views,
+        "num_teachers": layout.num_teachers,
         "view_param_names": list(layout.param_names),
         "teacher_accuracy": info.teacher_accuracy,
+        # the teacher axis M of a several-teacher cache (logits (N, V, M, C)), labelled in its order
+        "teachers": [
+            {**record.to_dict(), "name": name, "accuracy": accuracy}
+            for record, name, accuracy in zip(info.members, info.member_names, info.member_accuracy)
+        ],
     }
 
 

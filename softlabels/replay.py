@@ -8,8 +8,9 @@
 
 A sample is addressed by (position, view, epoch). `ViewSchedule` is a seeded per-sample permutation
 of the V stored views, so that every V consecutive epochs use each view once. A plain integer index
-takes the view of the epoch set by `set_epoch` (read in the process that runs `__getitem__`: with
-persistent DataLoader workers, use `sampler()`, whose indices carry their view). `EpochSampler`
+takes the view of the epoch set by `set_epoch`, kept in shared memory (`SharedEpoch`) so that
+DataLoader workers, persistent or not, forked or spawned, read the epoch the main process set last;
+`sampler()`'s indices carry their view and epoch themselves. `EpochSampler`
 shuffles positions each epoch from (seed, epoch) and yields (position, view, epoch) triples; the
 trainer and Lightning call its `set_epoch`. The replayed input is the build's exact view
 (`softlabels.views.replay_view`), with the teacher's dense logits of that view.
@@ -17,7 +18,9 @@ trainer and Lightning call its `set_epoch`. The replayed input is the build's ex
 
 from __future__ import annotations
 
+import multiprocessing
 import warnings
+from multiprocessing.context import get_spawning_popen
 
 import numpy as np
 import torch
@@ -37,6 +40,30 @@ class NoDigestsWarning(UserWarning):
 
 class UnscheduledReplayWarning(UserWarning):
     """A multi-view cache read by integer index without `set_epoch`: every epoch would see view set 0."""
+
+
+class SharedEpoch:
+    """The epoch `set_epoch` set, in shared memory: a DataLoader worker keeps its own copy of the
+    dataset (for all epochs with `persistent_workers=True`), so a plain attribute set in the main
+    process after the workers started would never reach them. Forked workers inherit the memory,
+    spawned ones receive it while they start; any other copy (pickle, deepcopy) gets its own."""
+
+    def __init__(self, epoch: int = -1):
+        self._value = multiprocessing.RawValue("q", epoch)  # -1: never set
+
+    def get(self) -> int | None:
+        epoch = int(self._value.value)
+        return None if epoch < 0 else epoch
+
+    def set(self, epoch: int) -> None:
+        self._value.value = int(epoch)
+
+    def __getstate__(self):
+        return {"value": self._value if get_spawning_popen() is not None else int(self._value.value)}
+
+    def __setstate__(self, state) -> None:
+        value = state["value"]
+        self._value = multiprocessing.RawValue("q", value) if isinstance(value, int) else value
 
 
 class ViewSchedule:
@@ -165,7 +192,7 @@ class ReplayDataset(Dataset):
             self.ensemble = Ensemble.parse(ensemble, targets.info.member_names, temperature)
         elif ensemble not in (None, "mean-prob"):
             raise ValueError(f"--ensemble {ensemble}: {targets.path} holds one teacher's outputs")
-        self.epoch: int | None = None
+        self._epoch = SharedEpoch()
         self._warned = False
         self.check_content = content_checking(targets, source, check_content)
 
@@ -176,9 +203,17 @@ class ReplayDataset(Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
+    @property
+    def epoch(self) -> int | None:
+        """The epoch `set_epoch` set last (None before the first call)."""
+        return self._epoch.get()
+
     def set_epoch(self, epoch: int) -> None:
-        """Integer indices take, for each sample, the view the schedule gives this epoch."""
-        self.epoch = int(epoch)
+        """Integer indices take, for each sample, the view the schedule gives this epoch, also in
+        DataLoader workers that started before this call."""
+        if int(epoch) < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self._epoch.set(epoch)
 
     def sampler(self, shuffle: bool = True, rank: int = 0, world_size: int = 1, per_decode: int = 1) -> EpochSampler:
         """A sampler whose indices carry their view (for persistent workers and Lightning, which calls
@@ -187,7 +222,8 @@ class ReplayDataset(Dataset):
 
     def _address(self, item) -> tuple[int, int, int]:
         if isinstance(item, (int, np.integer)):
-            if self.epoch is None and self.num_views > 1 and not self._warned:
+            epoch = self.epoch
+            if epoch is None and self.num_views > 1 and not self._warned:
                 self._warned = True
                 warnings.warn(
                     f"{self.targets.path} holds {self.num_views} views per sample but set_epoch() was never "
@@ -196,7 +232,7 @@ class ReplayDataset(Dataset):
                     UnscheduledReplayWarning,
                     stacklevel=3,
                 )
-            index, epoch = int(item), self.epoch or 0
+            index, epoch = int(item), epoch or 0
             return index, self.schedule.view(index, epoch), epoch
         index, view, epoch = (int(v) for v in item)
         return index, view, epoch

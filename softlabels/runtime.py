@@ -29,9 +29,15 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def amp_active(device: torch.device, enabled: bool) -> bool:
+    """Whether `--amp` takes effect: fp16 autocast on CUDA only (on CPUs without AMX, bf16 autocast is
+    many times slower)."""
+    return enabled and device.type == "cuda"
+
+
 def autocast(device: torch.device, enabled: bool):
-    """fp16 autocast on CUDA only: on CPUs without AMX, bf16 autocast is many times slower."""
-    if enabled and device.type == "cuda":
+    """fp16 autocast where `amp_active`, else nothing."""
+    if amp_active(device, enabled):
         return torch.autocast("cuda", dtype=torch.float16)
     return contextlib.nullcontext()
 

@@ -4,6 +4,12 @@ long loops check it at a safe point (the build at its next block boundary, `trai
 current step), save, and raise `Stopped`, which the command lines turn into exit status 75 ("stopped,
 state saved: rerun with --resume").
 
+The command lines install the handlers first thing (`command_signals`, in `clitools.CleanErrors`),
+before any heavy import, and keep them to the last line: a signal during start-up (imports, loading,
+a resume's re-check) is kept and stops the work at its first check (exit 75, resumable), and one
+that arrives once the work is done (while a run writes its outputs, say) lets it finish: exit 0,
+with a note naming the signal. A process never dies of SIGTERM mid-way (143).
+
 DataLoader workers ignore both signals (`ignore_in_worker`): SLURM signals every process of a job
 step, and a worker that died of it would break the batch the main process is about to finish. Such a
 worker cannot be ended by SIGTERM either, which is what multiprocessing's own exit handler sends the
@@ -49,12 +55,49 @@ class StopRequest:
         self.signal = signum
 
 
+_COMMAND: StopRequest | None = None  # the request of the command running in this process, if any
+
+
+@contextlib.contextmanager
+def command_signals():
+    """A whole command: from here on SIGTERM and SIGUSR1 set the yielded request, which every
+    `stop_on_signals` block inside shares (a signal that came earlier is already in it)."""
+    global _COMMAND
+    if _COMMAND is not None or threading.current_thread() is not threading.main_thread():
+        yield _COMMAND or StopRequest()
+        return
+    request = StopRequest()
+    previous = {signum: signal.signal(signum, request._handle) for signum in STOP_SIGNALS}
+    _COMMAND = request
+    try:
+        yield request
+    finally:
+        _COMMAND = None
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def command_stop() -> StopRequest | None:
+    """The running command's request (None outside a command)."""
+    return _COMMAND
+
+
+def default_in_child() -> None:
+    """A helper process's initializer: die of SIGTERM as usual (its parent ends it that way)."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
+
+
 @contextlib.contextmanager
 def stop_on_signals(enabled: bool = True):
-    """Within the block, SIGTERM and SIGUSR1 set the yielded request instead of ending the process.
+    """Within the block, SIGTERM and SIGUSR1 set the yielded request instead of ending the process
+    (inside a command: the command's request, which may hold a signal that came during start-up).
 
     Handlers are installed only from the main thread (Python's rule) and restored afterwards.
     """
+    if enabled and _COMMAND is not None:
+        yield _COMMAND
+        return
     request = StopRequest()
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield request

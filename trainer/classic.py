@@ -18,6 +18,7 @@ and evaluated like any student; summary.json has the same fields. scikit-learn i
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from softlabels.extras import install_hint
 from softlabels.views import Normalize
 from trainer import checkpoints
 from trainer.config import FitConfig, check_config
-from trainer.data import eval_dataset
+from trainer.data import eval_dataset, held_out_name
 from trainer.losses import Objective
 from trainer.setup import load_data
 
@@ -92,6 +93,30 @@ def sample_weights(labels: np.ndarray, logits: np.ndarray | None, objective: Obj
     return rows, classes, weights[rows, classes]
 
 
+class MissingClassWarning(UserWarning):
+    """A class has no training samples: a scikit-learn student learns it only from teacher targets, if at all."""
+
+
+def check_classes(labels: np.ndarray, fitted: np.ndarray, names: list[str]) -> None:
+    """Refuse targets of fewer than two classes (scikit-learn cannot fit them) and warn, naming them,
+    about classes without a training sample."""
+    present = np.unique(fitted)
+    if len(present) < 2:
+        only = ", ".join(names[int(c)] for c in present) or "none"
+        raise ValueError(
+            f"scikit-learn students need training samples of at least two classes; the training targets hold "
+            f"only class {only} (of {', '.join(names)}): train on more data (a larger --subset, another split)"
+        )
+    absent = sorted(set(range(len(names))) - set(np.unique(labels).tolist()))
+    if absent:
+        warnings.warn(
+            f"class {', '.join(names[c] for c in absent)} has no training samples: the student learns it from "
+            f"teacher targets alone, if at all; train on data with samples of every class",
+            MissingClassWarning,
+            stacklevel=2,
+        )
+
+
 def fit_classic(config: FitConfig) -> dict:
     """Fit a scikit-learn student as `trainer.fit` would train a torch one; returns the summary."""
     import joblib  # comes with scikit-learn, an optional extra
@@ -110,6 +135,7 @@ def fit_classic(config: FitConfig) -> dict:
     x, labels, logits = features(data.dataset, items, prep)
     objective = config.make_objective()
     rows, classes, weights = sample_weights(labels, logits, objective, len(data.source.classes))
+    check_classes(labels, classes, data.source.classes)
     last = estimator.steps[-1][0]
     estimator.fit(x[rows], classes, **{f"{last}__sample_weight": weights, "standardscaler__sample_weight": weights})
     fit_seconds = time.perf_counter() - started
@@ -130,6 +156,7 @@ def fit_classic(config: FitConfig) -> dict:
         "epochs": 1,
         "finished": True,
         "test_accuracy": test_accuracy,
+        "eval_set": held_out_name(held_out) if held_out is not None else None,
         "best_accuracy": test_accuracy,
         "best_epoch": None,
         "train_accuracy": train_accuracy,

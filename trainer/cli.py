@@ -81,10 +81,16 @@ def describe_summary(summary: dict, out: str) -> str:
         if summary["finished"]
         else f" (stopped at epoch {summary['epochs']} of {summary['config']['optim']['epochs']})"
     )
+    if summary.get("eval_set"):
+        held_out = f" on {summary['eval_set']}"
+    elif summary["config"]["runtime"].get("eval_dataset") == "none":
+        held_out = " (--eval-dataset none)"
+    else:  # no test/ or val/ beside the training data, and no --eval-dataset
+        held_out = " (no held-out set found beside the training data: pass --eval-dataset SPEC)"
     uses = summary.get("view_uses")
     seen = f", each stored view seen {uses:.3g} times" if uses is not None else ""
     return (
-        f"{summary['student']} [{summary['loss']}]: test accuracy {percent(summary['test_accuracy'])}{best}, "
+        f"{summary['student']} [{summary['loss']}]: test accuracy {percent(summary['test_accuracy'])}{held_out}{best}, "
         f"{summary['epochs']} epochs in {summary['wall_seconds']:.1f} s{seen}, "
         f"{summary['images_per_second'] or 0:.0f} images/s{state}; wrote {out}"
     )

@@ -9,6 +9,7 @@ import warnings
 from dataclasses import dataclass
 
 from softlabels import store
+from softlabels.ensemble import check_form
 from softlabels.models.registry import archive_path
 from softlabels.views import parse_augment, recorded_augment
 from trainer.logs import check_loggers
@@ -39,7 +40,12 @@ class InconsistentAugmentWarning(UserWarning):
 
 
 class NonFiniteLoss(ValueError):
-    """The loss became NaN or infinite: the run stops before that step changes the weights."""
+    """The loss became NaN or infinite: the run stops before that step changes the weights. `samples`:
+    the keys of the batch's samples whose inputs or targets were already NaN/inf (the data's fault)."""
+
+    def __init__(self, message: str, samples=()):
+        super().__init__(message)
+        self.samples = list(samples)
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,7 @@ def check_config(config: FitConfig) -> None:
         raise ValueError(
             f"--loss {objective.name} does not use --teacher; drop it or use --loss {'/'.join(teacher_losses())}"
         )
+    check_form(config.objective.ensemble)
     _check_numbers(config)
     _check_finite(config)
     _check_augment(config)

@@ -254,6 +254,11 @@ def eval_dataset(
     return LabelledDataset(source, image_prep)
 
 
+def held_out_name(dataset: LabelledDataset) -> str:
+    """Which held-out set a run evaluated on: `SPEC (SPLIT)`."""
+    return f"{dataset.source.spec} ({dataset.source.split})"
+
+
 def _short(classes) -> str:
     classes = list(classes)
     return ", ".join(classes[:5]) + (f", ... ({len(classes)})" if len(classes) > 5 else "")

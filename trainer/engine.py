@@ -17,11 +17,12 @@ import torch.distributed as dist
 from torch import nn
 
 from softlabels import threads
+from softlabels.data import key_text
 from softlabels.models.features import penultimate_features
 from softlabels.progress import bar as progress_bar
 from softlabels.runtime import autocast
 from softlabels.stopping import Stopped
-from softlabels.views import flatten_views, to_device
+from softlabels.views import flatten_views, nonfinite_rows, to_device
 from trainer.config import NonFiniteLoss
 from trainer.losses import Embeddings
 from trainer.resume import LAST, Progress
@@ -181,7 +182,10 @@ def train_one_epoch(
         try:
             loss, logits = train_step(run, images, labels, targets)
         except NonFiniteLoss as err:
-            raise NonFiniteLoss(f"{err} at epoch {epoch + 1}, step {step + 1} of {steps}") from None
+            samples = _nonfinite_samples(run, step - start_step, images, targets)
+            named = f": the inputs or targets of sample(s) {', '.join(samples[:5])} hold NaN/inf values"
+            where = f"{err} at epoch {epoch + 1}, step {step + 1} of {steps}"
+            raise NonFiniteLoss(where + (named if samples else ""), samples) from None
         for hook in hooks:
             hook.on_step_end(run, epoch * steps + step, loss)
         tally(sums, loss, logits, labels)
@@ -198,7 +202,7 @@ def train_one_epoch(
 def sampler_start(run: Run, step: int) -> int:
     """The sampler item an epoch resumed at `step` starts from: items are decoded samples, each giving
     --views-per-decode views of a batch."""
-    return step * (run.train_loader.batch_size or 1)
+    return step * run.items_per_batch
 
 
 def new_tally(run: Run, totals: list[float] | None = None) -> torch.Tensor:
@@ -229,6 +233,18 @@ def epoch_stats(run: Run, sums: torch.Tensor, lr: float, seconds: float) -> dict
         "seconds": seconds,
         "images_per_second": count / max(seconds, 1e-9),
     }
+
+
+def _nonfinite_samples(run: Run, batch: int, images, targets) -> list[str]:
+    """The keys of the samples of this epoch's `batch`-th batch whose inputs or targets hold NaN/inf
+    (the sampler hands out the same items again for the same epoch)."""
+    rows = set(nonfinite_rows(images)) | set(nonfinite_rows(targets) if targets is not None else [])
+    if not rows:
+        return []
+    size, per_decode = run.items_per_batch, run.config.data.views_per_decode
+    items = list(run.sampler)[batch * size : (batch + 1) * size]  # (index, view(s), epoch)
+    indices = sorted({int(items[row // per_decode][0]) for row in rows})  # R views of one sample per item
+    return [key_text(run.data.source.keys[index]) for index in indices]
 
 
 def _show(bar, totals: torch.Tensor, started: float) -> None:
@@ -346,9 +362,15 @@ def explain_non_finite(err: NonFiniteLoss, out: Path, progress: Progress) -> Non
         if (out / LAST).exists()
         else "no checkpoint was written yet"
     )
+    advice = (
+        "Fix or leave out those samples"
+        if err.samples
+        else "Lower --lr or --temperature, keep --clip-grad-norm on, or check the data"
+    )
     return NonFiniteLoss(
-        f"{err}: the run stopped before that step changed the weights; {kept}. Lower --lr or --temperature, keep "
-        f"--clip-grad-norm on, or check the data; --resume continues from the checkpoint"
+        f"{err}: the run stopped before that step changed the weights; {kept}. {advice}; --resume continues "
+        f"from the checkpoint",
+        err.samples,
     )
 
 

@@ -72,6 +72,11 @@ class Run:
         return getattr(self.student, "module", self.student)
 
     @property
+    def items_per_batch(self) -> int:
+        """Sampler items in a batch: --batch-size / --views-per-decode (R views of each decoded sample)."""
+        return items_per_batch(self.config)
+
+    @property
     def input_dtype(self) -> torch.dtype | None:
         return input_dtype(self.bare_student)
 
@@ -79,6 +84,10 @@ class Run:
         """End the loaders' persistent workers (also when the run failed)."""
         close_loader(self.train_loader)
         close_loader(self.eval_loader)
+
+
+def items_per_batch(config: FitConfig) -> int:
+    return config.optim.batch_size // config.data.views_per_decode
 
 
 def input_dtype(model: nn.Module) -> torch.dtype | None:
@@ -192,7 +201,7 @@ def build_feed(
     )
     train_loader = make_loader(
         data.dataset,
-        config.optim.batch_size // per_decode,
+        items_per_batch(config),
         config.runtime.workers,
         device,
         sampler,

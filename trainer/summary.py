@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import resource
+from typing import cast
 
 import torch
 
 from softlabels import store
 from trainer.config import FitConfig
+from trainer.data import LabelledDataset, held_out_name
 from trainer.resume import Progress
 from trainer.setup import Run
 
@@ -24,6 +26,7 @@ def make_summary(run: Run, progress: Progress, run_seconds: float | None) -> dic
         "epochs": progress.epoch,
         "finished": progress.epoch >= run.config.optim.epochs,
         "test_accuracy": last.get("eval_accuracy"),
+        "eval_set": None if run.eval_loader is None else held_out_name(cast(LabelledDataset, run.eval_loader.dataset)),
         "best_accuracy": progress.best_accuracy,
         "best_epoch": progress.best_epoch,
         "train_accuracy": last.get("train_accuracy"),

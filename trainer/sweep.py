@@ -82,6 +82,9 @@ class SweepConfig(SweepOptions):
         return temperatures, self.alphas if "alpha" in used and self.alphas else (objective.alpha,)
 
 
+RUN_FILES = ("last.pt", "summary.json", "model.joblib")  # what a torch or scikit-learn run leaves in its folder
+
+
 def _name(student: str, loss: str, temperature: float | None = None, alpha: float | None = None) -> str:
     name = f"{student}-{loss}" + (f"-T{temperature:g}-a{alpha:g}" if temperature is not None else "")
     return re.sub(r"[^\w.+-]", "_", name)
@@ -131,6 +134,7 @@ def sweep(config: SweepConfig, on_result=None) -> list[dict]:
     streams = [[run] for run in runs] if config.sequential else group_streams(runs)
     check_fits(streams, config.base)
     out = Path(config.base.runtime.out)
+    _check_out(config, runs, out)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
 
@@ -152,6 +156,21 @@ def sweep(config: SweepConfig, on_result=None) -> list[dict]:
 
 def _resumable(config: FitConfig) -> bool:
     return config.runtime.resume and (Path(config.runtime.out) / "last.pt").exists()
+
+
+def _check_out(config: SweepConfig, runs: list[FitConfig], out: Path) -> None:
+    """A sweep folder that already holds runs is continued (--resume) or replaced (--overwrite), never
+    silently rewritten: each run would fail on its folder and the leaderboard record only failures."""
+    runtime = config.base.runtime
+    if runtime.resume or runtime.overwrite:
+        return
+    held = [Path(run.runtime.out).name for run in runs if any((Path(run.runtime.out) / n).exists() for n in RUN_FILES)]
+    if held or (out / "leaderboard.md").exists():
+        what = f"runs of this grid ({held[0]}{', ...' if len(held) > 1 else ''})" if held else "a sweep's leaderboard"
+        raise FileExistsError(
+            f"{out} already holds {what}: pass --resume to continue the sweep, --overwrite to start it again, "
+            f"or choose another --out"
+        )
 
 
 def rank_rows(rows: list[dict]) -> list[dict]:

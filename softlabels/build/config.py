@@ -233,6 +233,7 @@ class BuildResult:
     seconds: float
     images_per_second: float  # teacher inputs a second: views (images x --views) of the rows this run computed
     resumed_from: int = 0
+    already_complete: bool = False  # `--resume` of a cache that was complete: nothing was computed
 
     def to_dict(self) -> dict:
         """What `softlabels build --json` prints."""
@@ -244,4 +245,5 @@ class BuildResult:
             "seconds": round(self.seconds, 3),
             "images_per_second": round(self.images_per_second, 1),
             "resumed_from": self.resumed_from,
+            "already_complete": self.already_complete,
         }

@@ -7,10 +7,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from softlabels.build.config import BuildConfig, BuildViews
-from softlabels.data import DatasetSource
+from softlabels.data import DatasetSource, key_text
 from softlabels.data.sample_errors import reading
 from softlabels.stopping import ignore_in_worker
 from softlabels.views import Augment, ViewPipeline, stack
+from softlabels.views.proof import SAMPLES, VIEWS, prove_replay
 
 
 class TeacherInputs(Dataset):
@@ -59,7 +60,15 @@ def probe_example(source: DatasetSource, prep, views: BuildViews, augment: Augme
     return stack([view, view])
 
 
-def check_replay(source: DatasetSource, pipeline: ViewPipeline, views: BuildViews, row: int) -> None:
-    """Before any teacher time: one view of the first sample, made twice, must be the same bits."""
-    x = pipeline.decode(source.load(row))
-    pipeline.check_replay(x, pipeline.stored_params(x, views.seed, source.keys[row], 1)[0])
+def check_replay(source: DatasetSource, pipeline: ViewPipeline, views: BuildViews, start: int, stop: int) -> None:
+    """Before any teacher time: views of the first samples, made again with the global RNGs disturbed
+    (and, for user code, in a fresh worker process), must be the same bits (`softlabels.views.proof`)."""
+    rows = range(start, min(stop, start + SAMPLES))
+    samples = []
+    for row in rows:
+        with reading(source, row):
+            x = pipeline.decode(source.load(row))
+        count = min(views.views, VIEWS) if pipeline.augment.name != "none" else 1
+        samples.append((x, pipeline.stored_params(x, views.seed, source.keys[row], count)))
+    names = [key_text(source.keys[row]) for row in rows]
+    prove_replay(pipeline, samples, names, in_worker=bool(pipeline.augment.identity()))  # user code

@@ -303,6 +303,7 @@ def merge_teachers(
                 f"teachers did not see the same samples and views; refusing to join them"
             )
     records = [record for info in infos for record in _named_members(info)]
+    _refuse_repeated_teachers(paths, infos)
     names = _unique([r.name or r.spec or "teacher" for r in records])
     members = tuple(replace(r, name=n) for r, n in zip(records, names))
     digests = all(info.layout.sample_digests for info in infos)  # kept where every cache has them
@@ -327,6 +328,21 @@ def _named_members(info: store.CacheInfo) -> list[store.TeacherRecord]:
     return [
         replace(record, name=name, input=record.input or prep) for record, name in zip(info.members, info.member_names)
     ]
+
+
+def _refuse_repeated_teachers(paths: Sequence[str | Path], infos: list[store.CacheInfo]) -> None:
+    """An ensemble of one teacher with itself (the same file twice, or the same spec and weights) is
+    that teacher alone, counted twice."""
+    seen: dict[tuple, str] = {}
+    for path, info in zip(paths, infos):
+        for record in info.members:
+            if record.identity() in seen:
+                raise ValueError(
+                    f"{path} and {seen[record.identity()]} hold the same teacher ({record.spec} with weights "
+                    f"SHA-256 {str(record.weights_sha256)[:12]}): an ensemble needs different teachers; "
+                    f"give each teacher's cache once"
+                )
+            seen[record.identity()] = str(path)
 
 
 def _unique(names: list[str]) -> list[str]:

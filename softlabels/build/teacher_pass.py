@@ -20,13 +20,27 @@ from softlabels.build.members import (
     load_build_teachers,
     resume_differences,
 )
+from softlabels.build.requeue import already_built
 from softlabels.build.shards import merge_caches, rank_shard_path, shard_range, stale_rank_shards
 from softlabels.data import DatasetSource, key_text, open_dataset
 from softlabels.data.sample_errors import SampleError
 from softlabels.models.teachers import Teacher
-from softlabels.runtime import cpu_threads, current_rank, end_workers, prepare_model, resolve_device
+from softlabels.runtime import (
+    amp_active,
+    cpu_threads,
+    current_rank,
+    end_workers,
+    prepare_model,
+    resolve_device,
+)
 from softlabels.stopping import Stopped, StopRequest, stop_on_signals
-from softlabels.views import Augment, Normalize, ViewPipeline, parse_augment
+from softlabels.views import (
+    Augment,
+    Normalize,
+    ViewPipeline,
+    nonfinite_rows,
+    parse_augment,
+)
 
 
 class BuildInterrupted(RuntimeError):
@@ -38,8 +52,8 @@ class BuildInterrupted(RuntimeError):
 def _check_paths(config: BuildConfig, out: Path) -> None:
     """Before any work: the output can be written and nothing finished would be silently replaced."""
     runtime = config.runtime
-    if not out.parent.exists():
-        raise FileNotFoundError(f"output directory {out.parent} does not exist")
+    if out.parent.exists() and not out.parent.is_dir():  # a missing folder is created with the first file
+        raise FileExistsError(f"cannot write {out}: {out.parent} is a file, not a folder")
     if out.exists() and not runtime.overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
     partial = store.partial_path(out)
@@ -63,6 +77,7 @@ def _open_writer(config: BuildConfig, out: Path, layout: store.Layout, source, r
                 f"use the original options or --overwrite"
             )
         return writer
+    out.parent.mkdir(parents=True, exist_ok=True)  # as `trainer fit --out` does; only once the inputs passed
     return store.CacheWriter.create(out, layout, source.keys[rows[0] : rows[1]], source.labels[rows[0] : rows[1]], meta)
 
 
@@ -109,6 +124,9 @@ def build_cache(config: BuildConfig) -> BuildResult:
         BuildInterrupted: Ctrl-C; the partial is resumable.
     """
     augment = _check_options(config)
+    complete = already_built(config, augment)
+    if complete is not None:
+        return complete
     rank = current_rank()
     if rank.distributed:
         if config.data.shard:
@@ -190,7 +208,7 @@ def _build_shard(config: BuildConfig, out: Path, shard: tuple[int, int] | None, 
                 fingerprint=store.dataset_fingerprint(keys, labels),
             )
         )
-    check_replay(source, ViewPipeline(teachers[0].input, augment, source), views, rows[0])
+    check_replay(source, ViewPipeline(teachers[0].input, augment, source), views, rows[0], rows[1])
     writer = _open_writer(config, out, layout, source, rows, meta)
     with (
         cpu_threads(device, config.runtime.workers, config.runtime.threads),
@@ -334,7 +352,13 @@ def _compute(loader, members, member_taps, background, writer, source, device, c
                 if stop_at is not None and rows >= stop_at:
                     raise Stopped(stop.name)
                 logits, features = forward(members, member_taps, batch, device, config.model.amp)
-                background.put(_encode(logits, features, params, digests, indices, writer.layout, source))
+                try:
+                    background.put(_encode(logits, features, params, digests, writer.layout))
+                except store.NonFiniteOutputs as err:
+                    outputs, what = (logits, "logits") if writer.layout.has_logits else (features, "embeddings")
+                    raise ValueError(
+                        _nonfinite_message(err.rows, batch, outputs, indices, source, config, what)
+                    ) from None
                 rows += len(indices)
                 bar.update(len(indices))
                 threads.tick()  # follow the cores the loader and the machine leave idle
@@ -364,21 +388,35 @@ def _stop(background: _BackgroundWriter, writer: store.CacheWriter) -> None:
     store.close_quietly(writer)
 
 
-def _encode(logits, features, params, digests, indices, layout: store.Layout, source: DatasetSource) -> store.Rows:
-    try:
-        return store.Rows.encode(
-            layout.mode,
-            logits if layout.has_logits else None,
-            params.numpy() if layout.param_names else None,
-            digests.numpy() if layout.sample_digests else None,
-            layout.embedding,
-            features,
+def _encode(logits, features, params, digests, layout: store.Layout) -> store.Rows:
+    return store.Rows.encode(
+        layout.mode,
+        logits if layout.has_logits else None,
+        params.numpy() if layout.param_names else None,
+        digests.numpy() if layout.sample_digests else None,
+        layout.embedding,
+        features,
+    )
+
+
+def _nonfinite_message(rows: list[int], views, outputs, indices, source: DatasetSource, config, what: str) -> str:
+    """Why the stored outputs (`what`: logits or embeddings) would be NaN/inf: the inputs themselves
+    (named), the float16 storage, fp16 overflow (only when AMP was on), or the teacher."""
+    inputs = nonfinite_rows(views)
+    named = inputs or rows
+    keys = ", ".join(key_text(source.keys[int(indices[row])]) for row in named[:5])
+    if inputs:
+        return (
+            f"the inputs of {len(inputs)} sample(s) in a batch hold NaN/inf values, first keys: {keys}; nothing was "
+            f"marked complete: fix or leave out those samples (the dataset returned non-finite values)"
         )
-    except store.NonFiniteOutputs as err:
-        keys = [key_text(source.keys[int(indices[row])]) for row in err.rows[:5]]
-        what = "logits" if layout.has_logits else "embeddings"
-        raise ValueError(
-            f"the teacher produced NaN/inf {what} for {len(err.rows)} sample(s) in a batch, "
-            f"first keys: {', '.join(keys)}; nothing was marked complete "
-            f"(fp16 overflow? try --no-amp or --dtype float32)"
-        ) from None
+    if bool(torch.isfinite(outputs[rows]).all()):
+        cause = "they overflow float16 storage past 65504: use --dtype float32"
+    elif amp_active(outputs.device, config.model.amp):
+        cause = "fp16 overflow? try --no-amp"
+    else:
+        cause = "check the teacher's weights: its outputs are non-finite on finite inputs"
+    return (
+        f"the teacher produced NaN/inf {what} for {len(rows)} sample(s) in a batch, first keys: {keys}; "
+        f"nothing was marked complete ({cause})"
+    )

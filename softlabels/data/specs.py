@@ -41,14 +41,16 @@ def open_dataset(spec: str, split: str = "train", root: str | Path = "data", dow
 def eval_spec_for(spec: str, root: str | Path = "data") -> tuple[str, str] | None:
     """(spec, split) of the held-out split that matches `spec`, or None where there is none.
 
-    Built-ins: their test split. Image folders: PATH/test when both PATH/train and PATH/test exist.
+    Built-ins: their test split. Image folders beside PATH/train: PATH/test, else PATH/val (as
+    torchvision's ImageNet names its held-out split).
     `FILE.py:FUNC`: the factory's "test" split; it decides what that means (or raises).
     `root` is accepted for symmetry with `open_dataset`; nothing here needs to read it.
     """
     kind, arg = _parse_spec(spec)
     if kind == "imagefolder":
         path = Path(arg).expanduser()
-        return (spec, "test") if (path / "train").is_dir() and (path / "test").is_dir() else None
+        found = [split for split in ("test", "val") if (path / split).is_dir()]
+        return (spec, found[0]) if (path / "train").is_dir() and found else None
     return spec, "test"
 
 

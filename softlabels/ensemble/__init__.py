@@ -45,4 +45,14 @@ class Ensemble:
         return self.rule.combine(logits, self.temperature)
 
 
-__all__ = ["Ensemble", "KINDS", "RULES", "Rule"]
+def check_form(text: str | None) -> None:
+    """Refuse an `--ensemble` that no cache could take (weights `nan,1`, an unknown rule), before any data is
+    read; what depends on the cache's members (their count, a teacher's name) is checked when it opens."""
+    text = (text or RULES[0].name).strip()
+    rule = next((rule for rule in RULES if rule.claims(text)), None)
+    if rule is None:
+        raise ValueError(f"unknown --ensemble {text!r}; use {', '.join(rule.form for rule in RULES)}")
+    rule.check_form(text)
+
+
+__all__ = ["Ensemble", "KINDS", "RULES", "Rule", "check_form"]

@@ -26,6 +26,10 @@ class Rule:
     def parse(cls, text: str, names: list[str]) -> Rule:
         return cls()
 
+    @classmethod
+    def check_form(cls, text: str) -> None:
+        """Refuse what no cache could take, before the cache's members are known (nothing by default)."""
+
     def combine(self, logits: np.ndarray, temperature: float) -> np.ndarray:
         """(..., M, C) float32 teacher logits -> (..., C) target logits."""
         raise NotImplementedError

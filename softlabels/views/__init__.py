@@ -17,7 +17,16 @@ user's file. Nothing outside this package makes a view.
 from softlabels.views.augment import Augment, ViewMaker, random_view_rng, view_rng
 from softlabels.views.geometric import AUGMENTS, CifarCrop, Flip, ImagenetCrop, NoAugment
 from softlabels.views.mixed import MIXES, Mixed
-from softlabels.views.pipeline import Normalize, ViewPipeline, flatten_views, random_view, same, stack, to_device
+from softlabels.views.pipeline import (
+    Normalize,
+    ViewPipeline,
+    flatten_views,
+    nonfinite_rows,
+    random_view,
+    same,
+    stack,
+    to_device,
+)
 from softlabels.views.pixels import eval_fit, fit_size, to_pixels, to_tensor
 from softlabels.views.replay import replay_pipeline, replay_view
 from softlabels.views.specs import augment_record, parse_augment, recorded_augment, require_unchanged
@@ -51,6 +60,7 @@ __all__ = [
     "same",
     "stack",
     "to_device",
+    "nonfinite_rows",
     "to_pixels",
     "to_tensor",
     "view_rng",

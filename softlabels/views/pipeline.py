@@ -116,16 +116,6 @@ class ViewPipeline:
         rows = [self.augment.draw(rng, x, self) for _ in range(num_views)]
         return np.stack(rows).astype(np.int32, copy=False).reshape(num_views, len(self.augment.param_names))
 
-    def check_replay(self, x: torch.Tensor, params) -> None:
-        """Refuse an augmentation whose view is not a function of its parameters (two runs differ)."""
-        first, again = self.view(x, params), self.view(_clone(x), np.array(params, copy=True))
-        if not same(first, again):
-            raise ValueError(
-                f"augment {self.augment.name} is not deterministic under a fixed seed: two runs of one "
-                f"view differ, so its views could not be replayed (does it draw from an unseeded "
-                f"generator?)"
-            )
-
     def random_view(self, x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """A freshly drawn (uncached) view."""
         if self.augment.mixes:  # no single label: only a teacher labelling the mixed image can teach it
@@ -142,15 +132,21 @@ def random_view(pipeline: ViewPipeline, x: torch.Tensor, seed: int, index: int, 
     return pipeline.random_view(x, random_view_rng(seed, epoch, index))
 
 
-def _clone(x):
-    return {k: _clone(v) for k, v in x.items()} if isinstance(x, dict) else x.clone()
-
-
 def stack(items: list):
     """Stack tensors, or dicts of tensors key by key (a batch of tensor samples)."""
     if isinstance(items[0], dict):
         return {key: stack([item[key] for item in items]) for key in items[0]}
     return torch.stack(items)
+
+
+def nonfinite_rows(x) -> list[int]:
+    """The rows (first axis) of a batch, a tensor or a dict of tensors, holding NaN or inf."""
+    tensors = x.values() if isinstance(x, dict) else [x]
+    bad = torch.zeros(len(next(iter(tensors))), dtype=torch.bool)
+    for tensor in tensors:
+        if tensor.is_floating_point():
+            bad |= ~torch.isfinite(tensor.detach()).flatten(1).all(dim=1).cpu()
+    return torch.nonzero(bad).flatten().tolist()
 
 
 def same(a, b) -> bool:

@@ -6,8 +6,12 @@ NAME is either
     float32 parameters;
   - a function returning a torchvision v2 transform (e.g. `v2.Compose([v2.RandAugment(), ...])`):
     each view stores one int32 seed, and the build and every replay run the pipeline on the uint8
-    image under torch's and Python's RNGs seeded from it, isolated from the caller's RNG state
-    (`torch.random.fork_rng`), so the worker count, batch size and rank do not matter.
+    image under torch's, Python's and numpy's global RNGs seeded from it, isolated from the caller's
+    RNG state, so the worker count, batch size and rank do not matter.
+
+An `Augment`'s `apply` (and `view`) runs the same way, with the three global RNGs seeded from its
+view's stored parameters (`seeded_globals`): code that draws from them replays too. Whether a
+user's views replay is proven before a build spends teacher time (`softlabels.views.proof`).
 
 A cache records the augmentation's identity (the SHA-256 of the file and the object's `repr`);
 replaying with a changed augmentation is refused (`identity_differences`).
@@ -15,6 +19,7 @@ replaying with a changed augmentation is refused (`identity_differences`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import random
@@ -83,7 +88,8 @@ class UserAugment(Augment):
         return self.inner.sample(rng, height, width, image_size)
 
     def apply(self, x, params, image_size):
-        return self.inner.apply(x, self.decode(params), image_size)
+        with seeded_globals(row_seed(params)):
+            return self.inner.apply(x, self.decode(params), image_size)
 
     def draw(self, rng, x, maker):
         if _overrides(self.inner, "draw"):  # the user's own draw (a partner sample, say): its stored row
@@ -92,7 +98,8 @@ class UserAugment(Augment):
 
     def view(self, x, row, maker):
         if _overrides(self.inner, "view"):
-            return self.inner.view(x, row, maker)
+            with seeded_globals(row_seed(row)):
+                return self.inner.view(x, row, maker)
         return super().view(x, row, maker)
 
     def identity(self) -> dict:
@@ -123,16 +130,8 @@ class SeededPipeline(Augment):
     def apply(self, x, params, image_size):
         (seed,) = self._unpack(params)
         pixels = x if x.dtype == torch.uint8 else (x * 255).round().to(torch.uint8)  # exactly the decoded pixels
-        image = tv_tensors.Image(pixels)
-        python_state = random.getstate()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            random.seed(seed)
-            try:
-                out = self.transform(image)
-            finally:
-                random.setstate(python_state)
-        out = torch.as_tensor(out)
+        with seeded_globals(seed):
+            out = torch.as_tensor(self.transform(tv_tensors.Image(pixels)))
         return out.float().div_(255) if out.dtype == torch.uint8 else out.float()
 
     def identity(self) -> dict:
@@ -140,6 +139,28 @@ class SeededPipeline(Augment):
 
     def __reduce__(self):
         return load_user_augment, (self.spec,)
+
+
+@contextlib.contextmanager
+def seeded_globals(seed: int):
+    """Python's, numpy's and torch's global RNGs seeded with `seed` while user code makes a view, and
+    the caller's states restored afterwards."""
+    python, legacy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(python)
+            np.random.set_state(legacy)
+
+
+def row_seed(row) -> int:
+    """A seed that is a function of one view's stored parameters alone."""
+    digest = hashlib.sha256(np.asarray(row, dtype=np.int32).tobytes()).digest()
+    return int.from_bytes(digest[:4], "little")
 
 
 def identity_differences(recorded: dict, augment: Augment) -> list[str]:

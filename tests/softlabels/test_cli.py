@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from softlabels import store
 from softlabels.build.config import SAFE_VIEW_USES
 from softlabels.cli import main
 
@@ -82,7 +83,7 @@ BAD_INPUTS = [
     (["--device", "tpu"], "device"),
     (["--dtype", "int8"], "--dtype"),
     (["--shard", "3/2"], "I/N"),
-    (["--out", "/does/not/exist/cache.h5"], "does not exist"),
+    (["--out", "/dev/null/cache.h5"], "/dev/null is a file, not a folder"),
 ]
 
 
@@ -103,6 +104,17 @@ def test_bad_input_gives_one_clear_line(build_args, extra, message):
     assert "Traceback" not in result.output
     assert message in result.output, result.output
     assert len(result.output.strip().splitlines()) <= 4  # click usage errors add usage lines
+
+
+def test_build_creates_its_output_folder_once_the_inputs_pass(build_args, tmp_path):
+    args = [str(a) for a in build_args]
+    out = tmp_path / "new" / "deeper" / "cache.h5"
+    args[args.index("--out") + 1] = str(out)
+    refused = CliRunner().invoke(main, [*args, "--topk", "9"])
+    assert refused.exit_code != 0 and not (tmp_path / "new").exists()  # bad input: nothing written
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and not store.partial_path(out).exists()
 
 
 def test_verify_bad_files(tmp_path):

@@ -1,5 +1,7 @@
 """Several teachers in one cache: built in one pass or joined later, mixed at train time, each checked."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -81,6 +83,19 @@ def test_joining_other_views_is_refused(pair, build_options, tmp_path):
     assert not (tmp_path / "x.h5").exists()
 
 
+@pytest.mark.parametrize("copy", [False, True])
+def test_joining_a_teacher_with_itself_is_refused(pair, tmp_path, copy):
+    _, a, _ = pair
+    again = a
+    if copy:  # the same teacher in another file
+        again = tmp_path / "copy.h5"
+        again.write_bytes(a.read_bytes())
+    result = CliRunner().invoke(main, ["merge", "--teachers", str(a), str(again), "--out", str(tmp_path / "x.h5")])
+    assert result.exit_code == 1, result.output
+    assert f"{again} and {a} hold the same teacher (small_cnn with weights SHA-256" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "x.h5").exists()
+
+
 def test_teachers_and_weights_pair_up(build_options, teacher_weights, tmp_path):
     with pytest.raises(ValueError, match="one --weights per --teacher, in the same order: 2 teachers, 1 weights"):
         build_cache(BuildConfig.from_options(**{**build_options, "teacher": ("small_cnn", "mlp")}))
@@ -113,13 +128,19 @@ def test_mixing_rules():
     weighted = Ensemble.parse("3,1", names).combine(logits)
     p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
     np.testing.assert_allclose(np.exp(weighted) / np.exp(weighted).sum(), 0.75 * p[0] + 0.25 * p[1], rtol=1e-5)
-    with pytest.raises(ValueError, match="give 2 finite, non-negative weights"):
+    with pytest.raises(ValueError, match="give 2 weights, one per teacher"):
         Ensemble.parse("1,2,3", names)
     for bad in ("nan,1", "inf,1", "1e400,1", "-1,2", "0,0"):  # a NaN weight once trained on NaN targets
-        with pytest.raises(ValueError, match=f"--ensemble {bad}: give 2 finite, non-negative weights, not all zero"):
+        with pytest.raises(ValueError, match="weights must be finite, non-negative and not all zero"):
             Ensemble.parse(bad, names)
     with pytest.raises(ValueError, match="no such teacher; members: 0: a, 1: b"):
         Ensemble.parse("teacher:c", names)
+
+
+@pytest.mark.parametrize("weights", ["nan,1", "inf,1", "1e400,1", "0,0", "1,-1", "1e308,1e308"])
+def test_weights_that_cannot_mix_are_refused(weights):
+    with pytest.raises(ValueError, match=r"weights must be finite, non-negative and not all zero, such as 0.7,0.3"):
+        Ensemble.parse(weights, ["a", "b"])
 
 
 def test_training_on_one_member_equals_training_on_its_own_cache(pair, tmp_path):
@@ -147,6 +168,30 @@ def test_verify_recompute_checks_every_member(pair, second_weights, teacher_weig
     second_weights.write_bytes(teacher_weights.read_bytes())  # member 1's file now holds other weights
     result = CliRunner().invoke(main, ["verify", str(joint), "--recompute", "5", "--device", "cpu"])
     assert result.exit_code == 1 and "teacher small_cnn#2's logits differ" in result.output
+
+
+@pytest.mark.parametrize("form", ["npz", "parquet"])
+def test_exports_label_the_teacher_axis(pair, tmp_path, form):
+    joint, a, b = pair
+    out = tmp_path / f"joint.{form}"
+    result = CliRunner().invoke(main, ["export", str(joint), "--format", form, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    if form == "npz":
+        data = np.load(out, allow_pickle=False)
+        metadata, exported = json.loads(str(data["metadata"])), data["logits"]
+    else:
+        pq = pytest.importorskip("pyarrow.parquet")
+        metadata = json.loads(pq.read_schema(out).metadata[b"softlabels"])
+        exported = np.array(pq.read_table(out).column("logits").to_pylist(), dtype=np.float32)
+    assert metadata["num_teachers"] == 2 and exported.shape == (18, 2, 2, 3)
+    members = metadata["teachers"]
+    assert [m["name"] for m in members] == ["small_cnn", "small_cnn#2"]
+    assert [m["weights_name"] for m in members] == ["teacher.pt", "second.pt"]
+    for member, single in zip(members, (a, b)):  # each label names the outputs at its position
+        position = [m["name"] for m in members].index(member["name"])
+        np.testing.assert_array_equal(exported[:, :, position], logits(single))
+        assert member["weights_sha256"] == store.read_info(single).teacher.weights_sha256
+        assert member["accuracy"] == pytest.approx(store.read_info(single).teacher_accuracy)
 
 
 def test_info_and_inspect_report_every_member(pair, tmp_path):

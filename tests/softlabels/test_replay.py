@@ -39,6 +39,29 @@ def test_a_plain_loop_sees_every_view_once_per_four_epochs(four_views, image_fol
     assert len({tuple(v[:4]) for v in seen.values()}) > 1  # samples do not move in lockstep
 
 
+@pytest.mark.parametrize("start_method", ["fork", pytest.param("spawn", marks=pytest.mark.slow)])  # spawn: ~25 s
+def test_persistent_workers_follow_set_epoch(four_views, image_folder, start_method):
+    """The README's own loop with worker processes that outlive the epoch: each epoch, every sample
+    comes with the view the schedule gives it (its pixels and its logits)."""
+    cache = softlabels.open_cache(four_views)
+    source = softlabels.open_dataset(f"imagefolder:{image_folder}")
+    data = cache.dataset(source, normalize=False)
+    loader = torch.utils.data.DataLoader(
+        data, batch_size=5, num_workers=2, persistent_workers=True, multiprocessing_context=start_method
+    )
+    for epoch in range(5):
+        data.set_epoch(epoch)
+        served = [torch.cat(parts) for parts in zip(*loader)]
+        for index in range(len(data)):
+            view = data.schedule.view(index, epoch)
+            image, _, logits = cache.replay(source, index, view=view)
+            assert torch.equal(served[0][index], image) and torch.equal(served[2][index], logits), (epoch, index)
+    pickled = __import__("pickle").loads(__import__("pickle").dumps(data))  # a copy outside a worker's start
+    assert pickled.epoch == 4
+    pickled.set_epoch(7)
+    assert data.epoch == 4  # its own epoch
+
+
 def test_without_set_epoch_a_multi_view_cache_warns_once(four_views, image_folder, cache_of):
     data = softlabels.open_cache(four_views).dataset(f"imagefolder:{image_folder}")
     with pytest.warns(UnscheduledReplayWarning, match="set_epoch"):
@@ -110,6 +133,9 @@ def test_a_lightning_trainer_replays_every_view_once_per_four_epochs(four_views,
 # ----------------------------------------------------------------------------- user augmentations
 
 AUGMENTS = '''
+import os
+import random
+
 import numpy as np
 import torch
 from torchvision.transforms import v2
@@ -137,7 +163,47 @@ def strong():
 
 
 def unseeded():
+    """Draws from numpy's global RNG: replayable, as the pipeline seeds it per view."""
     return v2.Lambda(lambda img: (img.float() * float(np.random.rand())).to(torch.uint8))
+
+
+class Globals(Augment):
+    """Draws from Python's random and torch's default generator in `apply`: seeded per view, replayable."""
+    name = "globals"
+    param_names = ("flip",)
+
+    def sample(self, rng, height, width, image_size):
+        return (rng.integers(0, 2),)
+
+    def apply(self, x, params, image_size):
+        x = x * (0.5 + random.random() / 2) * (0.5 + torch.rand(1) / 2)
+        return x.flip(-1) if params[0] else x
+
+
+def entropy():
+    """A generator of its own, seeded from the OS: no seed can make it replay."""
+    return v2.Lambda(lambda img: (img.float() * float(np.random.default_rng().random())).to(torch.uint8))
+
+
+class Breakable(Shade):
+    """Shade, until BREAK_REPLAY is set: then a generator of its own darkens every view."""
+
+    def apply(self, x, params, image_size):
+        if os.environ.get("BREAK_REPLAY"):
+            return x * float(np.random.default_rng().random())
+        return super().apply(x, params, image_size)
+
+
+class PerProcess(Augment):
+    """Depends on which process makes the view: the same twice in one process, not in a worker."""
+    name = "per_process"
+    param_names = ("flip",)
+
+    def sample(self, rng, height, width, image_size):
+        return (rng.integers(0, 2),)
+
+    def apply(self, x, params, image_size):
+        return x * (0.5 + (os.getpid() % 97) / 200)
 
 
 NOT_AN_AUGMENT = 3
@@ -151,7 +217,7 @@ def augment_file(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("name", ["Shade", "strong"])
+@pytest.mark.parametrize("name", ["Shade", "strong", "unseeded", "Globals"])
 def test_user_augmentations_replay_exactly(name, augment_file, build_options, image_folder, teacher_weights, tmp_path):
     """The replay proof for user code: each replayed view fed to the teacher gives its cached logits."""
     spec = f"{augment_file}:{name}"
@@ -190,12 +256,41 @@ def test_a_changed_augmentation_is_refused(augment_file, build_options, image_fo
     cached_training_data(str(path), allow_changed_augment=True)  # --inconsistent-augment: the way out
 
 
+def test_verify_recompute_tells_views_that_do_not_replay_from_another_teacher(
+    augment_file, build_options, teacher_weights, tmp_path, monkeypatch
+):
+    options = {**build_options, "views": 2, "augment": f"{augment_file}:Breakable"}
+    path = build_cache(BuildConfig.from_options(**options)).path
+    verify = ["verify", str(path), "--recompute", "4", "--device", "cpu"]
+    assert CliRunner().invoke(main, verify).exit_code == 0
+    monkeypatch.setenv("BREAK_REPLAY", "1")
+    result = CliRunner().invoke(main, verify)
+    assert result.exit_code == 1 and "the views do not replay: 4 of 4 samples came out different" in result.output
+    assert "another teacher" not in result.output and "Traceback" not in result.output
+    monkeypatch.delenv("BREAK_REPLAY")
+    torch.manual_seed(5)
+    other = load_teacher("small_cnn", num_classes=3, image_size=8).model
+    torch.save(other.state_dict(), tmp_path / "other.pt")
+    result = CliRunner().invoke(main, [*verify, "--weights", str(tmp_path / "other.pt")])
+    assert result.exit_code == 1 and "the teacher's logits differ" in result.output, result.output
+    assert "do not replay" not in result.output
+
+
 @pytest.mark.parametrize(
     "name, message",
     [
         ("missing", "does not define 'missing'"),
         ("NOT_AN_AUGMENT", "name an Augment .* torchvision v2 transform"),
-        ("unseeded", "not deterministic under a fixed seed"),
+        (
+            "entropy",
+            r"augment .*:entropy does not replay: view 0 of sample cat/0000.png came out different when "
+            r"made again, .* it likely draws from unseeded randomness",
+        ),
+        (
+            "PerProcess",
+            r"augment .*:PerProcess does not replay: view 0 of sample cat/0000.png came out different in "
+            r"a fresh worker process",
+        ),
     ],
 )
 def test_bad_augmentations_are_one_line_errors(name, message, augment_file, image_folder, teacher_weights, tmp_path):

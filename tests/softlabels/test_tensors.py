@@ -50,6 +50,14 @@ class Tokens(torch.utils.data.Dataset):
         return {"input_ids": self.ids[i], "attention_mask": self.mask[i]}, self.targets[i]
 
 
+class Holes(Features):
+    """Samples 4 and 7 hold a NaN feature (a gap in a sensor's record)."""
+
+    def __init__(self, split):
+        super().__init__(split)
+        self.x[[4, 7], 3] = np.nan
+
+
 class Ragged(Features):
     def __getitem__(self, i):
         return self.x[i][: 12 - (i == 5)], self.targets[i]
@@ -61,6 +69,10 @@ def features(split="train", root=None):
 
 def tokens(split="train", root=None):
     return Tokens(split)
+
+
+def holes(split="train", root=None):
+    return Holes(split)
 
 
 def ragged(split="train", root=None):
@@ -154,6 +166,35 @@ def test_float_features_round_trip_bit_exactly(files, tmp_path):
     info = store.read_info(tmp_path / "f.h5")
     assert info.input.sample == "tensor" and info.input.features == 12
     assert info.fingerprint == store.dataset_fingerprint(source.keys, source.labels)
+
+
+def test_non_finite_inputs_are_named_as_the_cause(files, tmp_path):
+    result = build(files, "holes", "features_mlp", tmp_path / "h.h5")
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert "the inputs of 2 sample(s) in a batch hold NaN/inf values, first keys: train-04, train-07" in result.output
+    assert "--no-amp" not in result.output and "fp16" not in result.output  # a CPU run: AMP was off
+    assert not (tmp_path / "h.h5").exists()
+
+
+@pytest.mark.parametrize("batch, named", [(30, "train-04, train-07"), (6, "train-04"), (6, "train-07")])
+def test_the_trainers_nan_stop_names_the_samples(files, tmp_path, batch, named):
+    """In batches of 6 (shuffled by --seed) the first batch with a hole stops the run: it names only its own."""
+    seed = {"train-04": "0", "train-07": "1"}.get(named, "0")
+    args = ["fit", "--dataset", f"{files / 'data.py'}:holes", "--student", "linear", "--batch-size", str(batch)]
+    run = CliRunner().invoke(
+        trainer_main,
+        [*args, "--seed", seed, "--workers", "0", "--eval-dataset", "none", "--out", str(tmp_path / "run")],
+    )
+    assert run.exit_code == 1 and "Traceback" not in run.output, run.output
+    assert f"the inputs or targets of sample(s) {named} hold NaN/inf values" in run.output
+    assert "Fix or leave out those samples" in run.output and "Lower --lr" not in run.output
+
+
+@pytest.mark.parametrize("dataset, teacher", [("features", "features_mlp"), ("tokens", "bag")])
+def test_verify_recompute_reruns_the_teacher_on_tensor_samples(files, tmp_path, dataset, teacher):
+    assert build(files, dataset, teacher, tmp_path / "c.h5").exit_code == 0
+    result = CliRunner().invoke(main, ["verify", str(tmp_path / "c.h5"), "--recompute", "6", "--device", "cpu"])
+    assert result.exit_code == 0 and "reproduces 6 samples" in result.output, result.output
 
 
 def test_dict_samples_to_a_text_model_and_classic_students(files, tmp_path):

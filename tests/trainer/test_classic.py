@@ -77,3 +77,66 @@ def test_unknown_classic_students_and_online_teachers_are_refused(
         ],
     )
     assert result.exit_code == 1 and "not from an online --teacher" in result.output
+
+
+CLASSES = """
+import numpy as np
+import torch
+
+
+class Features(torch.utils.data.Dataset):
+    classes = ["ant", "bee", "cow"]
+
+    def __init__(self, labels):
+        self.x = np.random.default_rng(0).normal(size=(len(labels), 4)) + np.asarray(labels)[:, None]
+        self.targets = labels
+        self.keys = [f"s{i}" for i in range(len(labels))]
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        return torch.from_numpy(self.x[i]).float(), self.targets[i]
+
+
+def two(split="train", root=None):
+    return Features([0, 1] * 6)
+
+
+def one(split="train", root=None):
+    return Features([1] * 12)
+"""
+
+
+def fit_features(tmp_path, function):
+    (tmp_path / "classes.py").write_text(CLASSES)
+    return CliRunner().invoke(
+        main,
+        [
+            "fit",
+            "--dataset",
+            f"{tmp_path / 'classes.py'}:{function}",
+            "--student",
+            "sklearn:logistic",
+            "--eval-dataset",
+            "none",
+            "--workers",
+            "0",
+            "--out",
+            str(tmp_path / function),
+        ],
+    )
+
+
+def test_a_class_without_training_samples_is_named(tmp_path):
+    result = fit_features(tmp_path, "two")
+    assert result.exit_code == 0, result.output
+    assert "warning: class cow has no training samples" in result.output
+
+
+def test_training_data_of_one_class_is_refused_with_its_name(tmp_path):
+    result = fit_features(tmp_path, "one")
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "the training targets hold only class bee (of ant, bee, cow)" in lines[0]
+    assert "train on more data" in lines[0] and not (tmp_path / "one").exists()

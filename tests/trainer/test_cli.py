@@ -28,6 +28,24 @@ def test_fit_from_a_cache(cache, tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    "splits, used", [(("train", "test", "val"), "test"), (("train", "val"), "val"), (("train",), None)]
+)
+def test_evaluation_finds_test_then_val_and_says_which(make_images, tmp_path, splits, used):
+    images = make_images(tmp_path / "images", splits=splits)
+    result = run("fit", "--dataset", f"imagefolder:{images}", "--student", "mlp", *QUICK, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    if used:
+        assert f"test accuracy {summary['test_accuracy']:.2%} on imagefolder:{images} ({used})" in result.output
+        assert summary["eval_set"] == f"imagefolder:{images} ({used})"
+    else:
+        assert "test accuracy n/a (no held-out set found beside the training data: pass --eval-dataset SPEC)" in (
+            result.output
+        )
+        assert summary["eval_set"] is None and summary["test_accuracy"] is None
+
+
 def test_sweep_from_the_command_line(cache, tmp_path):
     result = run(
         "sweep",
@@ -83,6 +101,11 @@ def test_python_dash_m_trainer():
         ),
         (["--cache", "{cache}", "--teacher", "small_cnn", "--student", "mlp"], "exclude each other"),
         (["--dataset", "nosuchdata", "--student", "mlp"], "unknown dataset 'nosuchdata'"),
+        (["--cache", "{cache}", "--student", "mlp", "--ensemble", "nan,1"], "--ensemble nan,1: weight nan; weights"),
+        (["--cache", "{cache}", "--student", "mlp", "--ensemble", "inf,1"], "--ensemble inf,1: weight inf; weights"),
+        (["--cache", "{cache}", "--student", "mlp", "--ensemble", "1e400,1"], "1e400,1: weight inf; weights must"),
+        (["--cache", "{cache}", "--student", "mlp", "--ensemble", "0,0"], "weights summing to 0.0; weights must"),
+        (["--cache", "{cache}", "--student", "mlp", "--ensemble", "-1,2"], "weight -1.0; weights must be finite"),
     ],
 )
 def test_bad_input_is_one_clear_line(args, message, cache, image_folder, tmp_path):

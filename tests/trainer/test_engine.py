@@ -87,16 +87,19 @@ def test_teardown_runs_when_a_hook_fails(cache, fit_options):
     assert hook.calls[-2:] == [("epoch_end", 1), ("teardown",)]
 
 
-def test_a_resume_mid_epoch_with_views_per_decode_continues_with_the_right_samples(
+def test_a_run_of_several_views_per_decode_resumes_mid_epoch_to_the_same_weights(
     multiview_cache, fit_options, tmp_path
 ):
-    """The sampler counts decoded samples (R views each), not views: a resume skips steps x batch / R."""
-    options = {**fit_options, "views_per_decode": 2}
-    fit(FitConfig.from_options(cache=multiview_cache, **{**options, "out": str(tmp_path / "ref")}))
-    with pytest.raises(Stopped, match="at epoch 2, step 3 of 9"):
-        fit(FitConfig.from_options(cache=multiview_cache, **options), hooks=[Recorder(stop_at_step=11)])
-    fit(FitConfig.from_options(cache=multiview_cache, resume=True, **options))
-    resumed, reference = (
-        torch.load(Path(d) / "last.pt", weights_only=True)["model"] for d in (tmp_path / "run", tmp_path / "ref")
-    )
-    assert all(torch.equal(resumed[k], reference[k]) for k in reference)
+    """With R views per decode a batch holds B / R samples: the resumed epoch skips the samples its
+    steps took, not R times as many."""
+
+    options = {**fit_options, "cache": multiview_cache, "views_per_decode": 2, "eval_dataset": "none"}
+    fit(FitConfig.from_options(**{**options, "out": str(tmp_path / "whole")}))
+    with pytest.raises(Stopped, match="at epoch 2, step 4 of 9"):
+        fit(FitConfig.from_options(**options), hooks=[Recorder(stop_at_step=12)])
+    again = Recorder()
+    fit(FitConfig.from_options(**{**options, "resume": True}), hooks=[again])
+    assert [call[1] for call in again.calls if call[0] == "step"] == list(range(13, 18))
+    resumed = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"]
+    whole = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)["model"]
+    assert resumed.keys() == whole.keys() and all(torch.equal(resumed[k], whole[k]) for k in whole)

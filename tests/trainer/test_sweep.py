@@ -39,3 +39,15 @@ def test_sweep_refuses_bad_grids_before_training(cache, fit_options):
         sweep(SweepConfig(base, students=("linear",), temperatures=(0.0,)))
     with pytest.raises(FileNotFoundError, match="cache not found"):
         sweep(SweepConfig(FitConfig.from_options(cache=cache + ".missing", **fit_options), students=("linear",)))
+
+
+def test_a_rerun_into_a_sweep_folder_needs_resume_or_overwrite(cache, fit_options, tmp_path):
+    base = FitConfig.from_options(cache=cache, **{**fit_options, "epochs": 1, "out": str(tmp_path / "sweep")})
+    config = SweepConfig(base, students=("linear",), temperatures=(1.0,), alphas=(0.5,))
+    assert [r["status"] for r in sweep(config)] == ["ok"]
+    board = (tmp_path / "sweep" / "leaderboard.md").read_text()
+    with pytest.raises(FileExistsError, match=r"sweep already holds runs of this grid \(linear-kd-T1-a0.5\): pass "):
+        sweep(config)
+    assert (tmp_path / "sweep" / "leaderboard.md").read_text() == board  # nothing rewritten
+    again = SweepConfig(base.replace(resume=True), students=("linear",), temperatures=(1.0,), alphas=(0.5,))
+    assert [r["status"] for r in sweep(again)] == ["ok"]
