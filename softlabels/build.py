@@ -177,6 +177,11 @@ def _example(source: DatasetSource, prep, views: BuildViews, augment: Augment):
     return stack([view, view])
 
 
+def _accuracy(info: store.CacheInfo) -> float | None:
+    """The teacher's accuracy on the cache's samples; None where they have no labels."""
+    return (info.teacher_accuracy or 0.0) if info.layout.labelled else None
+
+
 def _probe_classes(teacher: Teacher, device, example) -> int:
     prep = teacher.input
     try:
@@ -303,7 +308,7 @@ def load_build_teachers(config: BuildConfig, source: DatasetSource) -> list[Teac
             load_teacher(
                 spec,
                 weights=weights,
-                num_classes=model.num_classes or len(source.classes),
+                num_classes=model.num_classes or len(source.classes) or None,  # unlabelled: the weights say
                 trust_checkpoint=model.trust_checkpoint,
                 data=data_input(source.defaults),
                 mean=model.mean,
@@ -322,9 +327,10 @@ def _build_shard(config: BuildConfig, out: Path, shard: tuple[int, int] | None, 
     teachers = load_build_teachers(config, source)
     for teacher in teachers:
         teacher.model = prepare_model(teacher.model, device).eval()
-    num_classes = len(source.classes)
     example = _example(source, teachers[0].input, config.augmentation, augment)
-    _check_members(teachers, [_probe_classes(t, device, example) for t in teachers], data.dataset, num_classes)
+    probed = [_probe_classes(t, device, example) for t in teachers]
+    num_classes = len(source.classes) if source.labelled else probed[0]  # unlabelled: the teacher's classes
+    _check_members(teachers, probed, data.dataset, num_classes)
     rows = shard_range(*shard, len(source)) if shard else (0, len(source))
     storage, views = config.storage, config.augmentation
     meta = cache_metadata(config, teachers, source, augment)
@@ -340,6 +346,7 @@ def _build_shard(config: BuildConfig, out: Path, shard: tuple[int, int] | None, 
         block_rows=config.block_rows,
         num_teachers=len(teachers),
         sample_digests=True,
+        labelled=source.labelled,
     )
     if shard:
         keys, labels = source.keys[rows[0] : rows[1]], source.labels[rows[0] : rows[1]]
@@ -412,7 +419,7 @@ def _build_distributed(config: BuildConfig, rank, augment: Augment) -> BuildResu
         out,
         info.layout.num_samples,
         info.layout.num_views,
-        info.teacher_accuracy or 0.0,
+        _accuracy(info),
         result.seconds if result else 0.0,
         result.images_per_second if result else 0.0,
         result.resumed_from if result else 0,
@@ -476,7 +483,7 @@ def _run_pass(
         bar.close()
     path = _finish(writer, config.runtime.progress)
     seconds = time.perf_counter() - started  # includes the final re-verification: storing's full cost
-    accuracy = store.read_info(path).teacher_accuracy or 0.0
+    accuracy = _accuracy(store.read_info(path))
     return BuildResult(
         path,
         total,

@@ -201,7 +201,7 @@ class BuildResult:
     path: Path
     num_samples: int
     num_views: int
-    teacher_accuracy: float
+    teacher_accuracy: float | None  # None: an unlabelled dataset (nothing to score against)
     seconds: float
     images_per_second: float  # teacher inputs a second: views (images x --views) of the rows this run computed
     resumed_from: int = 0

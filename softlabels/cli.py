@@ -91,10 +91,15 @@ def build(config_file, as_json, **options):
         return
     echo(
         f"wrote {result.path}: {result.num_samples} samples x {result.num_views} view(s), "
-        f"teacher accuracy {result.teacher_accuracy:.2%}, {result.images_per_second:.0f} "
+        f"{accuracy_words(result.teacher_accuracy)}, {result.images_per_second:.0f} "
         f"{'views' if result.num_views > 1 else 'images'}/s"
         + (f" (resumed at sample {result.resumed_from})" if result.resumed_from else "")
     )
+
+
+def accuracy_words(accuracy: float | None) -> str:
+    """`teacher accuracy 93.10%`, or what stands for it on unlabelled data."""
+    return "unlabelled (no teacher accuracy)" if accuracy is None else f"teacher accuracy {accuracy:.2%}"
 
 
 @main.command()
@@ -268,7 +273,8 @@ def merge(caches, out, kind, teachers, overwrite, as_json):
     what = {"rows": "shard(s)", "views": "view set(s)", "teachers": "teacher cache(s)"}[kind]
     echo(
         f"merged {len(caches)} {what} into {path}: {info.layout.num_samples} samples x "
-        f"{info.layout.num_views} view(s), teacher accuracy {info.teacher_accuracy:.2%}"
+        f"{info.layout.num_views} view(s), "
+        + accuracy_words(info.teacher_accuracy if info.layout.labelled else None)
     )
 
 

@@ -41,9 +41,10 @@ class EpochReport(Hook):
             if "eval_accuracy" in record
             else ""
         )
+        train = "" if record["train_accuracy"] is None else f" acc {record['train_accuracy']:.2%}"
         tqdm.write(
-            f"epoch {record['epoch']}/{run.config.optim.epochs}: train loss {record['train_loss']:.4f} "
-            f"acc {record['train_accuracy']:.2%}{held_out}, {record['images_per_second']:.0f} images/s"
+            f"epoch {record['epoch']}/{run.config.optim.epochs}: train loss {record['train_loss']:.4f}"
+            f"{train}{held_out}, {record['images_per_second']:.0f} images/s"
         )
 
 

@@ -49,6 +49,7 @@ def read_layout(file: h5py.File) -> Layout:
         block_rows=int(files.attr(file["integrity"], "block_rows")) if "integrity" in file else 1024,
         num_teachers=int(files.attr(file, "num_teachers", 1)),
         sample_digests=DIGESTS in file,
+        labelled=files.LABELS in file,
     )
 
 
@@ -83,7 +84,7 @@ def check_structure(file: h5py.File) -> Layout:
     n = layout.num_samples
     expected = {
         files.KEYS: (n,),
-        files.LABELS: (n,),
+        **({files.LABELS: (n,)} if layout.labelled else {}),
         files.DONE: (layout.num_blocks,),
         files.BLOCK_SHA256: (layout.num_blocks, 32),
     }
@@ -123,24 +124,28 @@ def check_file(file: h5py.File, require_complete: bool = True, on_block=None) ->
         if on_block is not None:
             on_block(layout.block_range(block)[1] - layout.block_range(block)[0])
     keys = files.read_keys(file)
-    fingerprint = dataset_fingerprint(keys, file[files.LABELS][:])
+    fingerprint = dataset_fingerprint(keys, files.read_labels(file, layout))
     # A shard holds some rows of the dataset: it records its own rows' fingerprint too.
     shard = files.read_json_attr(file, "shard")
     recorded = shard.get("fingerprint") if shard else files.read_json_attr(file, "dataset").get("fingerprint")
     if recorded and recorded != fingerprint:
         raise CacheError(f"{files.name_of(file)}: keys/labels do not match the recorded dataset fingerprint")
-    per_member = correct / (layout.num_samples * layout.num_views)
+    # An unlabelled cache has no accuracy to report: NaN, as for a cache whose build never finished.
+    per_member = correct / (layout.num_samples * layout.num_views) if layout.labelled else correct * np.nan
     members = [float(a) for a in per_member] if layout.num_teachers > 1 else None
     return CheckStats(layout.num_blocks, float(per_member.mean()), fingerprint, members)
 
 
 def _check_block(file, layout: Layout, block: int) -> np.ndarray:
-    """Checksum and finiteness of one block; returns how many of its views each teacher got right."""
+    """Checksum and finiteness of one block; returns how many of its views each teacher got right
+    (zeros for an unlabelled cache)."""
     arrays = read_checked_block(file, layout, block)
-    labels = arrays.pop(files.LABELS)
+    labels = arrays.pop(files.LABELS, None)
     rows = files.Rows.from_arrays(layout.mode, arrays)
     if not layout.mode.finite(rows.targets):
         raise CacheError(f"{files.name_of(file)}: non-finite values in block {block}")
+    if labels is None:
+        return np.zeros(layout.num_teachers, dtype=np.int64)
     top1 = rows.top1()  # (n, V) or (n, V, M)
     right = top1 == labels.reshape(-1, *([1] * (top1.ndim - 1)))
     return right.reshape(len(labels), layout.num_views, -1).sum(axis=(0, 1))
@@ -172,11 +177,11 @@ def check_block_arrays(file, layout: Layout, block: int, arrays: dict[str, np.nd
 
 def check_loaded(file, layout: Layout, arrays: dict[str, np.ndarray], on_block=None) -> None:
     """Check the checksums of every block of a cache read whole (`arrays`: every row dataset, all rows)."""
-    labels = file[files.LABELS][:]
+    labels = files.label_arrays(file, layout, slice(None))
     for block in range(layout.num_blocks):
         start, stop = layout.block_range(block)
-        part = {name: value[start:stop] for name, value in arrays.items()}
-        check_block_arrays(file, layout, block, {**part, files.LABELS: labels[start:stop]})
+        part = {name: value[start:stop] for name, value in {**arrays, **labels}.items()}
+        check_block_arrays(file, layout, block, part)
         if on_block is not None:
             on_block(stop - start)
 
