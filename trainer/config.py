@@ -28,6 +28,8 @@ METRIC_FIELDS = (
     "train_accuracy",
     "eval_loss",
     "eval_accuracy",
+    "probe_knn",
+    "probe_linear",
     "seconds",
     "eval_seconds",
     "images_per_second",

@@ -64,7 +64,7 @@ class Hook:
 # ----------------------------------------------------------------------------- one step
 
 
-def _to_device(batch, device: torch.device, dtype: torch.dtype | None = None):
+def batch_to_device(batch, device: torch.device, dtype: torch.dtype | None = None):
     images, labels, *rest = batch
     if labels.ndim == 2:  # R views of each decoded sample: (B / R, R, ...) -> (B, ...)
         images, labels, rest = flatten_views(images), labels.flatten(0, 1), [r.flatten(0, 1) for r in rest]
@@ -163,7 +163,7 @@ def train_one_epoch(
         leave=False,
     )
     for step, batch in enumerate(bar, start=start_step):
-        images, labels, targets = _to_device(batch, run.device, run.input_dtype)
+        images, labels, targets = batch_to_device(batch, run.device, run.input_dtype)
         try:
             loss, logits = train_step(run, images, labels, targets)
         except NonFiniteLoss as err:
@@ -217,7 +217,7 @@ def evaluate(
     model.eval()
     loss_sum, correct, count = 0.0, 0, 0
     for batch in progress_bar(loader, desc="evaluating", unit="batch", enabled=show_progress, leave=False):
-        images, labels, _ = _to_device(batch, device, input_dtype(model))
+        images, labels, _ = batch_to_device(batch, device, input_dtype(model))
         with autocast(device, amp):
             logits = model(normalize(images)).float()
         loss_sum += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))

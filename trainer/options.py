@@ -13,6 +13,7 @@ import click
 from softlabels.build_config import AUGMENT_NAMES, DATASETS_HELP, MODEL_FORMS
 from softlabels.ensemble import KINDS
 from softlabels.extras import install_hint
+from softlabels.probes import PROBES
 from softlabels.options import (
     Choices,
     Deferred,
@@ -190,6 +191,14 @@ class RuntimeOptions:
         help="Held-out set evaluated each epoch, or `none`  [default: the test split of the training dataset "
         "where one exists: built-ins, imagefolder PATH/test]",
     )  # None: the matching test split; "none": no evaluation
+    probe: tuple[str, ...] = option(
+        (),
+        type=click.Choice(PROBES),
+        multiple=True,
+        help="After the last epoch, also score the student's penultimate features on the evaluation set "
+        "without its classifier: knn (cosine, k=10) and/or linear (ridge); fit on the set's even rows, "
+        "scored on its odd rows; reported as probe_knn / probe_linear in metrics and summary.",
+    )
     workers: int = workers_option()
     start_method: str | None = option(
         None,

@@ -18,6 +18,7 @@ from trainer import checkpoints, plots
 from trainer.config import METRIC_FIELDS, FitConfig, OverfitRiskWarning
 from trainer.engine import Hook
 from trainer.logs import RunLog
+from trainer.probes import Probes
 from trainer.resume import BEST, LAST, Progress, checkpoint_state
 from trainer.setup import Run
 from trainer.summary import make_summary, view_uses
@@ -42,6 +43,7 @@ class EpochReport(Hook):
             else ""
         )
         train = "" if record["train_accuracy"] is None else f" acc {record['train_accuracy']:.2%}"
+        held_out += "".join(f", {name} {value:.2%}" for name, value in record.items() if name.startswith("probe_"))
         tqdm.write(
             f"epoch {record['epoch']}/{run.config.optim.epochs}: train loss {record['train_loss']:.4f}"
             f"{train}{held_out}, {record['images_per_second']:.0f} images/s"
@@ -123,7 +125,7 @@ class Summary(Hook):
 
 def output_hooks() -> list[Hook]:
     """The outputs of `trainer fit`, in the order they run."""
-    return [OverfitAdvice(), EpochReport(), Loggers(), Checkpoints(), Metrics(), Curves(), Summary()]
+    return [OverfitAdvice(), Probes(), EpochReport(), Loggers(), Checkpoints(), Metrics(), Curves(), Summary()]
 
 
 def write_metrics(history: list[dict], out: Path) -> None:
