@@ -36,6 +36,7 @@ class InspectConfig:
     max_samples: int = 50_000
     bins: int = 15  # reliability-diagram bins (equal width), also used for the ECE
     progress: bool = False  # a bar over the cache's blocks while the sample is read
+    probes: tuple[str, ...] = ()  # of softlabels.probes.PROBES: the stored outputs scored without a classifier
 
 
 @dataclass
@@ -101,6 +102,11 @@ def compute_report(path, config: InspectConfig = InspectConfig()) -> tuple[dict,
     if config.max_samples < 1 or config.bins < 1:
         raise ValueError("max_samples and bins must be at least 1")
     info = store.read_complete_info(path)
+    if not info.layout.labelled:
+        raise ValueError(
+            f"{path} is unlabelled: `inspect` scores the teacher against labels (accuracy, calibration, "
+            f"probes); `softlabels info` describes the cache, and a cache of a labelled set can be inspected"
+        )
     sample = load_sample(path, info, config.max_samples, config.progress)
     logits, labels = sample.flat
     classes = info.classes
@@ -135,9 +141,24 @@ def compute_report(path, config: InspectConfig = InspectConfig()) -> tuple[dict,
             "coverage": coverage_section(temperatures[0]["topk_mass_curve"], len(classes), info.layout.topk),
             "views": views_section(sample.logits, sample.labels, info.view_seeds),
             "members": members_section(sample, info.member_names, config.bins),
+            "probes": probe_section(sample, config.probes, len(classes)),
         }
     )
     return report, confusion
+
+
+def probe_section(sample: Sample, kinds: tuple[str, ...], num_classes: int) -> dict | None:
+    """The teacher's stored outputs of view 0 as features, scored by `softlabels.probes` (fit on the
+    even rows of the sample, scored on the odd rows)."""
+    if not kinds:
+        return None
+    from softlabels.probes import probe_accuracy
+
+    return {
+        "features": "stored logits, view 0",
+        "samples": int(len(sample.rows)),
+        **probe_accuracy(sample.logits[:, 0], sample.labels, kinds, num_classes),
+    }
 
 
 def _header(path, info: store.CacheInfo, sample: Sample, classes: list[str]) -> dict:
@@ -447,8 +468,10 @@ def _key_numbers(report: dict) -> list[tuple[str, str]]:
     worst = min(per_class, key=lambda name: per_class[name])
     best = max(per_class, key=lambda name: per_class[name])
     temps = report["temperatures"]
+    probes = report.get("probes") or {}
     rows = [
         ("accuracy", f"{acc['accuracy']:.2%} (view 0: {acc['view0']:.2%})"),
+        *((f"{name.replace('_', ' ')} ({probes['features']})", f"{value:.2%}") for name, value in probes.items() if name.startswith("probe_")),
         (
             "worst / best class",
             f"{worst} {per_class[worst]:.1%} / {best} {per_class[best]:.1%}",
