@@ -284,8 +284,7 @@ def merge(caches, out, kind, teachers, overwrite, as_json):
     what = {"rows": "shard(s)", "views": "view set(s)", "teachers": "teacher cache(s)"}[kind]
     echo(
         f"merged {len(caches)} {what} into {path}: {info.layout.num_samples} samples x "
-        f"{info.layout.num_views} view(s), "
-        + accuracy_words(info.teacher_accuracy if info.layout.labelled else None)
+        f"{info.layout.num_views} view(s), " + accuracy_words(info.teacher_accuracy if info.layout.labelled else None)
     )
 
 

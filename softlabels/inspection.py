@@ -471,7 +471,11 @@ def _key_numbers(report: dict) -> list[tuple[str, str]]:
     probes = report.get("probes") or {}
     rows = [
         ("accuracy", f"{acc['accuracy']:.2%} (view 0: {acc['view0']:.2%})"),
-        *((f"{name.replace('_', ' ')} ({probes['features']})", f"{value:.2%}") for name, value in probes.items() if name.startswith("probe_")),
+        *(
+            (f"{name.replace('_', ' ')} ({probes['features']})", f"{value:.2%}")
+            for name, value in probes.items()
+            if name.startswith("probe_")
+        ),
         (
             "worst / best class",
             f"{worst} {per_class[worst]:.1%} / {best} {per_class[best]:.1%}",

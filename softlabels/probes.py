@@ -29,7 +29,9 @@ def split_halves(count: int) -> tuple[np.ndarray, np.ndarray]:
     return rows[0::2], rows[1::2]
 
 
-def knn_predict(fit_x: np.ndarray, fit_y: np.ndarray, x: np.ndarray, num_classes: int, k: int = DEFAULT_K) -> np.ndarray:
+def knn_predict(
+    fit_x: np.ndarray, fit_y: np.ndarray, x: np.ndarray, num_classes: int, k: int = DEFAULT_K
+) -> np.ndarray:
     """The class of each row of `x` by a similarity-weighted vote of its `k` cosine-nearest fitting rows."""
     k = min(k, len(fit_x))
     fit_n = _unit(fit_x)

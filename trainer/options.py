@@ -13,7 +13,6 @@ import click
 from softlabels.build_config import AUGMENT_NAMES, DATASETS_HELP, MODEL_FORMS
 from softlabels.ensemble import KINDS
 from softlabels.extras import install_hint
-from softlabels.probes import PROBES
 from softlabels.options import (
     Choices,
     Deferred,
@@ -31,6 +30,7 @@ from softlabels.options import (
     trust_checkpoint_option,
     workers_option,
 )
+from softlabels.probes import PROBES
 from trainer.logs import LOGGERS
 
 OPTIMIZERS = ("sgd", "adamw")
