@@ -18,6 +18,7 @@ import numpy as np
 
 from softlabels import progress, store
 from softlabels.cache import softmax
+from softlabels.probes import probe_accuracy
 
 DEFAULT_TEMPERATURES = (1.0, 2.0, 4.0)
 COVERAGE_K = (1, 3, 5, 10)
@@ -152,8 +153,6 @@ def probe_section(sample: Sample, kinds: tuple[str, ...], num_classes: int) -> d
     even rows of the sample, scored on the odd rows)."""
     if not kinds:
         return None
-    from softlabels.probes import probe_accuracy
-
     return {
         "features": "stored logits, view 0",
         "samples": int(len(sample.rows)),
