@@ -23,7 +23,7 @@ from softlabels.clitools import (
 )
 from softlabels.extras import install_hint
 from softlabels.options import Choices, count, deferred
-from softlabels.probes import PROBES
+from softlabels.probes import DEFAULT_K, PROBES
 
 # The library is imported inside each command, so `--help` and the commands that only read metadata
 # (info, ls) start without torch.
@@ -166,8 +166,8 @@ def ls_(directory, as_json):
     "probes",
     multiple=True,
     type=click.Choice(PROBES),
-    help="Also score the stored outputs (view 0) as features without a classifier: knn (cosine, k=10) and/or "
-    "linear (ridge), fit on the even sampled rows and scored on the odd ones.",
+    help=f"Also score the stored outputs (view 0) as features without a classifier: knn (cosine, k={DEFAULT_K}) "
+    "and/or linear (ridge), fit on the even sampled rows and scored on the odd ones.",
 )
 @common_options()
 def inspect(file, out, temperatures, max_samples, bins, probes):

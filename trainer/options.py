@@ -30,7 +30,7 @@ from softlabels.options import (
     trust_checkpoint_option,
     workers_option,
 )
-from softlabels.probes import PROBES
+from softlabels.probes import DEFAULT_K, PROBES
 from trainer.logs import LOGGERS
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -196,7 +196,7 @@ class RuntimeOptions:
         type=click.Choice(PROBES),
         multiple=True,
         help="After the last epoch, also score the student's penultimate features on the evaluation set "
-        "without its classifier: knn (cosine, k=10) and/or linear (ridge); fit on the set's even rows, "
+        f"without its classifier: knn (cosine, k={DEFAULT_K}) and/or linear (ridge); fit on the set's even rows, "
         "scored on its odd rows; reported as probe_knn / probe_linear in metrics and summary.",
     )
     workers: int = workers_option()
