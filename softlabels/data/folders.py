@@ -66,7 +66,8 @@ def _split_folder(path: Path, split: str) -> Path:
 
 def _unlabelled_samples(folder: Path, extensions: tuple[str, ...]) -> list[tuple[str, int]]:
     """(file, NO_LABEL) for every image directly in `folder`, sorted by name as ImageFolder sorts."""
-    names = sorted(entry.name for entry in os.scandir(folder) if entry.is_file())
+    with os.scandir(folder) as entries:
+        names = sorted(entry.name for entry in entries if entry.is_file())
     return [(str(folder / name), NO_LABEL) for name in names if name.lower().endswith(extensions)]
 
 
@@ -74,7 +75,9 @@ def open_image_folder(spec: str, path: Path, split: str) -> DatasetSource:
     from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
     folder = _split_folder(path.resolve(), split)
-    if not any(entry.is_dir() for entry in os.scandir(folder)):
+    with os.scandir(folder) as entries:
+        flat = not any(entry.is_dir() for entry in entries)
+    if flat:
         classes, samples = [], _unlabelled_samples(folder, IMG_EXTENSIONS)
     else:
         try:
