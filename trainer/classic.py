@@ -114,7 +114,9 @@ def fit_classic(config: FitConfig) -> dict:
     estimator.fit(x[rows], classes, **{f"{last}__sample_weight": weights, "standardscaler__sample_weight": weights})
     fit_seconds = time.perf_counter() - started
     train_accuracy = float((estimator.predict(x) == labels).mean()) if data.source.labelled else None
-    held_out = eval_dataset(config.runtime.eval_dataset, data, prep, config.runtime.data_root, config.runtime.download)
+    held_out = eval_dataset(
+        config.runtime.eval_dataset, data.source, prep, config.runtime.data_root, config.runtime.download, data.classes
+    )
     test_accuracy = None
     if held_out is not None:
         test_x, test_labels, _ = features(held_out, range(len(held_out)), prep)

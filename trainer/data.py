@@ -241,16 +241,22 @@ def labelled_training_data(
 
 
 def eval_dataset(
-    choice: str | None, train: TrainingData, image_prep: Preprocessing, data_root: str, download: bool
+    choice: str | None,
+    train: DatasetSource,
+    image_prep: Preprocessing,
+    data_root: str,
+    download: bool,
+    classes: list[str] | None = None,
 ) -> LabelledDataset | None:
     """The held-out set: `none`, a spec, or (None) the test split matching the training data.
 
     Accuracy needs labels: a named set without them is refused; an automatic one is skipped. After
-    unlabelled training data, a set with the same number of classes is taken (in its own names)."""
+    unlabelled training data, a set with as many classes as the student learns (`classes`: the
+    teacher's outputs, `TrainingData.classes`) is taken, in its own names."""
     if choice == "none":
         return None
     if choice is None:
-        found = eval_spec_for(train.source.spec, data_root)
+        found = eval_spec_for(train.spec, data_root)
         if found is None:
             return None
     else:
@@ -263,11 +269,12 @@ def eval_dataset(
             f"the evaluation set {found[0]} ({found[1]}) is unlabelled: accuracy needs labels; "
             f"pass a labelled --eval-dataset or none"
         )
-    if not train.source.labelled:
-        if len(source.classes) != len(train.classes):
+    if not train.labelled:
+        expected = len(classes or [])
+        if len(source.classes) != expected:
             raise ValueError(
                 f"the evaluation set {found[0]} ({found[1]}) has {len(source.classes)} classes but the "
-                f"teacher's targets {len(train.classes)}; pass a matching --eval-dataset or none"
+                f"teacher's targets {expected}; pass a matching --eval-dataset or none"
             )
         return LabelledDataset(source, image_prep)
     if list(source.classes) != list(train.classes):

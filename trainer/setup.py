@@ -199,7 +199,7 @@ def build_run(config: FitConfig, rank: Rank, device: torch.device, stop: StopReq
 def _eval_loader(config: FitConfig, data: TrainingData, prep: Preprocessing, rank: Rank, device: torch.device):
     """The held-out loader; rank 0 alone evaluates."""
     runtime = config.runtime
-    held_out = eval_dataset(runtime.eval_dataset, data, prep, runtime.data_root, runtime.download)
+    held_out = eval_dataset(runtime.eval_dataset, data.source, prep, runtime.data_root, runtime.download, data.classes)
     if held_out is None and not data.source.labelled and rank.is_main and runtime.eval_dataset != "none":
         warnings.warn(
             f"{data.source.spec} is unlabelled and no labelled evaluation set was found: this run reports "
