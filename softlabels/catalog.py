@@ -36,6 +36,7 @@ def describe(path) -> dict:
         "num_samples": layout.num_samples,
         "num_classes": layout.num_classes,
         "num_views": layout.num_views,
+        "labelled": layout.labelled,
         "view_seeds": info.view_seeds,
         "storage": {
             "kind": layout.storage,
@@ -122,6 +123,12 @@ def classes_text(classes: list[str]) -> str:
     return shown + (f", ... (+{len(classes) - SHOWN_CLASSES} more)" if len(classes) > SHOWN_CLASSES else "")
 
 
+def accuracy_text(accuracy: float | None, labelled: bool) -> str:
+    if not labelled:
+        return "n/a: unlabelled (no labels stored)"
+    return "n/a" if accuracy is None else f"{accuracy:.2%} on this split (all views)"
+
+
 def teacher_text(teacher: dict) -> str:
     text = str(teacher.get("spec"))
     if teacher.get("weights_name"):
@@ -156,8 +163,12 @@ def render_info(summary: dict) -> str:
         ),
         ("dataset", f"{dataset.get('spec')} at {dataset.get('root')}"),
         ("split", str(summary["split"])),
-        ("samples", f"{summary['num_samples']} x {summary['num_views']} view(s), {summary['num_classes']} classes"),
-        ("classes", classes_text(summary["classes"])),
+        (
+            "samples",
+            f"{summary['num_samples']} x {summary['num_views']} view(s), {summary['num_classes']} classes"
+            + ("" if summary.get("labelled", True) else ", unlabelled (no labels stored)"),
+        ),
+        ("classes", classes_text(summary["classes"]) or "none recorded"),
         ("views", views),
         ("storage", storage_text(summary)),
         (
@@ -165,7 +176,7 @@ def render_info(summary: dict) -> str:
             f"{human_size(summary['size_bytes'])} ({summary['bytes_per_sample']:.0f} bytes/sample, "
             f"{summary['bytes_per_view']:.0f} bytes/view)",
         ),
-        ("teacher acc.", "n/a" if accuracy is None else f"{accuracy:.2%} on this split (all views)"),
+        ("teacher acc.", accuracy_text(accuracy, summary.get("labelled", True))),
         ("preprocess", input_text(summary["preprocessing"])),
         (
             "created",
@@ -239,6 +250,7 @@ def catalog_row(name: str, summary: dict) -> dict:
         "storage": storage_text(summary, short=True),
         "size_bytes": summary["size_bytes"],
         "teacher_accuracy": summary["teacher_accuracy"],
+        "labelled": summary["labelled"],
         "fingerprint": summary["fingerprint"],
         "error": None,
     }
@@ -260,6 +272,7 @@ def _unreadable_row(name: str, path: Path, reason: str) -> dict:
         "storage": None,
         "size_bytes": path.stat().st_size,
         "teacher_accuracy": None,
+        "labelled": None,
         "fingerprint": None,
         "error": reason,
     }
@@ -320,7 +333,7 @@ def _cells(row: dict) -> list[str]:
         "num_views": str(row["num_views"] or "?"),
         "storage": row["storage"] or "?",
         "size": human_size(row["size_bytes"]),
-        "accuracy": "-" if accuracy is None else f"{accuracy:.2%}",
+        "accuracy": "unlabelled" if row["labelled"] is False else "-" if accuracy is None else f"{accuracy:.2%}",
         "status": row["status"],
     }
     return [values[key] for key, _ in COLUMNS]

@@ -23,6 +23,7 @@ from softlabels.clitools import (
 )
 from softlabels.extras import install_hint
 from softlabels.options import Choices, count, deferred
+from softlabels.probes import DEFAULT_K, PROBES
 
 # The library is imported inside each command, so `--help` and the commands that only read metadata
 # (info, ls) start without torch.
@@ -161,8 +162,16 @@ def ls_(directory, as_json):
     help="Use at most this many samples (evenly spaced rows; also capped at 32M logits).",
 )
 @click.option("--bins", default=15, type=count(2), help="Confidence bins of the reliability diagrams and ECE.")
+@click.option(
+    "--probe",
+    "probes",
+    multiple=True,
+    type=click.Choice(PROBES),
+    help=f"Also score the stored outputs (view 0) as features without a classifier: knn (cosine, k={DEFAULT_K}) "
+    "and/or linear (ridge), fit on the even sampled rows and scored on the odd ones.",
+)
 @common_options()
-def inspect(file, out, temperatures, max_samples, bins):
+def inspect(file, out, temperatures, max_samples, bins, probes):
     """Report what the teacher knows: accuracy per class, confusions, confidence, calibration and the
     temperature that fits it best, top-k mass, view agreement, soft-target entropy (PNG + markdown + JSON)."""
     from pathlib import Path
@@ -170,10 +179,12 @@ def inspect(file, out, temperatures, max_samples, bins):
     from softlabels.report.inspect import InspectConfig, inspect_cache
 
     out = Path(out) if out else Path(Path(file).name.split(".")[0] + "-inspect")
-    report = inspect_cache(file, out, InspectConfig(tuple(temperatures), max_samples, bins, session().show_progress))
+    config = InspectConfig(tuple(temperatures), max_samples, bins, session().show_progress, tuple(probes))
+    report = inspect_cache(file, out, config)
     calibration = report["calibration"]
+    scored = "".join(f"{k} {v:.2%}, " for k, v in (report["probes"] or {}).items() if k.startswith("probe_"))
     echo(
-        f"accuracy {report['accuracy']['accuracy']:.2%}, ECE {calibration['at_1']['ece']:.2%} at T=1, "
+        f"accuracy {report['accuracy']['accuracy']:.2%}, {scored}ECE {calibration['at_1']['ece']:.2%} at T=1, "
         f"best temperature {calibration['fitted']['temperature']:.2f} (ECE {calibration['fitted']['ece']:.2%}"
         + (", end of the searched range)" if calibration["fitted"]["at_limit"] else ")")
     )
@@ -274,7 +285,7 @@ def merge(caches, out, kind, teachers, overwrite, as_json):
     what = {"rows": "shard(s)", "views": "view set(s)", "teachers": "teacher cache(s)"}[kind]
     echo(
         f"merged {len(caches)} {what} into {path}: {info.layout.num_samples} samples x "
-        f"{info.layout.num_views} view(s), {accuracy_text(info.teacher_accuracy)}"
+        f"{info.layout.num_views} view(s), {accuracy_text(info.teacher_accuracy, info.layout)}"
     )
 
 

@@ -134,14 +134,14 @@ def fit_classic(config: FitConfig) -> dict:
     items = [(int(i), v, 0) for i in data.indices for v in range(views)] if data.cache else data.indices.tolist()
     x, labels, logits = features(data.dataset, items, prep)
     objective = config.make_objective()
-    rows, classes, weights = sample_weights(labels, logits, objective, len(data.source.classes))
-    check_classes(labels, classes, data.source.classes)
+    rows, classes, weights = sample_weights(labels, logits, objective, len(data.classes))
+    check_classes(labels, classes, data.classes)
     last = estimator.steps[-1][0]
     estimator.fit(x[rows], classes, **{f"{last}__sample_weight": weights, "standardscaler__sample_weight": weights})
     fit_seconds = time.perf_counter() - started
-    train_accuracy = float((estimator.predict(x) == labels).mean())
+    train_accuracy = float((estimator.predict(x) == labels).mean()) if data.source.labelled else None
     held_out = eval_dataset(
-        config.runtime.eval_dataset, data.source, prep, config.runtime.data_root, config.runtime.download
+        config.runtime.eval_dataset, data.source, prep, config.runtime.data_root, config.runtime.download, data.classes
     )
     test_accuracy = None
     if held_out is not None:

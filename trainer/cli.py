@@ -89,8 +89,10 @@ def describe_summary(summary: dict, out: str) -> str:
         held_out = " (no held-out set found beside the training data: pass --eval-dataset SPEC)"
     uses = summary.get("view_uses")
     seen = f", each stored view seen {uses:.3g} times" if uses is not None else ""
+    probes = "".join(f", {name} {percent(value)}" for name, value in summary.items() if name.startswith("probe_"))
     return (
-        f"{summary['student']} [{summary['loss']}]: test accuracy {percent(summary['test_accuracy'])}{held_out}{best}, "
+        f"{summary['student']} [{summary['loss']}]: test accuracy {percent(summary['test_accuracy'])}"
+        f"{held_out}{best}{probes}, "
         f"{summary['epochs']} epochs in {summary['wall_seconds']:.1f} s{seen}, "
         f"{summary['images_per_second'] or 0:.0f} images/s{state}; wrote {out}"
     )

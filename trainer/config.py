@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from softlabels import store
 from softlabels.ensemble import check_form
@@ -15,6 +16,9 @@ from softlabels.views import parse_augment, recorded_augment
 from trainer.logs import check_loggers
 from trainer.losses import Objective, default_loss, get_loss, teacher_losses
 from trainer.options import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, OPTIMIZERS, SCHEDULES, FitOptions
+
+if TYPE_CHECKING:
+    from softlabels.data import DatasetSource
 
 ONECYCLE_RISE = 0.25  # fraction of the steps spent rising to the peak when no --warmup-epochs is given
 ONECYCLE_START = 1 / 25  # the rise starts at peak/25, as torch's OneCycleLR
@@ -25,6 +29,8 @@ METRIC_FIELDS = (
     "train_accuracy",
     "eval_loss",
     "eval_accuracy",
+    "probe_knn",
+    "probe_linear",
     "seconds",
     "eval_seconds",
     "images_per_second",
@@ -185,6 +191,25 @@ def _check_augment(config: FitConfig) -> None:
             InconsistentAugmentWarning,
             stacklevel=3,
         )
+
+
+class NoAccuracyWarning(UserWarning):
+    """A run on unlabelled data without a labelled evaluation set: it measures no accuracy."""
+
+
+def check_labels(config: FitConfig, source: DatasetSource) -> None:
+    """An unlabelled dataset teaches through the teacher's targets alone: a label term is refused."""
+    if source.labelled:
+        return
+    term = config.make_objective().loss.label_term
+    if term is None:
+        return
+    fix = (
+        "train on the teacher's targets alone: --loss kd --alpha 1, or --loss hard"
+        if config.runtime.cache
+        else "build a cache of it (softlabels build) and train on the teacher's targets: --cache FILE --alpha 1"
+    )
+    raise ValueError(f"{source.spec} ({source.split}) is unlabelled, so {term} has no labels to learn from; {fix}")
 
 
 def check_mixed_views(config: FitConfig, cache: store.CacheInfo | None) -> None:

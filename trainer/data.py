@@ -44,6 +44,8 @@ def subset_indices(labels: np.ndarray, per_class: int | None) -> np.ndarray:
         return np.arange(len(labels))
     if per_class < 1:
         raise ValueError(f"--subset must be at least 1, got {per_class}")
+    if len(labels) and labels[0] == store.NO_LABEL:
+        raise ValueError(f"--subset {per_class} keeps images per class, but this dataset is unlabelled: it has none")
     keep = np.zeros(len(labels), dtype=bool)
     for label in np.unique(labels):
         keep[np.flatnonzero(labels == label)[:per_class]] = True
@@ -139,6 +141,13 @@ class TrainingData:
     cache: store.CacheInfo | None = None
 
     @property
+    def classes(self) -> list[str]:
+        """The classes the student learns: the dataset's, or for unlabelled data the cache's outputs."""
+        if self.source.labelled or self.cache is None:
+            return list(self.source.classes)
+        return self.cache.classes
+
+    @property
     def identity(self) -> dict:
         """What a checkpoint's resume must agree on (see trainer.checkpoints.check_resumable)."""
         identity: dict[str, Any] = {"dataset_fingerprint": self.fingerprint}
@@ -204,7 +213,7 @@ def cached_training_data(
         check_content=check_content,
         embeddings=embeddings,
     )
-    if targets.layout.num_classes != len(source.classes):
+    if source.labelled and targets.layout.num_classes != len(source.classes):
         raise ValueError(f"the cache has {targets.layout.num_classes} classes but {source.spec} {len(source.classes)}")
     if views_per_decode > targets.layout.num_views:
         raise ValueError(
@@ -234,9 +243,18 @@ def labelled_training_data(
 
 
 def eval_dataset(
-    choice: str | None, train: DatasetSource, image_prep: Preprocessing, data_root: str, download: bool
+    choice: str | None,
+    train: DatasetSource,
+    image_prep: Preprocessing,
+    data_root: str,
+    download: bool,
+    classes: list[str] | None = None,
 ) -> LabelledDataset | None:
-    """The held-out set: `none`, a spec, or (None) the test split matching the training data."""
+    """The held-out set: `none`, a spec, or (None) the test split matching the training data.
+
+    Accuracy needs labels: a named set without them is refused; an automatic one is skipped. After
+    unlabelled training data, a set with as many classes as the student learns (`classes`: the
+    teacher's outputs, `TrainingData.classes`) is taken, in its own names."""
     if choice == "none":
         return None
     if choice is None:
@@ -246,6 +264,21 @@ def eval_dataset(
     else:
         found = eval_spec_for(choice, data_root) or (choice, "test")
     source = open_dataset(found[0], found[1], data_root, download)
+    if not source.labelled:
+        if choice is None:
+            return None
+        raise ValueError(
+            f"the evaluation set {found[0]} ({found[1]}) is unlabelled: accuracy needs labels; "
+            f"pass a labelled --eval-dataset or none"
+        )
+    if not train.labelled:
+        expected = len(classes or [])
+        if len(source.classes) != expected:
+            raise ValueError(
+                f"the evaluation set {found[0]} ({found[1]}) has {len(source.classes)} classes but the "
+                f"teacher's targets {expected}; pass a matching --eval-dataset or none"
+            )
+        return LabelledDataset(source, image_prep)
     if list(source.classes) != list(train.classes):
         raise ValueError(
             f"the evaluation set {found[0]} ({found[1]}) has classes {_short(source.classes)} but the "

@@ -229,7 +229,7 @@ def epoch_stats(run: Run, sums: torch.Tensor, lr: float, seconds: float) -> dict
     return {
         "lr": lr,
         "train_loss": loss_sum / max(count, 1),
-        "train_accuracy": correct / max(count, 1),
+        "train_accuracy": correct / max(count, 1) if run.data.source.labelled else None,  # None: no labels
         "seconds": seconds,
         "images_per_second": count / max(seconds, 1e-9),
     }

@@ -30,6 +30,7 @@ from softlabels.options import (
     trust_checkpoint_option,
     workers_option,
 )
+from softlabels.probes import DEFAULT_K, PROBES
 from trainer.logs import LOGGERS
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -202,6 +203,14 @@ class RuntimeOptions:
         help="Held-out set evaluated each epoch, or `none`  [default: the test split of the training dataset "
         "where one exists: built-ins, imagefolder PATH/test]",
     )  # None: the matching test split; "none": no evaluation
+    probe: tuple[str, ...] = option(
+        (),
+        type=click.Choice(PROBES),
+        multiple=True,
+        help="After the last epoch, also score the student's penultimate features on the evaluation set "
+        f"without its classifier: knn (cosine, k={DEFAULT_K}) and/or linear (ridge); fit on the set's even rows, "
+        "scored on its odd rows; reported as probe_knn / probe_linear in metrics and summary.",
+    )
     workers: int = workers_option()
     start_method: str | None = option(
         None,

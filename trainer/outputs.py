@@ -18,6 +18,7 @@ from trainer import checkpoints, curves
 from trainer.config import METRIC_FIELDS, FitConfig, OverfitRiskWarning
 from trainer.engine import Hook
 from trainer.logs import RunLog
+from trainer.probes import Probes
 from trainer.projection import PROJECTION, save_projection
 from trainer.resume import BEST, LAST, Progress, checkpoint_state
 from trainer.setup import Run
@@ -46,9 +47,11 @@ class EpochReport(Hook):
             if "eval_accuracy" in record
             else ""
         )
+        train = "" if record["train_accuracy"] is None else f" acc {record['train_accuracy']:.2%}"
+        held_out += "".join(f", {name} {value:.2%}" for name, value in record.items() if name.startswith("probe_"))
         tqdm.write(
-            f"{self.prefix}epoch {record['epoch']}/{run.config.optim.epochs}: train loss {record['train_loss']:.4f} "
-            f"acc {record['train_accuracy']:.2%}{held_out}, {record['images_per_second']:.0f} images/s"
+            f"{self.prefix}epoch {record['epoch']}/{run.config.optim.epochs}: train loss {record['train_loss']:.4f}"
+            f"{train}{held_out}, {record['images_per_second']:.0f} images/s"
         )
 
 
@@ -129,7 +132,7 @@ class Summary(Hook):
 
 def output_hooks(name: str | None = None) -> list[Hook]:
     """The outputs of `trainer fit`, in the order they run (`name`: the run's, in its epoch lines)."""
-    return [OverfitAdvice(), EpochReport(name), Loggers(), Checkpoints(), Metrics(), Curves(), Summary()]
+    return [OverfitAdvice(), Probes(), EpochReport(name), Loggers(), Checkpoints(), Metrics(), Curves(), Summary()]
 
 
 def write_metrics(history: list[dict], out: Path) -> None:

@@ -43,7 +43,7 @@ def checkpoint_state(run: Run, progress: Progress, resumable: bool) -> dict:
         "identity": run.data.identity,
         "cache_fingerprint": run.data.cache.fingerprint if run.data.cache else None,
         "preprocessing": run.student_prep.to_dict(),
-        "classes": list(run.data.source.classes),
+        "classes": run.data.classes,
         "epoch": progress.epoch,
         "best_accuracy": progress.best_accuracy,
     }

@@ -30,6 +30,7 @@ def make_summary(run: Run, progress: Progress, run_seconds: float | None) -> dic
         "best_accuracy": progress.best_accuracy,
         "best_epoch": progress.best_epoch,
         "train_accuracy": last.get("train_accuracy"),
+        **{name: value for name, value in last.items() if name.startswith("probe_")},  # --probe
         "train_loss": last.get("train_loss"),
         "wall_seconds": round(train_seconds + sum(r.get("eval_seconds", 0.0) for r in history), 3),
         "images_per_second": round(images / train_seconds, 1) if train_seconds else None,

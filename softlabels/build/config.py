@@ -219,9 +219,15 @@ class BuildConfig(Options):
         return self.storage.block_rows or batch * max(1, DEFAULT_BLOCK_ROWS // batch)
 
 
-def accuracy_text(accuracy: float | None) -> str:
-    """`teacher accuracy 91.20%`, or what a cache of embeddings alone has instead."""
-    return "embeddings (no logits)" if accuracy is None else f"teacher accuracy {accuracy:.2%}"
+def accuracy_text(accuracy: float | None, layout=None) -> str:
+    """`teacher accuracy 91.20%`, or why there is none (`layout`: the cache's, when known)."""
+    if accuracy is not None and (layout is None or layout.labelled):
+        return f"teacher accuracy {accuracy:.2%}"
+    if layout is not None and not layout.labelled:
+        return "unlabelled (no teacher accuracy)"
+    if layout is not None and not layout.has_logits:
+        return "embeddings (no logits)"
+    return "no teacher accuracy (unlabelled data, or embeddings alone)"
 
 
 @dataclass
@@ -229,7 +235,7 @@ class BuildResult:
     path: Path
     num_samples: int
     num_views: int
-    teacher_accuracy: float | None  # None: the cache stores embeddings alone
+    teacher_accuracy: float | None  # None: unlabelled data, or a cache of embeddings alone
     seconds: float
     images_per_second: float  # teacher inputs a second: views (images x --views) of the rows this run computed
     resumed_from: int = 0

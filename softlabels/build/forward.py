@@ -50,7 +50,7 @@ class Probed:
     embedding_dim: int = 0
 
 
-def probe(teachers, device, example, kinds: TargetKinds, num_classes: int) -> list[Probed]:
+def probe(teachers, device, example, kinds: TargetKinds, num_classes: int | None) -> list[Probed]:
     """Run every teacher on `example` (two copies of a real view); refuse what cannot be stored."""
     found = [_probe_one(t, device, example, kinds, num_classes) for t in teachers]
     dims = {p.embedding_dim for p in found}
@@ -60,7 +60,7 @@ def probe(teachers, device, example, kinds: TargetKinds, num_classes: int) -> li
     return found
 
 
-def _probe_one(teacher, device, example, kinds: TargetKinds, num_classes: int) -> Probed:
+def _probe_one(teacher, device, example, kinds: TargetKinds, num_classes: int | None) -> Probed:
     normalised = to_device(Normalize(teacher.input).to(device)(to_device(example, device)), device)
     with EmbeddingTap(teacher.model, kinds.layer) as tap:  # a layer that does not exist is refused here
         try:

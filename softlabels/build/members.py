@@ -110,7 +110,7 @@ def load_build_teachers(config: BuildConfig, source: DatasetSource) -> list[Teac
             load_teacher(
                 spec,
                 weights=weights,
-                num_classes=model.num_classes or len(source.classes),
+                num_classes=model.num_classes or len(source.classes) or None,  # unlabelled: the weights say
                 trust_checkpoint=model.trust_checkpoint,
                 data=data_input(source.defaults),
                 mean=model.mean,

@@ -81,6 +81,11 @@ def _open_writer(config: BuildConfig, out: Path, layout: store.Layout, source, r
     return store.CacheWriter.create(out, layout, source.keys[rows[0] : rows[1]], source.labels[rows[0] : rows[1]], meta)
 
 
+def _accuracy(info: store.CacheInfo) -> float | None:
+    """The teacher's accuracy on the cache's samples; None where they have no labels or it stores no logits."""
+    return (info.teacher_accuracy or 0.0) if info.layout.labelled and info.layout.has_logits else None
+
+
 class _BackgroundWriter:
     """Writes blocks on a thread so the teacher never waits for the disk (torch and h5py release the GIL)."""
 
@@ -173,10 +178,11 @@ def _build_shard(config: BuildConfig, out: Path, shard: tuple[int, int] | None, 
     teachers = load_build_teachers(config, source)
     for teacher in teachers:
         teacher.model = prepare_model(teacher.model, device).eval()
-    num_classes = len(source.classes)
+    num_classes = len(source.classes) if source.labelled else None
     example = probe_example(source, teachers[0].input, config.augmentation, augment)
     kinds = target_kinds(config)
     probes = probe(teachers, device, example, kinds, num_classes)
+    num_classes = num_classes or probes[0].num_outputs  # unlabelled: the teacher's classes
     check_members(teachers, [p.num_outputs for p in probes], data.dataset, num_classes, kinds.logits)
     rows = shard_range(*shard, len(source)) if shard else (0, len(source))
     storage, views = config.storage, config.augmentation
@@ -196,6 +202,7 @@ def _build_shard(config: BuildConfig, out: Path, shard: tuple[int, int] | None, 
         targets=kinds.kinds,
         embedding_dim=probes[0].embedding_dim,
         embedding_dtype=kinds.dtype,
+        labelled=source.labelled,
     )
     if shard:
         keys, labels = source.keys[rows[0] : rows[1]], source.labels[rows[0] : rows[1]]
@@ -262,7 +269,7 @@ def _build_distributed(config: BuildConfig, rank, augment: Augment) -> BuildResu
         out,
         info.layout.num_samples,
         info.layout.num_views,
-        info.teacher_accuracy,
+        _accuracy(info),
         result.seconds if result else 0.0,
         result.images_per_second if result else 0.0,
         result.resumed_from if result else 0,
@@ -327,7 +334,7 @@ def _run_pass(
         bar.close()
     path = _finish(writer, config.runtime.progress)
     seconds = time.perf_counter() - started  # includes the final re-verification: storing's full cost
-    accuracy = store.read_info(path).teacher_accuracy
+    accuracy = _accuracy(store.read_info(path))
     return BuildResult(
         path,
         total,

@@ -1,6 +1,9 @@
 """`FILE.py:FUNC`: a factory in the user's file called as FUNC(split=..., root=...) that returns a
 torch Dataset of (sample, label) items: images (PIL, or uint8 / [0, 1] float arrays and tensors) or
-tensor samples (feature vectors, waveforms, token ids, dicts of them), fed to models as they are."""
+tensor samples (feature vectors, waveforms, token ids, dicts of them), fed to models as they are.
+
+A dataset without labels returns bare samples (not tuples), or (sample, None) items: it is unlabelled
+(no classes, every label `NO_LABEL`)."""
 
 from __future__ import annotations
 
@@ -12,21 +15,23 @@ from PIL import Image
 
 from softlabels.data.sources import DatasetSource, Reader, image_defaults, key_text
 from softlabels.progress import bar
+from softlabels.store.schema import NO_LABEL
 from softlabels.userfiles import import_user_file
 
 
 class _FactoryReader(Reader):
-    def __init__(self, path: str, func: str, split: str, root: str, dataset=None, shape=None):
+    def __init__(self, path: str, func: str, split: str, root: str, dataset=None, shape=None, bare=False):
         super().__init__()
         self.path, self.func, self.split, self.root = path, func, split, root
         self.shape = shape  # tensor samples: the (shape, dtype) signature every item must have
+        self.bare = bare  # items are samples alone, not (sample, label)
         self._dataset = dataset
 
     def open(self):
         return _call_factory(Path(self.path), self.func, self.split, self.root)
 
     def load(self, index: int) -> Image.Image:
-        item = self.dataset()[index][0]
+        item = sample_of(self.dataset()[index], self.bare)
         spec = f"{self.path}:{self.func}"
         if self.shape is None:
             return _as_image(item, spec, index)
@@ -58,20 +63,17 @@ def open_factory(spec: str, path: Path, func: str, split: str, root: Path) -> Da
     if size == 0:
         raise ValueError(f"{spec} returned an empty dataset for split {split!r}")
     keys = _factory_keys(spec, dataset, size)
-    labels = _factory_labels(spec, dataset, size)
-    classes = [str(c) for c in getattr(dataset, "classes", None) or range(int(labels.max()) + 1)]
-    if labels.min() < 0 or labels.max() >= len(classes):
-        raise ValueError(
-            f"{spec}: labels must lie in 0..{len(classes) - 1} (one per class), found {labels.min()}..{labels.max()}"
-        )
-    first = dataset[0][0]
+    bare = _unlabelled(dataset)
+    labels = np.full(size, NO_LABEL, dtype=np.int64) if bare is not None else _factory_labels(spec, dataset, size)
+    classes = [] if bare is not None else _factory_classes(spec, dataset, labels)
+    first = sample_of(dataset[0], bool(bare))
     shape = None
     if _is_image(first, getattr(dataset, "sample_kind", None), spec):
         defaults = image_defaults(_as_image(first, spec, 0))
     else:
         sample = as_sample(first, spec, 0)
         defaults, shape = tensor_defaults(sample), signature(sample)
-    reader = _FactoryReader(str(path.resolve()), func, split, str(root), dataset, shape)
+    reader = _FactoryReader(str(path.resolve()), func, split, str(root), dataset, shape, bool(bare))
     return DatasetSource(
         spec=spec,
         split=split,
@@ -94,6 +96,31 @@ def _factory_keys(spec: str, dataset, size: int) -> list[str]:
     if len(set(keys)) != size:
         raise ValueError(f"{spec}: dataset.keys are not unique; caches match samples by key")
     return keys
+
+
+def _unlabelled(dataset) -> bool | None:
+    """None for a labelled dataset; for an unlabelled one, whether its items are bare samples (True)
+    or (sample, None) pairs (False). A `targets` attribute makes a dataset labelled."""
+    if getattr(dataset, "targets", None) is not None:
+        return None
+    first = dataset[0]
+    if not isinstance(first, (tuple, list)):
+        return True
+    return False if len(first) > 1 and first[1] is None else None
+
+
+def sample_of(item, bare: bool):
+    """The sample of a dataset item: the item itself when items are bare, else its first element."""
+    return item if bare else item[0]
+
+
+def _factory_classes(spec: str, dataset, labels: np.ndarray) -> list[str]:
+    classes = [str(c) for c in getattr(dataset, "classes", None) or range(int(labels.max()) + 1)]
+    if labels.min() < 0 or labels.max() >= len(classes):
+        raise ValueError(
+            f"{spec}: labels must lie in 0..{len(classes) - 1} (one per class), found {labels.min()}..{labels.max()}"
+        )
+    return classes
 
 
 def _factory_labels(spec: str, dataset, size: int) -> np.ndarray:

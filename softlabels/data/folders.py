@@ -1,5 +1,8 @@
 """`imagefolder:PATH`: class sub-folders under PATH/<split> (or PATH itself when it has no split
-folders), found and ordered exactly as torchvision's ImageFolder does; the digest is the file's bytes."""
+folders), found and ordered exactly as torchvision's ImageFolder does; the digest is the file's bytes.
+
+A folder of images with no sub-folders at all is an unlabelled dataset: its keys are the file names,
+sorted, and it has no classes (`DatasetSource.labelled` is False)."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from softlabels.data.sources import DatasetSource, Reader, image_defaults, key_text, load_image
+from softlabels.store.schema import NO_LABEL
 
 # Folder names that mark an image folder as split into train/test/... rather than flat.
 SPLIT_FOLDER_NAMES = ("train", "val", "valid", "validation", "test")
@@ -60,15 +64,32 @@ def _split_folder(path: Path, split: str) -> Path:
     return path
 
 
+def _unlabelled_samples(folder: Path, extensions: tuple[str, ...]) -> list[tuple[str, int]]:
+    """(file, NO_LABEL) for every image directly in `folder`, sorted by name as ImageFolder sorts."""
+    with os.scandir(folder) as entries:
+        names = sorted(entry.name for entry in entries if entry.is_file())
+    return [(str(folder / name), NO_LABEL) for name in names if name.lower().endswith(extensions)]
+
+
 def open_image_folder(spec: str, path: Path, split: str) -> DatasetSource:
     from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
     folder = _split_folder(path.resolve(), split)
-    try:
-        classes, class_to_idx = find_classes(folder)
-        samples = make_dataset(folder, class_to_idx, extensions=IMG_EXTENSIONS)
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"{spec} ({folder}): {err} Expected {folder}/<class>/<image>.") from None
+    with os.scandir(folder) as entries:
+        flat = not any(entry.is_dir() for entry in entries)
+    if flat:
+        classes, samples = [], _unlabelled_samples(folder, IMG_EXTENSIONS)
+    else:
+        try:
+            classes, class_to_idx = find_classes(folder)
+            samples = make_dataset(folder, class_to_idx, extensions=IMG_EXTENSIONS)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"{spec} ({folder}): {err} Expected {folder}/<class>/<image>.") from None
+    if not samples:
+        raise FileNotFoundError(
+            f"{spec} ({folder}): no images ({', '.join(IMG_EXTENSIONS)}); expected {folder}/<class>/<image>, "
+            f"or {folder}/<image> for unlabelled images"
+        )
     keys = [Path(file).relative_to(folder).as_posix() for file, _ in samples]
     with Image.open(folder / keys[0]) as first:
         defaults = image_defaults(first)

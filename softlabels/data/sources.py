@@ -1,6 +1,9 @@
 """The contract every dataset source keeps: `DatasetSource`, one split with a stable key, a label and
 a content digest per sample, and `Reader`, the per-kind part that decodes sample i.
 
+An unlabelled dataset (an image folder without class sub-folders, a factory whose items carry no
+label) has no classes and `NO_LABEL` (-1) for every label: `DatasetSource.labelled` is False.
+
 Keys are what caches are matched by: the index for built-ins ("0", "1", ...), the path relative to
 the split folder for image folders ("cat/0001.jpg"), the dataset's `keys` attribute (else the index)
 for factories. Each sample also has a content digest, the SHA-256 of its source bytes
@@ -23,6 +26,7 @@ import torch
 from PIL import Image
 
 from softlabels.models.preprocessing import IMAGENET_GREY_MEAN, IMAGENET_GREY_STD, IMAGENET_MEAN, IMAGENET_STD
+from softlabels.store.schema import NO_LABEL
 
 GREY_MODES = ("1", "L", "LA")
 
@@ -42,6 +46,11 @@ class DatasetSource:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    @property
+    def labelled(self) -> bool:
+        """False for a dataset without labels (every label is `NO_LABEL`)."""
+        return not bool(len(self.labels)) or bool(self.labels[0] != NO_LABEL)
 
     def load(self, index: int) -> Image.Image:
         """Sample `index` decoded, in its own mode (grey stays "L")."""

@@ -20,6 +20,7 @@ from softlabels import progress, store
 from softlabels.cache import softmax
 from softlabels.catalog import short_spec, teacher_text
 from softlabels.ensemble import Ensemble
+from softlabels.probes import probe_accuracy
 from softlabels.report.markdown import render_markdown
 from softlabels.report.statistics import (
     DEFAULT_TEMPERATURES,
@@ -45,6 +46,7 @@ class InspectConfig:
     max_samples: int = 50_000
     bins: int = 15  # reliability-diagram bins (equal width), also used for the ECE
     progress: bool = False  # a bar over the cache's blocks while the sample is read
+    probes: tuple[str, ...] = ()  # of softlabels.probes.PROBES: the stored outputs scored without a classifier
 
 
 @dataclass
@@ -108,6 +110,11 @@ def compute_report(path, config: InspectConfig = InspectConfig()) -> tuple[dict,
     if config.max_samples < 1 or config.bins < 1:
         raise ValueError("max_samples and bins must be at least 1")
     info = store.read_complete_info(path)
+    if not info.layout.labelled:
+        raise ValueError(
+            f"{path} is unlabelled: `inspect` scores the teacher against labels (accuracy, calibration, "
+            f"probes); `softlabels info` describes the cache, and a cache of a labelled set can be inspected"
+        )
     sample = load_sample(path, info, config.max_samples, config.progress)
     logits, labels = sample.flat
     classes = info.classes
@@ -142,6 +149,7 @@ def compute_report(path, config: InspectConfig = InspectConfig()) -> tuple[dict,
             "coverage": coverage_section(temperatures[0]["topk_mass_curve"], len(classes), info.layout.topk),
             "views": views_section(sample.logits, sample.labels, info.view_seeds),
             "members": members_section(sample, info.member_names, config.bins),
+            "probes": probe_section(sample, config.probes, len(classes)),
         }
     )
     return report, confusion
@@ -189,4 +197,16 @@ def members_section(sample: Sample, names: list[str], bins: int) -> dict | None:
         "agreement": agreement,
         "ensemble_accuracy": float(ensemble),
         "ensemble": "mean-prob at T=1 (every other section describes it)",
+    }
+
+
+def probe_section(sample: Sample, kinds: tuple[str, ...], num_classes: int) -> dict | None:
+    """The teacher's stored outputs of view 0 as features, scored by `softlabels.probes` (fit on the
+    even rows of the sample, scored on the odd rows)."""
+    if not kinds:
+        return None
+    return {
+        "features": "stored logits, view 0",
+        "samples": int(len(sample.rows)),
+        **probe_accuracy(sample.logits[:, 0], sample.labels, kinds, num_classes),
     }

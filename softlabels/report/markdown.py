@@ -66,8 +66,14 @@ def _key_numbers(report: dict) -> list[tuple[str, str]]:
     worst = min(per_class, key=lambda name: per_class[name])
     best = max(per_class, key=lambda name: per_class[name])
     temps = report["temperatures"]
+    probes = report.get("probes") or {}
     rows = [
         ("accuracy", f"{acc['accuracy']:.2%} (view 0: {acc['view0']:.2%})"),
+        *(
+            (f"{name.replace('_', ' ')} ({probes['features']})", f"{value:.2%}")
+            for name, value in probes.items()
+            if name.startswith("probe_")
+        ),
         (
             "worst / best class",
             f"{worst} {per_class[worst]:.1%} / {best} {per_class[best]:.1%}",

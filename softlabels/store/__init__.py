@@ -43,6 +43,7 @@ _EXPORTS = {
     "COMPRESSIONS": "softlabels.store.schema",
     "DTYPES": "softlabels.store.schema",
     "FORMAT_VERSION": "softlabels.store.schema",
+    "NO_LABEL": "softlabels.store.schema",
     "PARTIAL_SUFFIX": "softlabels.store.schema",
     "AugmentRecord": "softlabels.store.schema",
     "BuildRecord": "softlabels.store.schema",

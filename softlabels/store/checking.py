@@ -52,6 +52,7 @@ def read_layout(file: h5py.File) -> Layout:
         targets=tuple(files.attr(file, "targets", "logits").split(",")),
         embedding_dim=int(files.attr(file, "embedding_dim", 0)),
         embedding_dtype=files.attr(file, "embedding_dtype", "float16"),
+        labelled=files.LABELS in file,
     )
 
 
@@ -86,7 +87,7 @@ def check_structure(file: h5py.File) -> Layout:
     n = layout.num_samples
     expected = {
         files.KEYS: (n,),
-        files.LABELS: (n,),
+        **({files.LABELS: (n,)} if layout.labelled else {}),
         files.DONE: (layout.num_blocks,),
         files.BLOCK_SHA256: (layout.num_blocks, 32),
     }
@@ -126,28 +127,31 @@ def check_file(file: h5py.File, require_complete: bool = True, on_block=None) ->
         if on_block is not None:
             on_block(layout.block_range(block)[1] - layout.block_range(block)[0])
     keys = files.read_keys(file)
-    fingerprint = dataset_fingerprint(keys, file[files.LABELS][:])
+    fingerprint = dataset_fingerprint(keys, files.read_labels(file, layout))
     # A shard holds some rows of the dataset: it records its own rows' fingerprint too.
     shard = files.read_json_attr(file, "shard")
     recorded = shard.get("fingerprint") if shard else files.read_json_attr(file, "dataset").get("fingerprint")
     if recorded and recorded != fingerprint:
         raise CacheError(f"{files.name_of(file)}: keys/labels do not match the recorded dataset fingerprint")
+    # An unlabelled cache, or one of embeddings alone, has no accuracy to report: NaN, as for a cache whose
+    # build never finished.
     per_member = correct / (layout.num_samples * layout.num_views)
-    if not layout.has_logits:
+    if not (layout.labelled and layout.has_logits):
         per_member = np.full(layout.num_teachers, np.nan)
     members = [float(a) for a in per_member] if layout.num_teachers > 1 else None
     return CheckStats(layout.num_blocks, float(per_member.mean()), fingerprint, members)
 
 
 def _check_block(file, layout: Layout, block: int) -> np.ndarray:
-    """Checksum and finiteness of one block; returns how many of its views each teacher got right."""
+    """Checksum and finiteness of one block; returns how many of its views each teacher got right
+    (zeros for an unlabelled cache)."""
     arrays = read_checked_block(file, layout, block)
-    labels = arrays.pop(files.LABELS)
+    labels = arrays.pop(files.LABELS, None)
     rows = files.Rows.from_arrays(layout.mode, arrays, layout.embedding)
     finite = layout.mode.finite(rows.logit_targets) and (layout.embedding is None or layout.embedding.finite(arrays))
     if not finite:
         raise CacheError(f"{files.name_of(file)}: non-finite values in block {block}")
-    if not layout.has_logits:  # embeddings alone: no class to be right about
+    if labels is None or not layout.has_logits:  # unlabelled, or embeddings alone: no class to be right about
         return np.zeros(layout.num_teachers, dtype=np.int64)
     top1 = rows.top1()  # (n, V) or (n, V, M)
     right = top1 == labels.reshape(-1, *([1] * (top1.ndim - 1)))
@@ -180,11 +184,11 @@ def check_block_arrays(file, layout: Layout, block: int, arrays: dict[str, np.nd
 
 def check_loaded(file, layout: Layout, arrays: dict[str, np.ndarray], on_block=None) -> None:
     """Check the checksums of every block of a cache read whole (`arrays`: every row dataset, all rows)."""
-    labels = file[files.LABELS][:]
+    labels = files.label_arrays(file, layout, slice(None))
     for block in range(layout.num_blocks):
         start, stop = layout.block_range(block)
-        part = {name: value[start:stop] for name, value in arrays.items()}
-        check_block_arrays(file, layout, block, {**part, files.LABELS: labels[start:stop]})
+        part = {name: value[start:stop] for name, value in {**arrays, **labels}.items()}
+        check_block_arrays(file, layout, block, part)
         if on_block is not None:
             on_block(stop - start)
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from softlabels.extras import install_hint
 from softlabels.store.rows import DIGESTS, PARAMS, Rows
-from softlabels.store.schema import JSON_ATTRS, PARTIAL_SUFFIX, CacheError, Layout
+from softlabels.store.schema import JSON_ATTRS, NO_LABEL, PARTIAL_SUFFIX, CacheError, Layout
 
 CHUNK_BYTES = 64 * 1024
 KEYS, LABELS = "keys", "labels"
@@ -47,7 +47,8 @@ def checksum_tables(layout: Layout) -> dict[str, list[str]]:
     """Per-block checksum table -> the datasets it covers. The block checksum keeps its version-1
     meaning (labels, targets, view parameters); sample digests have a table of their own, so readers
     that predate them still verify new files."""
-    tables = {BLOCK_SHA256: [LABELS, *(name for name in row_datasets(layout) if name != DIGESTS)]}
+    labels = [LABELS] if layout.labelled else []
+    tables = {BLOCK_SHA256: [*labels, *(name for name in row_datasets(layout) if name != DIGESTS)]}
     if layout.sample_digests:
         tables[DIGESTS_SHA256] = [DIGESTS]
     return tables
@@ -67,6 +68,18 @@ def read_rows(file: h5py.File, layout: Layout, index, maps: dict | None = None) 
         for name in row_datasets(layout)
     }
     return Rows.from_arrays(layout.mode, arrays, layout.embedding)
+
+
+def read_labels(file: h5py.File, layout: Layout, rows: slice = slice(None)) -> np.ndarray:
+    """The labels of `rows`; `NO_LABEL` for every row of an unlabelled cache (which stores none)."""
+    if layout.labelled:
+        return file[LABELS][rows]
+    return np.full(len(range(layout.num_samples)[rows]), NO_LABEL, dtype=np.int64)
+
+
+def label_arrays(file: h5py.File, layout: Layout, rows: slice) -> dict[str, np.ndarray]:
+    """The stored labels of `rows` as a checksum input: {} for an unlabelled cache."""
+    return {LABELS: file[LABELS][rows]} if layout.labelled else {}
 
 
 # ----------------------------------------------------------------------------- checksums

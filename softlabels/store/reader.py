@@ -49,7 +49,7 @@ def _complete(info: CacheInfo) -> CacheInfo:
 
 def read_keys_labels(path) -> tuple[list[str], np.ndarray]:
     with files.open_cache_file(path) as file:
-        return files.read_keys(file), file[files.LABELS][:]
+        return files.read_keys(file), files.read_labels(file, read_layout(file))
 
 
 def read_digests(path) -> np.ndarray | None:
@@ -82,7 +82,8 @@ def iter_rows(path, step: int | None = None) -> Iterator[tuple[int, int, np.ndar
         step = step or layout.block_rows
         for start in range(0, layout.num_samples, step):
             stop = min(start + step, layout.num_samples)
-            yield start, stop, file[files.LABELS][start:stop], files.read_rows(file, layout, slice(start, stop))
+            labels = files.read_labels(file, layout, slice(start, stop))
+            yield start, stop, labels, files.read_rows(file, layout, slice(start, stop))
 
 
 class CacheTargets:
@@ -178,7 +179,7 @@ class CacheTargets:
     def keys_labels(self) -> tuple[list[str], np.ndarray]:
         """The keys and labels of the checked file (read through its own handle, or one of the same identity)."""
         file = self._open()
-        keys, labels = files.read_keys(file), file[files.LABELS][:]
+        keys, labels = files.read_keys(file), files.read_labels(file, self.layout)
         if self.in_memory:
             self.close()
         return keys, labels

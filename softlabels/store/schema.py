@@ -29,11 +29,18 @@ class CacheError(ValueError):
     """A cache file is missing, malformed, incomplete, corrupt or untrusted."""
 
 
+# The label of a sample that has none (an unlabelled dataset), in memory; an unlabelled cache stores
+# no `labels` dataset at all (docs/FORMAT.md, "Unlabelled caches").
+NO_LABEL = -1
+
+
 def dataset_fingerprint(keys: Sequence[str], labels: Iterable[int]) -> str:
-    """sha256 over `key TAB label NEWLINE` for every sample, in order."""
+    """sha256 over `key TAB label NEWLINE` for every sample, in order; a sample without a label
+    (`NO_LABEL`) contributes `key TAB NEWLINE` (an empty label)."""
     digest = hashlib.sha256()
     for key, label in zip(keys, labels):
-        digest.update(f"{key}\t{int(label)}\n".encode())
+        text = "" if int(label) == NO_LABEL else str(int(label))
+        digest.update(f"{key}\t{text}\n".encode())
     return "sha256:" + digest.hexdigest()
 
 
@@ -58,6 +65,7 @@ class Layout:
     targets: tuple[str, ...] = ("logits",)  # the target kinds stored (softlabels.store.embedding)
     embedding_dim: int = 0  # with `embedding` in targets: its width D
     embedding_dtype: str = "float16"
+    labelled: bool = True  # False: the dataset has no labels, and the file no `labels` dataset
 
     def __post_init__(self):
         if self.num_samples < 1:

@@ -23,7 +23,7 @@ import numpy as np
 from softlabels.store import files
 from softlabels.store.checking import check_file, check_structure, read_layout
 from softlabels.store.rows import PARAMS, Rows
-from softlabels.store.schema import FORMAT_NAME, CacheError, Layout, Metadata
+from softlabels.store.schema import FORMAT_NAME, NO_LABEL, CacheError, Layout, Metadata
 from softlabels.version import __version__
 
 partial_path = files.partial_path
@@ -121,6 +121,8 @@ class CacheWriter:
         path = Path(path)
         if len(keys) != layout.num_samples or len(labels) != layout.num_samples:
             raise ValueError("keys and labels must have one entry per sample")
+        if layout.labelled == bool(np.any(np.asarray(labels) == NO_LABEL)):
+            raise ValueError("a labelled layout needs a label for every sample, an unlabelled one none")
         tmp = partial_path(path)
         attrs = meta.to_attrs()
         file = None
@@ -201,7 +203,8 @@ class CacheWriter:
             raise ValueError(f"rows hold {sorted(arrays)}, the layout expects {sorted(expected)}")
         for name, value in arrays.items():
             self._write(name, slice(start, stop), value)
-        checksums = files.block_digests(self.layout, {**arrays, files.LABELS: self.file[files.LABELS][start:stop]})
+        labels = files.label_arrays(self.file, self.layout, slice(start, stop))
+        checksums = files.block_digests(self.layout, {**arrays, **labels})
         for table, digest in checksums.items():
             self._write(table, block, np.frombuffer(digest, dtype=np.uint8))
         self._write(files.DONE, block, 1)
@@ -323,8 +326,9 @@ def _write_header(file, layout: Layout, keys, labels, attrs: dict) -> None:
     for name, value in attrs.items():
         root[name] = files.to_json(value)
     file.create_dataset(files.KEYS, data=np.array(keys, dtype=object), dtype=h5py.string_dtype("utf-8"))
-    labels_ds = _create_allocated(file, files.LABELS, (layout.num_samples,), np.int64)
-    labels_ds[:] = np.asarray(labels, dtype=np.int64)
+    if layout.labelled:  # an unlabelled dataset stores no labels at all
+        labels_ds = _create_allocated(file, files.LABELS, (layout.num_samples,), np.int64)
+        labels_ds[:] = np.asarray(labels, dtype=np.int64)
     for name, (shape, dtype) in files.row_datasets(layout).items():
         _create_allocated(file, name, shape, dtype)  # compression is applied when packing at the end
     if layout.param_names:

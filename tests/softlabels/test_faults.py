@@ -558,7 +558,8 @@ def test_recompute_refuses_other_weights(argv, out, tmp_path):
 # Beyond tests/softlabels/test_cli.py's table: every other `softlabels build` option given a bad value.
 BAD_OPTIONS = [
     (["--split", "nope"], "has no 'nope' split folder; it has: train, test"),
-    (["--dataset", "imagefolder:{images}/train/cat"], "Couldn't find any class folder"),
+    # a folder of images without class folders is an unlabelled dataset; one with no images is refused
+    (["--dataset", "imagefolder:{tmp}/no-images"], "no images"),
     (["--dataset", "/does/not/exist.py:make"], "dataset file '/does/not/exist.py' does not exist"),
     (["--dataset", "cifar10", "--data-root", "{tmp}/nowhere"], "cifar10 not found"),
     (["--teacher", "/does/not/exist.py:make"], "model file '/does/not/exist.py' does not exist"),
@@ -593,6 +594,8 @@ def bad_files(tmp_path):
 
     (tmp_path / "nofunc.py").write_text("def other():\n    pass\n")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "no-images").mkdir()
+    (tmp_path / "no-images" / "notes.txt").write_text("not an image\n")
     torch.save(create_model("mlp", num_classes=3, in_channels=3, image_size=8).state_dict(), tmp_path / "mlp.pt")
     return tmp_path
 

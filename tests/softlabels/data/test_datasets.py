@@ -123,8 +123,10 @@ def test_grey_image_folder_stays_grey(tmp_path):
 def test_image_folder_errors_say_what_is_wrong(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         open_dataset(f"imagefolder:{tmp_path / 'nowhere'}")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="Couldn't find any class folder"):
+    (tmp_path / "empty").mkdir()  # no class folders and no images (images alone: an unlabelled dataset)
+    with pytest.raises(
+        FileNotFoundError, match="no images .* expected .*/<class>/<image>, or .*/<image> for unlabelled"
+    ):
         open_dataset(f"imagefolder:{tmp_path / 'empty'}")
     (tmp_path / "hollow" / "cat").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="no valid file for the classes cat"):

@@ -1,0 +1,88 @@
+"""Evaluation without a classifier: how much a model's features know about labels they were never
+trained on, measured on a labelled set by a k-NN vote and a linear probe (`PROBES`).
+
+The labelled set is split in two by position (`split_halves`: even rows fit, odd rows score, so a
+class-sorted set keeps every class on both sides); nothing else is learnt from it. Both probes are
+closed-form and deterministic, so a run's numbers repeat exactly:
+- `knn`: cosine similarity to every fitting row, the `k` nearest vote for their class weighted by
+  their similarity (DINO's weighted k-NN without the temperature), ties to the lower class index;
+- `linear`: ridge regression of one-hot labels on the standardised features plus a bias, closed
+  form, predicted class = arg-max.
+
+numpy only: `softlabels inspect` scores a teacher's stored outputs with it, the trainer a student's
+penultimate features (`softlabels.models.features`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PROBES = ("knn", "linear")
+DEFAULT_K = 10
+RIDGE = 1e-3  # the ridge penalty, relative to the mean squared feature (scale-free)
+CHUNK = 1024  # scoring rows compared with the fitting rows at once (memory: CHUNK x n_fit floats)
+
+
+def split_halves(count: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fitting rows, scoring rows) of a labelled set of `count` rows: even and odd positions."""
+    rows = np.arange(count)
+    return rows[0::2], rows[1::2]
+
+
+def knn_predict(
+    fit_x: np.ndarray, fit_y: np.ndarray, x: np.ndarray, num_classes: int, k: int = DEFAULT_K
+) -> np.ndarray:
+    """The class of each row of `x` by a similarity-weighted vote of its `k` cosine-nearest fitting rows."""
+    k = min(k, len(fit_x))
+    fit_n = _unit(fit_x)
+    predictions = []
+    for start in range(0, len(x), CHUNK):
+        similarity = _unit(x[start : start + CHUNK]) @ fit_n.T
+        nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+        weights = np.take_along_axis(similarity, nearest, axis=1)
+        votes = np.zeros((len(similarity), num_classes))
+        np.add.at(votes, (np.arange(len(similarity))[:, None], fit_y[nearest]), weights)
+        predictions.append(votes.argmax(axis=1))
+    return np.concatenate(predictions) if predictions else np.zeros(0, dtype=np.int64)
+
+
+def linear_predict(fit_x: np.ndarray, fit_y: np.ndarray, x: np.ndarray, num_classes: int) -> np.ndarray:
+    """The class of each row of `x` by ridge regression of one-hot labels on standardised features."""
+    mean, std = fit_x.mean(axis=0), fit_x.std(axis=0) + 1e-6
+    design = _with_bias((fit_x - mean) / std)
+    targets = np.eye(num_classes)[fit_y]
+    penalty = RIDGE * len(design) * np.eye(design.shape[1])
+    penalty[-1, -1] = 0.0  # the bias is not shrunk
+    weights = np.linalg.solve(design.T @ design + penalty, design.T @ targets)
+    return (_with_bias((x - mean) / std) @ weights).argmax(axis=1)
+
+
+def probe_accuracy(
+    features: np.ndarray, labels: np.ndarray, kinds: tuple[str, ...], num_classes: int, k: int = DEFAULT_K
+) -> dict[str, float]:
+    """`probe_<kind>`: the accuracy of each probe in `kinds`, fit on the even rows of a labelled set's
+    (n, D) `features`, scored on the odd rows."""
+    unknown = [kind for kind in kinds if kind not in PROBES]
+    if unknown:
+        raise ValueError(f"unknown probe {unknown[0]!r}; choose from: {', '.join(PROBES)}")
+    if len(features) < 2:
+        raise ValueError(f"a probe needs at least 2 labelled samples, got {len(features)}")
+    x = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
+    labels = np.asarray(labels, dtype=np.int64)
+    fit, score = split_halves(len(x))
+    results = {}
+    for kind in kinds:
+        if kind == "knn":
+            predicted = knn_predict(x[fit], labels[fit], x[score], num_classes, k)
+        else:
+            predicted = linear_predict(x[fit], labels[fit], x[score], num_classes)
+        results[f"probe_{kind}"] = float((predicted == labels[score]).mean())
+    return results
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _with_bias(x: np.ndarray) -> np.ndarray:
+    return np.concatenate([x, np.ones((len(x), 1))], axis=1)
