@@ -72,7 +72,9 @@ def cells():
                     continue  # a flag carries text; sweep takes flags only
                 reason = FINDINGS.get((command, option, str(value)))
                 marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-                yield pytest.param(command, option, value, channel, id=f"{command}-{option}={value}-{channel}", marks=marks)
+                yield pytest.param(
+                    command, option, value, channel, id=f"{command}-{option}={value}-{channel}", marks=marks
+                )
 
 
 def base_args(command: str, world, cache_for, tmp_path) -> list[str]:

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from softlabels.stopping import Stopped
-from trainer import FitConfig, Hook, fit
 from tests.invariants.world import Kind, pairwise
+from trainer import FitConfig, Hook, fit
 
 AXES = {
     "sample": ("rgb", "grey", "tensor"),
