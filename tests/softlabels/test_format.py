@@ -273,3 +273,12 @@ def test_bit_packed_indices_round_trip():
         packed = pack_indices(indices, bits)
         assert packed.shape == (4, 3, -(-k * bits // 8)) and packed.dtype == np.uint8
         np.testing.assert_array_equal(unpack_indices(packed, k, bits), indices)
+
+
+def test_the_dataset_fingerprint_is_the_documented_digest():
+    """docs/FORMAT.md: sha256 over `key TAB label NEWLINE` of every sample, in order (computed here by hand)."""
+    import hashlib
+
+    expected = "sha256:" + hashlib.sha256(b"cat/0.png\t0\ndog/1.png\t1\n").hexdigest()
+    assert store.dataset_fingerprint(["cat/0.png", "dog/1.png"], [0, 1]) == expected
+    assert store.dataset_fingerprint(["cat/0.png", "dog/1.png"], [0, 2]) != expected  # a relabel shows

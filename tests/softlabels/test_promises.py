@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 
 import softlabels
 from softlabels import store
@@ -148,3 +149,67 @@ def test_merge_refusals_name_the_cause(make_cache, tmp_path):
     assert "did not see the same samples and views" in merge("--teachers", flip0, flip1)
     assert "give at least two caches" in merge("--teachers", flip0)
     assert not (tmp_path / "merged.h5").exists() and not list(tmp_path.glob("merged.h5*"))
+
+
+# ----------------------------------------------------------------------------- content checks
+
+
+TENSORS = """
+import numpy as np
+
+
+class Features:
+    classes = ["a", "b", "c"]
+
+    def __init__(self, changed):
+        self.x = np.random.default_rng(0).normal(size=(9, 4))
+        self.x[4] += changed  # the same key and label, other content
+        self.targets = [i % 3 for i in range(9)]
+
+    def __len__(self):
+        return 9
+
+    def __getitem__(self, i):
+        return self.x[i], self.targets[i]
+
+
+def features(split="train", root=None):
+    return Features(0.0)
+
+
+def changed(split="train", root=None):
+    return Features(1e-6)
+"""
+
+
+def test_content_checks_name_a_changed_image_and_a_changed_tensor_sample(cache_of, image_folder, tmp_path):
+    """README: with --check-content (ReplayDataset(check_content=True)) each sample read is compared
+    with the digest the build stored: decoded tensor samples as well as image files."""
+    from softlabels.build import BuildConfig, build_cache
+    from softlabels.data import open_dataset
+    from softlabels.data.sample_errors import SampleError
+    from softlabels.replay import ReplayDataset
+
+    path = cache_of("full")
+    image = image_folder / "train" / "cat" / "0004.png"
+    ReplayDataset(open_dataset(f"imagefolder:{image_folder}"), path, check_content=True)[4]  # unchanged: fine
+    pixels = np.asarray(Image.open(image)).copy()
+    pixels[0, 0, 0] ^= 1
+    Image.fromarray(pixels).save(image)
+    data = ReplayDataset(open_dataset(f"imagefolder:{image_folder}"), path, check_content=True)
+    with pytest.raises(SampleError, match="cat/0004.png.* changed since"):
+        data[4]
+    data[5]  # the others still read
+
+    (tmp_path / "tensors.py").write_text(TENSORS)
+    models = tmp_path / "models.py"
+    models.write_text(
+        "import torch\n\n\ndef linear(num_classes):\n    return torch.nn.Linear(4, num_classes, dtype=torch.float64)\n"
+    )
+    out = tmp_path / "tensors.h5"
+    options = dict(teacher=f"{models}:linear", num_classes=3, workers=0, device="cpu", progress=False, out=str(out))
+    build_cache(BuildConfig.from_options(dataset=f"{tmp_path / 'tensors.py'}:features", **options))
+    changed = ReplayDataset(open_dataset(f"{tmp_path / 'tensors.py'}:changed"), out, check_content=True)
+    changed[3]
+    with pytest.raises(SampleError, match="changed since"):
+        changed[4]
