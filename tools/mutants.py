@@ -240,7 +240,7 @@ MUTANTS = (
         "softlabels/views/pixels.py",
         "return TF.center_crop(img, [size, size])",
         "return TF.resize(img, [size, size])",
-        ("tests/softlabels/views/test_augments.py", "tests/softlabels/models/test_inputs.py"),
+        ("tests/softlabels/views/test_pipeline.py", "tests/softlabels/models/test_inputs.py"),
         "an eval transform squashes instead of centre-cropping",
     ),
     # ------------------------------------------------------------------ views per decode
