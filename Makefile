@@ -11,7 +11,7 @@ endif
 STAMP := $(VENV)/.installed
 DEMO := data/demo
 
-.PHONY: install example-deps lint test test-fast demo demo-data bench clean
+.PHONY: install example-deps lint test test-fast mutants demo demo-data bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,8 +34,8 @@ example-deps:
 
 # ruff (lint + format check) and mypy: the habits that keep the seams where they are.
 lint: $(STAMP)
-	$(VENV)/bin/ruff check softlabels trainer bench tests examples
-	$(VENV)/bin/ruff format --check softlabels trainer bench tests examples
+	$(VENV)/bin/ruff check softlabels trainer bench tests examples tools
+	$(VENV)/bin/ruff format --check softlabels trainer bench tests examples tools
 	$(VENV)/bin/mypy
 
 test: lint
@@ -43,6 +43,11 @@ test: lint
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
+
+# Hand-written mutants of the core (tools/mutants.py), each run in a copy of the tree against the
+# tests that should kill it; fails if one survives. Not part of `make test` (about half an hour).
+mutants: $(STAMP)
+	$(PY) tools/mutants.py
 
 # Fashion-MNIST: Debian's package where apt works and we are root, else torchvision's download.
 demo-data:

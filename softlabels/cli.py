@@ -303,7 +303,8 @@ def merge(caches, out, kind, teachers, overwrite, as_json):
 @click.option(
     "--keep-topk",
     is_flag=True,
-    help="Top-k caches: write topk_values/topk_indices/topk_logsumexp instead of dense (N, V, C) logits.",
+    help="Caches built with --topk K: write the stored arrays (topk_values/topk_indices/topk_logsumexp, or "
+    "quant8_*) instead of dense (N, V, C) logits.",
 )
 @click.option("--compress", is_flag=True, help="Compress the arrays (npz: np.savez_compressed; parquet: zstd).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing file at --out.")

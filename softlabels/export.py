@@ -10,7 +10,8 @@ npz (numpy, scikit-learn):
 Arrays: `keys` (N,) str, `labels` (N,) int64, `classes` (C,) str, then either `logits` (N, V, C)
 (N, V, M, C for M teachers, named in order by the metadata's `teachers`) float32 (top-k caches
 expanded as in docs/FORMAT.md) or, with `keep_topk`, `topk_values` (N, V, K)
-float32, `topk_indices` (N, V, K) int64 and `topk_logsumexp` (N, V) float32; `view_params` (N, V, P)
+float32, `topk_indices` (N, V, K) int64 and `topk_logsumexp` (N, V) float32 (a `quant8 --topk K`
+cache: `quant8_values`, `quant8_scale`, `quant8_indices`, `quant8_logsumexp`); `view_params` (N, V, P)
 int32 and `view_param_names` (P,) str when views are augmented; `sample_sha256` (N, 32) uint8 where
 the cache has sample digests; `metadata`, a JSON string.
 
@@ -64,8 +65,10 @@ def export_cache(path, out, config: ExportConfig = ExportConfig()) -> dict:
     if not out.parent.is_dir():
         raise FileNotFoundError(f"output directory {out.parent} does not exist")
     info = store.read_complete_info(path)
-    if config.keep_topk and info.layout.storage != "topk":
-        raise ValueError(f"{path} stores full logits: --keep-topk only applies to top-k caches")
+    if config.keep_topk and not info.layout.topk:  # topk, or quant8 --topk K: the K kept classes are stored
+        raise ValueError(
+            f"{path} stores every class ({info.layout.storage}): --keep-topk only applies to caches built with --topk"
+        )
     write = _write_parquet if config.format == "parquet" else _write_npz
     tmp = out.with_name(out.name + ".tmp")
     try:

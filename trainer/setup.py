@@ -291,7 +291,8 @@ def _student(config: FitConfig, data: TrainingData, prep: Preprocessing, rank: R
     # channels_last everywhere: on this 2-core CPU a small_cnn training step ran 1.7x faster, cifar_resnet20 1.2x.
     num_classes = len(data.classes)
     weights = None if config.objective.teacher else config.runtime.weights  # else: the online teacher's
-    example = None if prep.is_image else stack([data.dataset[int(data.indices[0])][0]] * 2)  # a real sample
+    first = (int(data.indices[0]), 0, 0)  # view 0 of epoch 0: a plain index would ask for set_epoch
+    example = None if prep.is_image else stack([data.dataset[first][0]] * 2)  # a real sample
     try:
         student = create_student(
             config.model.student, num_classes, *prep.model_geometry, weights, config.runtime.trust_checkpoint

@@ -61,10 +61,33 @@ def test_keep_topk_writes_the_stored_arrays(cache_of, tmp_path):
     np.testing.assert_array_equal(rebuilt, np.load(export_npz(cache, tmp_path / "dense.npz"))["logits"])
 
 
+def test_keep_topk_writes_a_quant8_top_k_caches_stored_arrays(make_cache, tmp_path):
+    """quant8 --topk K stores only K classes too: --keep-topk writes its arrays, which rebuild the logits."""
+    cache = make_cache("q8top2.h5", storage="quant8", topk=2, views=2, augment="flip")
+    assert export(cache, "--out", tmp_path / "q8.npz", "--keep-topk").exit_code == 0
+    data = np.load(tmp_path / "q8.npz", allow_pickle=False)
+    assert "logits" not in data and data["quant8_values"].shape == (18, 2, 2)
+    *_, rows = next(store.iter_rows(cache, 18))
+    rebuilt = rows.mode.dense(
+        {
+            "quant8/values": data["quant8_values"],
+            "quant8/scale": data["quant8_scale"],
+            "quant8/indices": rows.targets["quant8/indices"],
+            "quant8/logsumexp": data["quant8_logsumexp"],
+        }
+    )
+    np.testing.assert_array_equal(rebuilt, np.load(export_npz(cache, tmp_path / "dense.npz"))["logits"])
+    from softlabels.store.modes.quant8 import index_bits, unpack_indices
+
+    np.testing.assert_array_equal(
+        data["quant8_indices"], unpack_indices(rows.targets["quant8/indices"], 2, index_bits(3))
+    )
+
+
 def test_export_refusals(cache_of, write_partial, tmp_path):
     full = cache_of("full")
     result = export(full, "--out", tmp_path / "x.npz", "--keep-topk")
-    assert result.exit_code == 1 and "--keep-topk only applies to top-k caches" in result.output
+    assert result.exit_code == 1 and "--keep-topk only applies to caches built with --topk" in result.output
     assert export(full, "--out", tmp_path / "x.npz").exit_code == 0
     result = export(full, "--out", tmp_path / "x.npz")
     assert result.exit_code == 1 and "--overwrite" in result.output

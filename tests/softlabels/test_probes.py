@@ -86,10 +86,9 @@ def test_token_features_are_averaged_over_tokens():
 
 
 def test_inspect_probes_score_the_stored_logits(build_options, tmp_path):
-    from softlabels.inspection import InspectConfig, compute_report, load_sample
-
     from softlabels import store
     from softlabels.build import BuildConfig, build_cache
+    from softlabels.report.inspect import InspectConfig, compute_report, load_sample
 
     path = build_cache(BuildConfig.from_options(**build_options)).path
     report, _ = compute_report(path, InspectConfig(probes=("knn", "linear")))

@@ -12,7 +12,8 @@ from softlabels import store
 from softlabels.build import BuildConfig, build_cache
 from softlabels.cli import main
 from softlabels.models.teachers import load_teacher
-from softlabels.replay import UnscheduledReplayWarning
+from softlabels.replay import EpochSampler, UnscheduledReplayWarning, ViewSchedule
+from tests.trainer.witness import Witness
 
 
 @pytest.fixture
@@ -86,8 +87,10 @@ def test_inputs_are_normalised_with_the_recorded_statistics(four_views, image_fo
     teacher = load_teacher("small_cnn", weights=teacher_weights, num_classes=3, image_size=8).model
     for index, view in ((0, 0), (5, 3), (17, 2)):
         x, _, logits = data[(index, view, 0)]
+        stored = torch.from_numpy(cache.logits(index, view))  # the row of THAT view, not the served one
+        assert torch.equal(logits, stored)
         with torch.inference_mode():
-            torch.testing.assert_close(teacher(x[None])[0], logits, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(teacher(x[None])[0], stored, rtol=1e-4, atol=1e-5)
 
 
 def test_a_lightning_trainer_replays_every_view_once_per_four_epochs(four_views, image_folder):
@@ -229,13 +232,16 @@ def test_user_augmentations_replay_exactly(name, augment_file, build_options, im
     info = store.read_info(path)
     assert info.augment.source == spec and len(info.augment.source_sha256) == 64 and info.augment.repr
     np.testing.assert_array_equal(store.CacheTargets(path).params(4), store.CacheTargets(again).params(4))
-    data = softlabels.open_cache(path).dataset(f"imagefolder:{image_folder}")
+    cache = softlabels.open_cache(path)
+    data = cache.dataset(f"imagefolder:{image_folder}")
     teacher = load_teacher("small_cnn", weights=teacher_weights, num_classes=3, image_size=8).model
     for index in range(len(data)):
         for view in range(3):
             x, _, logits = data[(index, view, 0)]
+            stored = torch.from_numpy(cache.logits(index, view))  # the row of THAT view, not the served one
+            assert torch.equal(logits, stored)
             with torch.inference_mode():
-                torch.testing.assert_close(teacher(x[None])[0], logits, rtol=1e-4, atol=1e-5)
+                torch.testing.assert_close(teacher(x[None])[0], stored, rtol=1e-4, atol=1e-5)
     if name == "Shade":
         params = store.CacheTargets(path).params(0)
         factors = params[:, 0].view(np.float32)
@@ -319,6 +325,19 @@ def test_bad_augmentations_are_one_line_errors(name, message, augment_file, imag
     assert not list(tmp_path.glob("x.h5*"))  # nothing written
 
 
+def test_an_epoch_sampler_resumed_mid_epoch_skips_exactly_the_items_done():
+    """`set_epoch(epoch, start)` continues an epoch after `start` items: the rest of the same order."""
+    schedule = ViewSchedule(10, 4, seed=2)
+    for per_decode in (1, 2):
+        sampler = EpochSampler(np.arange(10), seed=5, schedule=schedule, per_decode=per_decode)
+        sampler.set_epoch(3)
+        whole = list(sampler)
+        sampler.set_epoch(3, start=4)
+        assert list(sampler) == whole[4:] and len(whole) == 10
+        sampler.set_epoch(4)
+        assert [i for i, *_ in sampler] != [i for i, *_ in whole]  # another epoch, another order of samples
+
+
 def test_several_views_of_one_decode(four_views, image_folder):
     cache = softlabels.open_cache(four_views)
     data = cache.dataset(f"imagefolder:{image_folder}", normalize=False)
@@ -350,8 +369,22 @@ def test_trainer_takes_several_views_per_decode(four_views, tmp_path):
         views_per_decode=2,
         out=str(tmp_path / "r2"),
     )
-    summary = fit(FitConfig.from_options(**options))
+    witness = Witness()
+    summary = fit(FitConfig.from_options(**options), hooks=[witness])
     assert summary["finished"] and summary["config"]["data"]["views_per_decode"] == 2
+    # 18 samples, 2 a batch (4 images / 2 views): 9 steps an epoch, each step 2 views of each of 2 samples
+    assert len(witness.steps) == 18 and all(len(step.labels) == 4 for step in witness.steps)
+    cache = softlabels.open_cache(four_views)
+    stored = np.stack([cache.logits(i, view=None) for i in range(len(cache))])  # (N, V, C)
+    seen: dict[int, list[int]] = {i: [] for i in range(len(cache))}
+    for step in witness.steps:
+        assert torch.equal(step.labels[0::2], step.labels[1::2])
+        for pair in (step.targets[0:2], step.targets[2:4]):
+            where = [np.argwhere((stored == row.numpy()).all(-1)) for row in pair]  # (sample, view) of each
+            (first, view_a), (second, view_b) = where[0][0], where[1][0]
+            assert first == second and view_a != view_b, "the two images of a decode are not two views of one sample"
+            seen[int(first)] += [int(view_a), int(view_b)]
+    assert all(sorted(views) == [0, 1, 2, 3] for views in seen.values())  # every view once in 2 epochs
     for bad, message in (
         ({"batch_size": 5}, "divide --batch-size"),
         ({"views_per_decode": 8, "batch_size": 8}, "more than the 4"),

@@ -10,10 +10,10 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from softlabels.shards import merge_caches
 
 from softlabels import store
 from softlabels.build import BuildConfig, build_cache
+from softlabels.build.shards import merge_caches
 from softlabels.cli import main
 from softlabels.data import open_dataset
 

@@ -34,7 +34,9 @@ def test_a_classic_student_learns_from_the_cache(student, multiview_cache, tmp_p
     )
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["student"] == student and summary["loss"] == "kd" and 0 <= summary["test_accuracy"] <= 1
+    assert summary["student"] == student and summary["loss"] == "kd"
+    # learns: the tiny classes differ by colour; chance is 1/3 and the majority class 3/8 of the 8 test images
+    assert summary["test_accuracy"] >= 0.75
     assert summary["num_features"] == 3 * 8 * 8 and summary["num_rows_fitted"] > 18 * 3  # 3 views, several classes
     model = joblib.load(tmp_path / "run" / "model.joblib")
     assert model.predict(np.zeros((2, 192), dtype=np.float32)).shape == (2,)

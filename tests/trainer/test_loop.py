@@ -3,11 +3,15 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from softlabels import store
 from softlabels.build import BuildConfig, build_cache
 from softlabels.models.teachers import load_teacher
+from softlabels.views import Normalize
+from tests.trainer.witness import Witness
 from trainer import FitConfig, fit
 from trainer.config import InconsistentAugmentWarning
 from trainer.optim import lr_factor
@@ -44,8 +48,14 @@ def test_fit_from_a_cache_writes_every_output(cache, fit_options, tmp_path):
 
 def test_a_trained_checkpoint_is_a_teacher_for_softlabels_build(fit_options, image_folder, tmp_path):
     fit(FitConfig.from_options(dataset=f"imagefolder:{image_folder}", **fit_options))
-    teacher = load_teacher("small_cnn", weights=str(tmp_path / "run" / "best.pt"), num_classes=3, image_size=8)
+    best = tmp_path / "run" / "best.pt"
+    teacher = load_teacher("small_cnn", weights=str(best), num_classes=3, image_size=8)
     assert teacher.weights_sha256
+    trained = torch.load(best, weights_only=True)["model"]
+    loaded = teacher.model.state_dict()
+    assert loaded.keys() == trained.keys() and all(torch.equal(loaded[k], trained[k]) for k in trained)
+    fresh = load_teacher("small_cnn", num_classes=3, image_size=8).model.state_dict()
+    assert not all(torch.equal(fresh[k], trained[k]) for k in trained)  # trained weights, not an initialisation
 
 
 def test_training_works_with_the_teachers_file_deleted(cache, fit_options, teacher_weights):
@@ -81,19 +91,23 @@ def test_resume_refuses_another_student_or_cache(cache, multiview_cache, fit_opt
 
 
 def test_online_kd_with_augmentation(image_folder, teacher_weights, fit_options):
-    summary = fit(
-        FitConfig.from_options(
-            dataset=f"imagefolder:{image_folder}",
-            teacher="small_cnn",
-            weights=str(teacher_weights),
-            augment="cifar",
-            **fit_options,
-        )
-    )
-    assert summary["loss"] == "kd" and summary["finished"]
+    """Online KD: every step's targets are the teacher's logits on that step's augmented batch."""
+    witness = Witness()
+    options = dict(dataset=f"imagefolder:{image_folder}", teacher="small_cnn", weights=str(teacher_weights))
+    summary = fit(FitConfig.from_options(**options, augment="cifar", **fit_options), hooks=[witness])
+    assert summary["loss"] == "kd" and summary["finished"] and len(witness.steps) == 10
+    teacher = load_teacher("small_cnn", weights=teacher_weights, num_classes=3, image_size=8)
+    plain = Witness()
+    fit(FitConfig.from_options(**{**options, **fit_options, "out": fit_options["out"] + "-plain"}), hooks=[plain])
+    for step in witness.steps:
+        with torch.inference_mode():
+            expected = teacher.model(Normalize(teacher.input)(step.images))
+        torch.testing.assert_close(step.targets, expected, rtol=1e-5, atol=1e-5)
+        assert step.targets.abs().sum() > 0
+    assert any(not torch.equal(a.images, b.images) for a, b in zip(witness.steps, plain.steps))  # augmented
 
 
-def test_labels_only_with_adamw_and_cosine(image_folder, fit_options):
+def test_labels_only_with_adamw_and_cosine(image_folder, fit_options, tmp_path):
     summary = fit(
         FitConfig.from_options(
             dataset=f"imagefolder:{image_folder}",
@@ -106,6 +120,14 @@ def test_labels_only_with_adamw_and_cosine(image_folder, fit_options):
         )
     )
     assert summary["loss"] == "ce" and summary["test_accuracy"] is None and summary["finished"]
+    last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    state = next(iter(last["optimizer"]["state"].values()))
+    assert {"exp_avg", "exp_avg_sq"} <= set(state)  # Adam's moments, not SGD's momentum
+    group = last["optimizer"]["param_groups"][0]
+    # 9 samples in batches of 4 (a lone last sample dropped): 2 steps an epoch, warmup 1 step, 4 in all
+    assert last["scheduler"]["last_epoch"] == 4 and group["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine's end
+    # each epoch's first step: step 0 ends the warmup (1.0), step 2 is a third down the cosine (0.75)
+    assert [round(record["lr"] / group["initial_lr"], 6) for record in last["history"]] == [1.0, 0.75]
 
 
 def test_random_augmentation_with_a_cache_needs_the_explicit_flag(cache, fit_options):
@@ -153,8 +175,15 @@ def test_top_k_cache_and_hard_loss(build_options, fit_options, tmp_path):
             )
         ).path
     )
-    summary = fit(FitConfig.from_options(cache=topk, loss="hard", **fit_options))
+    witness = Witness()
+    summary = fit(FitConfig.from_options(cache=topk, loss="hard", **fit_options), hooks=[witness])
     assert summary["loss"] == "hard" and summary["finished"]
+    top1 = np.stack([store.CacheTargets(topk).rows(i).top1() for i in range(18)]).ravel()
+    for step in witness.steps:  # the loss is cross-entropy on the teacher's stored arg-max, not the labels
+        classes = step.targets.argmax(1)
+        assert set(classes.tolist()) <= set(top1.tolist())
+        torch.testing.assert_close(step.loss, torch.nn.functional.cross_entropy(step.student, classes))
+    assert any(not torch.equal(step.targets.argmax(1), step.labels) for step in witness.steps)
 
 
 def test_resuming_a_finished_run_trains_no_more(cache, fit_options):

@@ -60,11 +60,20 @@ def test_objective_dispatch_and_label_smoothing(logits):
         Objective("ce", label_smoothing=0.1)(student, None, labels),
         F.cross_entropy(student, labels, label_smoothing=0.1),
     )
-    assert torch.allclose(
-        Objective("kd", temperature=2.0, alpha=0.3)(student, teacher, labels),
-        kd_loss(student, teacher, labels, temperature=2.0, alpha=0.3),
-    )
+    p, log_q = F.softmax(teacher / 2.0, dim=1), F.log_softmax(student / 2.0, dim=1)
+    by_hand = 0.3 * 4.0 * (p * (p.log() - log_q)).sum(1).mean() + 0.7 * F.cross_entropy(student, labels)
+    assert torch.allclose(Objective("kd", temperature=2.0, alpha=0.3)(student, teacher, labels), by_hand)
     assert Objective("hard").needs_teacher and not Objective("ce").needs_teacher
+
+
+def test_the_documented_defaults_are_t4_alpha09(logits):
+    """README: defaults T=4, alpha=0.9; the literal values, as users rely on them."""
+    student, teacher, labels = logits
+    assert (Objective("kd").temperature, Objective("kd").alpha) == (4.0, 0.9)
+    p, log_q = F.softmax(teacher / 4.0, dim=1), F.log_softmax(student / 4.0, dim=1)
+    by_hand = 0.9 * 16.0 * (p * (p.log() - log_q)).sum(1).mean() + 0.1 * F.cross_entropy(student, labels)
+    assert torch.allclose(kd_loss(student, teacher, labels), by_hand)
+    assert torch.allclose(Objective("kd")(student, teacher, labels), by_hand)
 
 
 def test_half_precision_logits_are_computed_in_float32(logits):

@@ -121,6 +121,15 @@ def test_an_explicit_size_keeps_the_models_crop_fraction_as_timm_does():
     assert "resized to 168 (bicubic), centre crop 160" in input_text(prep.to_dict())  # what `info` shows
 
 
+def test_an_explicit_size_on_weights_trained_at_another_input_keeps_their_crop_fraction():
+    """Weights recording their own size and resize (a fine-tuned timm model): another --image-size keeps
+    THEIR crop fraction (size / resize), not the published model's 0.95."""
+    pytest.importorskip("timm")
+    trained = Preprocessing(ZOO_STATS, (0.229, 0.224, 0.225), 128, resize=146, interpolation="bicubic")
+    prep = resolve_input("timm:resnet18", RGB_DATA, trained=trained, image_size=96)
+    assert (prep.image_size, prep.resize) == (96, 109)  # floor(96 / (128 / 146)); the published rule gives 101
+
+
 def test_given_views_keep_their_geometry_and_take_the_datas_statistics_fitted_to_them():
     """A cache's views and an online teacher's are one case: the student's statistics are its own
     where they fit, else the dataset's fitted to the views' channels (grey data, RGB teacher views)."""

@@ -6,6 +6,7 @@ import re
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from click.testing import CliRunner
 
 import softlabels
@@ -16,6 +17,7 @@ from softlabels.data import open_dataset
 from softlabels.models.teachers import load_teacher
 from softlabels.replay import ReplayDataset
 from softlabels.views import Mixed, Normalize, ViewPipeline, parse_augment, recorded_augment
+from tests.trainer.witness import Witness
 from trainer.config import FitConfig
 from trainer.loop import fit
 
@@ -93,9 +95,17 @@ def test_students_learn_mixed_views_from_the_targets_alone(mixed_cache, tmp_path
         fit(FitConfig.from_options(**options, out=str(tmp_path / "a")))  # the default alpha 0.9 has a label term
     with pytest.raises(ValueError, match=r"labels only \(--loss ce\)"):
         fit(FitConfig.from_options(**options, loss="ce", out=str(tmp_path / "b")))
-    summary = fit(FitConfig.from_options(**options, alpha=1.0, out=str(tmp_path / "c")))
+    kd, hard = Witness(), Witness()
+    summary = fit(FitConfig.from_options(**options, alpha=1.0, out=str(tmp_path / "c")), hooks=[kd])
     assert summary["finished"] and np.isfinite(summary["train_loss"])
-    assert fit(FitConfig.from_options(**options, loss="hard", out=str(tmp_path / "d")))["finished"]
+    assert fit(FitConfig.from_options(**options, loss="hard", out=str(tmp_path / "d")), hooks=[hard])["finished"]
+    stored = softlabels.open_cache(path).logits(list(range(18)), view=None).reshape(-1, 3)
+    for step in kd.steps:  # the stored mixed rows, KD alone (T^2 KL at T=4, no label term)
+        assert all((stored == row.numpy()).all(-1).any() for row in step.targets)
+        p, log_q = F.softmax(step.targets / 4, dim=1), F.log_softmax(step.student / 4, dim=1)
+        torch.testing.assert_close(step.loss, 16 * (p * (p.log() - log_q)).sum(1).mean())
+    for step in hard.steps:  # cross-entropy on the teacher's arg-max of the mixed image
+        torch.testing.assert_close(step.loss, F.cross_entropy(step.student, step.targets.argmax(1)))
     with pytest.raises(ValueError, match="makes mixed views for a cache"):
         fit(
             FitConfig.from_options(

@@ -92,3 +92,18 @@ def test_format_1_inputs_resample_float_pixels_and_new_ones_uint8():
             expected = expected.float() / 255
         assert torch.equal(pipeline.view(pipeline.decode(image), params), expected)
     assert "pixels" not in old.to_dict() and new.to_dict()["pixels"] == "uint8"
+
+
+def test_an_eval_transform_resizes_the_shorter_side_then_crops_the_centre():
+    """As timm's and torchvision's eval transforms: shorter side to `resize` (PIL, antialiased), then a
+    centre crop; a 20x10 image resized to 8 is 16x8, and the crop keeps its columns 4..12."""
+    from PIL import Image
+
+    from softlabels.views import eval_fit
+
+    pixels = np.random.default_rng(0).integers(0, 256, (10, 20, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    expected = image.resize((16, 8), Image.BILINEAR).crop((4, 0, 12, 8))
+    got = eval_fit(image, 3, resize=8, size=8, interpolation="bilinear")
+    assert got.size == (8, 8)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
