@@ -78,7 +78,6 @@ def test_an_export_holds_the_cache(cell, world, cache_for, tmp_path):
     assert meta["num_views"] == kind.views and meta["storage"] == cell["storage"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22: exports of several teachers name only member 0")
 @pytest.mark.parametrize("form", AXES["format"])
 def test_an_export_of_several_teachers_names_each(form, world, cache_for, tmp_path):
     kind = Kind("rgb", "cifar", "logits", 2)

@@ -56,12 +56,6 @@ BAD = {
         ("epochs", "ten"),
     ],
 }
-# findings the issue-22 fixes remove: (command, option, value) -> reason
-FINDINGS = {
-    ("fit", "ensemble", "nan,1"): "issue 22: --ensemble nan,1 accepted, blamed on --lr",
-    ("fit", "ensemble", "inf,1"): "issue 22: --ensemble inf,1 accepted, blamed on --lr",
-    ("fit", "ensemble", "1e400,1"): "issue 22: --ensemble 1e400,1 accepted, blamed on --lr",
-}
 
 
 def cells():
@@ -70,11 +64,7 @@ def cells():
             for channel in ("flag", "json", "yaml"):
                 if channel == "flag" and isinstance(value, (bool, list)) or channel != "flag" and command == "sweep":
                     continue  # a flag carries text; sweep takes flags only
-                reason = FINDINGS.get((command, option, str(value)))
-                marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-                yield pytest.param(
-                    command, option, value, channel, id=f"{command}-{option}={value}-{channel}", marks=marks
-                )
+                yield pytest.param(command, option, value, channel, id=f"{command}-{option}={value}-{channel}")
 
 
 def base_args(command: str, world, cache_for, tmp_path) -> list[str]:

@@ -60,17 +60,7 @@ def cell_id(cell: dict) -> str:
     return "-".join(str(cell[axis]) for axis in AXES)
 
 
-def marks(cell: dict) -> list:
-    if cell["reader"] == "set_epoch" and cell["workers"] and cell["augment"] != "none":
-        return [
-            pytest.mark.xfail(
-                strict=True, reason="issue 22: persistent workers keep the epoch they started with (set_epoch)"
-            )
-        ]
-    return []
-
-
-@pytest.mark.parametrize("cell", [pytest.param(c, id=cell_id(c), marks=marks(c)) for c in CELLS])
+@pytest.mark.parametrize("cell", [pytest.param(c, id=cell_id(c)) for c in CELLS])
 def test_a_served_view_is_the_stored_view(cell, world, cache_for, tmp_path):
     kind = Kind(cell["sample"], cell["augment"], cell["storage"], 1 if cell["teachers"] == "one" else 2)
     path = cache_for(kind)

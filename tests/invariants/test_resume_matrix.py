@@ -46,12 +46,6 @@ def cell_id(cell: dict) -> str:
     return "-".join(str(cell[axis]) for axis in AXES)
 
 
-def marks(cell: dict) -> list:
-    if cell["per_decode"] > 1:
-        return [pytest.mark.xfail(strict=True, reason="issue 22: --views-per-decode resume skips R times the steps")]
-    return []
-
-
 class StopAt(Hook):
     """Sets the stop flag after global step `step`, as the SIGTERM handler would."""
 
@@ -63,7 +57,7 @@ class StopAt(Hook):
             run.stop.signal = signal.SIGTERM
 
 
-@pytest.mark.parametrize("cell", [pytest.param(c, id=cell_id(c), marks=marks(c)) for c in CELLS])
+@pytest.mark.parametrize("cell", [pytest.param(c, id=cell_id(c)) for c in CELLS])
 def test_a_run_resumed_after_a_stop_at_a_random_step_has_the_uninterrupted_weights(cell, world, cache_for, tmp_path):
     kind = Kind(cell["sample"], cell["augment"], "logits", 1 if cell["teachers"] == "one" else 2)
     options = dict(

@@ -46,14 +46,7 @@ def cell_id(cell: dict) -> str:
     return "-".join(str(cell[axis]) for axis in AXES)
 
 
-def marks(cell: dict) -> list:
-    if cell["sample"] in ("tensor", "dict") and cell["damage"] in ("none", "teacher"):
-        reason = "issue 22: verify --recompute crashes on tensor and dict samples"
-        return [pytest.mark.xfail(strict=True, reason=reason)]
-    return []
-
-
-@pytest.mark.parametrize("cell", [pytest.param(c, id=cell_id(c), marks=marks(c)) for c in CELLS])
+@pytest.mark.parametrize("cell", [pytest.param(c, id=cell_id(c)) for c in CELLS])
 def test_verify_passes_a_good_cache_and_fails_a_damaged_one(cell, world, cache_for, tmp_path):
     kind = Kind(cell["sample"], cell["augment"], cell["storage"], cell["teachers"])
     path = tmp_path / "cache.h5"
