@@ -95,7 +95,7 @@ def definitions_of(name):
 def test_one_function_replays_a_stored_view():
     """The trainer's dataset, `Cache.replay` and `verify --recompute` remake a stored view the same way."""
     assert definitions_of("replay_view") == {"softlabels/views/replay.py"}
-    callers = {"softlabels/replay.py", "softlabels/cache.py", "softlabels/audit.py"}
+    callers = {"softlabels/replay.py", "softlabels/cache.py", "softlabels/audit/teacher.py"}
     assert set(calls_to("replay_view")) == callers
     assert set(calls_to("replay_pipeline")) == callers  # each with the cache's recorded input and augmentation
 

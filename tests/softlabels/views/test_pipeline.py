@@ -24,7 +24,7 @@ def test_every_consumer_sees_the_same_view(cache_of, image_folder, kind):
     cache = softlabels.open_cache(path)
     for index in (0, 9, 17):
         stored = targets.rows(index)
-        recomputed = audit._views(pipeline, source, index, stored, info.layout.num_views)
+        recomputed = audit.teacher._views(pipeline, source, index, stored, info.layout.num_views)
         built = None
         if info.augment.seeds is None:  # a merged view set holds views of several seeds: no single build
             built = TeacherInputs(source, pipeline, info.layout.num_views, info.augment.seed)[index][1]
