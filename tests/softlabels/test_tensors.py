@@ -8,9 +8,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from softlabels import store
+from softlabels import open_cache, store
 from softlabels.cli import main
 from softlabels.data import open_dataset
+from tests.trainer.witness import Witness
+from trainer import FitConfig, fit
 from trainer.cli import main as trainer_main
 
 DATA = '''
@@ -200,29 +202,30 @@ def test_verify_recompute_reruns_the_teacher_on_tensor_samples(files, tmp_path, 
 def test_dict_samples_to_a_text_model_and_classic_students(files, tmp_path):
     result = build(files, "tokens", "bag", tmp_path / "t.h5", "--views", "1")
     assert result.exit_code == 0, result.output
-    run = CliRunner().invoke(
-        trainer_main,
-        [
-            "fit",
-            "--cache",
-            str(tmp_path / "t.h5"),
-            "--student",
-            f"{files / 'models.py'}:bag",
-            "--epochs",
-            "2",
-            "--batch-size",
-            "5",
-            "--workers",
-            "0",
-            "--device",
-            "cpu",
-            "--eval-dataset",
-            "none",
-            "--out",
-            str(tmp_path / "bag"),
-        ],
+    witness = Witness()  # what each step fed the loss: the dict batches and the cache's targets
+    summary = fit(
+        FitConfig.from_options(
+            cache=str(tmp_path / "t.h5"),
+            student=f"{files / 'models.py'}:bag",
+            epochs=2,
+            batch_size=5,
+            workers=0,
+            device="cpu",
+            eval_dataset="none",
+            progress=False,
+            out=str(tmp_path / "bag"),
+        ),
+        hooks=[witness],
     )
-    assert run.exit_code == 0, run.output
+    assert summary["finished"] and np.isfinite(summary["train_loss"])
+    cache = open_cache(tmp_path / "t.h5")
+    stored = cache.logits(list(range(len(cache))))  # (N, C): one view
+    assert len(witness.steps) == 2 * -(-len(cache) // 5)
+    for step in witness.steps:
+        assert isinstance(step.images, dict) and {"input_ids", "attention_mask"} <= set(step.images)
+        assert step.images["input_ids"].dtype == torch.int64 and step.images["input_ids"].ndim == 2
+        for row in step.targets.numpy():  # every target is some sample's stored row
+            assert np.isclose(stored, row, atol=1e-6).all(axis=1).any()
     refused = CliRunner().invoke(
         trainer_main,
         [

@@ -110,6 +110,12 @@ def test_ddp_fit_from_a_multiview_cache_and_resume(multiview_cache, tmp_path):
     state = torch.load(out / "last.pt", weights_only=True)
     assert not any(key.startswith("module.") for key in state["model"])  # loadable without DDP
     assert sorted(p.name for p in out.iterdir() if p.suffix == ".tmp") == []
+    whole = tmp_path / "whole"  # the same DDP run, never stopped: the resumed one must equal it
+    uninterrupted = torchrun_fit([*args[:-1], whole], tmp_path)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+    reference = torch.load(whole / "last.pt", weights_only=True)["model"]
+    assert reference.keys() == state["model"].keys()
+    assert all(torch.equal(state["model"][k], reference[k]) for k in reference)
 
 
 SLOW_STUDENT = """

@@ -20,17 +20,24 @@ class Step:
     loss: torch.Tensor
 
 
+def _copy(batch):
+    """A detached copy of a batch: a tensor, or a dict of tensors (tensor samples)."""
+    if isinstance(batch, dict):
+        return {name: _copy(value) for name, value in batch.items()}
+    return batch.detach().clone()
+
+
 @dataclass
 class Witness(Hook):
     steps: list[Step] = field(default_factory=list)
 
     def on_fit_start(self, run, progress):
         seen: dict = {}
-        run.normalize.register_forward_pre_hook(lambda module, args: seen.update(images=args[0].detach().clone()))
+        run.normalize.register_forward_pre_hook(lambda module, args: seen.update(images=_copy(args[0])))
         objective = run.objective
 
-        def recorded(student, targets, labels):
-            loss = objective(student, targets, labels)
+        def recorded(student, targets, labels, *embeddings):
+            loss = objective(student, targets, labels, *embeddings)
             self.steps.append(
                 Step(
                     seen["images"],
