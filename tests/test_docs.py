@@ -339,3 +339,18 @@ def test_slurm_signal_lead_time_agrees_everywhere():
     assert len(seconds) == 1
     said = re.findall(r"(\d+) s before the time limit", (ROOT / "docs" / "clusters.md").read_text())
     assert said and {int(n) for n in said} == seconds
+
+
+def test_the_format_spec_names_every_storage_mode_and_dataset_and_its_version():
+    """docs/FORMAT.md is the spec a teammate reads with plain h5py: it must list every storage mode the
+    store writes, every dataset each mode owns, and the newest format version (it once stopped at
+    `logits`/`topk` and version 1)."""
+    from softlabels.store import FORMAT_VERSION, modes
+
+    spec = (ROOT / "docs" / "FORMAT.md").read_text()
+    assert spec.splitlines()[0] == f"# The softlabels cache format, version {FORMAT_VERSION}"
+    for name, mode in modes.MODES.items():
+        assert f'`storage = "{name}"`' in spec, name
+        for path in mode(10, "float16", 2).datasets((1, 1)):
+            assert f"| `{path}` |" in spec, path
+    assert "view 0" in (ROOT / "docs" / "cli.md").read_text()  # cache.targets() reads view 0 unless told
