@@ -240,8 +240,9 @@ def catalog_row(name: str, summary: dict) -> dict:
         "path": summary["path"],
         "complete": summary["complete"],
         "status": status,
-        "teacher": short_spec(str(summary["teacher"].get("spec"))),
-        "weights": summary["teacher"].get("weights_name"),
+        # a cache of several teachers names each (as info does), not only the first
+        "teacher": " + ".join(short_spec(str(m.get("spec"))) for m in summary.get("teachers") or [summary["teacher"]]),
+        "weights": summary["teacher"].get("weights_name") if summary.get("num_teachers", 1) == 1 else None,
         "dataset": short_spec(str(dataset.get("spec"))),
         "split": summary["split"],
         "num_samples": summary["num_samples"],

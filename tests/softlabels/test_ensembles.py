@@ -224,3 +224,16 @@ def test_a_new_rule_is_one_class_registered_once(monkeypatch):
     np.testing.assert_array_equal(mixed, [[0.0, 5.0], [4.0, 0.0]])
     with pytest.raises(ValueError, match="unknown --ensemble 'weakest'.*strongest"):
         Ensemble.parse("weakest", ["a", "b"])
+
+
+def test_ls_names_every_teacher_of_a_joint_cache(pair):
+    """`softlabels ls` once showed only member 0 of a several-teacher cache (info listed both)."""
+    from softlabels.catalog import describe, list_caches
+
+    joint, _, _ = pair
+    rows, _ = list_caches(joint.parent)
+    row = next(r for r in rows if r["name"] == joint.name)
+    assert row["teacher"] == "small_cnn + small_cnn" and row["weights"] is None
+    assert [m["spec"] for m in describe(joint)["teachers"]] == ["small_cnn", "small_cnn"]
+    single = next(r for r in rows if r["name"] == "a.h5")
+    assert single["teacher"] == "small_cnn" and single["weights"] == "teacher.pt"
