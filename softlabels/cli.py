@@ -90,15 +90,18 @@ def build(config_file, as_json, **options):
     if as_json:
         echo_json({"ok": True, **result.to_dict()})
         return
+    from softlabels import store
+
+    accuracy = accuracy_text(result.teacher_accuracy, store.read_info(result.path).layout)
     if result.already_complete:
         echo(
             f"{result.path} is already complete ({result.num_samples} samples x {result.num_views} view(s), "
-            f"teacher accuracy {result.teacher_accuracy:.2%}): nothing to resume"
+            f"{accuracy}): nothing to resume"
         )
         return
     echo(
         f"wrote {result.path}: {result.num_samples} samples x {result.num_views} view(s), "
-        f"{accuracy_text(result.teacher_accuracy)}, {result.images_per_second:.0f} "
+        f"{accuracy}, {result.images_per_second:.0f} "
         f"{'views' if result.num_views > 1 else 'images'}/s"
         + (f" (resumed at sample {result.resumed_from})" if result.resumed_from else "")
     )
