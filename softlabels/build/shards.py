@@ -142,12 +142,7 @@ def merge_views(paths: Sequence[str | Path], out: str | Path, overwrite: bool = 
     View order follows `paths`: the first cache's views come first. The merged `augment` attribute
     records the seed of every view (`seeds`, one per view) so each view's origin stays known.
     """
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
-    if len(paths) < 2:
-        raise ValueError("give at least two caches whose views to merge")
-    infos = [_complete_info(p) for p in paths]
+    out, infos = _inputs(paths, out, overwrite, "views to merge")
     _check_view_sets(infos)
     first = infos[0]
     seeds = [seed for info in infos for seed in info.view_seeds]
@@ -283,17 +278,22 @@ def merge(
 # ----------------------------------------------------------------------------- teachers
 
 
+def _inputs(paths: Sequence[str | Path], out: str | Path, overwrite: bool, what: str) -> tuple[Path, list]:
+    """The output path (never silently replaced) and the complete caches to join (at least two)."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
+    if len(paths) < 2:
+        raise ValueError(f"give at least two caches whose {what}")
+    return out, [_complete_info(p) for p in paths]
+
+
 def merge_teachers(
     paths: Sequence[str | Path], out: str | Path, overwrite: bool = False, progress: bool = True
 ) -> Path:
     """Join caches that different teachers built on the same samples and the same views into one cache
     holding every teacher's outputs (the members in the order of `paths`)."""
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
-    if len(paths) < 2:
-        raise ValueError("give at least two caches whose teachers to join")
-    infos = [_complete_info(p) for p in paths]
+    out, infos = _inputs(paths, out, overwrite, "teachers to join")
     first = infos[0]
     for info in infos[1:]:
         problems = _same_views_differences(first, info)
