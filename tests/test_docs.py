@@ -47,9 +47,11 @@ def fenced(path: Path, language: str) -> list[str]:
 
 # --- reading the commands a doc shows ------------------------------------------------------------
 
+# One record is one write (O_APPEND keeps it whole), so commands a doc runs at once with `&` do not
+# interleave their words in the log.
 RECORDER = """#!/bin/sh
-printf '%s\\0' "${0##*/}" "$@" >> "$DOCS_LOG"
-printf '\\001\\0' >> "$DOCS_LOG"
+record=$(printf '%s\\037' "${0##*/}" "$@")
+printf '%s\\001\\n' "$record" >> "$DOCS_LOG"
 """
 
 
@@ -67,8 +69,8 @@ def recorded_commands(path: Path, tmp_path: Path) -> list[tuple[str, list[str], 
         env = {"PATH": str(bin_dir), "DOCS_LOG": str(log), "HOME": str(scratch)}
         subprocess.run(["/bin/bash", "-c", block], cwd=scratch, env=env, capture_output=True, timeout=60)
     commands = []
-    for record in log.read_bytes().split(b"\x01\x00"):
-        argv = [a.decode() for a in record.split(b"\x00") if a]
+    for record in log.read_bytes().split(b"\x01\n"):
+        argv = [a.decode() for a in record.split(b"\x1f") if a]
         if argv:
             command = as_command(argv)
             if command:
