@@ -19,7 +19,7 @@ from softlabels.store.embedding import EmbeddingCodec, parse_targets
 from softlabels.store.modes import StorageMode, storage_mode
 
 FORMAT_NAME = "softlabels"
-FORMAT_VERSION = 2  # the newest this code reads and writes; files need 2 only for several teachers
+FORMAT_VERSION = 3  # the newest this code reads and writes; each file is written as the oldest that holds it
 PARTIAL_SUFFIX = ".partial"
 DTYPES = ("float16", "float32")
 COMPRESSIONS = ("none", "lzf", "gzip")
@@ -105,7 +105,11 @@ class Layout:
 
     @property
     def format_version(self) -> int:
-        """The version a file of this layout is written as: 1 unless it needs 2 (several teachers)."""
+        """The oldest version that holds this layout, so older readers read every file they can and refuse
+        the rest by version rather than by a missing dataset or a checksum they cannot recompute: 3 for
+        embeddings or no labels, 2 for several teachers, else 1."""
+        if "embedding" in self.targets or not self.labelled:
+            return 3
         return 1 if self.num_teachers == 1 else 2
 
     @property
