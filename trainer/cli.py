@@ -99,18 +99,31 @@ def describe_summary(summary: dict, out: str) -> str:
 
 
 @main.command()
-@declared_options(SweepOptions, FitOptions, exclude=("student", "temperature", "alpha"), required=("students", "out"))
+@declared_options(SweepOptions, FitOptions, exclude=("student", "temperature", "alpha"))
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    help="Options from a JSON (or YAML) file: fit's names, with the grid as lists under students, "
+    "temperatures and alphas; flags given here win.",
+)
 @common_options(progress=False)
-def sweep(students, temperatures, alphas, with_ce, sequential, **options):
+def sweep(config_file, **options):
     """Train every student x temperature x alpha combination from one cache and rank them.
 
     Runs that share a data schedule train together: each batch is decoded once and handed to every
     student, and each run's weights equal the same run trained alone. A failed run is recorded and
     the sweep goes on; a sweep whose students would not fit in memory together is refused.
     """
+    options = apply_config_file(click.get_current_context(), options, config_file, FitOptions)
+    if not options["students"]:
+        raise click.UsageError("Missing option '--student' (on the command line or as students in --config)")
+    require(options, "out")
     from trainer.sweep import SweepConfig
     from trainer.sweep import sweep as run_sweep
 
+    grid = ("students", "temperatures", "alphas", "with_ce", "sequential")
+    students, temperatures, alphas, with_ce, sequential = (options.pop(name) for name in grid)
     base = _fit_config({**options, "student": students[0]})
     config = SweepConfig(base, tuple(students), tuple(temperatures), tuple(alphas), with_ce, sequential)
 

@@ -133,3 +133,16 @@ def test_sweep_needs_an_out_folder_and_a_student(cache, tmp_path):
     assert result.exit_code == 2 and "Missing option '--out'" in result.output
     result = CliRunner().invoke(main, ["sweep", "--cache", cache, "--out", str(tmp_path / "s")])
     assert result.exit_code == 2 and "Missing option '--student'" in result.output
+
+
+def test_sweep_reads_its_grid_and_fit_options_from_a_config_file(cache, tmp_path):
+    config = tmp_path / "sweep.json"
+    config.write_text(json.dumps({"cache": cache, "students": ["linear"], "temperatures": [1, 2], "epochs": 1}))
+    result = run("sweep", "--config", config, "--epochs", "2", "--workers", "0", "--out", tmp_path / "sweep")
+    assert result.exit_code == 0, result.output
+    assert "(2 runs, 0 failed)" in result.output
+    summary = json.loads((tmp_path / "sweep" / "linear-kd-T2-a0.9" / "summary.json").read_text())
+    assert summary["epochs"] == 2  # the flag wins over the file
+    config.write_text(json.dumps({"cache": cache, "students": "linear", "temperatures": ["two"]}))
+    result = run("sweep", "--config", config, "--out", tmp_path / "other")
+    assert result.exit_code == 2 and 'temperatures = "two": expected' in result.output
