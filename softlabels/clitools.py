@@ -289,16 +289,24 @@ class ConfigValueError(ValueError):
     exit_code = 2
 
 
-def apply_config_file(ctx: click.Context, options: dict, path: str | None, config: type | None = None) -> dict:
+def apply_config_file(
+    ctx: click.Context, options: dict, path: str | None, config: type | None = None, lists: dict | None = None
+) -> dict:
     """Fill the options left at their defaults on the command line from a config file: flags win.
     Each value goes through the checks its flag gets (`config_value`); names that `config` has as
     settings but not as options (an API setting a run's summary.json records) are ignored; `null`
-    leaves an option at its default."""
+    leaves an option at its default. `lists` maps a single name to the repeated option that takes it
+    (a sweep reads a fit's `student` as its one `students`)."""
     if not path:
         return options
     from click.core import ParameterSource
 
     values = read_config_file(path)
+    for single, many in (lists or {}).items():
+        if single in values:
+            value = values.pop(single)
+            if many not in values and value is not None:
+                values[many] = [value]
     unknown = sorted(set(values) - set(options) - (settings_only(config) if config else set()))
     if unknown:
         raise ValueError(f"{path} names unknown option(s): {', '.join(unknown)}")

@@ -104,8 +104,8 @@ def describe_summary(summary: dict, out: str) -> str:
     "--config",
     "config_file",
     type=click.Path(dir_okay=False),
-    help="Options from a JSON (or YAML) file: fit's names, with the grid as lists under students, "
-    "temperatures and alphas; flags given here win.",
+    help="Options from a JSON (or YAML) file: fit's names (a run's summary.json too), the grid as lists "
+    "under students, temperatures and alphas; flags given here win.",
 )
 @common_options(progress=False)
 def sweep(config_file, **options):
@@ -115,7 +115,8 @@ def sweep(config_file, **options):
     student, and each run's weights equal the same run trained alone. A failed run is recorded and
     the sweep goes on; a sweep whose students would not fit in memory together is refused.
     """
-    options = apply_config_file(click.get_current_context(), options, config_file, FitOptions)
+    single = {"student": "students", "temperature": "temperatures", "alpha": "alphas"}  # a fit's file works too
+    options = apply_config_file(click.get_current_context(), options, config_file, FitOptions, single)
     if not options["students"]:
         raise click.UsageError("Missing option '--student' (on the command line or as students in --config)")
     require(options, "out")

@@ -146,3 +146,11 @@ def test_sweep_reads_its_grid_and_fit_options_from_a_config_file(cache, tmp_path
     config.write_text(json.dumps({"cache": cache, "students": "linear", "temperatures": ["two"]}))
     result = run("sweep", "--config", config, "--out", tmp_path / "other")
     assert result.exit_code == 2 and 'temperatures = "two": expected' in result.output
+
+
+def test_a_fits_summary_is_a_sweeps_config(cache, tmp_path):
+    assert run("fit", "--cache", cache, "--student", "linear", *QUICK, "--out", tmp_path / "kd").exit_code == 0
+    again = ["--config", tmp_path / "kd" / "summary.json", "--temperature", "1", "--temperature", "3"]
+    result = run("sweep", *again, "--out", tmp_path / "grid")
+    assert result.exit_code == 0, result.output
+    assert "(2 runs, 0 failed)" in result.output and (tmp_path / "grid" / "linear-kd-T3-a0.9").is_dir()
