@@ -140,7 +140,9 @@ class Cache:
         return source
 
     def dataset(self, source, normalize: bool = True, transform=None, seed: int = 0):
-        """A `torch.utils.data.Dataset` of (input, label, teacher logits) for any training loop.
+        """A `torch.utils.data.Dataset` of (input, label, teacher logits) for any training loop (a
+        cache of embeddings alone gives the view's embedding in the logits' place; an unlabelled
+        cache gives the label -1).
 
         Args:
             source: the cache's samples (a `DatasetSource` or a spec); checked against the cache now.

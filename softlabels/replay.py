@@ -148,7 +148,8 @@ class ReplayDataset(Dataset):
             [default], `mean-logit`, weights `0.7,0.3`, or `teacher:NAME|INDEX`.
         temperature: the distillation temperature `mean-prob` and weights average probabilities at.
         embeddings: add the view's stored teacher embedding as a fourth item, (D,) float32 (caches
-            built with `--targets embedding`); a cache of embeddings alone gives empty (0,) logits.
+            built with `--targets embedding`); a cache of embeddings alone then gives empty (0,)
+            logits, and without this flag its embedding in the logits' place.
         check_content: compare each sample's source bytes with the SHA-256 the build stored, and raise
             SampleError naming a sample whose content changed. Off by default: hashing cost 8-24% of a
             sample's read on the measured datasets (BENCHMARKS.md), above the 2% a default may cost;
@@ -264,7 +265,12 @@ class ReplayDataset(Dataset):
             image = self.normalize(image[None])[0]
         if self.transform is not None:
             image = self.transform(image)
-        dense = rows.dense() if rows.has_logits else np.zeros(0, np.float32)  # (C,), or (M, C) with M teachers
+        if rows.has_logits:
+            dense = rows.dense()  # (C,), or (M, C) with M teachers
+        elif self.embeddings:
+            dense = np.zeros(0, np.float32)  # the embedding comes as the fourth item
+        else:  # a cache of embeddings alone: the embedding is the target, as `Cache.replay` gives it
+            dense = rows.embeddings()
         if self.ensemble is not None and rows.has_logits:
             dense = self.ensemble.combine(dense)
         logits = torch.from_numpy(np.ascontiguousarray(dense, dtype=np.float32))

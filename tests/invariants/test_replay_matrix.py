@@ -8,9 +8,14 @@ Each cell reads one cache through one reader and checks every served item three 
   documented error), so a reader serving consistent pixels and targets of the wrong sample fails too;
 and every (sample, view) is served exactly once per V / views-per-decode epochs.
 
+Caches of embeddings (`--targets`) are checked the same way: the stored embedding of the served view
+is what a plain forward hook reads on the teacher's last nn.Linear; unlabelled caches serve the label
+-1 for every sample.
+
 Cells: `pairwise` over the axes below (every pair of values of two axes in at least one cell), minus
 the combinations that cannot exist (built-in augmentations on tensor/dict samples; views-per-decode 2
-on one-view caches or through `Cache.replay`; weighted ensembles only where an ensemble is chosen).
+on one-view caches or through `Cache.replay`; weighted ensembles only where an ensemble is chosen;
+embeddings alone with several teachers or other storage modes, or read by the trainer's logit loss).
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ AXES = {
     "per_decode": (1, 2),
     "reader": ("Cache.replay", "set_epoch", "sampler", "trainer"),
     "workers": (0, 2),
+    "targets": ("logits", "logits,embedding", "embedding"),
+    "labels": ("labelled", "unlabelled"),
 }
 SEED = 3  # the readers' schedule seed (the build's view seed is another: world.build_options)
 
@@ -49,6 +56,10 @@ def allowed(cell: dict) -> bool:
         return False
     if cell["reader"] == "Cache.replay" and cell["workers"]:
         return False
+    if cell["targets"] == "embedding" and (
+        cell["teachers"] != "one" or cell["storage"] != "logits" or cell["reader"] == "trainer"
+    ):
+        return False  # embeddings alone: no logits to store or mix; the trainer reads them through embed-* losses
     # Cache.dataset mixes several teachers by mean-prob; weights are chosen by ReplayDataset / the trainer
     return not (cell["teachers"] == "two:0.7,0.3" and cell["reader"] in ("Cache.replay", "set_epoch"))
 
@@ -62,7 +73,14 @@ def cell_id(cell: dict) -> str:
 
 @pytest.mark.parametrize("cell", [pytest.param(c, id=cell_id(c)) for c in CELLS])
 def test_a_served_view_is_the_stored_view(cell, world, cache_for, tmp_path):
-    kind = Kind(cell["sample"], cell["augment"], cell["storage"], 1 if cell["teachers"] == "one" else 2)
+    kind = Kind(
+        cell["sample"],
+        cell["augment"],
+        cell["storage"],
+        1 if cell["teachers"] == "one" else 2,
+        cell["targets"],
+        cell["labels"] == "labelled",
+    )
     path = cache_for(kind)
     served = READERS[cell["reader"]](path, world, kind, cell, tmp_path)
     check_served(path, world, kind, cell, served)
@@ -74,14 +92,14 @@ def test_a_served_view_is_the_stored_view(cell, world, cache_for, tmp_path):
 
 def read_replay(path, world, kind, cell, tmp_path):
     cache = softlabels.open_cache(path)
-    source = softlabels.open_dataset(world.dataset(kind.sample))
+    source = softlabels.open_dataset(world.dataset(kind.sample, kind.labelled))
     return [(i, v, *cache.replay(source, i, view=v)) for i in range(len(cache)) for v in range(kind.views)]
 
 
 def read_set_epoch(path, world, kind, cell, tmp_path):
     """The README's own loop: Cache.dataset, DataLoader(shuffle), set_epoch each epoch."""
     cache = softlabels.open_cache(path)
-    data = cache.dataset(softlabels.open_dataset(world.dataset(kind.sample)), normalize=False, seed=SEED)
+    data = cache.dataset(softlabels.open_dataset(world.dataset(kind.sample, kind.labelled)), normalize=False, seed=SEED)
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(1)).tolist()
     loader = DataLoader(data, batch_size=4, sampler=order, **workers(cell))
     schedule = ViewSchedule(len(data), kind.views, SEED)
@@ -96,7 +114,7 @@ def read_set_epoch(path, world, kind, cell, tmp_path):
 def read_sampler(path, world, kind, cell, tmp_path):
     """Cache.dataset with its own sampler (views travel in the indices), optionally R views per decode."""
     cache = softlabels.open_cache(path)
-    source = softlabels.open_dataset(world.dataset(kind.sample))
+    source = softlabels.open_dataset(world.dataset(kind.sample, kind.labelled))
     if cell["teachers"] == "two:0.7,0.3":
         data = softlabels.replay.ReplayDataset(source, path, seed=SEED, ensemble="0.7,0.3")
     else:
@@ -171,7 +189,7 @@ def take(x, pick):
 
 def check_served(path, world, kind, cell, served) -> None:
     targets = store.CacheTargets(path)
-    source = softlabels.open_dataset(world.dataset(kind.sample))
+    source = softlabels.open_dataset(world.dataset(kind.sample, kind.labelled))
     pipeline = ViewPipeline(targets.info.input, parse_augment(world.augment(kind.augment)), source)
     normalize = Normalize(targets.info.input)
     teachers = [
@@ -184,7 +202,13 @@ def check_served(path, world, kind, cell, served) -> None:
         params = targets.params(index)
         expected = pipeline.view(decoded, params[view] if params is not None else ())
         assert same(x, expected), f"sample {index}: the served input is not view {view}"
-        assert label == int(source.labels[index])
+        assert label == int(source.labels[index])  # NO_LABEL (-1) for every sample of an unlabelled cache
+        if "embedding" in kind.targets:
+            check_embeddings(targets, teachers, normalize(stack1(x)), index, view)
+        if "logits" not in kind.targets:  # the reader serves the view's embedding in the logits' place
+            expected_embedding = torch.from_numpy(targets.embeddings(index, view))
+            torch.testing.assert_close(logits.float(), expected_embedding, rtol=1e-6, atol=1e-6)
+            continue
         stored = torch.from_numpy(targets.logits(index, view))  # (C,) or (M, C)
         temperature = 2.0 if cell["reader"] == "trainer" else 1.0  # only the trainer is given --temperature 2
         expected_targets = (
@@ -196,6 +220,24 @@ def check_served(path, world, kind, cell, served) -> None:
             for member, teacher in enumerate(teachers):
                 row = stored if stored.ndim == 1 else stored[member]
                 agree(teacher(batch)[0].float(), row, kind.storage, f"sample {index} view {view} teacher {member}")
+
+
+def check_embeddings(targets, teachers, batch, index: int, view: int) -> None:
+    """The stored embedding of (index, view), per teacher, is what enters that teacher's last nn.Linear
+    on the served view: read here by a plain forward hook, not by the package's tap."""
+    stored = torch.from_numpy(targets.embeddings(index, view))  # (D,) or (M, D)
+    for member, teacher in enumerate(teachers):
+        last = [module for module in teacher.modules() if isinstance(module, torch.nn.Linear)][-1]
+        seen = []
+        handle = last.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+        try:
+            with torch.inference_mode():
+                teacher(batch)
+        finally:
+            handle.remove()
+        row = stored if stored.ndim == 1 else stored[member]
+        what = f"sample {index} view {view} teacher {member}: embedding"
+        torch.testing.assert_close(seen[0][0].float(), row, rtol=1e-4, atol=1e-4, msg=what)
 
 
 def combined(stored: torch.Tensor, teachers: str, t: float) -> torch.Tensor:

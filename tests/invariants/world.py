@@ -10,6 +10,7 @@ subclass (`user`), a user torchvision v2 pipeline (`v2`) and the mixed `cifar+mi
 from __future__ import annotations
 
 import itertools
+import shutil
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,12 +64,34 @@ class Tokens(torch.utils.data.Dataset):
         return {"input_ids": self.ids[i], "attention_mask": self.mask[i]}, self.targets[i]
 
 
+class Bare(torch.utils.data.Dataset):
+    """The same samples without their labels: an unlabelled dataset (items are bare samples)."""
+
+    def __init__(self, labelled):
+        self.labelled = labelled
+        self.keys = getattr(labelled, "keys", None) or [f"item-{i:02d}" for i in range(len(labelled))]
+
+    def __len__(self):
+        return len(self.labelled)
+
+    def __getitem__(self, i):
+        return self.labelled[i][0]
+
+
 def features(split="train", root=None):
     return Features(split)
 
 
 def tokens(split="train", root=None):
     return Tokens(split)
+
+
+def bare_features(split="train", root=None):
+    return Bare(Features(split))
+
+
+def bare_tokens(split="train", root=None):
+    return Bare(Tokens(split))
 '''
 
 MODELS = '''
@@ -131,10 +154,13 @@ class World:
 
     root: Path
 
-    def dataset(self, sample: str) -> str:
+    def dataset(self, sample: str, labelled: bool = True) -> str:
+        """The sample kind's training data; unlabelled: the same samples with no label (a flat folder
+        of renamed images, or a factory of bare samples)."""
         if sample in ("rgb", "grey"):
-            return f"imagefolder:{self.root / sample}"
-        return f"{self.root / 'data.py'}:{'features' if sample == 'tensor' else 'tokens'}"
+            return f"imagefolder:{self.root / (sample if labelled else sample + '-flat')}"
+        name = "features" if sample == "tensor" else "tokens"
+        return f"{self.root / 'data.py'}:{name if labelled else 'bare_' + name}"
 
     def teachers(self, sample: str, count: int = 1) -> list[tuple[str, str]]:
         """(spec, weights) of `count` different teachers for this sample kind."""
@@ -170,10 +196,21 @@ def _teachers(world: World) -> None:
             torch.save(model.state_dict(), weights)
 
 
+def _flat(folder: Path) -> None:
+    """`folder`'s training images in one folder named `folder`-flat, renamed so no name gives a class
+    (sorted names keep the labelled folder's sample order)."""
+    flat = folder.with_name(folder.name + "-flat")
+    flat.mkdir()
+    for index, image in enumerate(sorted((folder / "train").rglob("*.png"))):
+        shutil.copy(image, flat / f"{index:03d}.png")
+
+
 def make_world(root: Path) -> World:
     """The data, teachers and user files under `root`."""
     _images(root / "rgb", grey=False)
     _images(root / "grey", grey=True)
+    _flat(root / "rgb")
+    _flat(root / "grey")
     for name, text in (("data.py", DATA), ("models.py", MODELS), ("augments.py", AUGMENTS)):
         (root / name).write_text(textwrap.dedent(text))
     made = World(root)
@@ -189,6 +226,8 @@ class Kind:
     augment: str = "none"
     storage: str = "logits"
     teachers: int = 1
+    targets: str = "logits"  # `--targets`: logits, embedding or logits,embedding
+    labelled: bool = True
 
     @property
     def views(self) -> int:
@@ -196,14 +235,20 @@ class Kind:
 
     @property
     def name(self) -> str:
-        return f"{self.sample}-{self.augment.replace('+', '_')}-{self.storage}-t{self.teachers}"
+        targets = "" if self.targets == "logits" else "-" + self.targets.replace(",", "_")
+        return (
+            f"{self.sample}-{self.augment.replace('+', '_')}-{self.storage}-t{self.teachers}{targets}"
+            + ("" if self.labelled else "-unlabelled")
+        )
 
 
 def build_options(world: World, kind: Kind, out: Path) -> dict:
     """The build of `kind`: float32 targets (so recomputations compare closely), top-2 for top-k."""
     members = world.teachers(kind.sample, kind.teachers)
     return dict(
-        dataset=world.dataset(kind.sample),
+        dataset=world.dataset(kind.sample, kind.labelled),
+        targets=kind.targets,
+        embedding_dtype="float16" if kind.targets == "logits" else "float32",  # float32: compared closely
         teacher=tuple(spec for spec, _ in members),
         weights=tuple(weights for _, weights in members),
         num_classes=3,
