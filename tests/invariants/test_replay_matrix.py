@@ -228,8 +228,8 @@ def check_embeddings(targets, teachers, batch, index: int, view: int) -> None:
     stored = torch.from_numpy(targets.embeddings(index, view))  # (D,) or (M, D)
     for member, teacher in enumerate(teachers):
         last = [module for module in teacher.modules() if isinstance(module, torch.nn.Linear)][-1]
-        seen = []
-        handle = last.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+        seen: list[torch.Tensor] = []
+        handle = last.register_forward_hook(lambda module, args, out, seen=seen: seen.append(args[0]))
         try:
             with torch.inference_mode():
                 teacher(batch)

@@ -4,7 +4,9 @@ optimiser state) of a run never stopped, bit for bit.
 The stop lands at a step drawn from a seeded generator per cell (a different one in each cell),
 through the same flag the SIGTERM handler sets (`run.stop.signal`), anywhere in the 2-epoch run.
 Cells: `pairwise` over sample kind, augment (one view, replayed views, mixed views), views per decode,
-teachers, loader workers and the loss (KD, hard, labels alone), minus combinations that cannot exist.
+teachers, loader workers, the loss (KD, hard, labels alone, a teacher's embeddings through a trained
+projection, KD plus a relational term) and labelled or unlabelled caches, minus combinations that
+cannot exist. A projection, where the loss trains one, resumes bit for bit too.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ AXES = {
     "per_decode": (1, 2),
     "teachers": ("one", "two:mean-prob"),
     "workers": (0, 2),
-    "loss": ("kd", "hard", "ce"),
+    "loss": ("kd", "hard", "ce", "embed-cosine", "kd+embed-relational"),
+    "labels": ("labelled", "unlabelled"),
 }
+EMBEDDING_LOSSES = ("embed-cosine", "kd+embed-relational")  # need a cache with embeddings
 
 
 def allowed(cell: dict) -> bool:
@@ -34,9 +38,11 @@ def allowed(cell: dict) -> bool:
         return False
     if cell["per_decode"] == 2 and cell["augment"] == "none":
         return False
-    if cell["augment"] == "cifar+mixup" and cell["loss"] != "hard":
-        return False  # mixed views have no single label: --loss hard (or --alpha 1)
-    return not (cell["loss"] == "ce" and cell["teachers"] != "one")
+    if cell["augment"] == "cifar+mixup" and cell["loss"] not in ("hard", "embed-cosine"):
+        return False  # mixed views have no single label: a loss without a label term
+    if cell["loss"] == "ce" and (cell["teachers"] != "one" or cell["labels"] == "unlabelled"):
+        return False  # labels alone: one teacher's cache is enough, and an unlabelled one is refused
+    return not (cell["loss"] in EMBEDDING_LOSSES and cell["teachers"] != "one")  # one teacher's embeddings
 
 
 CELLS = pairwise(AXES, allowed)
@@ -59,7 +65,9 @@ class StopAt(Hook):
 
 @pytest.mark.parametrize("cell", [pytest.param(c, id=cell_id(c)) for c in CELLS])
 def test_a_run_resumed_after_a_stop_at_a_random_step_has_the_uninterrupted_weights(cell, world, cache_for, tmp_path):
-    kind = Kind(cell["sample"], cell["augment"], "logits", 1 if cell["teachers"] == "one" else 2)
+    targets = "logits,embedding" if cell["loss"] in EMBEDDING_LOSSES else "logits"
+    labelled = cell["labels"] == "labelled"
+    kind = Kind(cell["sample"], cell["augment"], "logits", 1 if cell["teachers"] == "one" else 2, targets, labelled)
     options = dict(
         cache=str(cache_for(kind)),
         student=world.teachers(kind.sample)[0][0],
@@ -74,6 +82,7 @@ def test_a_run_resumed_after_a_stop_at_a_random_step_has_the_uninterrupted_weigh
         device="cpu",
         eval_dataset="none",
         progress=False,
+        **({} if labelled else {"alpha": 1.0}),  # no label term without labels
     )
     fit(FitConfig.from_options(**options, out=str(tmp_path / "ref")))
     steps = 2 * -(-18 // (4 // cell["per_decode"]))  # 2 epochs of 18 samples, 4 // R samples a batch
@@ -84,6 +93,7 @@ def test_a_run_resumed_after_a_stop_at_a_random_step_has_the_uninterrupted_weigh
     reference, resumed = (torch.load(tmp_path / run / "last.pt", weights_only=False) for run in ("ref", "run"))
     assert_equal(reference["model"], resumed["model"], f"weights, after a stop at step {stop} of {steps}")
     assert_equal(reference["optimizer"], resumed["optimizer"], f"optimiser state, after a stop at step {stop}")
+    assert_equal(reference.get("projection"), resumed.get("projection"), f"projection, after a stop at step {stop}")
 
 
 def assert_equal(a, b, what: str) -> None:

@@ -236,9 +236,8 @@ class Kind:
     @property
     def name(self) -> str:
         targets = "" if self.targets == "logits" else "-" + self.targets.replace(",", "_")
-        return (
-            f"{self.sample}-{self.augment.replace('+', '_')}-{self.storage}-t{self.teachers}{targets}"
-            + ("" if self.labelled else "-unlabelled")
+        return f"{self.sample}-{self.augment.replace('+', '_')}-{self.storage}-t{self.teachers}{targets}" + (
+            "" if self.labelled else "-unlabelled"
         )
 
 
