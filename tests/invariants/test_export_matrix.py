@@ -2,7 +2,8 @@
 every view and teacher, view parameters, digests, and metadata naming every teacher.
 
 Targets are compared with the stored datasets read by plain h5py (the stored arrays, `--keep-topk`)
-or with the reader's dense logits (the default export). Cells: `pairwise` over the axes below.
+or with the reader's dense logits (the default export), and embeddings with the reader's; unlabelled
+caches export the label -1. Cells: `pairwise` over the axes below.
 """
 
 from __future__ import annotations
@@ -25,12 +26,16 @@ AXES = {
     "teachers": (1, 2),
     "augment": ("none", "cifar"),
     "sample": ("rgb", "tensor"),
+    "targets": ("logits", "logits,embedding", "embedding"),
+    "labels": ("labelled", "unlabelled"),
 }
 
 
 def allowed(cell: dict) -> bool:
     if cell["sample"] == "tensor" and cell["augment"] != "none":
         return False
+    if cell["targets"] == "embedding" and (cell["storage"] != "logits" or cell["keep_topk"]):
+        return False  # no logits stored: no storage mode, nothing to keep
     return not (cell["keep_topk"] and cell["storage"] != "topk")  # refused: full logits stored
 
 
@@ -53,7 +58,8 @@ def export(path, cell: dict, out):
 
 @pytest.mark.parametrize("cell", [pytest.param(c, id=cell_id(c)) for c in CELLS])
 def test_an_export_holds_the_cache(cell, world, cache_for, tmp_path):
-    kind = Kind(cell["sample"], cell["augment"], cell["storage"], cell["teachers"])
+    labelled = cell["labels"] == "labelled"
+    kind = Kind(cell["sample"], cell["augment"], cell["storage"], cell["teachers"], cell["targets"], labelled)
     path = cache_for(kind)
     arrays, meta = export(path, cell, tmp_path / f"export.{cell['format']}")
     keys, labels = store.read_keys_labels(path)
@@ -67,9 +73,15 @@ def test_an_export_holds_the_cache(cell, world, cache_for, tmp_path):
             for name, values in stored_arrays(file, info).items():
                 assert name in arrays, f"{name} missing from the export ({sorted(arrays)})"
                 np.testing.assert_array_equal(np.asarray(arrays[name]).reshape(values.shape), values, err_msg=name)
-        else:
+        elif "logits" in kind.targets:
             dense = np.stack([targets.logits(i, None) for i in range(len(keys))])
             np.testing.assert_array_equal(np.asarray(arrays["logits"], dtype=np.float32).reshape(dense.shape), dense)
+        else:
+            assert "logits" not in arrays, "an export of embeddings alone made up logits"
+        if "embedding" in kind.targets:
+            stored = np.stack([targets.embeddings(i, None) for i in range(len(keys))])
+            exported = np.asarray(arrays["embeddings"], dtype=np.float32).reshape(stored.shape)
+            np.testing.assert_array_equal(exported, stored)
         if info.layout.param_names:
             params = np.stack([targets.params(i) for i in range(len(keys))])
             np.testing.assert_array_equal(np.asarray(arrays["view_params"]).reshape(params.shape), params)

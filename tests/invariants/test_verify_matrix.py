@@ -3,7 +3,9 @@ every sample by its teachers) and fails a damaged one with one line naming what 
 
 Damage kinds: `none`; `byte` (one stored target byte flipped: a block checksum); `teacher` (the
 recompute given other weights); `content` (one sample's content changed, same key and label: the
-content digests). Cells: `pairwise` over storage, augment, sample kind, teachers and damage.
+content digests). Cells: `pairwise` over storage, augment, sample kind, teachers, damage, the target
+kinds stored (logits, embeddings or both: a recompute compares embeddings by cosine) and labelled or
+unlabelled data.
 """
 
 from __future__ import annotations
@@ -27,8 +29,11 @@ AXES = {
     "sample": SAMPLES,
     "teachers": (1, 2),
     "damage": ("none", "byte", "teacher", "content"),
+    "targets": ("logits", "logits,embedding", "embedding"),
+    "labels": ("labelled", "unlabelled"),
 }
 TARGETS = {"logits": "logits", "topk": "topk/values", "quant8": "quant8/values"}
+EMBEDDINGS = "embeddings/values"
 
 
 def allowed(cell: dict) -> bool:
@@ -36,6 +41,8 @@ def allowed(cell: dict) -> bool:
         return False
     if cell["sample"] == "tensor" and cell["augment"] not in ("none", "user"):
         return False
+    if cell["targets"] == "embedding" and cell["storage"] != "logits":
+        return False  # no logits stored: the storage mode has nothing to store
     return not (cell["damage"] == "teacher" and cell["teachers"] > 1)  # --weights names one teacher
 
 
@@ -48,22 +55,23 @@ def cell_id(cell: dict) -> str:
 
 @pytest.mark.parametrize("cell", [pytest.param(c, id=cell_id(c)) for c in CELLS])
 def test_verify_passes_a_good_cache_and_fails_a_damaged_one(cell, world, cache_for, tmp_path):
-    kind = Kind(cell["sample"], cell["augment"], cell["storage"], cell["teachers"])
+    labelled = cell["labels"] == "labelled"
+    kind = Kind(cell["sample"], cell["augment"], cell["storage"], cell["teachers"], cell["targets"], labelled)
     path = tmp_path / "cache.h5"
     shutil.copy(cache_for(kind), path)
-    dataset = world.dataset(kind.sample)
+    dataset = world.dataset(kind.sample, labelled)
     args = ["verify", str(path), "--dataset", dataset, "--device", "cpu", "--no-progress"]
     if cell["damage"] != "content":
         args += ["--recompute", "18"]
     expected = None
     if cell["damage"] == "byte":
-        flip_stored_byte(path, TARGETS[kind.storage], row=7, byte=1)
+        flip_stored_byte(path, EMBEDDINGS if kind.targets == "embedding" else TARGETS[kind.storage], row=7, byte=1)
         expected = "checksum"
     elif cell["damage"] == "teacher":
         args += ["--weights", world.teachers(kind.sample, 2)[1][1]]
         expected = "differ"
     elif cell["damage"] == "content":
-        args[3] = changed_copy(world, kind.sample, tmp_path)
+        args[3] = changed_copy(world, kind.sample, labelled, tmp_path)
         expected = "changed"
     result = CliRunner().invoke(main, args)
     lines = [line for line in result.output.strip().splitlines() if line.strip()]
@@ -75,12 +83,13 @@ def test_verify_passes_a_good_cache_and_fails_a_damaged_one(cell, world, cache_f
     assert lines[-1].startswith("error: ") and expected in lines[-1].lower(), result.output
 
 
-def changed_copy(world, sample: str, tmp_path) -> str:
+def changed_copy(world, sample: str, labelled: bool, tmp_path) -> str:
     """A copy of the sample kind's dataset, the same keys and labels, sample 4's content changed."""
     if sample in ("rgb", "grey"):
-        folder = tmp_path / sample
-        shutil.copytree(world.root / sample, folder)
-        image = folder / "train" / "cat" / "0004.png"
+        name = sample if labelled else f"{sample}-flat"
+        folder = tmp_path / name
+        shutil.copytree(world.root / name, folder)
+        image = folder / ("train/cat/0004.png" if labelled else "004.png")
         pixels = np.asarray(Image.open(image)).copy()
         pixels.flat[0] ^= 1
         Image.fromarray(pixels).save(image)
@@ -95,7 +104,8 @@ def changed_copy(world, sample: str, tmp_path) -> str:
         """
     )
     (tmp_path / "changed.py").write_text(code)
-    return f"{tmp_path / 'changed.py'}:{'features' if sample == 'tensor' else 'tokens'}"
+    name = "features" if sample == "tensor" else "tokens"
+    return f"{tmp_path / 'changed.py'}:{name if labelled else 'bare_' + name}"
 
 
 def test_the_byte_damage_lands_in_the_targets(world, cache_for, tmp_path):
