@@ -139,6 +139,20 @@ class BuildViews:
     seed: int = option(0, help="Seed of the view parameters.")
 
 
+class Targets(click.ParamType):
+    """`--targets`: logits, embedding or logits,embedding, in any order (a config file may give a list);
+    given back in canonical order."""
+
+    name = "KINDS"
+    config_kinds = (str, list)
+
+    def convert(self, value, param, ctx):
+        try:
+            return ",".join(parse_targets(value))
+        except ValueError as error:
+            self.fail(f"{value if isinstance(value, str) else ','.join(map(str, value))}: {error}", param, ctx)
+
+
 @dataclass(frozen=True)
 class BuildStorage:
     """How targets are stored."""
@@ -160,6 +174,7 @@ class BuildStorage:
     )
     targets: str = option(
         "logits",
+        type=Targets(),
         help="What to store of each view: logits, embedding (what enters the teacher's classifier, or an "
         "encoder's output) or logits,embedding.",
     )

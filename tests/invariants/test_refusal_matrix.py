@@ -49,6 +49,9 @@ BAD = {
         ("augment", "nope"),
         ("dtype", "float8"),
         ("seed", 1.5),
+        ("targets", "logits,nope"),
+        ("targets", ["pixels"]),
+        ("embedding_dtype", "int4"),
     ],
     "sweep": [
         ("temperature", -1),
