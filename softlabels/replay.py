@@ -193,6 +193,11 @@ class ReplayDataset(Dataset):
             self.ensemble = Ensemble.parse(ensemble, targets.info.member_names, temperature)
         elif ensemble not in (None, "mean-prob"):
             raise ValueError(f"--ensemble {ensemble}: {targets.path} holds one teacher's outputs")
+        if embeddings and self.ensemble is not None and self.ensemble.member is None:
+            raise ValueError(
+                f"{targets.path} holds {targets.layout.num_teachers} teachers' embeddings and they are not mixed: "
+                f"pick one with --ensemble teacher:NAME|INDEX (members: {', '.join(targets.info.member_names)})"
+            )
         self._epoch = SharedEpoch()
         self._warned = False
         self.check_content = content_checking(targets, source, check_content)
@@ -275,7 +280,9 @@ class ReplayDataset(Dataset):
             dense = self.ensemble.combine(dense)
         logits = torch.from_numpy(np.ascontiguousarray(dense, dtype=np.float32))
         if self.embeddings:
-            embedding = torch.from_numpy(np.ascontiguousarray(rows.embeddings(), dtype=np.float32))
+            stored = rows.embeddings()  # (D,), or (M, D) with M teachers: the one --ensemble picks
+            stored = stored if self.ensemble is None else stored[..., self.ensemble.member, :]
+            embedding = torch.from_numpy(np.ascontiguousarray(stored, dtype=np.float32))
             return image, int(self.source.labels[index]), logits, embedding
         return image, int(self.source.labels[index]), logits
 

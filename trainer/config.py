@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from softlabels import store
 from softlabels.ensemble import check_form
+from softlabels.ensemble.member import Member
 from softlabels.models.registry import archive_path
 from softlabels.views import parse_augment, recorded_augment
 from trainer.logs import check_loggers
@@ -240,7 +241,8 @@ def check_cache_targets(config: FitConfig, cache: store.CacheInfo | None) -> Non
             f"--loss {loss.name} needs logits and {config.runtime.cache} stores embeddings alone: use "
             f"--loss embed-cosine or embed-relational, or build with --targets logits,embedding"
         )
-    if loss.needs_embedding and layout.num_teachers > 1:
+    if loss.needs_embedding and layout.num_teachers > 1 and not Member.claims(config.objective.ensemble or ""):
         raise ValueError(
-            f"--loss {loss.name} learns from one teacher's embeddings; {config.runtime.cache} holds several"
+            f"--loss {loss.name} learns from one teacher's embeddings; {config.runtime.cache} holds several: "
+            f"pick one with --ensemble teacher:NAME|INDEX"
         )

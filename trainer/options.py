@@ -137,7 +137,7 @@ class ObjectiveOptions:
         None,
         help=f"A cache of several teachers: how to mix them ({', '.join(KINDS)}): mean-prob averages their "
         "softmax at T [default], mean-logit their logits, weights such as 0.7,0.3 their probabilities, "
-        "teacher:NAME|INDEX keeps one member.",
+        "teacher:NAME|INDEX keeps one member (for embedding losses, the one whose embeddings are learnt).",
     )
 
 

@@ -44,6 +44,11 @@ class Ensemble:
         """(..., M, C) float32 teacher logits -> (..., C) target logits."""
         return self.rule.combine(logits, self.temperature)
 
+    @property
+    def member(self) -> int | None:
+        """The one teacher this rule takes (`teacher:NAME|INDEX`), else None: embeddings are never mixed."""
+        return self.rule.member if isinstance(self.rule, Member) else None
+
 
 def check_form(text: str | None) -> None:
     """Refuse an `--ensemble` that no cache could take (weights `nan,1`, an unknown rule), before any data is

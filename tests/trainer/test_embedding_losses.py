@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from softlabels import open_cache, open_dataset
 from softlabels.build import BuildConfig, build_cache
+from softlabels.models.registry import create_model
+from softlabels.replay import ReplayDataset
 from trainer import FitConfig, fit
 from trainer.losses import LOSSES, Embeddings, Objective, get_loss
 from trainer.losses.relational import relational_loss
@@ -81,3 +84,21 @@ def test_every_loss_from_embeddings_declares_itself(name):
     assert value.ndim == 0 and torch.isfinite(value) and value > 0
     with pytest.raises(ValueError, match="class weights"):
         Objective(name).loss.class_weights(np.zeros(6, int), np.zeros((6, 3)), 3)
+
+
+def test_a_cache_of_several_teachers_teaches_the_embeddings_of_the_one_picked(build_options, tmp_path, fit_options):
+    torch.manual_seed(7)
+    other = tmp_path / "other.pt"
+    torch.save(create_model("small_cnn", num_classes=3, in_channels=3, image_size=8).state_dict(), other)
+    options = {**build_options, "out": str(tmp_path / "two.h5"), "targets": "logits,embedding"}
+    options.update(teacher=("small_cnn", "small_cnn"), weights=(build_options["weights"], str(other)))
+    two = str(build_cache(BuildConfig.from_options(**options)).path)
+    with pytest.raises(ValueError, match=r"pick one with --ensemble teacher:NAME\|INDEX"):
+        fit(FitConfig.from_options(cache=two, loss="embed-cosine", **fit_options))
+    data = ReplayDataset(open_dataset(build_options["dataset"]), two, embeddings=True, ensemble="teacher:1")
+    data.set_epoch(0)
+    np.testing.assert_array_equal(data[3][3].numpy(), open_cache(two).embeddings(3)[1])  # member 1's, not mixed
+    with pytest.raises(ValueError, match="not mixed: pick one with --ensemble teacher"):
+        ReplayDataset(open_dataset(build_options["dataset"]), two, embeddings=True)
+    summary = fit(FitConfig.from_options(cache=two, loss="embed-cosine", ensemble="teacher:1", **fit_options))
+    assert summary["finished"]
