@@ -200,8 +200,17 @@ class NoAccuracyWarning(UserWarning):
 
 def check_labels(config: FitConfig, source: DatasetSource) -> None:
     """An unlabelled dataset teaches through the teacher's targets alone: a label term is refused."""
-    if source.labelled:
-        return
+    if not source.labelled:
+        _refuse_label_term(config, f"{source.spec} ({source.split})")
+
+
+def check_cache_labels(config: FitConfig, cache: store.CacheInfo | None) -> None:
+    """`check_labels` from the cache's layout alone, before its samples are opened (a sweep's runs)."""
+    if cache is not None and not cache.layout.labelled:
+        _refuse_label_term(config, str(config.runtime.cache))
+
+
+def _refuse_label_term(config: FitConfig, what: str) -> None:
     term = config.make_objective().loss.label_term
     if term is None:
         return
@@ -210,7 +219,7 @@ def check_labels(config: FitConfig, source: DatasetSource) -> None:
         if config.runtime.cache
         else "build a cache of it (softlabels build) and train on the teacher's targets: --cache FILE --alpha 1"
     )
-    raise ValueError(f"{source.spec} ({source.split}) is unlabelled, so {term} has no labels to learn from; {fix}")
+    raise ValueError(f"{what} is unlabelled, so {term} has no labels to learn from; {fix}")
 
 
 def check_mixed_views(config: FitConfig, cache: store.CacheInfo | None) -> None:

@@ -14,6 +14,7 @@ import io
 import itertools
 import re
 import traceback
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from softlabels.store import read_info
 from trainer import curves
 from trainer.checkpoints import write_text_atomic
 from trainer.classic import is_classic
-from trainer.config import FitConfig, check_config
+from trainer.config import FitConfig, check_cache_labels, check_cache_targets, check_config, check_mixed_views
 from trainer.loop import fit
 from trainer.losses import check_kd_settings, default_loss
 from trainer.memory import check_fits
@@ -58,6 +59,15 @@ class SweepConfig(SweepOptions):
             raise ValueError("give at least one --student")
         for t, a in itertools.product(self.temperatures or (1.0,), self.alphas or (0.0,)):
             check_kd_settings(t, a)
+        used = self.base.make_objective().loss.settings
+        unused = [flag for flag, grid in (("temperature", self.temperatures), ("alpha", self.alphas)) if grid]
+        unused = [flag for flag in unused if flag not in used]
+        if unused:
+            warnings.warn(
+                f"--loss {self.base.loss_name} uses no {' or '.join(unused)}: the grid's "
+                f"{' and '.join('--' + flag for flag in unused)} values are ignored",
+                stacklevel=2,
+            )
         out = Path(self.base.runtime.out)
         loss, baseline = self.base.loss_name, default_loss(has_teacher=False)
         grid = []
@@ -128,9 +138,14 @@ def sweep(config: SweepConfig, on_result=None) -> list[dict]:
     """Train every run of the grid (together where they share batches, or in turn when `sequential`);
     returns the ranked rows (also written under base.out, and rewritten as each run ends)."""
     runs = config.runs()
-    check_config(runs[0])  # what every run would fail on (no data, bad loss settings) stops the sweep now
-    if config.base.runtime.cache:
-        read_info(config.base.runtime.cache)
+    cache = read_info(config.base.runtime.cache) if config.base.runtime.cache else None
+    if config.with_ce and cache is not None and not cache.layout.labelled:
+        raise ValueError(f"--with-ce trains on labels alone and {cache.path} is unlabelled: leave out --with-ce")
+    for run in runs:  # what any run would fail on (no data, its loss against the cache) stops the sweep now
+        check_config(run)
+        check_cache_targets(run, cache)
+        check_cache_labels(run, cache)
+        check_mixed_views(run, cache)
     streams = [[run] for run in runs] if config.sequential else group_streams(runs)
     check_fits(streams, config.base)
     out = Path(config.base.runtime.out)

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from softlabels.build import BuildConfig, build_cache
-from trainer import FitConfig, fit
+from trainer import FitConfig, SweepConfig, fit, sweep
 from trainer.cli import main
 from trainer.config import NoAccuracyWarning
 
@@ -106,3 +106,12 @@ def test_an_eval_set_of_other_classes_is_refused(unlabelled_cache, make_images, 
 def test_subset_per_class_is_refused_on_unlabelled_data(unlabelled_cache, fit_options):
     with pytest.raises(ValueError, match="--subset 2 keeps images per class, but this dataset is unlabelled"):
         fit(FitConfig.from_options(cache=unlabelled_cache, alpha=1.0, subset=2, eval_dataset="none", **fit_options))
+
+
+def test_a_sweep_refuses_label_terms_on_an_unlabelled_cache_before_any_run(unlabelled_cache, fit_options, tmp_path):
+    base = FitConfig.from_options(cache=unlabelled_cache, **{**fit_options, "out": str(tmp_path / "sweep")})
+    with pytest.raises(ValueError, match="--with-ce trains on labels alone and .*u.h5 is unlabelled"):
+        sweep(SweepConfig(base, students=("linear",), alphas=(1.0,), with_ce=True))
+    with pytest.raises(ValueError, match=r"unlabelled, so KD with a label term \(--alpha 0.5\)"):
+        sweep(SweepConfig(base, students=("linear",), alphas=(1.0, 0.5)))  # the second run's alpha
+    assert not (tmp_path / "sweep").exists()
