@@ -129,8 +129,8 @@ def sweep(config: SweepConfig, on_result=None) -> list[dict]:
     returns the ranked rows (also written under base.out, and rewritten as each run ends)."""
     runs = config.runs()
     check_config(runs[0])  # what every run would fail on (no data, bad loss settings) stops the sweep now
-    if config.base.runtime.cache:
-        read_info(config.base.runtime.cache)
+    for cache in config.base.runtime.cache:  # a missing or damaged cache stops the sweep before the first run
+        read_info(cache)
     streams = [[run] for run in runs] if config.sequential else group_streams(runs)
     check_fits(streams, config.base)
     out = Path(config.base.runtime.out)

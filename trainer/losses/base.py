@@ -14,6 +14,9 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+
+from softlabels.store.schema import NO_LABEL
 
 
 def check_kd_settings(temperature: float, alpha: float) -> None:
@@ -84,6 +87,19 @@ class Loss(ABC):
     def class_weights(self, labels: np.ndarray, teacher_logits: np.ndarray, num_classes: int) -> np.ndarray:
         """(n, C) weights of each sample's classes, for a student that only takes hard labels (scikit-learn):
         every sample is repeated once per class with its weight."""
+
+
+def label_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy on the labels, averaged over the samples of the batch that have one.
+
+    A batch drawn from a labelled and an unlabelled cache together marks the samples without a label
+    `NO_LABEL`: the term is sum over labelled samples / their count, and 0 for a batch without any
+    (no sync with the device: the count is clamped to 1). On an all-labelled batch it is the usual mean.
+    """
+    total = F.cross_entropy(
+        logits.float(), labels, ignore_index=NO_LABEL, reduction="sum", label_smoothing=label_smoothing
+    )
+    return total / (labels != NO_LABEL).sum().clamp(min=1)
 
 
 def one_hot(classes: np.ndarray, num_classes: int) -> np.ndarray:

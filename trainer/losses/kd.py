@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainer.losses.base import Loss, check_kd_settings, one_hot
+from trainer.losses.base import Loss, check_kd_settings, label_cross_entropy, one_hot
 
 DEFAULT_TEMPERATURE = 4.0
 DEFAULT_ALPHA = 0.9
@@ -32,7 +32,9 @@ def kd_loss(
     alpha: float = DEFAULT_ALPHA,
     label_smoothing: float = 0.0,
 ) -> torch.Tensor:
-    """`alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)`, averaged over the batch.
+    """`alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)`: the KL term averaged over
+    the batch, the CE term over the batch's samples that have a label (`label_cross_entropy`: samples of
+    an unlabelled cache trained beside a labelled one learn from the teacher term alone).
 
     The T^2 factor keeps the soft term's gradient scale independent of T (Hinton et al. 2015).
     Computed in float32 whatever the autocast dtype of the logits.
@@ -46,7 +48,7 @@ def kd_loss(
         kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
         loss = loss + alpha * temperature**2 * kl
     if alpha < 1:
-        loss = loss + (1 - alpha) * F.cross_entropy(student, labels, label_smoothing=label_smoothing)
+        loss = loss + (1 - alpha) * label_cross_entropy(student, labels, label_smoothing)
     return loss
 
 
