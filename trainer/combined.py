@@ -10,8 +10,8 @@ The combined set numbers its samples part after part (the first cache's samples 
 `CombinedReplay` hands a sampler's (index, view(s), epoch) to the part that holds the sample, with the
 view its own `ViewSchedule` gives (`CombinedSchedule`), so replay, views per decode, resume and DDP
 sharding work on the combined indices exactly as on one cache. Samples of an unlabelled part carry
-`NO_LABEL`: the losses' label terms average over the labelled samples of a batch
-(`trainer.losses.base.label_cross_entropy`).
+`NO_LABEL`: such a sample has no label term, and learns from the teacher term alone (`kd_loss`);
+the batch's loss is the mean of its samples' (`trainer.losses.base.label_cross_entropy`).
 """
 
 from __future__ import annotations

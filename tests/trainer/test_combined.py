@@ -77,25 +77,44 @@ def test_a_labelled_and_an_unlabelled_cache_train_together_with_the_label_term(
     assert all(torch.equal(first[k], second[k]) for k in first)  # the config file names both caches
 
 
-def test_the_label_term_is_averaged_over_the_labelled_samples_of_a_batch():
+def test_each_sample_mixes_the_targets_it_has_and_the_batch_averages_them():
+    """A labelled sample: alpha T^2 KL + (1 - alpha) CE; one without a label: T^2 KL; the batch: their mean."""
     torch.manual_seed(0)
     student, teacher = torch.randn(6, 3), torch.randn(6, 3)
     labels = torch.tensor([0, -1, 2, -1, 1, 1])
-    kept = labels >= 0
-    kl = F.kl_div(
-        F.log_softmax(student / 2, -1), F.log_softmax(teacher / 2, -1), reduction="batchmean", log_target=True
-    )
-    expected = 0.7 * 4 * kl + 0.3 * F.cross_entropy(student[kept], labels[kept], label_smoothing=0.1)
-    torch.testing.assert_close(kd_loss(student, teacher, labels, 2.0, 0.7, 0.1), expected)
+    log_s, log_t = F.log_softmax(student / 2, -1), F.log_softmax(teacher / 2, -1)
+    kl = F.kl_div(log_s, log_t, reduction="none", log_target=True).sum(-1)
+    each = [
+        0.7 * 4 * kl[i] + 0.3 * F.cross_entropy(student[i : i + 1], labels[i : i + 1], label_smoothing=0.1)
+        if labels[i] >= 0
+        else 4 * kl[i]
+        for i in range(6)
+    ]
+    torch.testing.assert_close(kd_loss(student, teacher, labels, 2.0, 0.7, 0.1), torch.stack(each).mean())
     none = torch.full((6,), -1)
-    torch.testing.assert_close(kd_loss(student, teacher, none, 2.0, 0.7), 0.7 * 4 * kl)  # the teacher term alone
+    torch.testing.assert_close(kd_loss(student, teacher, none, 2.0, 0.7), kd_loss(student, teacher, none, 2.0, 1.0))
+    full = torch.tensor([0, 1, 2, 0, 1, 2])  # a labelled batch: Hinton's formula, as before
+    hinton = 0.7 * 4 * kl.mean() + 0.3 * F.cross_entropy(student, full)
+    torch.testing.assert_close(kd_loss(student, teacher, full, 2.0, 0.7), hinton)
     ce = Objective("ce")
     assert float(ce(student, None, none)) == 0.0
-    torch.testing.assert_close(ce(student, None, labels), F.cross_entropy(student[kept], labels[kept]))
+    kept = labels >= 0
+    torch.testing.assert_close(
+        ce(student, None, labels), F.cross_entropy(student[kept], labels[kept], reduction="sum") / 6
+    )
+
+
+def test_a_batch_split_over_two_ranks_has_the_loss_of_the_whole_batch():
+    """DDP averages the gradients of equal shares: the per-sample mean makes that the whole batch's."""
+    torch.manual_seed(1)
+    student, teacher = torch.randn(8, 3), torch.randn(8, 3)
+    labels = torch.tensor([0, 1, 2, -1, -1, -1, -1, 1])  # 3 labelled in one half, 1 in the other
+    halves = [kd_loss(student[i : i + 4], teacher[i : i + 4], labels[i : i + 4], 4.0, 0.5) for i in (0, 4)]
+    torch.testing.assert_close(torch.stack(halves).mean(), kd_loss(student, teacher, labels, 4.0, 0.5))
 
 
 def test_without_labels_in_the_batch_the_step_is_finite(labelled, unlabelled, fit_options):
-    """A batch of unlabelled samples alone: the label term is 0, not 0/0."""
+    """A batch of unlabelled samples alone: the teacher term alone, never 0/0."""
     config = FitConfig.from_options(cache=(unlabelled, labelled), alpha=0.5, eval_dataset="none", **fit_options)
     run = build_run(config, current_rank(), torch.device("cpu"), StopRequest())
     try:
@@ -104,7 +123,8 @@ def test_without_labels_in_the_batch_the_step_is_finite(labelled, unlabelled, fi
         targets = torch.stack([run.data.dataset[(i, 0, 0)][2] for i in range(4)])
         loss = run.objective(logits, targets, torch.full((4,), -1)).detach()
         teacher_term = kd_loss(logits.detach(), targets, torch.zeros(4, dtype=torch.long), alpha=1.0)
-        assert torch.isfinite(loss) and torch.equal(loss, 0.5 * teacher_term)
+        assert torch.isfinite(loss)
+        torch.testing.assert_close(loss, teacher_term)  # no label: the teacher term alone, at weight 1
     finally:
         run.close()
 

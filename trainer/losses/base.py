@@ -89,17 +89,22 @@ class Loss(ABC):
         every sample is repeated once per class with its weight."""
 
 
-def label_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Cross-entropy on the labels, averaged over the samples of the batch that have one.
+def labelled(labels: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: which samples have a label. A batch of a labelled and an unlabelled cache trained
+    together (`trainer fit --cache L.h5 --cache U.h5`) marks the others `NO_LABEL`."""
+    return labels != NO_LABEL
 
-    A batch drawn from a labelled and an unlabelled cache together marks the samples without a label
-    `NO_LABEL`: the term is sum over labelled samples / their count, and 0 for a batch without any
-    (no sync with the device: the count is clamped to 1). On an all-labelled batch it is the usual mean.
+
+def label_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """(B,) cross-entropy of each sample against its label, 0 for a sample without one.
+
+    Losses average per-sample losses over the whole batch, so a sample without a label simply has no
+    label term: the loss of a batch never divides by how many of its samples have labels, and is the
+    same whether the batch is split over ranks (DDP averages equal-sized shares) or not.
     """
-    total = F.cross_entropy(
-        logits.float(), labels, ignore_index=NO_LABEL, reduction="sum", label_smoothing=label_smoothing
+    return F.cross_entropy(
+        logits.float(), labels, ignore_index=NO_LABEL, reduction="none", label_smoothing=label_smoothing
     )
-    return total / (labels != NO_LABEL).sum().clamp(min=1)
 
 
 def one_hot(classes: np.ndarray, num_classes: int) -> np.ndarray:

@@ -17,7 +17,7 @@ class CrossEntropy(Loss):
         return f"labels only (--loss {self.name})"
 
     def __call__(self, student_logits, teacher_logits, labels, embeddings=None):
-        return label_cross_entropy(student_logits, labels, self.label_smoothing)  # samples without a label: none
+        return label_cross_entropy(student_logits, labels, self.label_smoothing).mean()  # 0 without a label
 
     def class_weights(self, labels, teacher_logits, num_classes) -> np.ndarray:
         return one_hot(labels, num_classes)
