@@ -10,7 +10,9 @@ and every (sample, view) is served exactly once per V / views-per-decode epochs.
 
 Cells: `pairwise` over the axes below (every pair of values of two axes in at least one cell), minus
 the combinations that cannot exist (built-in augmentations on tensor/dict samples; views-per-decode 2
-on one-view caches or through `Cache.replay`; weighted ensembles only where an ensemble is chosen).
+on one-view caches or through `Cache.replay`; weighted ensembles only where an ensemble is chosen;
+a labelled and an unlabelled cache trained as one set only through the trainer, which checks each
+served item against the cache that holds it).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ AXES = {
     "per_decode": (1, 2),
     "reader": ("Cache.replay", "set_epoch", "sampler", "trainer"),
     "workers": (0, 2),
+    "caches": ("one", "labelled+unlabelled"),
 }
 SEED = 3  # the readers' schedule seed (the build's view seed is another: world.build_options)
 
@@ -49,6 +52,8 @@ def allowed(cell: dict) -> bool:
         return False
     if cell["reader"] == "Cache.replay" and cell["workers"]:
         return False
+    if cell["caches"] != "one" and cell["reader"] != "trainer":
+        return False  # `trainer fit --cache L --cache U`: the API reads one cache
     # Cache.dataset mixes several teachers by mean-prob; weights are chosen by ReplayDataset / the trainer
     return not (cell["teachers"] == "two:0.7,0.3" and cell["reader"] in ("Cache.replay", "set_epoch"))
 
@@ -63,23 +68,32 @@ def cell_id(cell: dict) -> str:
 @pytest.mark.parametrize("cell", [pytest.param(c, id=cell_id(c)) for c in CELLS])
 def test_a_served_view_is_the_stored_view(cell, world, cache_for, tmp_path):
     kind = Kind(cell["sample"], cell["augment"], cell["storage"], 1 if cell["teachers"] == "one" else 2)
-    path = cache_for(kind)
-    served = READERS[cell["reader"]](path, world, kind, cell, tmp_path)
-    check_served(path, world, kind, cell, served)
+    parts = [kind] + ([kind.bare] if cell["caches"] != "one" else [])
+    paths = [cache_for(part) for part in parts]
+    served = READERS[cell["reader"]](paths, world, kind, cell, tmp_path)
+    start = 0  # the combined set numbers its samples cache after cache
+    for part, path in zip(parts, paths):
+        size = store.read_info(path).layout.num_samples
+        mine = [(i - start, *rest) for i, *rest in served if start <= i < start + size]
+        check_served(path, world, part, cell, mine)
+        start += size
+    assert all(0 <= i < start for i, *_ in served), "an index outside the caches was served"
 
 
 # ----------------------------------------------------------------------------- readers
 # Each returns [(index, view, input as served (un-normalised), label, logits as served)].
 
 
-def read_replay(path, world, kind, cell, tmp_path):
+def read_replay(paths, world, kind, cell, tmp_path):
+    path = paths[0]
     cache = softlabels.open_cache(path)
     source = softlabels.open_dataset(world.dataset(kind.sample))
     return [(i, v, *cache.replay(source, i, view=v)) for i in range(len(cache)) for v in range(kind.views)]
 
 
-def read_set_epoch(path, world, kind, cell, tmp_path):
+def read_set_epoch(paths, world, kind, cell, tmp_path):
     """The README's own loop: Cache.dataset, DataLoader(shuffle), set_epoch each epoch."""
+    path = paths[0]
     cache = softlabels.open_cache(path)
     data = cache.dataset(softlabels.open_dataset(world.dataset(kind.sample)), normalize=False, seed=SEED)
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(1)).tolist()
@@ -93,8 +107,9 @@ def read_set_epoch(path, world, kind, cell, tmp_path):
     return served
 
 
-def read_sampler(path, world, kind, cell, tmp_path):
+def read_sampler(paths, world, kind, cell, tmp_path):
     """Cache.dataset with its own sampler (views travel in the indices), optionally R views per decode."""
+    path = paths[0]
     cache = softlabels.open_cache(path)
     source = softlabels.open_dataset(world.dataset(kind.sample))
     if cell["teachers"] == "two:0.7,0.3":
@@ -110,14 +125,15 @@ def read_sampler(path, world, kind, cell, tmp_path):
     return served
 
 
-def read_trainer(path, world, kind, cell, tmp_path):
-    """What `trainer fit` trains on: the loader `build_run` makes from the options."""
+def read_trainer(paths, world, kind, cell, tmp_path):
+    """What `trainer fit` trains on: the loader `build_run` makes from the options (from one cache, or a
+    labelled and an unlabelled one as one set)."""
     from trainer import FitConfig
     from trainer.setup import build_run
 
     ensemble = None if cell["teachers"] == "one" else cell["teachers"].split(":")[1]
     config = FitConfig.from_options(
-        cache=str(path),
+        cache=tuple(map(str, paths)),
         student=world.teachers(kind.sample)[0][0],
         out=str(tmp_path / "run"),
         batch_size=4,
@@ -171,7 +187,7 @@ def take(x, pick):
 
 def check_served(path, world, kind, cell, served) -> None:
     targets = store.CacheTargets(path)
-    source = softlabels.open_dataset(world.dataset(kind.sample))
+    source = softlabels.open_dataset(world.dataset(kind.sample, kind.labelled))
     pipeline = ViewPipeline(targets.info.input, parse_augment(world.augment(kind.augment)), source)
     normalize = Normalize(targets.info.input)
     teachers = [

@@ -4,7 +4,8 @@ optimiser state) of a run never stopped, bit for bit.
 The stop lands at a step drawn from a seeded generator per cell (a different one in each cell),
 through the same flag the SIGTERM handler sets (`run.stop.signal`), anywhere in the 2-epoch run.
 Cells: `pairwise` over sample kind, augment (one view, replayed views, mixed views), views per decode,
-teachers, loader workers and the loss (KD, hard, labels alone), minus combinations that cannot exist.
+teachers, loader workers, the loss (KD, hard, labels alone) and the caches (one, or a labelled and an
+unlabelled cache of the same teachers trained as one set), minus combinations that cannot exist.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ AXES = {
     "teachers": ("one", "two:mean-prob"),
     "workers": (0, 2),
     "loss": ("kd", "hard", "ce"),
+    "caches": ("one", "labelled+unlabelled"),
 }
+UNLABELLED = 6  # samples of the unlabelled cache of each kind (world.py)
 
 
 def allowed(cell: dict) -> bool:
@@ -60,8 +63,9 @@ class StopAt(Hook):
 @pytest.mark.parametrize("cell", [pytest.param(c, id=cell_id(c)) for c in CELLS])
 def test_a_run_resumed_after_a_stop_at_a_random_step_has_the_uninterrupted_weights(cell, world, cache_for, tmp_path):
     kind = Kind(cell["sample"], cell["augment"], "logits", 1 if cell["teachers"] == "one" else 2)
+    caches = [cache_for(kind)] + ([cache_for(kind.bare)] if cell["caches"] != "one" else [])
     options = dict(
-        cache=str(cache_for(kind)),
+        cache=tuple(map(str, caches)),
         student=world.teachers(kind.sample)[0][0],
         epochs=2,
         batch_size=4,
@@ -76,7 +80,8 @@ def test_a_run_resumed_after_a_stop_at_a_random_step_has_the_uninterrupted_weigh
         progress=False,
     )
     fit(FitConfig.from_options(**options, out=str(tmp_path / "ref")))
-    steps = 2 * -(-18 // (4 // cell["per_decode"]))  # 2 epochs of 18 samples, 4 // R samples a batch
+    samples = 18 + (UNLABELLED if len(caches) > 1 else 0)
+    steps = 2 * -(-samples // (4 // cell["per_decode"]))  # 2 epochs, 4 // R samples a batch
     stop = random.Random(cell_id(cell)).randrange(0, steps - 1)  # any step but the last
     with pytest.raises(Stopped):
         fit(FitConfig.from_options(**options, out=str(tmp_path / "run")), hooks=[StopAt(stop)])

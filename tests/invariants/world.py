@@ -3,7 +3,9 @@ options of a cache of each kind (a build takes tens of milliseconds on 18 sample
 which picks the matrix's cells.
 
 Sample kinds: `rgb` and `grey` image folders (8x8 PNGs), `tensor` (12 float64 features) and `dict`
-(token ids with a mask) from a FILE.py:FUNC dataset. Augment kinds: the built-ins, a user `Augment`
+(token ids with a mask) from a FILE.py:FUNC dataset; each also has 6 other samples without labels
+(a flat folder, a factory of bare samples), cached by the same teachers (`Kind.bare`), for the cells
+that train a labelled and an unlabelled cache together. Augment kinds: the built-ins, a user `Augment`
 subclass (`user`), a user torchvision v2 pipeline (`v2`) and the mixed `cifar+mixup` / `cifar+cutmix`.
 """
 
@@ -63,12 +65,33 @@ class Tokens(torch.utils.data.Dataset):
         return {"input_ids": self.ids[i], "attention_mask": self.mask[i]}, self.targets[i]
 
 
+class Bare(torch.utils.data.Dataset):
+    """The first 6 samples of a dataset without their labels: an unlabelled dataset (no `targets`)."""
+
+    def __init__(self, labelled, prefix):
+        self.labelled, self.keys = labelled, [f"{prefix}-{i:02d}" for i in range(6)]
+
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, i):
+        return self.labelled[i][0]
+
+
 def features(split="train", root=None):
     return Features(split)
 
 
 def tokens(split="train", root=None):
     return Tokens(split)
+
+
+def features_bare(split="train", root=None):
+    return Bare(Features("test"), "bare")
+
+
+def tokens_bare(split="train", root=None):
+    return Bare(Tokens("test"), "bare")
 '''
 
 MODELS = '''
@@ -131,10 +154,12 @@ class World:
 
     root: Path
 
-    def dataset(self, sample: str) -> str:
+    def dataset(self, sample: str, labelled: bool = True) -> str:
+        """The labelled dataset of a sample kind, or (`labelled` False) 6 other samples without labels."""
         if sample in ("rgb", "grey"):
-            return f"imagefolder:{self.root / sample}"
-        return f"{self.root / 'data.py'}:{'features' if sample == 'tensor' else 'tokens'}"
+            return f"imagefolder:{self.root / sample}" if labelled else f"imagefolder:{self.root / sample}-bare"
+        name = "features" if sample == "tensor" else "tokens"
+        return f"{self.root / 'data.py'}:{name}{'' if labelled else '_bare'}"
 
     def teachers(self, sample: str, count: int = 1) -> list[tuple[str, str]]:
         """(spec, weights) of `count` different teachers for this sample kind."""
@@ -149,14 +174,16 @@ class World:
 
 def _images(folder: Path, grey: bool) -> None:
     rng = np.random.default_rng(1 if grey else 0)
-    for split, count in (("train", (7, 5, 6)), ("test", (3, 2, 3))):
+    for split, count in (("train", (7, 5, 6)), ("test", (3, 2, 3)), ("bare", (2, 2, 2))):
         for label, (name, many) in enumerate(zip(CLASSES, count)):
-            (folder / split / name).mkdir(parents=True, exist_ok=True)
+            where = folder.with_name(f"{folder.name}-bare") if split == "bare" else folder / split / name
+            where.mkdir(parents=True, exist_ok=True)
             for i in range(many):
                 pixels = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
                 pixels[..., label] = np.clip(pixels[..., label].astype(int) + 90, 0, 255)
                 image = Image.fromarray(pixels)
-                (image.convert("L") if grey else image).save(folder / split / name / f"{i:04d}.png")
+                file = f"{label}{i:03d}.png" if split == "bare" else f"{i:04d}.png"  # bare: no class folder
+                (image.convert("L") if grey else image).save(where / file)
 
 
 def _teachers(world: World) -> None:
@@ -189,6 +216,7 @@ class Kind:
     augment: str = "none"
     storage: str = "logits"
     teachers: int = 1
+    labelled: bool = True  # False: 6 other samples without labels, targets of the same teachers
 
     @property
     def views(self) -> int:
@@ -196,14 +224,20 @@ class Kind:
 
     @property
     def name(self) -> str:
-        return f"{self.sample}-{self.augment.replace('+', '_')}-{self.storage}-t{self.teachers}"
+        bare = "" if self.labelled else "-bare"
+        return f"{self.sample}-{self.augment.replace('+', '_')}-{self.storage}-t{self.teachers}{bare}"
+
+    @property
+    def bare(self) -> Kind:
+        """The unlabelled cache that trains beside this one (`trainer fit --cache L --cache U`)."""
+        return Kind(self.sample, self.augment, self.storage, self.teachers, labelled=False)
 
 
 def build_options(world: World, kind: Kind, out: Path) -> dict:
     """The build of `kind`: float32 targets (so recomputations compare closely), top-2 for top-k."""
     members = world.teachers(kind.sample, kind.teachers)
     return dict(
-        dataset=world.dataset(kind.sample),
+        dataset=world.dataset(kind.sample, kind.labelled),
         teacher=tuple(spec for spec, _ in members),
         weights=tuple(weights for _, weights in members),
         num_classes=3,
