@@ -2,7 +2,11 @@
 samples of both, the labels used where present, every mismatch refused in one line naming both files."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,10 +18,11 @@ from softlabels.build import BuildConfig, build_cache
 from softlabels.models.registry import create_model
 from softlabels.runtime import current_rank
 from softlabels.stopping import StopRequest
-from trainer import FitConfig, fit
+from trainer import FitConfig, SweepConfig, fit, sweep
 from trainer.cli import main
 from trainer.losses import Objective, kd_loss
 from trainer.setup import build_run, load_data
+from trainer.stream import group_streams
 
 
 @pytest.fixture
@@ -197,3 +202,40 @@ def test_a_config_file_may_name_one_cache_as_text(labelled, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert np.isfinite(json.loads((tmp_path / "r" / "summary.json").read_text())["train_loss"])
+
+
+def test_a_shared_stream_sweep_over_the_combined_set_equals_each_run_alone(labelled, unlabelled, fit_options, tmp_path):
+    base = FitConfig.from_options(
+        cache=(labelled, unlabelled), eval_dataset="none", **{**fit_options, "out": str(tmp_path / "sweep")}
+    )
+    config = SweepConfig(base, students=("small_cnn", "linear"), temperatures=(4.0,), alphas=(0.5,))
+    assert len(group_streams(config.runs())) == 1
+    assert [row["status"] for row in sweep(config)] == ["ok", "ok"]
+    for run in config.runs():
+        alone = tmp_path / "alone" / Path(run.runtime.out).name
+        fit(run.replace(out=str(alone)))
+        mine, reference = (
+            torch.load(p / "last.pt", weights_only=True)["model"] for p in (Path(run.runtime.out), alone)
+        )
+        assert all(torch.equal(mine[key], reference[key]) for key in mine), run.runtime.out
+
+
+@pytest.mark.slow
+def test_two_ranks_on_the_combined_set_match_one_process(labelled, unlabelled, tmp_path):
+    """torchrun shards the combined indices; the per-sample mean makes two halves' loss the whole batch's."""
+    common = ["fit", "--cache", labelled, "--cache", unlabelled, "--student", "small_cnn", "--alpha", "0.5"]
+    common += ["--epochs", "2", "--workers", "0", "--device", "cpu", "--no-progress", "--eval-dataset", "none"]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for command, batch, out in (([sys.executable], "6", "one"), (launch, "3", "two")):
+        done = subprocess.run(
+            [*command, "-m", "trainer", *common, "--batch-size", batch, "--out", str(tmp_path / out)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+        assert done.returncode == 0, done.stderr
+    one, two = (torch.load(tmp_path / out / "last.pt", weights_only=True)["model"] for out in ("one", "two"))
+    for key in one:
+        torch.testing.assert_close(one[key], two[key], rtol=1e-4, atol=1e-5)
