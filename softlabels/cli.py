@@ -184,14 +184,30 @@ def inspect(file, out, temperatures, max_samples, bins, probes):
     out = Path(out) if out else Path(Path(file).name.split(".")[0] + "-inspect")
     config = InspectConfig(tuple(temperatures), max_samples, bins, session().show_progress, tuple(probes))
     report = inspect_cache(file, out, config)
+    echo(_inspect_line(report))
+    echo(f"wrote {out / 'report.md'}, report.json and {len(report['plots'])} plots")
+
+
+def _inspect_line(report: dict) -> str:
+    """The summary line of `inspect`: the teacher scored against labels, or what needs none."""
+    embedding = report.get("embedding") or {}
+    probes = "".join(f"embedding {k} {v:.2%}, " for k, v in embedding.items() if k.startswith("probe_"))
+    if "accuracy" not in report:
+        said = ["no labels: accuracy needs a labelled cache"] if not report["labelled"] else []
+        if report.get("predictions"):
+            said.append(f"mean confidence {report['predictions']['confidence']['mean']:.3f}")
+        if embedding:
+            said.append(
+                f"{probes}embedding dimension {embedding['dimension']}, mean norm {embedding['norm']['mean']:.3g}"
+            )
+        return "; ".join(said)
     calibration = report["calibration"]
     scored = "".join(f"{k} {v:.2%}, " for k, v in (report["probes"] or {}).items() if k.startswith("probe_"))
-    echo(
-        f"accuracy {report['accuracy']['accuracy']:.2%}, {scored}ECE {calibration['at_1']['ece']:.2%} at T=1, "
+    return (
+        f"accuracy {report['accuracy']['accuracy']:.2%}, {scored}{probes}ECE {calibration['at_1']['ece']:.2%} at T=1, "
         f"best temperature {calibration['fitted']['temperature']:.2f} (ECE {calibration['fitted']['ece']:.2%}"
         + (", end of the searched range)" if calibration["fitted"]["at_limit"] else ")")
     )
-    echo(f"wrote {out / 'report.md'}, report.json and {len(report['plots'])} plots")
 
 
 @main.command()

@@ -124,6 +124,11 @@ def fit_classic(config: FitConfig) -> dict:
     check_config(config)
     if config.objective.teacher:
         raise ValueError("scikit-learn students learn from a cache or from labels, not from an online --teacher")
+    if len(config.runtime.cache) > 1:
+        raise ValueError(
+            f"scikit-learn students learn from one cache; {len(config.runtime.cache)} are given: train a torch "
+            f"student on them together, or pass one --cache"
+        )
     estimator = make_estimator(config.model.student, config.optim.seed)
     out = Path(config.runtime.out)
     if (out / "summary.json").exists() and not config.runtime.overwrite:

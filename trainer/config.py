@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -98,6 +99,13 @@ def check_config(config: FitConfig) -> None:
         )
     if config.runtime.cache and config.objective.teacher:
         raise ValueError("--cache and --teacher exclude each other: the cache already holds the teacher's outputs")
+    if len(config.runtime.cache) > 1 and config.data.dataset:
+        raise ValueError(
+            f"--dataset names one dataset, but {len(config.runtime.cache)} caches are given: with several caches "
+            f"each reads the dataset it recorded"
+        )
+    if len(set(config.runtime.cache)) < len(config.runtime.cache):
+        raise ValueError("a --cache is given twice: each of a run's caches must be another file")
     if config.objective.teacher and not config.runtime.weights and archive_path(config.objective.teacher) is None:
         raise ValueError(
             f"--teacher {config.objective.teacher} needs --weights PATH: an untrained teacher teaches nothing"
@@ -199,15 +207,21 @@ class NoAccuracyWarning(UserWarning):
 
 
 def check_labels(config: FitConfig, source: DatasetSource) -> None:
-    """An unlabelled dataset teaches through the teacher's targets alone: a label term is refused."""
+    """An unlabelled dataset teaches through the teacher's targets alone: a label term is refused.
+    Several caches: when any of them has labels, the label term learns from those."""
     if not source.labelled:
-        _refuse_label_term(config, f"{source.spec} ({source.split})")
+        _refuse_label_term(config, _unlabelled(config, f"{source.spec} ({source.split})"))
 
 
-def check_cache_labels(config: FitConfig, cache: store.CacheInfo | None) -> None:
-    """`check_labels` from the cache's layout alone, before its samples are opened (a sweep's runs)."""
-    if cache is not None and not cache.layout.labelled:
-        _refuse_label_term(config, str(config.runtime.cache))
+def check_cache_labels(config: FitConfig, caches: Sequence[store.CacheInfo]) -> None:
+    """`check_labels` from the caches' layouts alone, before their samples are opened (a sweep's runs)."""
+    if caches and not any(cache.layout.labelled for cache in caches):
+        _refuse_label_term(config, _unlabelled(config, str(caches[0].path)))
+
+
+def _unlabelled(config: FitConfig, one: str) -> str:
+    caches = config.runtime.cache
+    return f"{' and '.join(caches)} are all unlabelled" if len(caches) > 1 else f"{one} is unlabelled"
 
 
 def _refuse_label_term(config: FitConfig, what: str) -> None:
@@ -219,39 +233,46 @@ def _refuse_label_term(config: FitConfig, what: str) -> None:
         if config.runtime.cache
         else "build a cache of it (softlabels build) and train on the teacher's targets: --cache FILE --alpha 1"
     )
-    raise ValueError(f"{what} is unlabelled, so {term} has no labels to learn from; {fix}")
+    raise ValueError(f"{what}, so {term} has no labels to learn from; {fix}")
 
 
-def check_mixed_views(config: FitConfig, cache: store.CacheInfo | None) -> None:
+def check_mixed_views(config: FitConfig, caches: Sequence[store.CacheInfo]) -> None:
     """Mixed views (MixUp, CutMix) have no single label: only the teacher's targets can teach them."""
-    if cache is None or not recorded_augment(cache.augment).mixes:
-        return
+    for cache in caches:
+        _check_mixed(config, cache)
+
+
+def _check_mixed(config: FitConfig, cache: store.CacheInfo) -> None:
+    if not (cache.layout.labelled and recorded_augment(cache.augment).mixes):
+        return  # an unlabelled cache's samples learn from the teacher alone anyway
     term = config.make_objective().loss.label_term
     if term is not None:
         raise ValueError(
-            f"{config.runtime.cache} holds mixed views ({cache.augment.name}): they have no single label, so "
+            f"{cache.path} holds mixed views ({cache.augment.name}): they have no single label, so "
             f"{term} would teach the wrong class; train on the teacher's targets alone: --alpha 1 (KD, as "
             f"dataset reinforcement does) or --loss hard"
         )
 
 
-def check_cache_targets(config: FitConfig, cache: store.CacheInfo | None) -> None:
-    """The loss's needs against what the cache stores: logits, embeddings (of one teacher)."""
-    if cache is None:
+def check_cache_targets(config: FitConfig, caches: Sequence[store.CacheInfo]) -> None:
+    """The loss's needs against what the caches store (one teacher's targets of one kind:
+    `trainer.combined.check_joinable`): logits, embeddings (of one teacher)."""
+    if not caches:
         return
+    cache = caches[0]
     loss, layout = config.make_objective().loss, cache.layout
     if loss.needs_embedding and layout.embedding is None:
         raise ValueError(
-            f"--loss {loss.name} learns from embeddings and {config.runtime.cache} stores none: build it with "
+            f"--loss {loss.name} learns from embeddings and {cache.path} stores none: build it with "
             f"--targets embedding (or logits,embedding)"
         )
     if "logits" in loss.needs and not layout.has_logits:
         raise ValueError(
-            f"--loss {loss.name} needs logits and {config.runtime.cache} stores embeddings alone: use "
+            f"--loss {loss.name} needs logits and {cache.path} stores embeddings alone: use "
             f"--loss embed-cosine or embed-relational, or build with --targets logits,embedding"
         )
     if loss.needs_embedding and layout.num_teachers > 1 and not Member.claims(config.objective.ensemble or ""):
         raise ValueError(
-            f"--loss {loss.name} learns from one teacher's embeddings; {config.runtime.cache} holds several: "
+            f"--loss {loss.name} learns from one teacher's embeddings; {cache.path} holds several: "
             f"pick one with --ensemble teacher:NAME|INDEX"
         )

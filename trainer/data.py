@@ -44,8 +44,9 @@ def subset_indices(labels: np.ndarray, per_class: int | None) -> np.ndarray:
         return np.arange(len(labels))
     if per_class < 1:
         raise ValueError(f"--subset must be at least 1, got {per_class}")
-    if len(labels) and labels[0] == store.NO_LABEL:
-        raise ValueError(f"--subset {per_class} keeps images per class, but this dataset is unlabelled: it has none")
+    if np.any(labels == store.NO_LABEL):
+        some = "this dataset is unlabelled: it has none" if labels[0] == store.NO_LABEL else "part of it is unlabelled"
+        raise ValueError(f"--subset {per_class} keeps images per class, but {some}")
     keep = np.zeros(len(labels), dtype=bool)
     for label in np.unique(labels):
         keep[np.flatnonzero(labels == label)[:per_class]] = True
@@ -138,7 +139,12 @@ class TrainingData:
     image_prep: Preprocessing  # the views' input (a cache's recorded one, or the student's own)
     fingerprint: str
     schedule: ViewSchedule | None = None
-    cache: store.CacheInfo | None = None
+    cache: store.CacheInfo | None = None  # the (first) cache's record: classes, targets, teachers
+    caches: tuple[store.CacheInfo, ...] = ()  # every cache trained from (several: `trainer.combined`)
+
+    def __post_init__(self):
+        if not self.caches and self.cache is not None:
+            self.caches = (self.cache,)
 
     @property
     def classes(self) -> list[str]:
@@ -151,14 +157,20 @@ class TrainingData:
     def identity(self) -> dict:
         """What a checkpoint's resume must agree on (see trainer.checkpoints.check_resumable)."""
         identity: dict[str, Any] = {"dataset_fingerprint": self.fingerprint}
-        if self.cache is not None:
-            teachers = [m.weights_sha256 or m.spec for m in self.cache.members]
-            identity["cache_targets"] = {
-                "teacher": teachers[0] if len(teachers) == 1 else teachers,
-                **{k: v for k, v in self.cache.meta.to_attrs().items() if k in ("augment", "preprocessing")},
-                "storage": self.cache.build.to_dict(),
-            }
+        if self.caches:
+            targets = [_targets_identity(info) for info in self.caches]
+            identity["cache_targets"] = targets[0] if len(targets) == 1 else targets
         return identity
+
+
+def _targets_identity(info: store.CacheInfo) -> dict:
+    """What makes a cache's targets: its teacher(s), views and storage."""
+    teachers = [m.weights_sha256 or m.spec for m in info.members]
+    return {
+        "teacher": teachers[0] if len(teachers) == 1 else teachers,
+        **{k: v for k, v in info.meta.to_attrs().items() if k in ("augment", "preprocessing")},
+        "storage": info.build.to_dict(),
+    }
 
 
 def open_cache_dataset(info: store.CacheInfo, spec: str | None, data_root: str, download: bool) -> DatasetSource:

@@ -22,6 +22,7 @@ from softlabels.models.features import penultimate_features
 from softlabels.progress import bar as progress_bar
 from softlabels.runtime import autocast
 from softlabels.stopping import Stopped
+from softlabels.store.schema import NO_LABEL
 from softlabels.views import flatten_views, nonfinite_rows, to_device
 from trainer.config import NonFiniteLoss
 from trainer.losses import Embeddings
@@ -206,30 +207,36 @@ def sampler_start(run: Run, step: int) -> int:
 
 
 def new_tally(run: Run, totals: list[float] | None = None) -> torch.Tensor:
-    """An epoch's running sums (loss x images, correct, images) on the device, continuing `totals`."""
-    return torch.tensor(totals or [0.0, 0.0, 0.0], dtype=torch.float64, device=run.device)
+    """An epoch's running sums (loss x images, correct, images, labelled images) on the device,
+    continuing `totals`."""
+    if totals is not None and len(totals) == 3:  # a checkpoint from before labelled images were counted
+        totals = [*totals, totals[2] if run.data.source.labelled else 0.0]
+    return torch.tensor(totals or [0.0, 0.0, 0.0, 0.0], dtype=torch.float64, device=run.device)
 
 
 def tally(sums: torch.Tensor, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
-    """Add one step to an epoch's running sums (no sync with the device)."""
+    """Add one step to an epoch's running sums (no sync with the device). Accuracy counts the samples
+    that have a label (`NO_LABEL` never equals a class)."""
     sums += torch.stack(
         [
             loss.double() * len(labels),
             (logits.argmax(1) == labels).sum().double(),
             torch.tensor(float(len(labels)), dtype=torch.float64, device=sums.device),
+            (labels != NO_LABEL).sum().double(),
         ]
     )
 
 
 def epoch_stats(run: Run, sums: torch.Tensor, lr: float, seconds: float) -> dict:
-    """An epoch's loss, accuracy and images/s over every process, from its running sums."""
+    """An epoch's loss, accuracy (over the labelled images) and images/s over every process, from its
+    running sums."""
     if run.rank.distributed:
         dist.all_reduce(sums)
-    loss_sum, correct, count = sums.tolist()
+    loss_sum, correct, count, labelled = sums.tolist()
     return {
         "lr": lr,
         "train_loss": loss_sum / max(count, 1),
-        "train_accuracy": correct / max(count, 1) if run.data.source.labelled else None,  # None: no labels
+        "train_accuracy": correct / labelled if labelled else None,  # None: no labels
         "seconds": seconds,
         "images_per_second": count / max(seconds, 1e-9),
     }
@@ -250,10 +257,10 @@ def _nonfinite_samples(run: Run, batch: int, images, targets) -> list[str]:
 def _show(bar, totals: torch.Tensor, started: float) -> None:
     if bar.disable:
         return
-    loss_sum, correct, count = totals.tolist()
+    loss_sum, correct, count, labelled = totals.tolist()
     bar.set_postfix(
         loss=f"{loss_sum / count:.4f}",
-        acc=f"{correct / count:.2%}",
+        acc=f"{correct / labelled:.2%}" if labelled else "n/a",
         img_s=f"{count / max(time.perf_counter() - started, 1e-9):.0f}",
         refresh=False,
     )

@@ -87,7 +87,7 @@ def views_of(config: FitConfig) -> tuple[Preprocessing, int]:
     the dataset's listing (from labels, the student's own input; online, the dataset's default)."""
     runtime = config.runtime
     if runtime.cache:
-        info = read_info(runtime.cache)
+        info = read_info(runtime.cache[0])  # several caches share their input and classes (trainer.combined)
         return info.input, info.layout.num_classes
     assert config.data.dataset is not None  # check_config
     source = open_dataset(config.data.dataset, config.data.split, runtime.data_root, runtime.download)

@@ -186,11 +186,14 @@ class RuntimeOptions:
             "curves.png (a sweep's: one such folder per run, and leaderboard.md/.csv/.png).",
         )
     )
-    cache: str | None = option(
-        None,
+    cache: tuple[str, ...] = option(
+        (),
         type=click.Path(dir_okay=False),
-        help="Teacher cache (softlabels build) to learn from; the teacher itself is never loaded.",
-    )
+        multiple=True,
+        help="Teacher cache (softlabels build) to learn from; the teacher itself is never loaded. Repeat it to "
+        "train on several caches of one teacher as one set (e.g. a labelled and an unlabelled one: the labels "
+        "count where a sample has one).",
+    )  # a str (the API's one cache) is taken as a tuple of one
     weights: str | None = option(
         None,
         help="With --teacher: its weights (online KD). Otherwise the student's starting weights, to fine-tune "
@@ -257,6 +260,12 @@ class RuntimeOptions:
         "instead).",
     )
     stop_signals: bool = True  # SIGTERM/SIGUSR1 save a checkpoint at the current step and stop (API only)
+
+    def __post_init__(self):
+        if isinstance(self.cache, str) or self.cache is None:  # one cache by name, as before caches could repeat
+            object.__setattr__(self, "cache", (self.cache,) if self.cache else ())
+        else:
+            object.__setattr__(self, "cache", tuple(self.cache))
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -29,7 +30,7 @@ class OverfitAdvice(Hook):
     """Warns, before the first epoch, of the trap of long schedules on few stored views without augmentation."""
 
     def on_fit_start(self, run: Run, progress: Progress) -> None:
-        warn_if_views_run_out(run.config, run.data.cache)
+        warn_if_views_run_out(run.config, run.data.caches)
 
 
 class EpochReport(Hook):
@@ -150,11 +151,12 @@ def title(config: FitConfig) -> str:
     return f"{config.model.student}, {objective.name}{detail}"
 
 
-def warn_if_views_run_out(config: FitConfig, cache: store.CacheInfo | None) -> None:
+def warn_if_views_run_out(config: FitConfig, caches: Sequence[store.CacheInfo]) -> None:
     """The trap of long schedules on few stored views without augmentation (SAFE_VIEW_USES)."""
-    uses = view_uses(config, cache)
-    if cache is None or uses is None or uses <= SAFE_VIEW_USES or config.data.augment != "none":
+    uses = view_uses(config, caches)
+    if not caches or uses is None or uses <= SAFE_VIEW_USES or config.data.augment != "none":
         return
+    cache = min(caches, key=lambda c: c.layout.num_views)
     if cache.preprocessing is not None and not cache.preprocessing.is_image:
         return  # measured on images, where an augmentation is the way out
     views = cache.layout.num_views

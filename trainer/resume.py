@@ -22,7 +22,7 @@ class Progress:
     best_accuracy: float | None = None
     best_epoch: int | None = None
     step: int = 0  # optimizer steps done in epoch `epoch` (a mid-epoch checkpoint after a stop signal)
-    totals: list | None = None  # that epoch's running sums (loss, correct, images)
+    totals: list | None = None  # that epoch's running sums (loss, correct, images, labelled images)
     seconds: float = 0.0  # and the seconds it had run
 
     def note_best(self, record: dict) -> None:

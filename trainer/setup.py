@@ -22,6 +22,7 @@ from softlabels.replay import EpochSampler
 from softlabels.runtime import Rank, prepare_model
 from softlabels.stopping import StopRequest
 from softlabels.views import Normalize, parse_augment, stack
+from trainer.combined import combine
 from trainer.config import FitConfig, NoAccuracyWarning, check_cache_targets, check_labels, check_mixed_views
 from trainer.data import (
     TrainingData,
@@ -103,8 +104,8 @@ def load_data(config: FitConfig) -> tuple[TrainingData, Teacher | None, Preproce
     are (only its statistics resolve); from labels alone the views are made for the student's own input.
     """
     training, teacher = load_views(config)
-    check_mixed_views(config, training.cache)
-    check_cache_targets(config, training.cache)
+    check_mixed_views(config, training.caches)
+    check_cache_targets(config, training.caches)
     return training, teacher, student_prep(config, training)
 
 
@@ -114,23 +115,27 @@ def load_views(config: FitConfig) -> tuple[TrainingData, Teacher | None]:
     data, runtime, seed = config.data, config.runtime, config.optim.seed
     augment = parse_augment(data.augment)
     if runtime.cache:
-        training = cached_training_data(
-            runtime.cache,
-            data.dataset,
-            data_root=runtime.data_root,
-            download=runtime.download,
-            memory_budget=runtime.cache_memory_mb << 20,
-            subset=data.subset,
-            augment=augment,
-            seed=seed,
-            allow_changed_augment=data.inconsistent_augment,
-            ensemble=config.objective.ensemble,
-            temperature=config.objective.temperature,
-            views_per_decode=data.views_per_decode,
-            verify=runtime.verify,
-            check_content=runtime.check_content,
-            embeddings=config.make_objective().needs_embedding,
-        )
+        parts = [
+            cached_training_data(
+                cache,
+                data.dataset,
+                data_root=runtime.data_root,
+                download=runtime.download,
+                memory_budget=runtime.cache_memory_mb << 20,
+                subset=data.subset if len(runtime.cache) == 1 else None,
+                augment=augment,
+                seed=seed,
+                allow_changed_augment=data.inconsistent_augment,
+                ensemble=config.objective.ensemble,
+                temperature=config.objective.temperature,
+                views_per_decode=data.views_per_decode,
+                verify=runtime.verify,
+                check_content=runtime.check_content,
+                embeddings=config.make_objective().needs_embedding,
+            )
+            for cache in runtime.cache
+        ]
+        training = parts[0] if len(parts) == 1 else combine(parts, data.subset)
         check_labels(config, training.source)
         return training, None
     assert data.dataset is not None  # check_config: --cache or --dataset
@@ -231,8 +236,8 @@ def build_run(config: FitConfig, rank: Rank, device: torch.device, stop: StopReq
         data, teacher, prep = load_data(config)
         feed = build_feed(config, rank, device, data, teacher, prep)
     else:
-        check_mixed_views(config, feed.data.cache)
-        check_cache_targets(config, feed.data.cache)
+        check_mixed_views(config, feed.data.caches)
+        check_cache_targets(config, feed.data.caches)
         prep = student_prep(config, feed.data)
         if prep.geometry != feed.data.image_prep.geometry:
             raise ValueError(f"{config.model.student} needs views of {prep.describe()}: it cannot share this feed")

@@ -81,8 +81,8 @@ def group_streams(configs: Sequence[FitConfig]) -> list[list[FitConfig]]:
     """The runs in streams of equal `schedule_key`, in order of their first run."""
     streams: dict[str, list[FitConfig]] = {}
     for config in configs:
-        cache = config.runtime.cache
-        mixed = bool(cache) and len(read_info(cache).members) > 1  # an ensemble's targets depend on T
+        caches = config.runtime.cache  # several: one teacher's targets (trainer.combined), so the first's members
+        mixed = bool(caches) and len(read_info(caches[0]).members) > 1  # an ensemble's targets depend on T
         streams.setdefault(schedule_key(config, mixed), []).append(config)
     return list(streams.values())
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import resource
+from collections.abc import Sequence
 from typing import cast
 
 import torch
@@ -19,6 +20,7 @@ def make_summary(run: Run, progress: Progress, run_seconds: float | None) -> dic
     train_seconds = sum(r["seconds"] for r in history)
     images = sum(r["seconds"] * r["images_per_second"] for r in history)
     last = history[-1] if history else {}
+    fingerprints = [cache.fingerprint for cache in run.data.caches]  # several caches: each one's
     summary = {
         "config": run.config.to_dict(),
         "student": run.config.model.student,
@@ -37,9 +39,9 @@ def make_summary(run: Run, progress: Progress, run_seconds: float | None) -> dic
         "num_params": sum(p.numel() for p in run.bare_student.parameters()),
         "device": str(run.device),
         "world_size": run.rank.world_size,
-        "cache_fingerprint": run.data.cache.fingerprint if run.data.cache else None,
+        "cache_fingerprint": fingerprints[0] if len(fingerprints) == 1 else (fingerprints or None),
         "teacher_accuracy": run.data.cache.attrs.get("teacher_accuracy") if run.data.cache else None,
-        "view_uses": view_uses(run.config, run.data.cache),  # times each stored view is seen, in the whole run
+        "view_uses": view_uses(run.config, run.data.caches),  # times each stored view is seen, in the whole run
         **peak_memory(run.device),
     }
     if run_seconds is not None:
@@ -55,8 +57,9 @@ def peak_memory(device: torch.device) -> dict:
     return memory
 
 
-def view_uses(config: FitConfig, cache: store.CacheInfo | None) -> float | None:
-    """How many times the run shows each stored view of a cache (epochs x views per decode / V)."""
-    if cache is None:
+def view_uses(config: FitConfig, caches: Sequence[store.CacheInfo]) -> float | None:
+    """How many times the run shows each stored view of its caches (epochs x views per decode / V; with
+    several caches, of the one with the fewest views)."""
+    if not caches:
         return None
-    return config.optim.epochs * config.data.views_per_decode / cache.layout.num_views
+    return config.optim.epochs * config.data.views_per_decode / min(c.layout.num_views for c in caches)

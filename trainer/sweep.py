@@ -138,14 +138,15 @@ def sweep(config: SweepConfig, on_result=None) -> list[dict]:
     """Train every run of the grid (together where they share batches, or in turn when `sequential`);
     returns the ranked rows (also written under base.out, and rewritten as each run ends)."""
     runs = config.runs()
-    cache = read_info(config.base.runtime.cache) if config.base.runtime.cache else None
-    if config.with_ce and cache is not None and not cache.layout.labelled:
-        raise ValueError(f"--with-ce trains on labels alone and {cache.path} is unlabelled: leave out --with-ce")
-    for run in runs:  # what any run would fail on (no data, its loss against the cache) stops the sweep now
+    caches = [read_info(cache) for cache in config.base.runtime.cache]  # a missing or damaged one stops it now
+    if config.with_ce and caches and not any(cache.layout.labelled for cache in caches):
+        unlabelled = " and ".join(str(cache.path) for cache in caches)
+        raise ValueError(f"--with-ce trains on labels alone and {unlabelled} holds no labels: leave out --with-ce")
+    for run in runs:  # what any run would fail on (no data, its loss against the caches) stops the sweep now
         check_config(run)
-        check_cache_targets(run, cache)
-        check_cache_labels(run, cache)
-        check_mixed_views(run, cache)
+        check_cache_targets(run, caches)
+        check_cache_labels(run, caches)
+        check_mixed_views(run, caches)
     streams = [[run] for run in runs] if config.sequential else group_streams(runs)
     check_fits(streams, config.base)
     out = Path(config.base.runtime.out)

@@ -144,7 +144,7 @@ def _load_teacher(
         return load_teacher(
             spec,
             weights=weights,
-            num_classes=info.layout.num_classes,
+            num_classes=0 if record.num_classes == 0 else info.layout.num_classes,  # an encoder stays one
             trust_checkpoint=trust,
             recorded=prep,
         ).model

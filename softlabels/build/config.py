@@ -89,7 +89,10 @@ class BuildModel:
         "model and input), or the source's own: DEFAULT, IMAGENET1K_V2, ... (torchvision), pretrained (timm).",
     )
     num_classes: int | None = option(
-        None, type=count(1), help="Teacher output classes  [default: the dataset's class count]"
+        None,
+        type=count(0),
+        help="Teacher output classes; 0: a timm encoder without its classifier (timm's num_classes=0), built "
+        "with --targets embedding  [default: the dataset's class count; unlabelled: what the weights record]",
     )
     trust_checkpoint: bool = trust_checkpoint_option()
     mean: tuple[float, ...] | None = option(

@@ -50,6 +50,8 @@ def teacher_record(teacher: Teacher) -> store.TeacherRecord:
         weights_sha256=teacher.weights_sha256,
         num_params=teacher.num_params,
         model_class=getattr(teacher.model, "original_name", type(teacher.model).__name__),
+        # timm's models carry their class count; 0 only where the source builds encoders (`--num-classes 0`)
+        num_classes=0 if getattr(teacher.model, "num_classes", None) == 0 else None,
     )
 
 
@@ -110,7 +112,7 @@ def load_build_teachers(config: BuildConfig, source: DatasetSource) -> list[Teac
             load_teacher(
                 spec,
                 weights=weights,
-                num_classes=model.num_classes or len(source.classes) or None,  # unlabelled: the weights say
+                num_classes=model.num_classes if model.num_classes is not None else len(source.classes) or None,
                 trust_checkpoint=model.trust_checkpoint,
                 data=data_input(source.defaults),
                 mean=model.mean,

@@ -159,7 +159,11 @@ def _check_options(config: BuildConfig) -> Augment:
         if value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     augment = parse_augment(views.augment)
-    target_kinds(config)  # refuses bad --targets / --embedding-* now
+    if target_kinds(config).logits and config.model.num_classes == 0:  # also refuses bad --targets now
+        raise ValueError(
+            "--num-classes 0 builds the teacher as an encoder without its classifier: it has no logits to "
+            "store; build its embeddings with --targets embedding"
+        )
     if config.storage.dtype not in store.DTYPES:
         raise ValueError(f"unknown --dtype {config.storage.dtype!r}; choose one of: {', '.join(store.DTYPES)}")
     return augment

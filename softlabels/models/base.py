@@ -16,6 +16,7 @@ class ModelSource:
     trainable: ClassVar[bool] = True  # False: a frozen program (archives) that cannot be a student
     carries_weights: ClassVar[bool] = False  # True: no --weights (the spec's file holds them)
     default_classes: ClassVar[int] = 10  # output classes when nothing says otherwise
+    encoders: ClassVar[bool] = False  # True: `num_classes=0` builds the model without its classifier
 
     def claims(self, spec: str) -> bool:
         raise NotImplementedError
@@ -37,6 +38,11 @@ class ModelSource:
     def create_with_weights(self, spec: str, weights: str, num_classes: int, in_channels: int) -> nn.Module:
         """A module loaded with the named weights (`named_weights` is true)."""
         raise NotImplementedError
+
+    def encoder_weights(self, model: nn.Module, state_dict: dict) -> dict:
+        """The weights of an encoder (`num_classes=0`, `encoders`) from a checkpoint that may still hold
+        the classifier the encoder lacks."""
+        return state_dict
 
     def names(self) -> list[str]:
         """Names this source lists in messages (zoo names), else nothing."""

@@ -67,7 +67,8 @@ def load_teacher(
         weights: a weights file (checkpoint or `.safetensors`), or weights the source names itself
             (`DEFAULT`, `IMAGENET1K_V2` for torchvision, `pretrained` for timm); none for archives.
         num_classes: output classes [default: what the weights record, else 1000 for torchvision
-            and timm, else 10]; archives ignore it.
+            and timm, else 10]; archives ignore it. 0: an encoder without its classifier (timm's
+            num_classes=0, whose output is the pooled features), for embedding caches.
         trust_checkpoint: allow full unpickling of `weights` (runs code from the file).
         data: the data's own input (channels, size, statistics) [default: RGB 32 px, ImageNet statistics].
         mean, std, image_size: explicit input overrides.
@@ -105,7 +106,13 @@ def load_teacher(
         classes = _named_classes(source, spec, str(weights), num_classes)
         model, _ = load_model(spec, classes, *model_input.model_geometry, weights=str(weights))
         return _teacher(model, spec, model_input, str(weights), state_dict_sha256(model))
-    num_classes = num_classes or (loaded.num_classes if loaded else None) or source.default_classes
+    if num_classes is None:
+        num_classes = (loaded.num_classes if loaded else None) or source.default_classes
+    if num_classes == 0 and not source.encoders:
+        raise ValueError(
+            f"--num-classes 0 asks {spec} for an encoder without its classifier, which only timm:NAME models "
+            f"build (timm's num_classes=0); a FILE.py:FUNC encoder returns its (batch, dim) features itself"
+        )
     state = None if loaded is None else loaded.state_dict
     model, _ = load_model(spec, num_classes, *model_input.model_geometry, state_dict=state)
     origin = Path(spec).expanduser() if source.carries_weights else weights
@@ -120,6 +127,8 @@ def load_teacher(
 
 def _named_classes(source, spec: str, weights: str, num_classes: int | None) -> int:
     """The class count of weights its source fetches itself: a teacher keeps their head."""
+    if num_classes == 0 and source.encoders:
+        return 0  # the fetched weights less their classifier (timm drops it for num_classes=0)
     classes = source.pretrained_classes(spec, weights) if hasattr(source, "pretrained_classes") else None
     if num_classes is not None and classes is not None and num_classes != classes:
         raise ValueError(

@@ -26,6 +26,7 @@ class TimmSource(ModelSource):
     name = "timm"
     form = "timm:NAME"
     default_classes = 1000
+    encoders = True  # timm's num_classes=0: the pooled pre-logits features, no classifier
 
     def claims(self, spec):
         return spec.startswith(PREFIX)
@@ -69,6 +70,18 @@ class TimmSource(ModelSource):
                 f"{str(err).splitlines()[0] if str(err) else ''}); where there is no network, save "
                 f"the weights elsewhere and pass --weights FILE"
             ) from None
+
+    def encoder_weights(self, model, state_dict):
+        """Without the classifier (timm's `pretrained_cfg["classifier"]`, e.g. `fc` or `head.fc`) that a
+        classifier's checkpoint holds and an encoder does not, as timm drops it for num_classes=0."""
+        heads = model.pretrained_cfg.get("classifier") or ()
+        heads = (heads,) if isinstance(heads, str) else tuple(heads)
+        kept = model.state_dict()
+        return {
+            key: value
+            for key, value in state_dict.items()
+            if key in kept or not any(key.startswith(f"{head}.") for head in heads)
+        }
 
     def pretrained_classes(self, spec: str, weights: str | None = None) -> int | None:
         from timm.models import get_pretrained_cfg

@@ -268,6 +268,8 @@ def load_model(
         state_dict = source.create_with_weights(spec, named, source.default_classes, in_channels).state_dict()
     if state_dict is None:
         return model, []
+    if num_classes == 0:  # an encoder: a classifier's checkpoint still loads, less its classifier
+        state_dict = source.encoder_weights(model, dict(state_dict))
     return model, load_weights(model, state_dict, num_classes, new_head=new_head)
 
 

@@ -36,6 +36,7 @@ from softlabels.report.statistics import (
     temperature_section,
     views_section,
 )
+from softlabels.report.unscored import NO_LABELS, embedding_section, predictions_section
 
 
 @dataclass(frozen=True)
@@ -51,12 +52,14 @@ class InspectConfig:
 
 @dataclass
 class Sample:
-    """The rows a report is computed on: dense float32 logits (n, V, C) and their labels (n,)."""
+    """The rows a report is computed on: dense float32 logits (n, V, C) and their labels (n,), and the
+    stored embeddings of view 0 (n, D) where the cache has them."""
 
     rows: np.ndarray
     labels: np.ndarray
-    logits: np.ndarray  # the teacher's, or the mean-prob ensemble's (T=1) of several teachers
+    logits: np.ndarray  # the teacher's, or the mean-prob ensemble's (T=1) of several teachers; (n, V, 0) without
     members: np.ndarray | None = None  # several teachers: (n, V, M, C)
+    embeddings: np.ndarray | None = None  # view 0 (of the first teacher, with several)
 
     @property
     def flat(self) -> tuple[np.ndarray, np.ndarray]:
@@ -71,20 +74,27 @@ def load_sample(path, info: store.CacheInfo, max_samples: int, show_progress: bo
     per_row = layout.num_views * layout.num_classes * layout.num_teachers
     limit = max(1, min(max_samples, MAX_LOGITS // per_row, layout.num_samples))
     rows = np.unique(np.linspace(0, layout.num_samples - 1, limit).round().astype(np.int64))
-    logits = np.empty((len(rows), *layout.rows[1:], layout.num_classes), dtype=np.float32)
+    classes = layout.num_classes if layout.has_logits else 0
+    logits = np.empty((len(rows), *layout.rows[1:], classes), dtype=np.float32)
+    embeddings = np.empty((len(rows), layout.embedding_dim), dtype=np.float32) if layout.embedding else None
     labels = np.empty(len(rows), dtype=np.int64)
     filled = 0
     with progress.bar(total=layout.num_samples, desc="reading", unit="row", enabled=show_progress) as bar:
         for start, stop, block_labels, block in store.iter_rows(path):
             pick = rows[(rows >= start) & (rows < stop)] - start
             if len(pick):
-                logits[filled : filled + len(pick)] = block.take(pick).dense()
+                taken = block.take(pick)
+                if layout.has_logits:
+                    logits[filled : filled + len(pick)] = taken.dense()
+                if embeddings is not None:
+                    stored = taken.embeddings()[:, 0]  # view 0: (n, D), or (n, M, D)
+                    embeddings[filled : filled + len(pick)] = stored if stored.ndim == 2 else stored[:, 0]
                 labels[filled : filled + len(pick)] = block_labels[pick]
                 filled += len(pick)
             bar.update(stop - start)
-    if layout.num_teachers == 1:
-        return Sample(rows, labels, logits)
-    return Sample(rows, labels, Ensemble().combine(logits), members=logits)
+    if layout.num_teachers == 1 or not layout.has_logits:
+        return Sample(rows, labels, logits, embeddings=embeddings)
+    return Sample(rows, labels, Ensemble().combine(logits), members=logits, embeddings=embeddings)
 
 
 # ----------------------------------------------------------------------------- the report
@@ -103,19 +113,39 @@ def inspect_cache(path, out, config: InspectConfig = InspectConfig()) -> dict:
     return report
 
 
-def compute_report(path, config: InspectConfig = InspectConfig()) -> tuple[dict, np.ndarray]:
-    """(the JSON-able report, the (C, C) confusion matrix) of a complete cache."""
+def compute_report(path, config: InspectConfig = InspectConfig()) -> tuple[dict, np.ndarray | None]:
+    """(the JSON-able report, the (C, C) confusion matrix) of a complete cache. An unlabelled cache, or
+    one of embeddings alone, has no confusion matrix (None) and a report of what needs no labels:
+    `labelled` false, `predictions` (the teacher's outputs without accuracy) and/or `embedding`."""
     if any(not t > 0 for t in config.temperatures):
         raise ValueError(f"temperatures must be positive, got {list(config.temperatures)}")
     if config.max_samples < 1 or config.bins < 1:
         raise ValueError("max_samples and bins must be at least 1")
     info = store.read_complete_info(path)
-    if not info.layout.labelled:
-        raise ValueError(
-            f"{path} is unlabelled: `inspect` scores the teacher against labels (accuracy, calibration, "
-            f"probes); `softlabels info` describes the cache, and a cache of a labelled set can be inspected"
-        )
+    layout = info.layout
     sample = load_sample(path, info, config.max_samples, config.progress)
+    if layout.labelled and layout.has_logits:
+        report, confusion = _scored_report(path, info, sample, config)
+    else:  # no labels, or no logits: what can be said without scoring predictions against labels
+        report, confusion = _header(path, info, sample, info.classes), None
+        report["labelled"] = layout.labelled
+        if layout.has_logits:
+            temperatures = sorted({1.0, *config.temperatures})
+            report["predictions"] = predictions_section(_flat(sample.logits), info.classes, temperatures)
+        if config.probes and not layout.labelled:
+            report["probes"] = NO_LABELS
+    if sample.embeddings is not None:
+        labels = sample.labels if layout.labelled else None
+        report["embedding"] = embedding_section(sample.embeddings, labels, layout.num_classes)
+    return report, confusion
+
+
+def _flat(logits: np.ndarray) -> np.ndarray:
+    return logits.reshape(-1, logits.shape[-1])
+
+
+def _scored_report(path, info: store.CacheInfo, sample: Sample, config: InspectConfig) -> tuple[dict, np.ndarray]:
+    """The report of a labelled cache of logits: the teacher scored against the labels."""
     logits, labels = sample.flat
     classes = info.classes
     pred = logits.argmax(axis=-1)

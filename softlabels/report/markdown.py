@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+CAPTIONS = {
+    "accuracy.png": "Accuracy per class",
+    "confusion.png": "Confusion matrix",
+    "confidence.png": "Confidence and entropy",
+    "calibration.png": "Calibration and temperature",
+    "temperature.png": "Soft targets by temperature",
+    "views.png": "Agreement between views",
+    "predictions.png": "Predicted classes and confidence",
+    "embedding.png": "Embeddings (PCA) and their norms",
+}
+
 
 def render_markdown(report: dict) -> str:
     """report.md: the numbers that matter in one table, what they suggest, then the plots."""
+    if "accuracy" not in report:  # an unlabelled cache, or one of embeddings alone
+        return _render_unscored(report)
     lines = [f"# Teacher report: {report['name']}", "", _scope(report), "", "| | |", "| --- | --- |"]
-    lines += [f"| {name} | {value} |" for name, value in _key_numbers(report)]
+    lines += [f"| {name} | {value} |" for name, value in _key_numbers(report) + _embedding_numbers(report)]
     if report.get("members"):
         members = report["members"]
         lines += ["", "## Teachers", "", "| teacher | accuracy | NLL (T=1) | ECE (T=1) |", "| --- | --- | --- | --- |"]
@@ -25,14 +38,7 @@ def render_markdown(report: dict) -> str:
             ),
         ]
     lines += ["", "## What this suggests", ""] + [f"- {text}" for text in _advice(report)]
-    captions = {
-        "accuracy.png": "Accuracy per class",
-        "confusion.png": "Confusion matrix",
-        "confidence.png": "Confidence and entropy",
-        "calibration.png": "Calibration and temperature",
-        "temperature.png": "Soft targets by temperature",
-        "views.png": "Agreement between views",
-    }
+    captions = CAPTIONS
     for name in report.get("plots", []):
         lines += ["", f"## {captions.get(name, name)}", "", f"![{captions.get(name, name)}]({name})"]
         if name == "confusion.png" and report["accuracy"]["top_confusions"]:
@@ -46,6 +52,64 @@ def render_markdown(report: dict) -> str:
                 for c in report["accuracy"]["top_confusions"]
             ]
     return "\n".join(lines) + "\n"
+
+
+def _render_unscored(report: dict) -> str:
+    """report.md of a cache the teacher cannot be scored on (no labels, or no logits)."""
+    lines = [f"# Teacher report: {report['name']}", "", _scope(report), ""]
+    if not report["labelled"]:
+        lines += ["No labels: accuracy needs a labelled cache. What the teacher's outputs say on their own:", ""]
+    rows = _embedding_numbers(report)
+    predictions = report.get("predictions")
+    if predictions:
+        counts = predictions["predicted_classes"]
+        top = sorted(counts, key=lambda name: -counts[name])[:5]
+        rows = [
+            ("mean confidence (T = 1)", f"{predictions['confidence']['mean']:.3f}"),
+            (
+                "mean entropy (nats)",
+                f"{predictions['entropy']['mean']:.3f} ({predictions['entropy']['fraction_of_max']:.0%} of max)",
+            ),
+            (
+                "most predicted classes",
+                ", ".join(f"{name} {counts[name] / max(predictions['predictions'], 1):.1%}" for name in top),
+            ),
+            (
+                "target entropy (nats)",
+                ", ".join(f"T = {t['temperature']:g}: {t['entropy_mean']:.3f}" for t in predictions["temperatures"]),
+            ),
+            *rows,
+        ]
+    lines += ["| | |", "| --- | --- |", *(f"| {name} | {value} |" for name, value in rows)]
+    for name in report.get("plots", []):
+        lines += ["", f"## {CAPTIONS.get(name, name)}", "", f"![{CAPTIONS.get(name, name)}]({name})"]
+    return "\n".join(lines) + "\n"
+
+
+def _embedding_numbers(report: dict) -> list[tuple[str, str]]:
+    embedding = report.get("embedding")
+    if not embedding:
+        return []
+    norm = embedding["norm"]
+    rows = [
+        ("embedding dimension", str(embedding["dimension"])),
+        (
+            "embedding norm",
+            f"mean {norm['mean']:.3g}, std {norm['std']:.3g}, range {norm['min']:.3g} - {norm['max']:.3g}",
+        ),
+        (
+            "variance in 2 / 10 principal components",
+            f"{embedding['pca']['explained_2']:.1%} / {embedding['pca']['explained_10']:.1%}",
+        ),
+    ]
+    if "probe_knn" in embedding:
+        rows += [
+            (f"k-NN probe ({embedding['features']})", f"{embedding['probe_knn']:.2%}"),
+            (f"linear probe ({embedding['features']})", f"{embedding['probe_linear']:.2%}"),
+        ]
+    else:
+        rows.append(("probes of the embeddings", embedding["probes"]))
+    return rows
 
 
 def _scope(report: dict) -> str:

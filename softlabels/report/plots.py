@@ -18,17 +18,23 @@ NAMED_CLASSES = 40  # beyond this many classes, axes stop naming every class
 DPI = 110
 
 
-def draw_plots(report: dict, confusion: np.ndarray, out: Path) -> list[str]:
+def draw_plots(report: dict, confusion: np.ndarray | None, out: Path) -> list[str]:
     """Write every figure that applies to `out`; returns their file names in report order."""
-    figures = [
-        ("accuracy.png", lambda: accuracy_figure(report)),
-        ("confusion.png", lambda: confusion_figure(report, confusion)),
-        ("confidence.png", lambda: confidence_figure(report)),
-        ("calibration.png", lambda: calibration_figure(report)),
-        ("temperature.png", lambda: temperature_figure(report)),
-    ]
-    if report["views"]:
+    figures = []
+    if confusion is not None:  # scored against labels
+        figures = [
+            ("accuracy.png", lambda: accuracy_figure(report)),
+            ("confusion.png", lambda: confusion_figure(report, confusion)),
+            ("confidence.png", lambda: confidence_figure(report)),
+            ("calibration.png", lambda: calibration_figure(report)),
+            ("temperature.png", lambda: temperature_figure(report)),
+        ]
+    if report.get("views"):
         figures.append(("views.png", lambda: views_figure(report)))
+    if report.get("predictions"):
+        figures.append(("predictions.png", lambda: predictions_figure(report)))
+    if report.get("embedding"):
+        figures.append(("embedding.png", lambda: embedding_figure(report)))
     written = []
     for name, draw in figures:
         figure = draw()
@@ -318,4 +324,50 @@ def views_figure(report: dict):
     axes[2].set_ylabel("samples")
     axes[2].set_title(f"how much the views' targets differ (mean {views['mean_pairwise_kl']:.3f})", fontsize=10)
     _title(figure, report, "Views")
+    return figure
+
+
+def predictions_figure(report: dict):
+    """An unlabelled cache: which classes the teacher predicts, and how confidently."""
+    predictions = report["predictions"]
+    figure, (left, right) = _subplots(1, 2, figsize=(11, 3.8))
+    names, counts = list(predictions["predicted_classes"]), list(predictions["predicted_classes"].values())
+    positions = np.arange(len(names))
+    left.bar(positions, counts, color=RIGHT)
+    if len(names) <= NAMED_CLASSES:
+        left.set_xticks(positions, names, rotation=90 if len(names) > 10 else 0)
+    left.set_title("predicted class (arg-max), every view", fontsize=10)
+    left.set_ylabel("predictions")
+    histogram = predictions["confidence"]["histogram"]
+    edges = np.array(histogram["edges"])
+    right.bar(edges[:-1], histogram["counts"], width=np.diff(edges), align="edge", color=ACCENT)
+    right.set_title(f"confidence (max probability at T=1), mean {predictions['confidence']['mean']:.3f}", fontsize=10)
+    right.set_xlabel("confidence")
+    _title(figure, report, "Teacher predictions (no labels)")
+    return figure
+
+
+def embedding_figure(report: dict):
+    """Stored embeddings: a 2-D PCA scatter (coloured by class when the cache has labels) and their norms."""
+    embedding = report["embedding"]
+    pca = embedding["pca"]
+    points = np.array(pca["points"]).reshape(-1, 2)
+    figure, (left, right) = _subplots(1, 2, figsize=(11, 4.5))
+    if pca["labels"] is None:
+        left.scatter(points[:, 0], points[:, 1], s=6, color=ACCENT, alpha=0.6)
+    else:
+        labels = np.array(pca["labels"])
+        colours = matplotlib.colormaps["tab20" if len(report["classes"]) > 10 else "tab10"]
+        for c in np.unique(labels):
+            at = labels == c
+            name = report["classes"][c] if c < len(report["classes"]) else str(c)
+            left.scatter(points[at, 0], points[at, 1], s=6, color=colours(int(c) % colours.N), label=name, alpha=0.7)
+        if len(np.unique(labels)) <= 20:
+            left.legend(fontsize=7, markerscale=2, loc="best")
+    left.set_title(f"PCA of view 0 ({pca['explained_2']:.0%} of the variance in 2 components)", fontsize=10)
+    histogram = embedding["norm"]["histogram"]
+    edges = np.array(histogram["edges"])
+    right.bar(edges[:-1], histogram["counts"], width=np.diff(edges), align="edge", color=RIGHT)
+    right.set_title(f"L2 norm, mean {embedding['norm']['mean']:.3g} (dimension {embedding['dimension']})", fontsize=10)
+    _title(figure, report, "Teacher embeddings")
     return figure

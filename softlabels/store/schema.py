@@ -184,7 +184,8 @@ class TeacherRecord(Record):
     model_class: str | None = None
     name: str | None = None  # members of a several-teacher cache: a unique name,
     input: dict | None = None  # and the input (normalisation) each one takes
-    OPTIONAL: ClassVar[tuple[str, ...]] = ("name", "input")
+    num_classes: int | None = None  # 0: built as an encoder without its classifier (`--num-classes 0`)
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("name", "input", "num_classes")
 
     def identity(self) -> tuple:
         """What names one teacher across machines (a weights path may differ)."""

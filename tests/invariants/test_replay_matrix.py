@@ -15,7 +15,9 @@ is what a plain forward hook reads on the teacher's last nn.Linear; unlabelled c
 Cells: `pairwise` over the axes below (every pair of values of two axes in at least one cell), minus
 the combinations that cannot exist (built-in augmentations on tensor/dict samples; views-per-decode 2
 on one-view caches or through `Cache.replay`; weighted ensembles only where an ensemble is chosen;
-embeddings alone with several teachers or other storage modes, or read by the trainer's logit loss).
+embeddings alone with several teachers or other storage modes, or read by the trainer's logit loss;
+a labelled and an unlabelled cache trained as one set only through the trainer, which checks each
+served item against the cache that holds it).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ AXES = {
     "workers": (0, 2),
     "targets": ("logits", "logits,embedding", "embedding"),
     "labels": ("labelled", "unlabelled"),
+    "caches": ("one", "labelled+unlabelled"),
 }
 SEED = 3  # the readers' schedule seed (the build's view seed is another: world.build_options)
 
@@ -60,6 +63,10 @@ def allowed(cell: dict) -> bool:
         cell["teachers"] != "one" or cell["storage"] != "logits" or cell["reader"] == "trainer"
     ):
         return False  # embeddings alone: no logits to store or mix; the trainer reads them through embed-* losses
+    if cell["caches"] != "one" and cell["reader"] != "trainer":
+        return False  # `trainer fit --cache L --cache U`: the API reads one cache
+    if cell["caches"] != "one" and cell["labels"] == "unlabelled":
+        return False  # the combined set is a labelled cache and its unlabelled partner
     # Cache.dataset mixes several teachers by mean-prob; weights are chosen by ReplayDataset / the trainer
     return not (cell["teachers"] == "two:0.7,0.3" and cell["reader"] in ("Cache.replay", "set_epoch"))
 
@@ -81,23 +88,32 @@ def test_a_served_view_is_the_stored_view(cell, world, cache_for, tmp_path):
         cell["targets"],
         cell["labels"] == "labelled",
     )
-    path = cache_for(kind)
-    served = READERS[cell["reader"]](path, world, kind, cell, tmp_path)
-    check_served(path, world, kind, cell, served)
+    parts = [kind] + ([kind.bare] if cell["caches"] != "one" else [])
+    paths = [cache_for(part) for part in parts]
+    served = READERS[cell["reader"]](paths, world, kind, cell, tmp_path)
+    start = 0  # the combined set numbers its samples cache after cache
+    for part, path in zip(parts, paths):
+        size = store.read_info(path).layout.num_samples
+        mine = [(i - start, *rest) for i, *rest in served if start <= i < start + size]
+        check_served(path, world, part, cell, mine)
+        start += size
+    assert all(0 <= i < start for i, *_ in served), "an index outside the caches was served"
 
 
 # ----------------------------------------------------------------------------- readers
 # Each returns [(index, view, input as served (un-normalised), label, logits as served)].
 
 
-def read_replay(path, world, kind, cell, tmp_path):
+def read_replay(paths, world, kind, cell, tmp_path):
+    path = paths[0]
     cache = softlabels.open_cache(path)
     source = softlabels.open_dataset(world.dataset(kind.sample, kind.labelled))
     return [(i, v, *cache.replay(source, i, view=v)) for i in range(len(cache)) for v in range(kind.views)]
 
 
-def read_set_epoch(path, world, kind, cell, tmp_path):
+def read_set_epoch(paths, world, kind, cell, tmp_path):
     """The README's own loop: Cache.dataset, DataLoader(shuffle), set_epoch each epoch."""
+    path = paths[0]
     cache = softlabels.open_cache(path)
     data = cache.dataset(softlabels.open_dataset(world.dataset(kind.sample, kind.labelled)), normalize=False, seed=SEED)
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(1)).tolist()
@@ -111,8 +127,9 @@ def read_set_epoch(path, world, kind, cell, tmp_path):
     return served
 
 
-def read_sampler(path, world, kind, cell, tmp_path):
+def read_sampler(paths, world, kind, cell, tmp_path):
     """Cache.dataset with its own sampler (views travel in the indices), optionally R views per decode."""
+    path = paths[0]
     cache = softlabels.open_cache(path)
     source = softlabels.open_dataset(world.dataset(kind.sample, kind.labelled))
     if cell["teachers"] == "two:0.7,0.3":
@@ -128,14 +145,15 @@ def read_sampler(path, world, kind, cell, tmp_path):
     return served
 
 
-def read_trainer(path, world, kind, cell, tmp_path):
-    """What `trainer fit` trains on: the loader `build_run` makes from the options."""
+def read_trainer(paths, world, kind, cell, tmp_path):
+    """What `trainer fit` trains on: the loader `build_run` makes from the options (from one cache, or a
+    labelled and an unlabelled one as one set)."""
     from trainer import FitConfig
     from trainer.setup import build_run
 
     ensemble = None if cell["teachers"] == "one" else cell["teachers"].split(":")[1]
     config = FitConfig.from_options(
-        cache=str(path),
+        cache=tuple(map(str, paths)),
         student=world.teachers(kind.sample)[0][0],
         out=str(tmp_path / "run"),
         batch_size=4,

@@ -5,8 +5,9 @@ The stop lands at a step drawn from a seeded generator per cell (a different one
 through the same flag the SIGTERM handler sets (`run.stop.signal`), anywhere in the 2-epoch run.
 Cells: `pairwise` over sample kind, augment (one view, replayed views, mixed views), views per decode,
 teachers, loader workers, the loss (KD, hard, labels alone, a teacher's embeddings through a trained
-projection, KD plus a relational term) and labelled or unlabelled caches, minus combinations that
-cannot exist. A projection, where the loss trains one, resumes bit for bit too.
+projection, KD plus a relational term), labelled or unlabelled caches, and the caches trained (one, or
+a labelled and an unlabelled cache of the same teachers as one set), minus combinations that cannot
+exist. A projection, where the loss trains one, resumes bit for bit too.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import signal
 import pytest
 import torch
 
+from softlabels import store
 from softlabels.stopping import Stopped
 from tests.invariants.world import Kind, pairwise
 from trainer import FitConfig, Hook, fit
@@ -29,6 +31,7 @@ AXES = {
     "workers": (0, 2),
     "loss": ("kd", "hard", "ce", "embed-cosine", "kd+embed-relational"),
     "labels": ("labelled", "unlabelled"),
+    "caches": ("one", "labelled+unlabelled"),
 }
 EMBEDDING_LOSSES = ("embed-cosine", "kd+embed-relational")  # need a cache with embeddings
 
@@ -42,6 +45,8 @@ def allowed(cell: dict) -> bool:
         return False  # mixed views have no single label: a loss without a label term
     if cell["loss"] == "ce" and (cell["teachers"] != "one" or cell["labels"] == "unlabelled"):
         return False  # labels alone: one teacher's cache is enough, and an unlabelled one is refused
+    if cell["caches"] != "one" and cell["labels"] == "unlabelled":
+        return False  # the combined set is a labelled cache and its unlabelled partner
     # embeddings are never mixed: a cache of several teachers teaches the one --ensemble picks
     return not (cell["loss"] in EMBEDDING_LOSSES and cell["teachers"] == "two:mean-prob")
 
@@ -69,8 +74,9 @@ def test_a_run_resumed_after_a_stop_at_a_random_step_has_the_uninterrupted_weigh
     targets = "logits,embedding" if cell["loss"] in EMBEDDING_LOSSES else "logits"
     labelled = cell["labels"] == "labelled"
     kind = Kind(cell["sample"], cell["augment"], "logits", 1 if cell["teachers"] == "one" else 2, targets, labelled)
+    caches = [cache_for(kind)] + ([cache_for(kind.bare)] if cell["caches"] != "one" else [])
     options = dict(
-        cache=str(cache_for(kind)),
+        cache=tuple(map(str, caches)),
         student=world.teachers(kind.sample)[0][0],
         epochs=2,
         batch_size=4,
@@ -86,7 +92,8 @@ def test_a_run_resumed_after_a_stop_at_a_random_step_has_the_uninterrupted_weigh
         **({} if labelled else {"alpha": 1.0}),  # no label term without labels
     )
     fit(FitConfig.from_options(**options, out=str(tmp_path / "ref")))
-    steps = 2 * -(-18 // (4 // cell["per_decode"]))  # 2 epochs of 18 samples, 4 // R samples a batch
+    samples = sum(store.read_info(cache).layout.num_samples for cache in caches)
+    steps = 2 * -(-samples // (4 // cell["per_decode"]))  # 2 epochs, 4 // R samples a batch
     stop = random.Random(cell_id(cell)).randrange(0, steps - 1)  # any step but the last
     with pytest.raises(Stopped):
         fit(FitConfig.from_options(**options, out=str(tmp_path / "run")), hooks=[StopAt(stop)])

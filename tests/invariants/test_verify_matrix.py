@@ -65,7 +65,8 @@ def test_verify_passes_a_good_cache_and_fails_a_damaged_one(cell, world, cache_f
         args += ["--recompute", "18"]
     expected = None
     if cell["damage"] == "byte":
-        flip_stored_byte(path, EMBEDDINGS if kind.targets == "embedding" else TARGETS[kind.storage], row=7, byte=1)
+        damaged = EMBEDDINGS if kind.targets == "embedding" else TARGETS[kind.storage]
+        flip_stored_byte(path, damaged, row=7 if labelled else 4, byte=1)  # the unlabelled cache holds 6
         expected = "checksum"
     elif cell["damage"] == "teacher":
         args += ["--weights", world.teachers(kind.sample, 2)[1][1]]
@@ -86,10 +87,10 @@ def test_verify_passes_a_good_cache_and_fails_a_damaged_one(cell, world, cache_f
 def changed_copy(world, sample: str, labelled: bool, tmp_path) -> str:
     """A copy of the sample kind's dataset, the same keys and labels, sample 4's content changed."""
     if sample in ("rgb", "grey"):
-        name = sample if labelled else f"{sample}-flat"
+        name = sample if labelled else f"{sample}-bare"
         folder = tmp_path / name
         shutil.copytree(world.root / name, folder)
-        image = folder / ("train/cat/0004.png" if labelled else "004.png")
+        image = folder / ("train/cat/0004.png" if labelled else "2000.png")  # sample 4 of either
         pixels = np.asarray(Image.open(image)).copy()
         pixels.flat[0] ^= 1
         Image.fromarray(pixels).save(image)
@@ -105,7 +106,7 @@ def changed_copy(world, sample: str, labelled: bool, tmp_path) -> str:
     )
     (tmp_path / "changed.py").write_text(code)
     name = "features" if sample == "tensor" else "tokens"
-    return f"{tmp_path / 'changed.py'}:{name if labelled else 'bare_' + name}"
+    return f"{tmp_path / 'changed.py'}:{name if labelled else name + '_bare'}"
 
 
 def test_the_byte_damage_lands_in_the_targets(world, cache_for, tmp_path):

@@ -3,14 +3,15 @@ options of a cache of each kind (a build takes tens of milliseconds on 18 sample
 which picks the matrix's cells.
 
 Sample kinds: `rgb` and `grey` image folders (8x8 PNGs), `tensor` (12 float64 features) and `dict`
-(token ids with a mask) from a FILE.py:FUNC dataset. Augment kinds: the built-ins, a user `Augment`
+(token ids with a mask) from a FILE.py:FUNC dataset; each also has 6 other samples without labels
+(a flat folder, a factory of bare samples), cached by the same teachers (`Kind.bare`), for the cells
+that train a labelled and an unlabelled cache together. Augment kinds: the built-ins, a user `Augment`
 subclass (`user`), a user torchvision v2 pipeline (`v2`) and the mixed `cifar+mixup` / `cifar+cutmix`.
 """
 
 from __future__ import annotations
 
 import itertools
-import shutil
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,14 +66,13 @@ class Tokens(torch.utils.data.Dataset):
 
 
 class Bare(torch.utils.data.Dataset):
-    """The same samples without their labels: an unlabelled dataset (items are bare samples)."""
+    """The first 6 samples of a dataset without their labels: an unlabelled dataset (no `targets`)."""
 
-    def __init__(self, labelled):
-        self.labelled = labelled
-        self.keys = getattr(labelled, "keys", None) or [f"item-{i:02d}" for i in range(len(labelled))]
+    def __init__(self, labelled, prefix):
+        self.labelled, self.keys = labelled, [f"{prefix}-{i:02d}" for i in range(6)]
 
     def __len__(self):
-        return len(self.labelled)
+        return 6
 
     def __getitem__(self, i):
         return self.labelled[i][0]
@@ -86,12 +86,12 @@ def tokens(split="train", root=None):
     return Tokens(split)
 
 
-def bare_features(split="train", root=None):
-    return Bare(Features(split))
+def features_bare(split="train", root=None):
+    return Bare(Features("test"), "bare")
 
 
-def bare_tokens(split="train", root=None):
-    return Bare(Tokens(split))
+def tokens_bare(split="train", root=None):
+    return Bare(Tokens("test"), "bare")
 '''
 
 MODELS = '''
@@ -155,12 +155,11 @@ class World:
     root: Path
 
     def dataset(self, sample: str, labelled: bool = True) -> str:
-        """The sample kind's training data; unlabelled: the same samples with no label (a flat folder
-        of renamed images, or a factory of bare samples)."""
+        """The labelled dataset of a sample kind, or (`labelled` False) 6 other samples without labels."""
         if sample in ("rgb", "grey"):
-            return f"imagefolder:{self.root / (sample if labelled else sample + '-flat')}"
+            return f"imagefolder:{self.root / sample}" if labelled else f"imagefolder:{self.root / sample}-bare"
         name = "features" if sample == "tensor" else "tokens"
-        return f"{self.root / 'data.py'}:{name if labelled else 'bare_' + name}"
+        return f"{self.root / 'data.py'}:{name}{'' if labelled else '_bare'}"
 
     def teachers(self, sample: str, count: int = 1) -> list[tuple[str, str]]:
         """(spec, weights) of `count` different teachers for this sample kind."""
@@ -175,14 +174,16 @@ class World:
 
 def _images(folder: Path, grey: bool) -> None:
     rng = np.random.default_rng(1 if grey else 0)
-    for split, count in (("train", (7, 5, 6)), ("test", (3, 2, 3))):
+    for split, count in (("train", (7, 5, 6)), ("test", (3, 2, 3)), ("bare", (2, 2, 2))):
         for label, (name, many) in enumerate(zip(CLASSES, count)):
-            (folder / split / name).mkdir(parents=True, exist_ok=True)
+            where = folder.with_name(f"{folder.name}-bare") if split == "bare" else folder / split / name
+            where.mkdir(parents=True, exist_ok=True)
             for i in range(many):
                 pixels = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
                 pixels[..., label] = np.clip(pixels[..., label].astype(int) + 90, 0, 255)
                 image = Image.fromarray(pixels)
-                (image.convert("L") if grey else image).save(folder / split / name / f"{i:04d}.png")
+                file = f"{label}{i:03d}.png" if split == "bare" else f"{i:04d}.png"  # bare: no class folder
+                (image.convert("L") if grey else image).save(where / file)
 
 
 def _teachers(world: World) -> None:
@@ -196,21 +197,10 @@ def _teachers(world: World) -> None:
             torch.save(model.state_dict(), weights)
 
 
-def _flat(folder: Path) -> None:
-    """`folder`'s training images in one folder named `folder`-flat, renamed so no name gives a class
-    (sorted names keep the labelled folder's sample order)."""
-    flat = folder.with_name(folder.name + "-flat")
-    flat.mkdir()
-    for index, image in enumerate(sorted((folder / "train").rglob("*.png"))):
-        shutil.copy(image, flat / f"{index:03d}.png")
-
-
 def make_world(root: Path) -> World:
     """The data, teachers and user files under `root`."""
     _images(root / "rgb", grey=False)
     _images(root / "grey", grey=True)
-    _flat(root / "rgb")
-    _flat(root / "grey")
     for name, text in (("data.py", DATA), ("models.py", MODELS), ("augments.py", AUGMENTS)):
         (root / name).write_text(textwrap.dedent(text))
     made = World(root)
@@ -227,7 +217,7 @@ class Kind:
     storage: str = "logits"
     teachers: int = 1
     targets: str = "logits"  # `--targets`: logits, embedding or logits,embedding
-    labelled: bool = True
+    labelled: bool = True  # False: 6 other samples without labels, targets of the same teachers
 
     @property
     def views(self) -> int:
@@ -236,9 +226,13 @@ class Kind:
     @property
     def name(self) -> str:
         targets = "" if self.targets == "logits" else "-" + self.targets.replace(",", "_")
-        return f"{self.sample}-{self.augment.replace('+', '_')}-{self.storage}-t{self.teachers}{targets}" + (
-            "" if self.labelled else "-unlabelled"
-        )
+        bare = "" if self.labelled else "-bare"
+        return f"{self.sample}-{self.augment.replace('+', '_')}-{self.storage}-t{self.teachers}{targets}{bare}"
+
+    @property
+    def bare(self) -> Kind:
+        """The unlabelled cache that trains beside this one (`trainer fit --cache L --cache U`)."""
+        return Kind(self.sample, self.augment, self.storage, self.teachers, self.targets, labelled=False)
 
 
 def build_options(world: World, kind: Kind, out: Path) -> dict:

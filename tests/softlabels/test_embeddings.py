@@ -1,5 +1,6 @@
 """Embedding targets: what `--targets embedding` stores, how it reads back, and what it refuses."""
 
+import json
 import textwrap
 
 import h5py
@@ -171,3 +172,33 @@ def test_penultimate_features_of_a_classifier_and_an_encoder():
     encoder = torch.nn.Conv2d(3, 4, 3)
     logits, features = penultimate_features(encoder, torch.randn(2, 3, 8, 8))
     assert logits is None and features.shape == (2, 4)
+
+
+@pytest.mark.parametrize("targets", ["embedding", "logits,embedding"])
+def test_inspect_reports_the_stored_embeddings_with_the_trainers_probes(build_options, tmp_path, targets):
+    """Dimension, norms, a PCA picture, and k-NN / linear-probe accuracy from softlabels.probes (the
+    trainer's --probe code) on the stored embeddings of view 0."""
+    from click.testing import CliRunner
+
+    from softlabels.cli import main
+    from softlabels.probes import PROBES, probe_accuracy
+
+    path = build(build_options, tmp_path, "e.h5", targets=targets, embedding_dtype="float32")
+    out = tmp_path / "report"
+    result = CliRunner().invoke(main, ["inspect", str(path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    embedding = report["embedding"]
+    stored = store.CacheTargets(path)
+    x = np.stack([stored.embeddings(i, 0) for i in range(18)])
+    assert embedding["dimension"] == x.shape[1] == 256 and embedding["samples"] == 18
+    assert embedding["norm"]["mean"] == pytest.approx(float(np.linalg.norm(x, axis=1).mean()), rel=1e-5)
+    labels = open_dataset(build_options["dataset"]).labels
+    expected = probe_accuracy(x, labels, PROBES, 3)
+    assert {k: embedding[k] for k in expected} == pytest.approx(expected)
+    assert len(embedding["pca"]["points"]) == 18 and embedding["pca"]["labels"] == labels.tolist()
+    assert "embedding.png" in report["plots"] and (out / "embedding.png").stat().st_size > 0
+    markdown = (out / "report.md").read_text()
+    assert "k-NN probe (stored embeddings, view 0)" in markdown and "embedding.png" in markdown
+    assert f"embedding probe_knn {expected['probe_knn']:.2%}" in result.output
+    assert ("accuracy" in report) == ("logits" in targets)  # with logits the teacher is scored as well

@@ -1,8 +1,9 @@
 """Data without labels: a flat image folder or a factory of bare samples builds a cache that stores
 no labels, whose keys, digests and fingerprint work as usual, and which `info`, `ls`, `verify` and
-`merge` handle; `inspect` refuses it in one line."""
+`merge` handle; `inspect` reports what needs no labels."""
 
 import hashlib
+import json
 import shutil
 import textwrap
 
@@ -124,11 +125,25 @@ def test_build_says_there_is_no_teacher_accuracy(unlabelled_options):
     assert "unlabelled (no teacher accuracy)" in result.output
 
 
-def test_inspect_refuses_an_unlabelled_cache_in_one_line(unlabelled_options, tmp_path):
+def test_inspect_reports_an_unlabelled_cache_without_accuracy(unlabelled_options, tmp_path):
     path = build_cache(BuildConfig.from_options(**unlabelled_options)).path
-    result = CliRunner().invoke(main, ["inspect", str(path), "--out", str(tmp_path / "report")])
-    assert result.exit_code != 0
-    assert result.output.strip().splitlines()[-1].startswith("error: ") and "is unlabelled" in result.output
+    out = tmp_path / "report"
+    result = CliRunner().invoke(main, ["inspect", str(path), "--out", str(out), "--probe", "knn"])
+    assert result.exit_code == 0, result.output
+    assert "no labels: accuracy needs a labelled cache" in result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["labelled"] is False and "accuracy" not in report and "calibration" not in report
+    assert report["probes"] == "no labels: accuracy needs a labelled cache"
+    predictions = report["predictions"]
+    assert predictions["accuracy"] == "no labels: accuracy needs a labelled cache" and predictions["predictions"] == 18
+    assert sum(predictions["predicted_classes"].values()) == 18 and len(predictions["predicted_classes"]) == 3
+    stored = store.CacheTargets(path)
+    logits = np.stack([stored.logits(i, 0) for i in range(18)])
+    expected = np.bincount(logits.argmax(1), minlength=3).tolist()
+    assert list(predictions["predicted_classes"].values()) == expected
+    assert 0 < predictions["confidence"]["mean"] <= 1 and sum(predictions["confidence"]["histogram"]["counts"]) == 18
+    assert report["plots"] == ["predictions.png"] and (out / "predictions.png").stat().st_size > 0
+    assert "No labels: accuracy needs a labelled cache" in (out / "report.md").read_text()
 
 
 FACTORY = """

@@ -110,7 +110,7 @@ def test_subset_per_class_is_refused_on_unlabelled_data(unlabelled_cache, fit_op
 
 def test_a_sweep_refuses_label_terms_on_an_unlabelled_cache_before_any_run(unlabelled_cache, fit_options, tmp_path):
     base = FitConfig.from_options(cache=unlabelled_cache, **{**fit_options, "out": str(tmp_path / "sweep")})
-    with pytest.raises(ValueError, match="--with-ce trains on labels alone and .*u.h5 is unlabelled"):
+    with pytest.raises(ValueError, match="--with-ce trains on labels alone and .*u.h5 holds no labels"):
         sweep(SweepConfig(base, students=("linear",), alphas=(1.0,), with_ce=True))
     with pytest.raises(ValueError, match=r"unlabelled, so KD with a label term \(--alpha 0.5\)"):
         sweep(SweepConfig(base, students=("linear",), alphas=(1.0, 0.5)))  # the second run's alpha

@@ -14,6 +14,9 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+
+from softlabels.store.schema import NO_LABEL
 
 
 def check_kd_settings(temperature: float, alpha: float) -> None:
@@ -84,6 +87,24 @@ class Loss(ABC):
     def class_weights(self, labels: np.ndarray, teacher_logits: np.ndarray, num_classes: int) -> np.ndarray:
         """(n, C) weights of each sample's classes, for a student that only takes hard labels (scikit-learn):
         every sample is repeated once per class with its weight."""
+
+
+def labelled(labels: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: which samples have a label. A batch of a labelled and an unlabelled cache trained
+    together (`trainer fit --cache L.h5 --cache U.h5`) marks the others `NO_LABEL`."""
+    return labels != NO_LABEL
+
+
+def label_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """(B,) cross-entropy of each sample against its label, 0 for a sample without one.
+
+    Losses average per-sample losses over the whole batch, so a sample without a label simply has no
+    label term: the loss of a batch never divides by how many of its samples have labels, and is the
+    same whether the batch is split over ranks (DDP averages equal-sized shares) or not.
+    """
+    return F.cross_entropy(
+        logits.float(), labels, ignore_index=NO_LABEL, reduction="none", label_smoothing=label_smoothing
+    )
 
 
 def one_hot(classes: np.ndarray, num_classes: int) -> np.ndarray:

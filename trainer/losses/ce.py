@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import torch.nn.functional as F
 
-from trainer.losses.base import Loss, one_hot
+from trainer.losses.base import Loss, label_cross_entropy, one_hot
 
 
 class CrossEntropy(Loss):
@@ -18,7 +17,7 @@ class CrossEntropy(Loss):
         return f"labels only (--loss {self.name})"
 
     def __call__(self, student_logits, teacher_logits, labels, embeddings=None):
-        return F.cross_entropy(student_logits.float(), labels, label_smoothing=self.label_smoothing)
+        return label_cross_entropy(student_logits, labels, self.label_smoothing).mean()  # 0 without a label
 
     def class_weights(self, labels, teacher_logits, num_classes) -> np.ndarray:
         return one_hot(labels, num_classes)

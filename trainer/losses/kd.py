@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainer.losses.base import Loss, check_kd_settings, one_hot
+from trainer.losses.base import Loss, check_kd_settings, label_cross_entropy, labelled, one_hot
 
 DEFAULT_TEMPERATURE = 4.0
 DEFAULT_ALPHA = 0.9
@@ -34,20 +34,27 @@ def kd_loss(
 ) -> torch.Tensor:
     """`alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)`, averaged over the batch.
 
+    Per sample: a sample with a label mixes the teacher and label terms by alpha; a sample without one
+    (an unlabelled cache trained beside a labelled one, `NO_LABEL`) learns from the teacher term alone,
+    at weight 1: `T^2 * KL`. The batch's loss is the mean of the per-sample losses, so on a labelled
+    batch it is Hinton's formula and on an unlabelled one `--alpha 1`'s.
     The T^2 factor keeps the soft term's gradient scale independent of T (Hinton et al. 2015).
     Computed in float32 whatever the autocast dtype of the logits.
     """
     check_kd_settings(temperature, alpha)
     student, teacher = student_logits.float(), teacher_logits.float()
     loss = student.new_zeros(())
-    if alpha > 0:
+    if alpha == 1:  # every sample, labelled or not, learns from the teacher alone
         log_p_student = F.log_softmax(student / temperature, dim=-1)
         log_p_teacher = F.log_softmax(teacher / temperature, dim=-1)
         kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
-        loss = loss + alpha * temperature**2 * kl
-    if alpha < 1:
-        loss = loss + (1 - alpha) * F.cross_entropy(student, labels, label_smoothing=label_smoothing)
-    return loss
+        return loss + temperature**2 * kl
+    log_p_student = F.log_softmax(student / temperature, dim=-1)
+    log_p_teacher = F.log_softmax(teacher / temperature, dim=-1)
+    kl = F.kl_div(log_p_student, log_p_teacher, reduction="none", log_target=True).sum(-1)  # (B,)
+    weight = torch.where(labelled(labels), alpha, 1.0)  # the teacher term's: alpha, or 1 without a label
+    loss = loss + temperature**2 * (weight * kl).mean()
+    return loss + (1 - alpha) * label_cross_entropy(student, labels, label_smoothing).mean()
 
 
 class Distillation(Loss):

@@ -169,3 +169,67 @@ def test_a_missing_timm_says_how_to_install_it(tmp_path, image_folder):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert install_hint("timm") in done.stderr
+
+
+@pytest.fixture
+def encoder_options(image_folder, tmp_path):
+    """A timm classifier's weights saved here (no download) and a build of it at 32 px."""
+    torch.manual_seed(0)
+    classifier = timm.create_model("test_resnet", pretrained=False, num_classes=3).eval()
+    torch.save(classifier.state_dict(), tmp_path / "classifier.pt")
+    encoder = timm.create_model("test_resnet", pretrained=False, num_classes=0).eval()
+    encoder.load_state_dict({k: v for k, v in classifier.state_dict().items() if not k.startswith("fc.")})
+    torch.save(encoder.state_dict(), tmp_path / "encoder.pt")
+    return classifier, dict(
+        dataset=f"imagefolder:{image_folder}",
+        teacher="timm:test_resnet",
+        num_classes=0,
+        targets="embedding",
+        embedding_dtype="float32",
+        image_size=32,
+        dtype="float32",
+        workers=0,
+        batch_size=4,
+        device="cpu",
+        progress=False,
+    )
+
+
+@pytest.mark.parametrize("weights", ["encoder.pt", "classifier.pt"])
+def test_a_timm_encoder_without_classes_builds_an_embedding_cache(encoder_options, tmp_path, weights):
+    """`--num-classes 0`: timm's num_classes=0 model, from its own weights or a classifier's less the
+    classifier; the stored embedding is the encoder's output, which is the classifier's pre-logits."""
+    classifier, options = encoder_options
+    out = tmp_path / f"enc-{weights}.h5"
+    path = build_cache(BuildConfig.from_options(**options, weights=str(tmp_path / weights), out=str(out))).path
+    info = store.read_info(path)
+    assert info.layout.targets == ("embedding",) and info.layout.embedding_dim == 96
+    assert info.teacher.num_classes == 0 and info.teacher.to_dict()["num_classes"] == 0
+    source = open_dataset(options["dataset"])
+    inputs = TeacherInputs(source, ViewPipeline(info.input), 1, 0)
+    batch = torch.stack([Normalize(info.input)(inputs[i][1])[0] for i in range(3)])
+    with torch.inference_mode():
+        expected = classifier.forward_head(classifier.forward_features(batch), pre_logits=True)
+    targets = store.CacheTargets(path)
+    stored = np.stack([targets.embeddings(i, 0) for i in range(3)])
+    np.testing.assert_allclose(stored, expected.numpy(), rtol=1e-4, atol=1e-5)
+    result = CliRunner().invoke(main, ["verify", str(path), "--recompute", "4", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+
+
+def test_an_encoder_given_logits_is_refused_in_one_line(encoder_options, tmp_path):
+    _, options = encoder_options
+    args = ["build", "--dataset", options["dataset"], "--teacher", "timm:test_resnet", "--num-classes", "0"]
+    args += ["--weights", str(tmp_path / "encoder.pt"), "--out", str(tmp_path / "x.h5"), "--workers", "0"]
+    for targets in ([], ["--targets", "logits,embedding"]):
+        result = CliRunner().invoke(main, [*args, *targets])
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 1 and len(lines) == 1, result.output
+        assert "--num-classes 0 builds the teacher as an encoder" in lines[0] and "--targets embedding" in lines[0]
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_num_classes_0_is_refused_where_a_source_builds_no_encoders(build_options, tmp_path):
+    options = {**build_options, "num_classes": 0, "targets": "embedding", "out": str(tmp_path / "x.h5")}
+    with pytest.raises(ValueError, match="--num-classes 0 asks small_cnn for an encoder .* only timm:NAME"):
+        build_cache(BuildConfig.from_options(**options))
