@@ -9,6 +9,9 @@ closed-form and deterministic, so a run's numbers repeat exactly:
 - `linear`: ridge regression of one-hot labels on the standardised features plus a bias, closed
   form, predicted class = arg-max.
 
+`neighbour_overlap` compares two models' features of the same samples without labels: the share of
+each sample's k cosine-nearest neighbours (among the other samples) that both agree on, averaged.
+
 numpy only: `softlabels inspect` scores a teacher's stored outputs with it, the trainer a student's
 penultimate features (`softlabels.models.features`).
 """
@@ -78,6 +81,34 @@ def probe_accuracy(
             predicted = linear_predict(x[fit], labels[fit], x[score], num_classes)
         results[f"probe_{kind}"] = float((predicted == labels[score]).mean())
     return results
+
+
+def neighbour_overlap(a: np.ndarray, b: np.ndarray, k: int = DEFAULT_K) -> float:
+    """Mean over rows of |a's k nearest rows ∩ b's k nearest rows| / k: two (n, D_a) and (n, D_b)
+    feature sets of the same n samples, cosine similarity, each row's own excluded (1.0: the same
+    neighbourhoods; about k / (n - 1) for unrelated features)."""
+    if len(a) != len(b):
+        raise ValueError(f"neighbour overlap compares features of the same samples: got {len(a)} and {len(b)} rows")
+    if len(a) < 2:
+        raise ValueError(f"neighbour overlap needs at least 2 samples, got {len(a)}")
+    k = min(k, len(a) - 1)
+    a_n, b_n = (
+        _unit(np.asarray(a, np.float64).reshape(len(a), -1)),
+        _unit(np.asarray(b, np.float64).reshape(len(b), -1)),
+    )
+    shared = 0
+    for start in range(0, len(a), CHUNK):
+        rows = np.arange(start, min(start + CHUNK, len(a)))
+        masks = []
+        for x in (a_n, b_n):
+            similarity = x[rows] @ x.T
+            similarity[np.arange(len(rows)), rows] = -np.inf  # a sample is not its own neighbour
+            nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+            mask = np.zeros(similarity.shape, dtype=bool)
+            np.put_along_axis(mask, nearest, True, axis=1)
+            masks.append(mask)
+        shared += int((masks[0] & masks[1]).sum())
+    return shared / (k * len(a))
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

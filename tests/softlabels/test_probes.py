@@ -1,4 +1,5 @@
-"""The probes (k-NN, linear) against hand checks on tiny data, and `penultimate_features`."""
+"""The probes (k-NN, linear) and the neighbour overlap against hand checks on tiny data, and
+`penultimate_features`."""
 
 import numpy as np
 import pytest
@@ -7,7 +8,7 @@ from torch import nn
 
 from softlabels.models.features import penultimate_features
 from softlabels.models.registry import create_model
-from softlabels.probes import knn_predict, linear_predict, probe_accuracy, split_halves
+from softlabels.probes import knn_predict, linear_predict, neighbour_overlap, probe_accuracy, split_halves
 
 # Even rows fit, odd rows are scored. Fit: (1, 0) class 0, (0, 1) class 1, (1, 1) class 1.
 # Scored: (2, .1) class 0, (.1, 3) class 1, (1, .2) class 1, whose cosine similarities to the fitting
@@ -20,6 +21,25 @@ LABELS = np.array([0, 0, 1, 1, 1, 1])
 def test_halves_alternate():
     fit, score = split_halves(5)
     assert fit.tolist() == [0, 2, 4] and score.tolist() == [1, 3]
+
+
+def _at(degrees) -> np.ndarray:
+    radians = np.radians(degrees)
+    return np.stack([np.cos(radians), np.sin(radians)], axis=1)
+
+
+def test_neighbour_overlap_by_hand():
+    a = _at([0, 10, 90, 100])  # nearest others: 1, 0, 3, 2
+    assert neighbour_overlap(a, 5 * a @ np.array([[0, 1], [-1, 0]]), k=1) == 1.0  # rotated and scaled: the same
+    assert neighbour_overlap(a, _at([0, 90, 10, 100]), k=1) == 0.0  # nearest: 2, 3, 0, 1
+    assert neighbour_overlap(a, _at([0, 10, 100, 200]), k=1) == 0.75  # nearest: 1, 0, 1, 2
+    assert neighbour_overlap(a, _at([0, 90, 10, 100]), k=3) == 1.0  # every other sample: the same sets
+    assert neighbour_overlap(a, np.hstack([a, np.zeros((4, 3))]), k=1) == 1.0  # other widths compare
+
+
+def test_neighbour_overlap_needs_the_same_samples():
+    with pytest.raises(ValueError, match="same samples: got 4 and 3 rows"):
+        neighbour_overlap(_at([0, 10, 90, 100]), _at([0, 10, 90]))
 
 
 def test_knn_by_hand():
