@@ -122,6 +122,33 @@ def fit(out: Path, *args: str, quiet: bool = True) -> dict:
     return json.loads((out / "summary.json").read_text())
 
 
+def with_options(argv: list[str], **options) -> list[str]:
+    """A `python -m trainer ...` step's arguments after the module, with options set (replacing given
+    ones) and progress bars off: for `fit_in_process`."""
+    args = [str(a) for a in argv[3:]]
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if flag in args:
+            i = args.index(flag)
+            del args[i : i + 2]
+        args += [flag, str(value)]
+    return [*args, "--no-progress"]
+
+
+def fit_in_process(args: list[str]) -> dict:
+    """`trainer ARGS` (a fit) in this process, its summary.json; RuntimeError when it exits non-zero."""
+    import json
+
+    from trainer.cli import main
+
+    try:
+        main(args, standalone_mode=False)
+    except SystemExit as err:
+        if err.code:
+            raise RuntimeError(f"trainer {' '.join(args)} exited with {err.code}") from None
+    return json.loads((Path(args[args.index("--out") + 1]) / "summary.json").read_text())
+
+
 def grid_arguments(doc: str, students, seeds: int):
     """The options every accuracy grid takes: --full, --seeds, --students, --fresh."""
     import argparse

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import DATA, machine, table
+from bench.common import DATA, fit_in_process, machine, table, with_options
 from examples.common import run_steps
 
 OUT = DATA / "bench" / "modalities"
@@ -86,29 +86,6 @@ def _ensemble_test_accuracy(build_argv: list[str], folder: Path) -> float:
     return float((mixed.argmax(-1) == labels).mean())
 
 
-def _with(argv: list[str], **options) -> list[str]:
-    """The student command's arguments (after `-m trainer`) with options set (replacing given ones)."""
-    args = [str(a) for a in argv[3:]]
-    for name, value in options.items():
-        flag = "--" + name.replace("_", "-")
-        if flag in args:
-            i = args.index(flag)
-            del args[i : i + 2]
-        args += [flag, str(value)]
-    return [*args, "--no-progress"]
-
-
-def train(args: list[str]) -> dict:
-    from trainer.cli import main
-
-    try:
-        main(args, standalone_mode=False)
-    except SystemExit as err:
-        if err.code:
-            raise RuntimeError(f"trainer {' '.join(args)} exited with {err.code}") from None
-    return _summary(Path(args[args.index("--out") + 1]))
-
-
 def run_students(name: str, students: dict, seeds: int, log: Path) -> None:
     done = set()
     if log.exists():
@@ -125,7 +102,7 @@ def run_students(name: str, students: dict, seeds: int, log: Path) -> None:
                 started = time.perf_counter()
                 record = {"modality": name, "student": student, "arm": arm, "seed": seed}
                 try:
-                    summary = train(_with(argv, seed=seed, out=run, threads=1, **extra))
+                    summary = fit_in_process(with_options(argv, seed=seed, out=run, threads=1, **extra))
                     record.update(accuracy=summary["test_accuracy"], seconds=round(time.perf_counter() - started, 1))
                 except Exception as err:  # recorded; the grid goes on
                     record["error"] = str(err)[-300:]

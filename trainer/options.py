@@ -214,6 +214,14 @@ class RuntimeOptions:
         f"without its classifier: knn (cosine, k={DEFAULT_K}) and/or linear (ridge); fit on the set's even rows, "
         "scored on its odd rows; reported as probe_knn / probe_linear in metrics and summary.",
     )
+    probe_teacher: str | None = option(
+        None,
+        type=click.Path(dir_okay=False),
+        help="With --probe: the teacher's cache of the evaluation set, storing embeddings (softlabels build "
+        "--split test --targets embedding): its embeddings are scored by the same probes (probe_teacher_knn / "
+        f"probe_teacher_linear), and probe_nn_overlap is the mean share of each sample's {DEFAULT_K} "
+        "cosine-nearest neighbours in the set on which student and teacher agree.",
+    )
     workers: int = workers_option()
     start_method: str | None = option(
         None,

@@ -3,6 +3,8 @@
     python -m examples.text [--root data] [--out data/examples/text]
 
 Runs (and prints) `steps(TextConfig())`; see docs/examples.md, "Text: Debian package sections".
+`encoder_steps(config)` are the commands of the encoder alone (no classes: its embeddings cached and
+distilled into the same student with each loss from embeddings), which `bench/text_encoder.py` runs.
 """
 
 from __future__ import annotations
@@ -42,6 +44,35 @@ def teacher() -> str:
 
 def student() -> str:
     return spec(FOLDER / "models.py", "ngrams")
+
+
+def encoder() -> str:
+    return spec(FOLDER / "models.py", "minilm_encoder")
+
+
+EMBED_LOSSES = ("embed-cosine", "embed-cosine-l1", "embed-relational")
+
+
+def encoder_steps(c: TextConfig, losses=EMBED_LOSSES) -> dict[str, list[str]]:
+    """After the data step: the sentence encoder's embeddings of the training and the test split cached
+    (`--targets embedding`), then the student trained from them with each loss, its features probed on
+    the test split beside the teacher's (`--probe-teacher`). Steps `encoder-cache`, `encoder-test-cache`,
+    `student-LOSS`."""
+    out = Path(c.out)
+    common = ["--data-root", c.root, "--workers", c.workers, "--seed", c.seed, "--overwrite"]
+    build = ["softlabels", "build", "--dataset", dataset(), "--teacher", encoder(), "--targets", "embedding"]
+    probes = ["--probe", "knn", "--probe", "linear", "--probe-teacher", out / "encoder-test.h5"]
+    fit = ["--student", student(), "--epochs", c.student_epochs, *STUDENT_OPTIM, *probes, *common]
+    return {
+        "encoder-cache": python_m(*build, *common, "--out", out / "encoder.h5"),
+        "encoder-test-cache": python_m(*build, "--split", "test", *common, "--out", out / "encoder-test.h5"),
+        **{
+            f"student-{loss}": python_m(
+                "trainer", "fit", "--cache", out / "encoder.h5", "--loss", loss, *fit, "--out", out / f"student-{loss}"
+            )
+            for loss in losses
+        },
+    }
 
 
 def steps(c: TextConfig) -> dict[str, list[str]]:

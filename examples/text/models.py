@@ -49,6 +49,8 @@ def mean_pooled(body: nn.Module, batch: dict) -> torch.Tensor:
 
 
 class MiniLMClassifier(nn.Module):
+    pretrained = True  # its body loads its own weights: a build without --weights is no random teacher
+
     def __init__(self, num_classes: int, trainable_layers: int = TRAINABLE_LAYERS, dropout: float = 0.1):
         super().__init__()
         self.body = load_minilm()
@@ -71,6 +73,8 @@ def minilm(num_classes: int) -> MiniLMClassifier:
 class MiniLMEncoder(nn.Module):
     """The pretrained sentence encoder alone: (B, 384) mean-pooled, L2-normalised sentence embeddings
     (as sentence-transformers' all-MiniLM-L6-v2), no classes: build with `--targets embedding`."""
+
+    pretrained = True  # loads its own weights: a build without --weights is no random teacher
 
     def __init__(self):
         super().__init__()

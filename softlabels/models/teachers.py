@@ -86,12 +86,6 @@ def load_teacher(
     if spec is None:
         raise ValueError("give --teacher SPEC: the weights do not record which model they belong to")
     source = source_for(spec)
-    if weights is None and not source.carries_weights:
-        warnings.warn(
-            f"teacher {spec} has no --weights: it is randomly initialised, and its outputs teach nothing",
-            RandomTeacherWarning,
-            stacklevel=2,
-        )
     model_input = resolve_input(
         spec,
         data or DEFAULT_DATA,
@@ -115,6 +109,12 @@ def load_teacher(
         )
     state = None if loaded is None else loaded.state_dict
     model, _ = load_model(spec, num_classes, *model_input.model_geometry, state_dict=state)
+    if weights is None and not source.carries_weights and not getattr(model, "pretrained", False):
+        warnings.warn(
+            f"teacher {spec} has no --weights: it is randomly initialised, and its outputs teach nothing",
+            RandomTeacherWarning,
+            stacklevel=2,
+        )
     origin = Path(spec).expanduser() if source.carries_weights else weights
     return _teacher(
         model,

@@ -1,5 +1,5 @@
 """The commands docs/examples.md shows for the speech and text examples are the steps `python -m examples.NAME` runs
-(less `--seed 0 --overwrite`, as console commands)."""
+(less `--seed 0 --overwrite`, as console commands); the text encoder's are `encoder_steps` (with one loss)."""
 
 import re
 import shlex
@@ -9,7 +9,7 @@ import pytest
 
 from examples.speech.__main__ import SpeechConfig
 from examples.speech.__main__ import steps as speech_steps
-from examples.text.__main__ import TextConfig
+from examples.text.__main__ import TextConfig, encoder_steps
 from examples.text.__main__ import steps as text_steps
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "examples.md"
@@ -50,6 +50,11 @@ def as_options(argv: list[str]) -> tuple:
     [
         ("### Speech: spoken digits", speech_steps, SpeechConfig()),
         ("### Text: Debian package sections", text_steps, TextConfig()),
+        (
+            "### Text: the sentence encoder alone",
+            lambda config: encoder_steps(config, losses=("embed-cosine",)),
+            TextConfig(),
+        ),
     ],
 )
 def test_readme_commands_are_the_example_steps(heading, steps, config, monkeypatch):

@@ -4,13 +4,15 @@ bag-of-n-grams student, all on {"input_ids", "attention_mask"} samples."""
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 import torch
 
 from examples.text import make_data
-from examples.text.__main__ import TextConfig, steps
-from softlabels import store
+from examples.text.__main__ import TextConfig, encoder_steps, steps
+from softlabels import open_cache, store
 from softlabels.data import open_dataset
+from softlabels.probes import probe_accuracy
 
 from .conftest import summary
 
@@ -53,6 +55,31 @@ def test_debian_sections_teacher_cache_student(tmp_path, run_steps):
     sample = source.load(0)
     assert set(sample) == {"input_ids", "attention_mask"} and sample["input_ids"].dtype == torch.int64
     assert sample["input_ids"][0] == 101 and sample["input_ids"].shape == (make_data.MAX_TOKENS,)  # [CLS]
+
+
+def test_the_encoder_alone_is_cached_and_distilled_with_a_loss_from_embeddings(tmp_path, run_steps):
+    config = TextConfig(
+        root=str(tmp_path / "data"),
+        out=str(tmp_path / "out"),
+        train_per_class=6,
+        test_per_class=4,
+        sections="games,science,sound",
+        student_epochs=2,
+    )
+    plan = encoder_steps(config, losses=("embed-cosine",))
+    run_steps({"data": steps(config)["data"], **plan})
+    out = tmp_path / "out"
+    info = store.read_info(out / "encoder.h5")
+    assert info.layout.num_samples == 18 and info.layout.embedding_dim == 384
+    result = summary(out, "student-embed-cosine")
+    assert result["loss"] == "embed-cosine" and result["finished"]
+    with open_cache(out / "encoder-test.h5") as cache:  # the teacher's probes: the same code on its stored embeddings
+        teacher = cache.embeddings(list(range(len(cache))))
+        assert np.allclose(np.linalg.norm(teacher, axis=1), 1, atol=1e-2)  # all-MiniLM-L6-v2 embeddings are unit
+        expected = probe_accuracy(teacher, cache.labels, ("knn", "linear"), 3)
+    assert result["probe_teacher_knn"] == expected["probe_knn"]
+    assert result["probe_teacher_linear"] == expected["probe_linear"]
+    assert 0 <= result["probe_nn_overlap"] <= 1 and 0 <= result["probe_linear"] <= 1
 
 
 def test_one_package_per_source_and_splits_by_source():

@@ -156,6 +156,19 @@ def test_a_teacher_without_weights_is_built_with_a_loud_warning(image_folder, tm
     assert "warning: teacher small_cnn has no --weights: it is randomly initialised" in result.output
 
 
+@pytest.mark.filterwarnings("error::softlabels.models.teachers.RandomTeacherWarning")
+def test_a_model_that_loads_its_own_weights_is_no_random_teacher(tmp_path):
+    from softlabels.models.teachers import RandomTeacherWarning, load_teacher
+
+    source = "from torch import nn\n\nclass Own(nn.Linear):\n    pretrained = True\n\n"
+    source += "def own(num_classes):\n    return Own(4, num_classes)\n\n"
+    source += "def plain(num_classes):\n    return nn.Linear(4, num_classes)\n"
+    (tmp_path / "models.py").write_text(source)
+    load_teacher(f"{tmp_path / 'models.py'}:own", num_classes=3)  # says it is pretrained: no warning
+    with pytest.warns(RandomTeacherWarning, match="randomly initialised"):
+        load_teacher(f"{tmp_path / 'models.py'}:plain", num_classes=3)
+
+
 def test_quant8_caches_build_verify_and_recompute(build_args, tmp_path):
     result = run(*build_args, "--storage", "quant8", "--views", "2", "--augment", "flip")
     assert result.exit_code == 0, result.output

@@ -1,4 +1,5 @@
-"""The probes (k-NN, linear) against hand checks on tiny data, and `penultimate_features`."""
+"""The probes (k-NN, linear) and the neighbour overlap against hand checks on tiny data, and
+`penultimate_features`."""
 
 import numpy as np
 import pytest
@@ -7,7 +8,14 @@ from torch import nn
 
 from softlabels.models.features import penultimate_features
 from softlabels.models.registry import create_model
-from softlabels.probes import knn_predict, linear_predict, probe_accuracy, split_halves
+from softlabels.probes import (
+    RIDGES,
+    knn_predict,
+    linear_predict,
+    neighbour_overlap,
+    probe_accuracy,
+    split_halves,
+)
 
 # Even rows fit, odd rows are scored. Fit: (1, 0) class 0, (0, 1) class 1, (1, 1) class 1.
 # Scored: (2, .1) class 0, (.1, 3) class 1, (1, .2) class 1, whose cosine similarities to the fitting
@@ -22,6 +30,25 @@ def test_halves_alternate():
     assert fit.tolist() == [0, 2, 4] and score.tolist() == [1, 3]
 
 
+def _at(degrees) -> np.ndarray:
+    radians = np.radians(degrees)
+    return np.stack([np.cos(radians), np.sin(radians)], axis=1)
+
+
+def test_neighbour_overlap_by_hand():
+    a = _at([0, 10, 90, 100])  # nearest others: 1, 0, 3, 2
+    assert neighbour_overlap(a, 5 * a @ np.array([[0, 1], [-1, 0]]), k=1) == 1.0  # rotated and scaled: the same
+    assert neighbour_overlap(a, _at([0, 90, 10, 100]), k=1) == 0.0  # nearest: 2, 3, 0, 1
+    assert neighbour_overlap(a, _at([0, 10, 100, 200]), k=1) == 0.75  # nearest: 1, 0, 1, 2
+    assert neighbour_overlap(a, _at([0, 90, 10, 100]), k=3) == 1.0  # every other sample: the same sets
+    assert neighbour_overlap(a, np.hstack([a, np.zeros((4, 3))]), k=1) == 1.0  # other widths compare
+
+
+def test_neighbour_overlap_needs_the_same_samples():
+    with pytest.raises(ValueError, match="same samples: got 4 and 3 rows"):
+        neighbour_overlap(_at([0, 10, 90, 100]), _at([0, 10, 90]))
+
+
 def test_knn_by_hand():
     assert probe_accuracy(POINTS, LABELS, ("knn",), 2, k=1) == {"probe_knn": pytest.approx(2 / 3)}
     assert probe_accuracy(POINTS, LABELS, ("knn",), 2, k=3) == {"probe_knn": 1.0}
@@ -33,16 +60,30 @@ def test_knn_is_scale_free():
     assert probe_accuracy(scaled, LABELS, ("knn",), 2, k=1) == probe_accuracy(POINTS, LABELS, ("knn",), 2, k=1)
 
 
-def test_linear_probe_is_ridge_regression_on_one_hot_labels():
+def _ridge(design: np.ndarray, targets: np.ndarray, ridge: float) -> np.ndarray:
+    """Ridge with an unshrunk bias (last column), solved as least squares on rows augmented with the penalty."""
+    d = design.shape[1] - 1
+    penalty = np.sqrt(ridge * len(design)) * np.eye(d + 1)[:d]  # no row for the bias
+    return np.linalg.lstsq(np.r_[design, penalty], np.r_[targets, np.zeros((d, targets.shape[1]))], rcond=None)[0]
+
+
+@pytest.mark.parametrize("width", [5, 60])  # fewer and more features than rows
+def test_linear_probe_is_ridge_with_the_penalty_of_least_leave_one_out_error(width):
     rng = np.random.default_rng(0)
-    x, y, test = rng.normal(size=(40, 5)), rng.integers(0, 3, 40), rng.normal(size=(7, 5))
-    # the same ridge, solved independently as least squares on rows augmented with the penalty
+    x, y, test = rng.normal(size=(40, width)), rng.integers(0, 3, 40), rng.normal(size=(7, width))
+    x[:, 0] += y  # some signal
     mean, std = x.mean(0), x.std(0) + 1e-6
-    design = np.c_[(x - mean) / std, np.ones(40)]
-    penalty = np.sqrt(1e-3 * 40) * np.eye(6)[:5]  # no row for the bias: it is not shrunk
-    stacked = np.r_[design, penalty]
-    targets = np.r_[np.eye(3)[y], np.zeros((5, 3))]
-    weights = np.linalg.lstsq(stacked, targets, rcond=None)[0]
+    design, targets = np.c_[(x - mean) / std, np.ones(40)], np.eye(3)[y]
+
+    def loo_error(ridge):  # refit without each row in turn
+        rows = np.arange(40)
+        return sum(
+            ((design[i] @ _ridge(design[rows != i], targets[rows != i], ridge * 40 / 39) - targets[i]) ** 2).sum()
+            for i in rows
+        )
+
+    errors = [loo_error(r) for r in RIDGES]
+    weights = _ridge(design, targets, RIDGES[int(np.argmin(errors))])
     expected = (np.c_[(test - mean) / std, np.ones(7)] @ weights).argmax(1)
     assert linear_predict(x, y, test, 3).tolist() == expected.tolist()
 
