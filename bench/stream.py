@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from bench.common import DATA, cifar10_subset, imagenet_sized_jpegs, machine, softlabels_build, table
-from softlabels.runtime import current_rank, resolve_device
+from softlabels.runtime import cpu_threads, current_rank, resolve_device
 from softlabels.stopping import StopRequest
 from trainer import FitConfig, SweepConfig, sweep
 from trainer.engine import Inputs, batch_to_device, train_step
@@ -93,28 +93,34 @@ def floor_parts(base: FitConfig) -> tuple[float, float, float]:
     device = resolve_device(base.runtime.device)
     data, teacher, prep = load_data(base)
     feed = build_feed(base, current_rank(), device, data, teacher, prep)
-    try:
-        started = time.perf_counter()
-        batch = None
-        for epoch in range(base.optim.epochs):
-            feed.sampler.set_epoch(epoch)
-            for batch in feed.train_loader:  # noqa: B007 (the last one: the students' steps are timed on it)
-                pass
-        loader = time.perf_counter() - started
-        run = build_run(base.replace(out=tempfile.mkdtemp()), current_rank(), device, StopRequest(), feed)
-        images, labels, targets = batch_to_device(batch, device)
-        steps = run.steps_per_epoch * base.optim.epochs
-        spec = run.input_spec
-        started = time.perf_counter()
-        for _ in range(steps):
-            inputs = Inputs(images, device).get(spec, run.normalize)
-        prepare = _synced(device, started)
-        started = time.perf_counter()
-        for _ in range(steps):
-            train_step(run, images, labels, targets, inputs)
-        return loader, prepare, _synced(device, started)
-    finally:
-        feed.close()
+    runtime = base.runtime
+    with cpu_threads(device, runtime.workers, runtime.threads):  # the threads the sweep's main process has
+        try:
+            return _floor_parts(base, device, feed)
+        finally:
+            feed.close()
+
+
+def _floor_parts(base: FitConfig, device: torch.device, feed) -> tuple[float, float, float]:
+    started = time.perf_counter()
+    batch = None
+    for epoch in range(base.optim.epochs):
+        feed.sampler.set_epoch(epoch)
+        for batch in feed.train_loader:  # noqa: B007 (the last one: the students' steps are timed on it)
+            pass
+    loader = time.perf_counter() - started
+    run = build_run(base.replace(out=tempfile.mkdtemp()), current_rank(), device, StopRequest(), feed)
+    images, labels, targets = batch_to_device(batch, device)
+    steps = run.steps_per_epoch * base.optim.epochs
+    spec = run.input_spec
+    started = time.perf_counter()
+    for _ in range(steps):
+        inputs = Inputs(images, device).get(spec, run.normalize)
+    prepare = _synced(device, started)
+    started = time.perf_counter()
+    for _ in range(steps):
+        train_step(run, images, labels, targets, inputs)
+    return loader, prepare, _synced(device, started)
 
 
 def _synced(device: torch.device, started: float) -> float:
