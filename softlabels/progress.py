@@ -42,7 +42,15 @@ def bar(
     initial: int = 0,
     unit_scale=False,
 ):
-    """A tqdm bar on a terminal, a `LineProgress` elsewhere, a silent tqdm when disabled."""
+    """A tqdm bar on a terminal, a `LineProgress` elsewhere, a silent tqdm when disabled.
+
+    The bar iterates `iterable` once: tqdm.auto's bar calls iter() on what it wraps when it is made and
+    again when it is iterated, and each iter() of a DataLoader with persistent workers starts an epoch
+    (the second drains the batches the first prefetched, decoded for nothing), so tqdm gets a generator.
+    """
+    if iterable is not None:
+        total = _length(iterable) if total is None else total
+        iterable = _once(iterable)
     if not enabled or _disabled_by_env():
         return tqdm(iterable, total=total, disable=True)
     stream = sys.stderr
@@ -139,6 +147,10 @@ class LineProgress:
             parts.append(self.postfix)
         print(", ".join(parts) + (" (done)" if final and self.total and self.n >= self.total else ""), file=self.stream)
         self.stream.flush()
+
+
+def _once(iterable: Iterable):
+    yield from iterable
 
 
 def _length(iterable) -> int | None:

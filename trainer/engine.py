@@ -23,11 +23,11 @@ from softlabels.progress import bar as progress_bar
 from softlabels.runtime import autocast
 from softlabels.stopping import Stopped
 from softlabels.store.schema import NO_LABEL
-from softlabels.views import flatten_views, nonfinite_rows, to_device
+from softlabels.views import flatten_views, nonfinite_rows, to_channels_last, to_device
 from trainer.config import NonFiniteLoss
 from trainer.losses import Embeddings
 from trainer.resume import LAST, Progress
-from trainer.setup import Run, Teacher, input_dtype
+from trainer.setup import InputSpec, Run, Teacher, takes_channels_last
 from trainer.summary import make_summary
 
 RESUME_HINT = "run the same command with --resume to continue"
@@ -70,38 +70,87 @@ class Hook:
 
 
 def batch_to_device(batch, device: torch.device, dtype: torch.dtype | None = None):
+    """(images, labels, targets) on the device; images in the loader's layout (`model_input` gives each
+    model its own)."""
     images, labels, *rest = batch
     if labels.ndim == 2:  # R views of each decoded sample: (B / R, R, ...) -> (B, ...)
         images, labels, rest = flatten_views(images), labels.flatten(0, 1), [r.flatten(0, 1) for r in rest]
-    images = to_device(images, device, dtype)
+    images = to_device(images, device, dtype, channels_last=False)
     moved = [r.to(device, non_blocking=True) for r in rest]
     # (logits) or, for losses from embeddings, (logits, embeddings): `train_step` tells them apart
     targets = (moved[0] if len(moved) == 1 else tuple(moved)) if moved else None
     return images, labels.to(device, non_blocking=True), targets
 
 
+def model_input(images, device: torch.device, normalize: nn.Module, dtype: torch.dtype | None, channels_last: bool):
+    """A model's input from a batch of un-normalised views: in its dtype, normalised, then in channels_last
+    where the model takes it. Normalising before the layout change gives the same bits (it is elementwise)
+    and is faster: in channels_last the channel is the innermost axis, 3 elements long."""
+    inputs = normalize(to_device(images, device, dtype, channels_last=False))
+    return to_channels_last(inputs) if channels_last and not isinstance(inputs, dict) else inputs
+
+
+class Inputs:
+    """The inputs of several models from one batch, each distinct `InputSpec` prepared once (the runs of
+    a shared-stream sweep with the same statistics, dtype and layout take the same tensor)."""
+
+    def __init__(self, images, device: torch.device):
+        self.images, self.device = images, device
+        self.made: dict[InputSpec, tuple] = {}  # spec -> (input, its tensors' versions when made)
+        self.versions = _versions(images)
+
+    def get(self, spec: InputSpec, normalize: nn.Module):
+        if spec not in self.made:
+            made = model_input(self.images, self.device, normalize, spec.dtype, spec.channels_last)
+            self.made[spec] = (made, _versions(made))
+        return self.made[spec][0]
+
+    def check_unchanged(self, spec: InputSpec) -> None:
+        """After a model took `spec`'s input: one it changed in place (an in-place first layer) is made
+        afresh for the next model; a change to the batch itself (a tensor sample taken as it is) cannot be undone."""
+        made, versions = self.made.get(spec, (None, None))
+        if made is not None and _versions(made) != versions:
+            del self.made[spec]
+            if _versions(self.images) != self.versions:
+                raise ValueError(
+                    "a student changed its input batch in place, which the other runs of this stream share: "
+                    "train its runs with --sequential"
+                )
+
+
+def _versions(x) -> tuple[int, ...]:
+    """Autograd's counters of in-place changes of a tensor, or of each tensor of a dict."""
+    return tuple(t._version for t in (x.values() if isinstance(x, dict) else [x]) if isinstance(t, torch.Tensor))
+
+
 def teacher_logits(teacher: Teacher, images: torch.Tensor, device: torch.device, amp: bool) -> torch.Tensor:
     """The online teacher's float32 logits on the student's exact batch."""
+    inputs = model_input(images, device, teacher.normalize, None, takes_channels_last(teacher.model))
     with torch.inference_mode(), autocast(device, amp):
-        logits = teacher.model(teacher.normalize(images))
+        logits = teacher.model(inputs)
     return logits.float().clone()  # an ordinary tensor: inference tensors cannot be saved for backward
 
 
-def train_step(run: Run, images, labels, targets) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step; returns (loss, student logits), detached."""
+def train_step(run: Run, images, labels, targets, inputs=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on a batch of un-normalised `images`; returns (loss, student logits), detached.
+
+    `inputs`: the student's input when already prepared from `images` (`Inputs`, shared by a sweep's runs).
+    """
     if run.teacher is not None:
         targets = teacher_logits(run.teacher, images, run.device, run.config.optim.amp)
+    if inputs is None:
+        inputs = model_input(images, run.device, run.normalize, run.input_dtype, run.input_spec.channels_last)
     embeddings = None
     with autocast(run.device, run.config.optim.amp):
         if isinstance(targets, tuple):  # a loss from embeddings: the student's features too
-            found, features = penultimate_features(run.student, run.normalize(images))
+            found, features = penultimate_features(run.student, inputs)
             if found is None:
                 raise ValueError("students must be classifiers: their last nn.Linear makes their output")
             logits = found
             targets, teacher_embeddings = targets
             embeddings = Embeddings(features, teacher_embeddings, run.projection)
         else:
-            logits = run.student(run.normalize(images))
+            logits = run.student(inputs)
     loss = run.objective(logits, targets, labels, embeddings)
     if not _finite_everywhere(run, loss):
         raise NonFiniteLoss(f"the loss is {float(loss.detach())}")
@@ -266,35 +315,29 @@ def _show(bar, totals: torch.Tensor, started: float) -> None:
     )
 
 
-def evaluate(
-    model: nn.Module, normalize: nn.Module, loader, device: torch.device, amp: bool = True, show_progress: bool = False
-) -> dict:
-    """Cross-entropy and top-1 accuracy of `model` over `loader`, in eval mode."""
-    return evaluate_many([(model, normalize)], loader, device, amp, show_progress)[0]
-
-
 @torch.no_grad()
-def evaluate_many(
-    models: Sequence[tuple[nn.Module, nn.Module]],
-    loader,
-    device: torch.device,
-    amp: bool = True,
-    show_progress: bool = False,
-) -> list[dict]:
-    """`evaluate` for several (model, normalize) pairs on views of one geometry: each batch is read once."""
-    was_training = [model.training for model, _ in models]
-    for model, _ in models:
+def evaluate(runs: Sequence[Run]) -> list[dict]:
+    """Cross-entropy and top-1 accuracy of each run's student over the held-out set (views of one
+    geometry, each batch read once for all of them), in eval mode."""
+    lead = runs[0]
+    device, amp = lead.device, lead.config.optim.amp
+    models = [run.bare_student for run in runs]
+    was_training = [model.training for model in models]
+    for model in models:
         model.eval()
-    sums = [[0.0, 0, 0] for _ in models]  # loss, correct, count
-    for batch in progress_bar(loader, desc="evaluating", unit="batch", enabled=show_progress, leave=False):
+    sums = [[0.0, 0, 0] for _ in runs]  # loss, correct, count
+    shown = lead.config.runtime.progress
+    for batch in progress_bar(lead.eval_loader, desc="evaluating", unit="batch", enabled=shown, leave=False):
         images, labels, _ = batch_to_device(batch, device)
-        for (model, normalize), total in zip(models, sums):
+        inputs = Inputs(images, device)
+        for run, total in zip(runs, sums):
             with autocast(device, amp):
-                logits = model(normalize(to_device(images, device, input_dtype(model)))).float()
+                logits = run.bare_student(inputs.get(run.input_spec, run.normalize)).float()
+            inputs.check_unchanged(run.input_spec)
             total[0] += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
             total[1] += int((logits.argmax(1) == labels).sum())
             total[2] += len(labels)
-    for (model, _), training in zip(models, was_training):
+    for model, training in zip(models, was_training):
         model.train(training)
     return [
         {"eval_loss": loss / max(count, 1), "eval_accuracy": correct / max(count, 1)} for loss, correct, count in sums
@@ -350,14 +393,7 @@ def _run_epoch(run: Run, progress: Progress, epoch: int, out: Path, hooks: Seque
     held_out = None
     if run.eval_loader is not None:
         started = time.perf_counter()
-        held_out = evaluate(
-            run.bare_student,
-            run.normalize,
-            run.eval_loader,
-            run.device,
-            run.config.optim.amp,
-            show_progress=run.config.runtime.progress,
-        )
+        held_out = evaluate([run])[0]
         held_out["eval_seconds"] = time.perf_counter() - started
     finish_epoch(run, progress, epoch, stats, hooks, held_out)
 

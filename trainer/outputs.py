@@ -7,6 +7,7 @@ alone has them. A new output is a new `Hook` here, added to that list.
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -107,10 +108,33 @@ class Metrics(Hook):
 
 
 class Curves(Hook):
-    """curves.png: loss and accuracy against epoch."""
+    """curves.png: loss and accuracy against epoch, redrawn after an epoch once `REDRAW_S` seconds have
+    passed since the run started or was last drawn, and always when the run ends (done, stopped or
+    failed). A drawing costs 0.2-1 s: after every epoch of every run it was a large share of a sweep of
+    short epochs (BENCHMARKS.md, "Shared-stream sweeps"); metrics.csv still has every epoch at once."""
+
+    REDRAW_S = 60.0
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+        self.drawn = -1  # epochs in the picture on disk
+        self.progress: Progress | None = None  # the run's, which the engine updates in place
+
+    def on_fit_start(self, run: Run, progress: Progress) -> None:
+        self.progress = progress
 
     def on_epoch_end(self, run: Run, progress: Progress, record: dict) -> None:
+        if time.monotonic() - self.last >= self.REDRAW_S:
+            self._draw(run, progress)
+
+    def teardown(self, run: Run) -> None:
+        progress = self.progress
+        if progress is not None and progress.history and self.drawn != len(progress.history):
+            self._draw(run, progress)
+
+    def _draw(self, run: Run, progress: Progress) -> None:
         curves.plot_curves(progress.history, Path(run.config.runtime.out) / "curves.png", title=title(run.config))
+        self.last, self.drawn = time.monotonic(), len(progress.history)
 
 
 class Summary(Hook):

@@ -25,9 +25,9 @@ from softlabels.probes import DEFAULT_K, neighbour_overlap, probe_accuracy
 from softlabels.progress import bar as progress_bar
 from softlabels.runtime import autocast
 from trainer.data import LabelledDataset
-from trainer.engine import Hook, batch_to_device
+from trainer.engine import Hook, batch_to_device, model_input
 from trainer.resume import Progress
-from trainer.setup import Run, input_dtype
+from trainer.setup import Run
 
 
 class Probes(Hook):
@@ -88,9 +88,10 @@ def student_features(run: Run) -> tuple[np.ndarray, np.ndarray]:
     features, labels = [], []
     bar = progress_bar(run.eval_loader, desc="probing", unit="batch", enabled=run.config.runtime.progress, leave=False)
     for batch in bar:
-        images, batch_labels, _ = batch_to_device(batch, run.device, input_dtype(model))
+        images, batch_labels, _ = batch_to_device(batch, run.device)
+        inputs = model_input(images, run.device, run.normalize, run.input_dtype, run.input_spec.channels_last)
         with autocast(run.device, run.config.optim.amp):
-            _, batch_features = penultimate_features(model, run.normalize(images))
+            _, batch_features = penultimate_features(model, inputs)
         features.append(batch_features.float().cpu().numpy())
         labels.append(batch_labels.cpu().numpy())
     model.train(was_training)

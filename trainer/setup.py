@@ -8,6 +8,7 @@ student's exact batch (`--teacher`, online KD), or the labels alone.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass, field
 
@@ -82,6 +83,10 @@ class Run:
     def input_dtype(self) -> torch.dtype | None:
         return input_dtype(self.bare_student)
 
+    @functools.cached_property
+    def input_spec(self) -> InputSpec:
+        return input_spec(self.bare_student, self.student_prep)
+
     def close(self) -> None:
         """End the loaders' persistent workers (also when the run failed)."""
         close_loader(self.train_loader)
@@ -95,6 +100,31 @@ def items_per_batch(config: FitConfig) -> int:
 def input_dtype(model: nn.Module) -> torch.dtype | None:
     """The floating dtype of a model's parameters: floating tensor samples are cast to it."""
     return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What turns a batch of un-normalised views into a model's input: the statistics it is normalised
+    with (None: tensor samples, taken as they are), its dtype, and its memory layout. Models with equal
+    specs take the same tensor, so a sweep prepares it once per batch for all of them."""
+
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+    dtype: torch.dtype | None
+    channels_last: bool
+
+
+def input_spec(model: nn.Module, prep: Preprocessing) -> InputSpec:
+    image = prep.is_image
+    return InputSpec(
+        prep.mean if image else None, prep.std if image else None, input_dtype(model), takes_channels_last(model)
+    )
+
+
+def takes_channels_last(model: nn.Module) -> bool:
+    """Whether a model takes its images in channels_last: one with convolutions (4-D weights) runs them
+    faster so; one without (linear, mlp) flattens its input, which from channels_last is a full copy."""
+    return any(p.ndim == 4 for p in model.parameters())
 
 
 def load_data(config: FitConfig) -> tuple[TrainingData, Teacher | None, Preprocessing]:

@@ -29,16 +29,16 @@ from softlabels.progress import bar as progress_bar
 from softlabels.runtime import Rank, cpu_threads, current_rank
 from softlabels.stopping import Stopped, StopRequest, stop_on_signals
 from softlabels.store import read_info
-from softlabels.views import to_device
 from trainer import checkpoints
 from trainer.config import FitConfig, NonFiniteLoss
 from trainer.engine import (
     RESUME_HINT,
     EpochInterrupted,
     Hook,
+    Inputs,
     batch_to_device,
     epoch_stats,
-    evaluate_many,
+    evaluate,
     explain_non_finite,
     finish_epoch,
     interrupt,
@@ -271,8 +271,9 @@ def _epoch(members: list[Member], feed: Feed, epoch: int) -> list[Member]:
         images, labels, targets = batch_to_device(batch, lead.device)
         if feed.teacher is not None:
             targets = teacher_logits(feed.teacher, images, lead.device, lead.config.optim.amp)
+        inputs = Inputs(images, lead.device)  # each distinct input normalised once, for every run that takes it
         for member in list(live):
-            if (epoch, step) >= member.position and not _step(member, epoch, step, images, labels, targets):
+            if (epoch, step) >= member.position and not _step(member, epoch, step, inputs, labels, targets):
                 live.remove(member)
                 failed.append(member)
         threads.tick()
@@ -288,7 +289,7 @@ def _epoch(members: list[Member], feed: Feed, epoch: int) -> list[Member]:
     return failed
 
 
-def _step(member: Member, epoch: int, step: int, images, labels, targets) -> bool:
+def _step(member: Member, epoch: int, step: int, inputs: Inputs, labels, targets) -> bool:
     """One optimizer step of one run; False when its loss became non-finite (the run stops alone)."""
     run = member.run
     if member.sums is None:  # joins the epoch here: as the run alone would start (or resume) it
@@ -297,11 +298,13 @@ def _step(member: Member, epoch: int, step: int, images, labels, targets) -> boo
         member.lr, member.joined = run.optimizer.param_groups[0]["lr"], time.perf_counter()
     with member.own_rng():
         try:
-            loss, logits = train_step(run, to_device(images, run.device, run.input_dtype), labels, targets)
+            loss, logits = train_step(run, inputs.images, labels, targets, inputs.get(run.input_spec, run.normalize))
         except NonFiniteLoss as err:
             where = NonFiniteLoss(f"{err} at epoch {epoch + 1}, step {step + 1} of {run.steps_per_epoch}")
             member.failure = explain_non_finite(where, Path(run.config.runtime.out), member.progress)
             return False
+        finally:
+            inputs.check_unchanged(run.input_spec)
         for hook in member.hooks:
             hook.on_step_end(run, epoch * run.steps_per_epoch + step, loss)
     tally(member.sums, loss, logits, labels)
@@ -348,9 +351,8 @@ def _end_epoch(live: list[Member], feed: Feed) -> None:
         member.sums = None
     held_out: list[dict | None] = [None] * len(live)
     if feed.eval_loader is not None and live:
-        started, run = time.perf_counter(), live[0].run
-        models = [(m.run.bare_student, m.run.normalize) for m in live]
-        records = evaluate_many(models, feed.eval_loader, run.device, run.config.optim.amp, run.config.runtime.progress)
+        started = time.perf_counter()
+        records = evaluate([m.run for m in live])
         held_out = [{**record, "eval_seconds": time.perf_counter() - started} for record in records]
     for member, epoch_record, record in zip(live, stats, held_out):
         with member.own_rng():

@@ -4,7 +4,8 @@ Runs that share a data schedule train together from one stream of batches (`trai
 batch decoded once, every run bit-identical to the same run alone); `sequential` trains them one
 after another instead. A run that fails is recorded with its error and the sweep goes on. The
 leaderboard (leaderboard.md, .csv, .png) is rewritten after every run, so an interrupted sweep still
-shows what it has, and `--resume` picks the runs up where they stopped.
+shows what it has (leaderboard.png once per stream, whose runs end together), and `--resume` picks the
+runs up where they stopped.
 """
 
 from __future__ import annotations
@@ -153,6 +154,7 @@ def sweep(config: SweepConfig, on_result=None) -> list[dict]:
     _check_out(config, runs, out)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
+    drawn = [0]  # rows in leaderboard.png
 
     def done(run: FitConfig, result: dict | BaseException) -> None:
         rows.append(result_row(run, result))
@@ -160,13 +162,24 @@ def sweep(config: SweepConfig, on_result=None) -> list[dict]:
             on_result(rows[-1], len(rows), len(runs))
         write_leaderboard(rank_rows(rows), out)
 
-    for stream in streams:
-        alone = [run for run in stream if config.sequential or is_classic(run.model.student)]
-        for run in alone:
-            done(run, _fit_alone(run))
-        together = [run.replace(resume=_resumable(run)) for run in stream if run not in alone]
-        if together:
-            train_stream(together, done)
+    def draw() -> None:
+        """leaderboard.png after each run alone and once per stream (its runs end together: drawn per
+        run, each picture of 8 runs was redrawn within a second)."""
+        if drawn[0] != len(rows):
+            curves.plot_leaderboard(rank_rows(rows), out / "leaderboard.png")
+            drawn[0] = len(rows)
+
+    try:
+        for stream in streams:
+            alone = [run for run in stream if config.sequential or is_classic(run.model.student)]
+            for run in alone:
+                done(run, _fit_alone(run))
+                draw()
+            together = [run.replace(resume=_resumable(run)) for run in stream if run not in alone]
+            if together:
+                train_stream(together, done)
+    finally:  # also when a stop signal ends the sweep
+        draw()
     return rank_rows(rows)
 
 
@@ -201,13 +214,13 @@ def rank_rows(rows: list[dict]) -> list[dict]:
 
 
 def write_leaderboard(rows: list[dict], out: Path) -> None:
+    """leaderboard.md and .csv (the sweep draws leaderboard.png)."""
     write_text_atomic(_markdown(rows), out / "leaderboard.md")
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows({k: ("" if row.get(k) is None else row[k]) for k in COLUMNS} for row in rows)
     write_text_atomic(buffer.getvalue(), out / "leaderboard.csv")
-    curves.plot_leaderboard(rows, out / "leaderboard.png")
 
 
 def _markdown(rows: list[dict]) -> str:

@@ -25,6 +25,7 @@ from softlabels.views.pipeline import (
     random_view,
     same,
     stack,
+    to_channels_last,
     to_device,
 )
 from softlabels.views.pixels import eval_fit, fit_size, to_pixels, to_tensor
@@ -59,6 +60,7 @@ __all__ = [
     "require_unchanged",
     "same",
     "stack",
+    "to_channels_last",
     "to_device",
     "nonfinite_rows",
     "to_pixels",

@@ -160,14 +160,20 @@ def flatten_views(x):
     return {k: flatten_views(v) for k, v in x.items()} if isinstance(x, dict) else x.flatten(0, 1)
 
 
-def to_device(x, device: torch.device, dtype: torch.dtype | None = None):
-    """A batch on the device: images (4-D) in channels_last; tensor samples and dicts as they are, but
-    floating ones in `dtype` when given (a float32 student on float64 features)."""
+def to_device(x, device: torch.device, dtype: torch.dtype | None = None, channels_last: bool = True):
+    """A batch on the device: images (4-D) in channels_last (unless `channels_last` is False: the
+    loader's layout); tensor samples and dicts as they are, but floating ones in `dtype` when given
+    (a float32 student on float64 features)."""
     if isinstance(x, dict):
-        return {k: to_device(v, device, dtype) for k, v in x.items()}
+        return {k: to_device(v, device, dtype, channels_last) for k, v in x.items()}
     x = x.to(device, non_blocking=True)
     if dtype is not None and x.is_floating_point() and x.dtype != dtype:
         x = x.to(dtype)
+    return to_channels_last(x) if channels_last else x
+
+
+def to_channels_last(x):
+    """Images (4-D floating) in channels_last; anything else as it is."""
     return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 and x.is_floating_point() else x
 
 

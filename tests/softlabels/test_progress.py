@@ -2,6 +2,9 @@
 
 import io
 
+import pytest
+import torch
+
 from softlabels import progress
 from softlabels.progress import LineProgress
 
@@ -32,3 +35,29 @@ def test_quiet_bars_print_nothing(capsys, monkeypatch):
     bar = progress.bar(range(3), total=3, desc="x", enabled=False)
     assert list(bar) == [0, 1, 2]
     assert capsys.readouterr().err == ""
+
+
+class _Logged(torch.utils.data.Dataset):
+    """Appends one line to `log` per sample read, from whichever process reads it."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def __len__(self):
+        return 32
+
+    def __getitem__(self, index):
+        with open(self.log, "a") as f:
+            f.write(f"{index}\n")
+        return index
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_bar_over_a_loader_with_persistent_workers_reads_each_sample_once(tmp_path, monkeypatch, enabled):
+    """tqdm.auto's bar calls iter() twice; a persistent worker would decode its prefetched batches for nothing."""
+    monkeypatch.delenv("TQDM_DISABLE")
+    log = tmp_path / "reads"
+    loader = torch.utils.data.DataLoader(_Logged(log), batch_size=4, num_workers=1, persistent_workers=True)
+    for _ in range(2):  # epochs
+        assert sum(len(batch) for batch in progress.bar(loader, desc="epoch", enabled=enabled)) == 32
+    assert len(log.read_text().splitlines()) == 64

@@ -134,6 +134,32 @@ def test_a_non_finite_loss_stops_its_run_alone(cache, fit_options, noisy, tmp_pa
             assert torch.equal(value, weights(alone)[key])
 
 
+# A student whose first op changes its input in place: a shared input would reach the next run changed.
+IN_PLACE_STUDENT = """
+from torch import nn
+
+class InPlace(nn.Module):
+    def __init__(self, num_classes, in_channels, image_size):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size * image_size, num_classes))
+
+    def forward(self, x):
+        return self.body(x.mul_(2.0))
+
+def make(num_classes, in_channels=3, image_size=8):
+    return InPlace(num_classes, in_channels, image_size)
+"""
+
+
+def test_runs_that_share_an_input_get_it_unchanged_when_a_student_changes_its_own(cache, fit_options, tmp_path):
+    path = tmp_path / "in_place.py"
+    path.write_text(IN_PLACE_STUDENT)
+    base = FitConfig.from_options(cache=cache, **{**fit_options, "epochs": 1, "out": str(tmp_path / "sweep")})
+    config = SweepConfig(base, (f"{path}:make", "linear"), (1.0, 4.0))
+    assert [r["status"] for r in sweep(config)] == ["ok"] * 4
+    assert_each_run_equals_it_alone(config, tmp_path)
+
+
 def test_sequential_reads_every_batch_once_per_run(cache, fit_options, tmp_path, reads):
     base = FitConfig.from_options(cache=cache, **{**fit_options, "epochs": 1})
     shared = SweepConfig(base.replace(out=str(tmp_path / "a")), ("linear",), (1.0, 4.0))
