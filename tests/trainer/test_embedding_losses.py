@@ -64,7 +64,8 @@ def test_students_train_from_embeddings(embedding_cache, fit_options, loss):
 
 @pytest.mark.parametrize("loss", ["embed-cosine", "embed-relational", "embed-cosine+embed-relational"])
 def test_a_loss_from_embeddings_alone_warns_that_it_trains_no_classifier(loss):
-    with pytest.warns(UntrainedClassifierWarning, match=re.escape(f"--loss {loss} trains the student's features, never")):
+    message = re.escape(f"--loss {loss} trains the student's features, never its classifier")
+    with pytest.warns(UntrainedClassifierWarning, match=message):
         check_config(FitConfig.from_options(cache="c.h5", loss=loss, student="small_cnn", out="run"))
     with warnings.catch_warnings():  # a term that reads the logits, or probes that score the features: no warning
         warnings.simplefilter("error", UntrainedClassifierWarning)
