@@ -178,9 +178,10 @@ def _check_finite(config: FitConfig) -> None:
 def _check_classifier(config: FitConfig) -> None:
     """A loss that never reads the logits leaves the classifier as initialised: say so, unless probes score the
     features (what such a run is for)."""
-    name = config.make_objective().name
-    if config.make_objective().loss.trains_classifier or config.runtime.probe:
+    objective = config.make_objective()
+    if objective.loss.trains_classifier or config.runtime.probe:
         return
+    name = objective.name
     warnings.warn(
         f"--loss {name} trains the student's features, never its classifier: its accuracy stays near chance; "
         f"add a term that reads the logits (--loss ce+{name} or kd+{name}) or score the features with --probe",
