@@ -226,7 +226,9 @@ def main():
         "cifar_resnet56 jpegft; rows are (train images, epochs):augmentation; entries are test accuracy % "
         "(mean ± std over seeds) and seconds per run"
     )
-    print(report(args.cells, results))
+    regime_map = report(args.cells, results)
+    if regime_map:  # nothing when only embedding arms ran
+        print(regime_map)
     embedding = embedding_report(args.cells, results)
     if embedding:
         print("\nlogits vs embeddings vs both, from one cache storing both (teacher embedding: 64-D, float16):")
