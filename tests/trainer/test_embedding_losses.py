@@ -77,7 +77,7 @@ def test_a_loss_from_embeddings_alone_warns_that_it_trains_no_classifier(loss):
 
 def test_embedding_losses_refuse_caches_without_embeddings(cache, fit_options):
     with pytest.raises(ValueError, match="stores no embeddings"):
-        fit(FitConfig.from_options(cache=cache, loss="embed-cosine", **fit_options))
+        fit(FitConfig.from_options(cache=cache, loss="ce+embed-cosine", **fit_options))
     with pytest.raises(ValueError, match="stored embeddings: pass --cache"):
         fit(FitConfig.from_options(dataset="cifar10", loss="embed-relational", **fit_options))
 
