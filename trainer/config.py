@@ -46,6 +46,10 @@ class OverfitRiskWarning(UserWarning):
     """Every stored view will be seen many times without augmentation: the student may overfit them."""
 
 
+class UntrainedClassifierWarning(UserWarning):
+    """A loss from embeddings alone: it trains the student's features, never its classifier."""
+
+
 class InconsistentAugmentWarning(UserWarning):
     """Random augmentation paired with cached targets of other views."""
 
@@ -134,6 +138,7 @@ def check_config(config: FitConfig) -> None:
     _check_numbers(config)
     _check_finite(config)
     _check_augment(config)
+    _check_classifier(config)
 
 
 def _check_numbers(config: FitConfig) -> None:
@@ -180,6 +185,21 @@ def _check_finite(config: FitConfig) -> None:
     config.make_objective().loss.check_finite()
     if opt.weight_decay is not None and opt.weight_decay < 0:
         raise ValueError(f"--weight-decay cannot be negative, got {opt.weight_decay}")
+
+
+def _check_classifier(config: FitConfig) -> None:
+    """A loss that never reads the logits leaves the classifier as initialised: say so, unless probes score the
+    features (what such a run is for)."""
+    objective = config.make_objective()
+    if objective.loss.trains_classifier or config.runtime.probe:
+        return
+    name = objective.name
+    warnings.warn(
+        f"--loss {name} trains the student's features, never its classifier: its accuracy stays near chance; "
+        f"add a term that reads the logits (--loss ce+{name} or kd+{name}) or score the features with --probe",
+        UntrainedClassifierWarning,
+        stacklevel=3,
+    )
 
 
 def _check_augment(config: FitConfig) -> None:

@@ -1,5 +1,8 @@
 """Losses from a cache's embeddings: the loss values, sums with KD, the projection, and the refusals."""
 
+import re
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +12,7 @@ from softlabels.build import BuildConfig, build_cache
 from softlabels.models.registry import create_model
 from softlabels.replay import ReplayDataset
 from trainer import FitConfig, fit
+from trainer.config import UntrainedClassifierWarning, check_config
 from trainer.losses import LOSSES, Embeddings, Objective, get_loss
 from trainer.losses.relational import relational_loss
 from trainer.projection import PROJECTION
@@ -52,7 +56,8 @@ def test_sums_of_losses_need_what_their_parts_need():
 
 @pytest.mark.parametrize("loss", ["embed-cosine", "embed-relational", "kd+embed-cosine-l1"])
 def test_students_train_from_embeddings(embedding_cache, fit_options, loss):
-    summary = fit(FitConfig.from_options(cache=embedding_cache, loss=loss, **fit_options))
+    probe = () if "kd" in loss else ("knn",)  # an embedding loss alone is scored on the features
+    summary = fit(FitConfig.from_options(cache=embedding_cache, loss=loss, probe=probe, **fit_options))
     assert summary["finished"] and summary["loss"] == loss and summary["train_loss"] > -1e-6  # a KL, up to rounding
     projection = torch.load(f"{fit_options['out']}/{PROJECTION}", weights_only=True) if "cosine" in loss else None
     if projection is not None:  # saved apart from the student: 256 features -> 256 teacher dims
@@ -60,9 +65,22 @@ def test_students_train_from_embeddings(embedding_cache, fit_options, loss):
         assert projection["loss"] == loss
 
 
+@pytest.mark.parametrize("loss", ["embed-cosine", "embed-relational", "embed-cosine+embed-relational"])
+def test_a_loss_from_embeddings_alone_warns_that_it_trains_no_classifier(loss):
+    message = re.escape(f"--loss {loss} trains the student's features, never its classifier")
+    with pytest.warns(UntrainedClassifierWarning, match=message):
+        check_config(FitConfig.from_options(cache="c.h5", loss=loss, student="small_cnn", out="run"))
+    with warnings.catch_warnings():  # a term that reads the logits, or probes that score the features: no warning
+        warnings.simplefilter("error", UntrainedClassifierWarning)
+        check_config(FitConfig.from_options(cache="c.h5", loss=f"ce+{loss}", student="small_cnn", out="run"))
+        check_config(FitConfig.from_options(cache="c.h5", loss=f"kd+{loss}", student="small_cnn", out="run"))
+        check_config(FitConfig.from_options(cache="c.h5", loss=loss, probe=("linear",), student="small_cnn", out="run"))
+    assert not get_loss(loss).trains_classifier and get_loss(f"ce+{loss}").trains_classifier
+
+
 def test_embedding_losses_refuse_caches_without_embeddings(cache, fit_options):
     with pytest.raises(ValueError, match="stores no embeddings"):
-        fit(FitConfig.from_options(cache=cache, loss="embed-cosine", **fit_options))
+        fit(FitConfig.from_options(cache=cache, loss="ce+embed-cosine", **fit_options))
     with pytest.raises(ValueError, match="stored embeddings: pass --cache"):
         fit(FitConfig.from_options(dataset="cifar10", loss="embed-relational", **fit_options))
 

@@ -54,6 +54,7 @@ class Loss(ABC):
     settings: ClassVar[tuple[str, ...]] = ()  # of ("temperature", "alpha")
     needs: ClassVar[frozenset[str]] = frozenset({"labels"})  # of "logits", "embedding", "labels"
     projection: ClassVar[bool] = False  # a learned student -> teacher projection, trained with the student
+    trains_classifier: ClassVar[bool] = True  # False: the loss never reads the student's logits, only its features
 
     @property
     def needs_embedding(self) -> bool:

@@ -1,7 +1,8 @@
 """Sums of losses: `--loss kd+embed-cosine` trains on the sum of its parts, each with the run's settings.
 
 `combine(parts)` makes the `Loss` class of a `+`-joined name; it needs what any part needs, has a
-projection when a part has one, and keeps a label term when a part keeps one.
+projection when a part has one, keeps a label term when a part keeps one, and trains the classifier
+when a part does.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def combine(parts: list[type[Loss]]) -> type[Loss]:
             "needs_teacher": any(p.needs_teacher for p in parts),
             "needs": frozenset().union(*(p.needs for p in parts)),
             "projection": any(p.projection for p in parts),
+            "trains_classifier": any(p.trains_classifier for p in parts),
             "settings": tuple(dict.fromkeys(s for p in parts for s in p.settings)),
         },
     )

@@ -34,6 +34,7 @@ class EmbedCosine(Loss):
     needs_teacher = True
     needs = frozenset({"embedding"})
     projection = True
+    trains_classifier = False
     l1_weight: ClassVar[float] = 0.0
 
     def __call__(self, student_logits, teacher_logits, labels, embeddings: Embeddings | None = None):

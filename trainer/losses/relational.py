@@ -39,6 +39,7 @@ class Relational(Loss):
     description = "KL between the teacher's and the student's in-batch similarity rows (no projection)"
     needs_teacher = True
     needs = frozenset({"embedding"})
+    trains_classifier = False
 
     def __call__(self, student_logits, teacher_logits, labels, embeddings: Embeddings | None = None):
         if embeddings is None:
