@@ -53,10 +53,9 @@ ctxt 999
 """
 
 
-def test_machine_jiffies_count_the_allowed_cpus_and_niced_time_as_idle_to_an_unniced_process():
-    assert threads.cpu_jiffies(STAT, {0, 1}, niced_busy=False) == (100 + 20 + 2 + 200 + 40 + 3, 365 + 500 + 10 + 40)
-    assert threads.cpu_jiffies(STAT, {1}, niced_busy=False) == (243, 243 + 300 + 5 + 30)
-    assert threads.cpu_jiffies(STAT, {1}, niced_busy=True) == (273, 273 + 300 + 5)  # steal in neither
+def test_machine_jiffies_count_the_allowed_cpus_niced_time_as_busy_and_steal_nowhere():
+    assert threads.cpu_jiffies(STAT, {0, 1}) == (405, 405 + 500 + 10)
+    assert threads.cpu_jiffies(STAT, {1}) == (200 + 30 + 40 + 3, 273 + 300 + 5)
 
 
 def test_process_jiffies_are_user_plus_system_whatever_the_command_name():
