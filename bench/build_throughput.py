@@ -1,56 +1,139 @@
-"""`softlabels build` against the bare teacher forward loop, and against the loop a user would write.
+"""`softlabels build` at its default threads against the teacher pass a user writes by hand.
 
-    .venv/bin/python -m bench.build_throughput [--per-class 300] [--rounds 2] [--full]
-    .venv/bin/python -m bench.build_throughput --imagenet [--images 300] [--rounds 3] [--device cuda]
+    .venv/bin/python -m bench.build_throughput [--per-class 200] [--workers 2 1] [--rounds 5] [--threads 2]
+    .venv/bin/python -m bench.build_throughput --imagenet [--images 300] [--workers 1] [--batch-size 64] [--rounds 5]
 
-CIFAR arm: the bare forward loop over the same DataLoader (goal: build >= 0.95 x bare).
-ImageNet-sized arm (`--imagenet`): ResNet-18 teachers (`torchvision:resnet18`, `timm:resnet18`;
-random weights saved to a local file: nothing downloads), 224 px with each model's own eval
-transform, over ImageNet-sized JPEGs made from the shared CIFAR images (500x375, grain, quality 90),
-against the user's loop: torchvision `ImageFolder` with the weights' own transform
-(`ResNet18_Weights.DEFAULT.transforms()`, timm's `create_transform`), a `DataLoader` with the same
-workers and batch size, channels_last, AMP on CUDA, logits kept on the host, torch's default threads
-(goal: build >= 1.0 x; the build with its default threads, measured from the idle cores).
-Arms alternate so drift on a shared machine hits both alike; prints the table for BENCHMARKS.md.
+The user's loop is what one writes without thinking about threads: torchvision `ImageFolder` with the
+model's transform, a `DataLoader` with the same batch size and workers (its other settings left at
+torch's defaults), `model(images)` under `torch.inference_mode()`, logits kept on the host, torch's
+default intra-op threads. The build runs with its defaults too (threads chosen by
+`softlabels.threads`); its time includes writing, checksumming and re-verifying the cache.
+CIFAR size: cifar_resnet56 (jpegft) over CIFAR-10 JPEGs, ToTensor + Normalize, batch 128.
+ImageNet size (`--imagenet`): ResNet-18 teachers (`torchvision:resnet18`, `timm:resnet18`; random
+weights saved to a local file: nothing downloads), each with its own eval transform, over JPEGs of
+500x375 made from the shared CIFAR images (grain, quality 90), batch 64.
+Arms alternate, several rounds, medians; `--threads N` adds the build with N threads as a third arm.
+Goal: build >= 0.95 x the user's loop. Prints the load average before and after, and the table.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
 
 from bench.common import JPEGFT, cifar10_jpeg, cifar10_subset, imagenet_sized_jpegs, machine, table
-from softlabels.build import BuildConfig, TeacherInputs, build_cache, load_build_teachers, make_loader
+from softlabels.build import BuildConfig, build_cache, load_build_teachers
 from softlabels.data import open_dataset
-from softlabels.options import default_workers
-from softlabels.runtime import autocast, cpu_threads, prepare_model, resolve_device
-from softlabels.views import Normalize, ViewPipeline
+from softlabels.runtime import autocast, resolve_device
+
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
-def bare_forward(config: BuildConfig) -> float:
-    """Images/s of the teacher alone: same dataset, loader, device placement; logits fetched to host."""
-    device = resolve_device(config.runtime.device)
-    source = open_dataset(config.data.dataset, config.data.split)
-    teacher = load_build_teachers(config, source)[0]
-    model = prepare_model(teacher.model, device).eval()
-    normalize = Normalize(teacher.input).to(device)
-    loader = make_loader(TeacherInputs(source, ViewPipeline(teacher.input), 1, 0), range(len(source)), config, device)
+def user_loop(root: Path, transform, model, batch_size: int, workers: int, device: torch.device) -> float:
+    """Images/s of a hand-written teacher pass over root/train (dataset, loader and loop; model already built)."""
+    import torchvision
+
     started = time.perf_counter()
-    with torch.inference_mode(), cpu_threads(device, config.runtime.workers, config.runtime.threads):  # as the build
-        for _, views, *_ in loader:
-            images = views.flatten(0, 1).to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            with autocast(device, config.model.amp):
-                model(normalize(images)).float().cpu()
-    return len(source) / (time.perf_counter() - started)
+    dataset = torchvision.datasets.ImageFolder(str(root / "train"), transform=transform)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+    outputs = []
+    with torch.inference_mode():  # no thread setting: torch's default, as users write it
+        for images, _ in loader:
+            with autocast(device, True):  # mixed precision on CUDA only
+                outputs.append(model(images.to(device)).float().cpu())
+    return len(dataset) / (time.perf_counter() - started)
 
 
-def teachers(folder: Path) -> dict[str, tuple[str, Path, object, torch.nn.Module]]:
-    """name -> (spec, local weights file, the user's transform, the model)."""
+def build(config: BuildConfig) -> float:
+    return build_cache(config).images_per_second
+
+
+def compare(arms: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
+    """Images/s of each arm, the arms alternating round by round (drift on a shared machine hits all)."""
+    runs: dict[str, list[float]] = {name: [] for name in arms}
+    for _ in range(rounds):
+        for name, arm in arms.items():
+            runs[name].append(arm())
+    return runs
+
+
+def rows(label: str, runs: dict[str, list[float]], digits: int) -> list[list[str]]:
+    """Table rows; the first arm (the user's loop) is the reference of each ratio."""
+    reference = statistics.median(next(iter(runs.values())))
+    return [
+        [
+            label,
+            name,
+            f"{statistics.median(values):.{digits}f}",
+            ", ".join(f"{v:.{digits}f}" for v in values),
+            f"{statistics.median(values) / reference:.3f}",
+        ]
+        for name, values in runs.items()
+    ]
+
+
+def arms(config: BuildConfig, root: Path, transform, model, threads: int | None) -> dict[str, Callable[[], float]]:
+    """The user's loop (the reference), the build at its default threads, and with `threads` if given."""
+    runtime, device = config.runtime, resolve_device(config.runtime.device)
+    out = {
+        "user's loop (torch's default threads)": partial(
+            user_loop, root, transform, model, runtime.batch_size, runtime.workers, device
+        ),
+        "softlabels build (default threads)": partial(build, config),
+    }
+    if threads:
+        out[f"softlabels build --threads {threads}"] = partial(build, config.replace(threads=threads))
+    return out
+
+
+def load_average() -> str:
+    return ", ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def cifar_main(args) -> None:
+    from torchvision import transforms
+
+    root = cifar10_jpeg() if args.full else cifar10_subset(args.per_class)
+    folder = Path(tempfile.mkdtemp())
+    device = resolve_device(args.device)
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(CIFAR_MEAN, CIFAR_STD)])
+    table_rows, count = [], 0
+    for workers in args.workers:
+        config = BuildConfig.from_options(
+            dataset=f"imagefolder:{root}",
+            teacher="cifar_resnet56",
+            weights=str(JPEGFT),
+            out=str(folder / "bench.h5"),
+            batch_size=args.batch_size,
+            workers=workers,
+            device=args.device,
+            overwrite=True,
+            progress=False,
+        )
+        source = open_dataset(config.data.dataset, config.data.split)
+        count = len(source)
+        model = load_build_teachers(config, source)[0].model.to(device).eval()
+        runs = compare(arms(config, root, transform, model, args.threads), args.rounds)
+        table_rows += rows(str(workers), runs, 0)
+    print(f"machine: {machine()}")
+    print(
+        f"settings: cifar_resnet56 (jpegft), {count} CIFAR-10 JPEG train images, batch {args.batch_size}, "
+        f"device {device}, float16 storage, {args.rounds} alternating rounds, median"
+    )
+    print(table(["workers", "arm", "images/s (median)", "runs", "ratio"], table_rows))
+
+
+def teachers(folder: Path) -> dict[str, tuple[Path, object, torch.nn.Module]]:
+    """spec -> (local weights file, the weights' own eval transform, the model)."""
     import timm
     import torchvision
     from timm.data import create_transform, resolve_data_config
@@ -70,135 +153,56 @@ def teachers(folder: Path) -> dict[str, tuple[str, Path, object, torch.nn.Module
     return out
 
 
-def user_loop(root: Path, transform, model, batch_size: int, workers: int, device: torch.device) -> float:
-    """Images/s of a hand-written teacher pass: ImageFolder + the weights' transform + DataLoader."""
-    import torchvision
-
-    dataset = torchvision.datasets.ImageFolder(str(root / "train"), transform=transform)
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch_size,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        prefetch_factor=4 if workers else None,
-    )
-    model = prepare_model(model, device).eval()
-    outputs = []
-    started = time.perf_counter()
-    with torch.inference_mode():  # torch's default threads, as users write it (no thread setting)
-        for images, _ in loader:
-            images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            with autocast(device, True):
-                outputs.append(model(images).float().cpu())
-    return len(dataset) / (time.perf_counter() - started)
-
-
-def imagenet_main(argv=None):
-    parser = argparse.ArgumentParser(description="the ImageNet-sized arm of " + __doc__.splitlines()[0])
-    parser.add_argument("--imagenet", action="store_true")
-    parser.add_argument("--images", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=default_workers())
-    parser.add_argument("--device", default="auto")
-    args = parser.parse_args(argv)
+def imagenet_main(args) -> None:
     root = imagenet_sized_jpegs(args.images)
     device = resolve_device(args.device)
     folder = Path(tempfile.mkdtemp())
-    rows = []
-    for spec, (weights, transform, model) in teachers(folder).items():
-        config = BuildConfig.from_options(
-            dataset=f"imagefolder:{root}",
-            teacher=spec,
-            weights=str(weights),
-            out=str(folder / "bench.h5"),
-            batch_size=args.batch_size,
-            workers=args.workers,
-            device=args.device,
-            overwrite=True,
-            progress=False,
-        )
-        user, built = [], []
-        for _ in range(args.rounds):
-            user.append(user_loop(root, transform, model, args.batch_size, args.workers, device))
-            built.append(build_cache(config).images_per_second)
-        ratio = statistics.median(built) / statistics.median(user)
-        rows.append(
-            [
-                spec,
-                "user's loop (ImageFolder + weights' transform)",
-                f"{statistics.median(user):.1f}",
-                ", ".join(f"{v:.1f}" for v in user),
-                "1.00",
-            ]
-        )
-        rows.append(
-            [
-                spec,
-                "softlabels build",
-                f"{statistics.median(built):.1f}",
-                ", ".join(f"{v:.1f}" for v in built),
-                f"{ratio:.3f}",
-            ]
-        )
+    table_rows = []
+    chosen = {spec: t for spec, t in teachers(folder).items() if spec in args.teachers}
+    for spec, (weights, transform, model) in chosen.items():
+        model = model.to(device).eval()
+        for workers in args.workers:
+            config = BuildConfig.from_options(
+                dataset=f"imagefolder:{root}",
+                teacher=spec,
+                weights=str(weights),
+                out=str(folder / "bench.h5"),
+                batch_size=args.batch_size,
+                workers=workers,
+                device=args.device,
+                overwrite=True,
+                progress=False,
+            )
+            runs = compare(arms(config, root, transform, model, args.threads), args.rounds)
+            table_rows += rows(f"{spec}, {workers}", runs, 1)
     print(f"machine: {machine()}")
     print(
         f"settings: {args.images} JPEGs 500x375 (q90), 224 px eval transforms, batch {args.batch_size}, "
-        f"{args.workers} worker(s), device {device}, {args.rounds} alternating rounds, median; build stores float16"
+        f"device {device}, {args.rounds} alternating rounds, median; build stores float16"
     )
-    print(table(["teacher", "arm", "images/s (median)", "runs", "ratio"], rows))
+    print(table(["teacher, workers", "arm", "images/s (median)", "runs", "ratio"], table_rows))
 
 
-def main():
-    import sys
-
-    if "--imagenet" in sys.argv:
-        return imagenet_main(sys.argv[1:])
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    imagenet = "--imagenet" in argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--per-class", type=int, default=300, help="training images per class (of 5000)")
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--full", action="store_true", help="all 50,000 training images")
-    args = parser.parse_args()
-    root = cifar10_jpeg() if args.full else cifar10_subset(args.per_class)
-    out = Path(tempfile.mkdtemp()) / "bench.h5"
-    config = BuildConfig.from_options(
-        dataset=f"imagefolder:{root}",
-        teacher="cifar_resnet56",
-        weights=str(JPEGFT),
-        out=str(out),
-        batch_size=args.batch_size,
-        overwrite=True,
-        progress=False,
-        **({"workers": args.workers} if args.workers is not None else {}),
+    parser.add_argument("--imagenet", action="store_true", help="ResNet-18 teachers on 500x375 JPEGs")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=64 if imagenet else 128)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1] if imagenet else [2, 1])
+    parser.add_argument("--threads", type=int, default=None, help="also the build with this many threads")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--per-class", type=int, default=200, help="CIFAR: training images per class (of 5000)")
+    parser.add_argument("--full", action="store_true", help="CIFAR: all 50,000 training images")
+    parser.add_argument("--images", type=int, default=300, help="ImageNet size: how many JPEGs")
+    parser.add_argument(
+        "--teachers", nargs="+", default=["torchvision:resnet18", "timm:resnet18"], help="ImageNet size: which"
     )
-    bare, built = [], []
-    for _ in range(args.rounds):
-        bare.append(bare_forward(config))
-        result = build_cache(config)
-        built.append(result.images_per_second)
-    n = result.num_samples
-    ratio = statistics.median(built) / statistics.median(bare)
-    print(f"machine: {machine()}")
-    print(
-        f"settings: cifar_resnet56 (jpegft), {n} CIFAR-10 JPEG train images, batch {config.runtime.batch_size}, "
-        f"{config.runtime.workers} workers, float16 storage, {args.rounds} alternating rounds, median"
-    )
-    print(
-        table(
-            ["arm", "images/s (median)", "runs", "ratio"],
-            [
-                ["bare teacher forward", f"{statistics.median(bare):.0f}", ", ".join(f"{v:.0f}" for v in bare), "1.00"],
-                [
-                    "softlabels build",
-                    f"{statistics.median(built):.0f}",
-                    ", ".join(f"{v:.0f}" for v in built),
-                    f"{ratio:.3f}",
-                ],
-            ],
-        )
-    )
+    args = parser.parse_args(argv)
+    print(f"load average (1, 5, 15 min) before: {load_average()}")
+    (imagenet_main if imagenet else cifar_main)(args)
+    print(f"load average (1, 5, 15 min) after: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -198,7 +198,12 @@ def workers_option() -> Any:
 
 
 def threads_option() -> Any:
-    return option(None, type=count(1), help="CPU intra-op threads  [default: cores minus --workers, at least 1]")
+    return option(
+        None,
+        type=count(1),
+        help="CPU intra-op threads  [default: measured as it runs: the cores other processes leave, "
+        "less the workers' when the loop waits for batches]",
+    )
 
 
 def data_root_option() -> Any:

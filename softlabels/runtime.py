@@ -52,8 +52,9 @@ def cpu_threads(device: torch.device, workers: int, threads: int | None = None):
     """Intra-op threads on CPU: `threads`, else the idle cores, measured (`softlabels.threads`).
 
     Oversubscription is brutal on small machines (2 threads beside a busy process ran 4-9x slower
-    than 1), so the default starts from the cores the loader workers leave free, then follows the
-    cores measured idle (the loop calls `softlabels.threads.tick()` between batches).
+    than 1), so the default starts from the cores the loader workers leave free; from the first
+    batch on it follows the cores other processes leave, less the workers' when the loop waits for
+    them (the loop iterates its batches through `softlabels.threads.paced`).
     """
     before = torch.get_num_threads()
     if device.type != "cpu":

@@ -219,7 +219,7 @@ def train_one_epoch(
     started = time.perf_counter()
     steps = run.steps_per_epoch or len(run.train_loader)
     bar = progress_bar(
-        run.train_loader,
+        threads.paced(run.train_loader),  # threads follow the idle cores
         total=steps,
         initial=start_step,
         desc=f"epoch {epoch + 1}/{run.config.optim.epochs}",
@@ -239,7 +239,6 @@ def train_one_epoch(
         for hook in hooks:
             hook.on_step_end(run, epoch * steps + step, loss)
         tally(sums, loss, logits, labels)
-        threads.tick()  # follow the cores the loader and the machine leave idle
         if step % 10 == 0 or step == steps - 1:
             _show(bar, sums, started)
         if stop_agreed(run) and step + 1 < steps:

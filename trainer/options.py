@@ -228,7 +228,7 @@ class RuntimeOptions:
         type=Choices(START_METHODS),
         help="Worker start method  [default: the platform's]",
     )
-    threads: int | None = threads_option()  # None: CPU cores minus workers
+    threads: int | None = threads_option()  # None: measured (softlabels.threads)
     device: str = device_option()
     data_root: str = data_root_option()
     download: bool = download_option()

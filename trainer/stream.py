@@ -259,7 +259,7 @@ def _epoch(members: list[Member], feed: Feed, epoch: int) -> list[Member]:
     feed.sampler.set_epoch(epoch, start=sampler_start(lead, start))
     live, failed = list(members), []
     bar = progress_bar(
-        feed.train_loader,
+        threads.paced(feed.train_loader),  # threads follow the idle cores
         total=steps,
         initial=start,
         desc=f"epoch {epoch + 1}/{lead.config.optim.epochs}, {len(live)} runs",
@@ -276,7 +276,6 @@ def _epoch(members: list[Member], feed: Feed, epoch: int) -> list[Member]:
             if (epoch, step) >= member.position and not _step(member, epoch, step, inputs, labels, targets):
                 live.remove(member)
                 failed.append(member)
-        threads.tick()
         if step % 10 == 0 or step == steps - 1:
             _show(bar, live)
         if not live:

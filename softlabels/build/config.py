@@ -211,7 +211,7 @@ class BuildRuntime:
 
     batch_size: int = option(128, type=count(1), help="Samples per teacher batch (each brings --views images).")
     workers: int = workers_option()
-    threads: int | None = threads_option()  # None: cores left free by the workers
+    threads: int | None = threads_option()  # None: measured (softlabels.threads)
     device: str = device_option()
     resume: bool = option(False, help="Continue the partial build of --out (or start one if none exists).")
     overwrite: bool = option(False, help="Replace an existing cache or partial build at --out.")

@@ -357,7 +357,7 @@ def _compute(loader, members, member_taps, background, writer, source, device, c
     batches = iter(loader)
     try:
         with torch.inference_mode():
-            for indices, batch, params, digests in batches:
+            for indices, batch, params, digests in threads.paced(batches):  # threads follow the idle cores
                 if stop.requested and stop_at is None:
                     stop_at = -(-rows // block_rows) * block_rows  # the end of the block in progress
                 if stop_at is not None and rows >= stop_at:
@@ -372,7 +372,6 @@ def _compute(loader, members, member_taps, background, writer, source, device, c
                     ) from None
                 rows += len(indices)
                 bar.update(len(indices))
-                threads.tick()  # follow the cores the loader and the machine leave idle
     finally:
         end_workers(batches)  # also on an error: its workers hold the partial open (and locked)
     if stop.requested and rows < writer.layout.num_samples:
