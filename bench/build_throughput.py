@@ -95,6 +95,21 @@ def arms(config: BuildConfig, root: Path, transform, model, threads: int | None)
     return out
 
 
+def build_config(root: Path, teacher: str, weights: Path, folder: Path, args, workers: int) -> BuildConfig:
+    """The build arm's options: the user loop's folder, teacher, batch size and workers."""
+    return BuildConfig.from_options(
+        dataset=f"imagefolder:{root}",
+        teacher=teacher,
+        weights=str(weights),
+        out=str(folder / "bench.h5"),
+        batch_size=args.batch_size,
+        workers=workers,
+        device=args.device,
+        overwrite=True,
+        progress=False,
+    )
+
+
 def load_average() -> str:
     return ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
@@ -108,17 +123,7 @@ def cifar_main(args) -> None:
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(CIFAR_MEAN, CIFAR_STD)])
     table_rows, count = [], 0
     for workers in args.workers:
-        config = BuildConfig.from_options(
-            dataset=f"imagefolder:{root}",
-            teacher="cifar_resnet56",
-            weights=str(JPEGFT),
-            out=str(folder / "bench.h5"),
-            batch_size=args.batch_size,
-            workers=workers,
-            device=args.device,
-            overwrite=True,
-            progress=False,
-        )
+        config = build_config(root, "cifar_resnet56", JPEGFT, folder, args, workers)
         source = open_dataset(config.data.dataset, config.data.split)
         count = len(source)
         model = load_build_teachers(config, source)[0].model.to(device).eval()
@@ -162,17 +167,7 @@ def imagenet_main(args) -> None:
     for spec, (weights, transform, model) in chosen.items():
         model = model.to(device).eval()
         for workers in args.workers:
-            config = BuildConfig.from_options(
-                dataset=f"imagefolder:{root}",
-                teacher=spec,
-                weights=str(weights),
-                out=str(folder / "bench.h5"),
-                batch_size=args.batch_size,
-                workers=workers,
-                device=args.device,
-                overwrite=True,
-                progress=False,
-            )
+            config = build_config(root, spec, weights, folder, args, workers)
             runs = compare(arms(config, root, transform, model, args.threads), args.rounds)
             table_rows += rows(f"{spec}, {workers}", runs, 1)
     print(f"machine: {machine()}")
