@@ -8,6 +8,7 @@ each process trains on its share of every epoch (DDP); rank 0 evaluates.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -370,9 +371,22 @@ def train(run: Run, progress: Progress, hooks: Sequence[Hook]) -> dict:
             hook.on_fit_end(run, progress, summary)
         return summary
     finally:
-        for hook in hooks:
-            hook.teardown(run)
+        teardown_hooks(hooks, run, failing=sys.exc_info()[1] is not None)  # in a `finally`: the error in flight
         run.close()  # persistent workers end with the run, also when it fails
+
+
+def teardown_hooks(hooks: Sequence[Hook], run: Run, failing: bool) -> None:
+    """Every hook's `teardown`, each even when an earlier one fails. A teardown's own error (a last
+    picture on a full disk) never replaces the error that ended a `failing` run: it is raised only
+    when the run itself ended well."""
+    first: Exception | None = None
+    for hook in hooks:
+        try:
+            hook.teardown(run)
+        except Exception as err:
+            first = first or err
+    if first is not None and not failing:
+        raise first
 
 
 def _stop_between_epochs(run: Run, progress: Progress, out: Path) -> None:

@@ -47,6 +47,7 @@ from trainer.engine import (
     stop_agreed,
     tally,
     teacher_logits,
+    teardown_hooks,
     train_step,
 )
 from trainer.loop import check_out, device_for, process_group
@@ -196,7 +197,7 @@ def _train(members: list[Member], feed: Feed, on_done: Done) -> None:
     config = members[0].config
 
     def report(member: Member, result) -> None:
-        _teardown(member)
+        _teardown(member, failing=isinstance(result, BaseException))
         member.reported = True
         on_done(member.config, result)
 
@@ -223,13 +224,12 @@ def _train(members: list[Member], feed: Feed, on_done: Done) -> None:
             report(member, err)
     finally:
         for member in members:  # a stop signal or Ctrl-C: the hooks saved what they had
-            _teardown(member)
+            _teardown(member, failing=True)
 
 
-def _teardown(member: Member) -> None:
+def _teardown(member: Member, failing: bool) -> None:
     with member.own_rng():
-        for hook in member.hooks:
-            hook.teardown(member.run)
+        teardown_hooks(member.hooks, member.run, failing)
     member.hooks = []
 
 

@@ -87,6 +87,22 @@ def test_teardown_runs_when_a_hook_fails(cache, fit_options):
     assert hook.calls[-2:] == [("epoch_end", 1), ("teardown",)]
 
 
+class FullDisk(Hook):
+    """A teardown that cannot write (a last picture on a full disk)."""
+
+    def teardown(self, run):
+        raise OSError(28, "No space left on device")
+
+
+def test_a_failing_teardown_never_hides_the_error_that_ended_the_run(cache, fit_options):
+    hook = Recorder(fail_at_epoch=1)
+    with pytest.raises(RuntimeError, match="a failing hook"):
+        fit(FitConfig.from_options(cache=cache, **fit_options), hooks=[FullDisk(), hook])
+    assert hook.calls[-1] == ("teardown",)  # the teardowns after the failing one still ran
+    with pytest.raises(OSError, match="No space left"):  # a run that ended well reports it
+        fit(FitConfig.from_options(cache=cache, **{**fit_options, "overwrite": True}), hooks=[FullDisk()])
+
+
 def test_a_run_of_several_views_per_decode_resumes_mid_epoch_to_the_same_weights(
     multiview_cache, fit_options, tmp_path
 ):
