@@ -38,11 +38,13 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check softlabels trainer bench tests examples tools
 	$(VENV)/bin/mypy
 
+# One test process per core (pytest-xdist): the suite's subprocess and torchrun tests wait more than
+# they compute, and every test works in its own tmp_path.
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -n auto -m "not slow"
 
 # Hand-written mutants of the core (tools/mutants.py), each run in a copy of the tree against the
 # tests that should kill it; fails if one survives. Not part of `make test` (about half an hour).
