@@ -72,17 +72,16 @@ class SweepConfig(SweepOptions):
         out = Path(self.base.runtime.out)
         loss, baseline = self.base.loss_name, default_loss(has_teacher=False)
         grid = []
-        for student in dict.fromkeys(self.students):
+        labels = _student_labels(list(dict.fromkeys(self.students)))
+        for student, label in labels.items():
             if self.with_ce and loss != baseline:
-                grid.append(self.base.replace(student=student, loss=baseline, out=str(out / _name(student, baseline))))
+                grid.append(self.base.replace(student=student, loss=baseline, out=str(out / _name(label, baseline))))
             if not self.base.make_objective().loss.settings:  # temperature and alpha shape only some losses
-                grid.append(self.base.replace(student=student, out=str(out / _name(student, loss))))
+                grid.append(self.base.replace(student=student, out=str(out / _name(label, loss))))
                 continue
             for t, a in itertools.product(*self._settings()):
                 grid.append(
-                    self.base.replace(
-                        student=student, temperature=t, alpha=a, out=str(out / _name(student, loss, t, a))
-                    )
+                    self.base.replace(student=student, temperature=t, alpha=a, out=str(out / _name(label, loss, t, a)))
                 )
         return grid
 
@@ -94,6 +93,17 @@ class SweepConfig(SweepOptions):
 
 
 RUN_FILES = ("last.pt", "summary.json", "model.joblib")  # what a torch or scikit-learn run leaves in its folder
+
+
+def _student_labels(students: list[str]) -> dict[str, str]:
+    """Each student's name in its run folders: a `FILE.py:FUNC` student is `FILE.FUNC` (not its whole
+    path) unless two students would then share a name."""
+    short = {}
+    for student in students:
+        file, colon, func = student.rpartition(":")
+        short[student] = f"{Path(file).stem}.{func}" if colon and file.endswith(".py") else student
+    clashes = {label for label in short.values() if list(short.values()).count(label) > 1}
+    return {student: student if label in clashes else label for student, label in short.items()}
 
 
 def _name(student: str, loss: str, temperature: float | None = None, alpha: float | None = None) -> str:

@@ -1,6 +1,7 @@
 """trainer sweep: every combination in its own folder, failures recorded, a leaderboard."""
 
 import csv
+import re
 
 import pytest
 
@@ -58,3 +59,11 @@ def test_a_grid_the_loss_does_not_use_is_named_in_a_warning(cache, fit_options):
     with pytest.warns(UserWarning, match="--loss hard uses no temperature: the grid.s --temperature values are"):
         runs = SweepConfig(base, students=("linear",), temperatures=(1.0, 4.0)).runs()
     assert [run.runtime.out.rsplit("/", 1)[1] for run in runs] == ["linear-hard"]
+
+
+def test_a_student_from_a_file_names_its_run_folders_by_file_and_function(cache, fit_options, tmp_path):
+    base = FitConfig.from_options(cache=cache, **{**fit_options, "out": str(tmp_path / "sweep")})
+    students = (f"{tmp_path}/models/net.py:tiny", f"{tmp_path}/other/net.py:tiny", f"{tmp_path}/models/net.py:wide")
+    names = [c.runtime.out.rsplit("/", 1)[1] for c in SweepConfig(base, students=students, temperatures=(4.0,)).runs()]
+    clash = re.sub(r"[^\w.+-]", "_", f"{tmp_path}/models/net.py:tiny")
+    assert names == [f"{clash}-kd-T4-a0.9", clash.replace("models", "other") + "-kd-T4-a0.9", "net.wide-kd-T4-a0.9"]
