@@ -89,14 +89,20 @@ def python() -> str:
 
 def softlabels_build(out: Path, *args, fresh: bool = False, quiet: bool = False) -> Path:
     """`python -m softlabels build ARGS --out OUT` in its own process: resumed and reused once complete,
-    or rebuilt from scratch with `fresh`."""
+    or rebuilt from scratch with `fresh`. Two benchmark processes that need one cache build it once: the
+    second waits for the first."""
+    import fcntl
     import subprocess
 
     if out.exists() and not fresh:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    command = [python(), "-m", "softlabels", "build", *map(str, args), "--out", str(out)]
-    subprocess.run([*command, "--overwrite" if fresh else "--resume"], check=True, capture_output=quiet)
+    with open(out.with_name(out.name + ".bench-lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if out.exists() and not fresh:
+            return out
+        command = [python(), "-m", "softlabels", "build", *map(str, args), "--out", str(out)]
+        subprocess.run([*command, "--overwrite" if fresh else "--resume"], check=True, capture_output=quiet)
     return out
 
 
