@@ -135,7 +135,8 @@ def test_an_unknown_layer_is_refused_with_the_near_names(build_options, tmp_path
 def test_merge_refuses_another_embedding_width(flip_options, tmp_path):
     a = build(flip_options, tmp_path, "a.h5", targets="embedding", seed=0)
     b = build(flip_options, tmp_path, "b.h5", targets="embedding", seed=0, embedding_layer="features.3")
-    with pytest.raises(ValueError, match=r"layout.embedding_dim \(256 vs 64\)"):
+    why = r"a.h5 and b.h5 differ in layout.embedding_dim \(256 vs 64\): they store their targets differently"
+    with pytest.raises(ValueError, match=why):
         merge_teachers([a, b], tmp_path / "ab.h5", progress=False)
     c = build(flip_options, tmp_path, "c.h5", targets="embedding", seed=1)
     merged = merge_views([a, c], tmp_path / "ac.h5", progress=False)
