@@ -129,6 +129,11 @@ def fit_classic(config: FitConfig) -> dict:
             f"scikit-learn students learn from one cache; {len(config.runtime.cache)} are given: train a torch "
             f"student on them together, or pass one --cache"
         )
+    if config.runtime.probe or config.runtime.probe_teacher:
+        raise ValueError(
+            "--probe scores a torch student's penultimate features; a scikit-learn student has none: leave out "
+            "--probe and --probe-teacher"
+        )
     estimator = make_estimator(config.model.student, config.optim.seed)
     out = Path(config.runtime.out)
     if (out / "summary.json").exists() and not config.runtime.overwrite:

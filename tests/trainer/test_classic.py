@@ -142,3 +142,10 @@ def test_training_data_of_one_class_is_refused_with_its_name(tmp_path):
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "the training targets hold only class bee (of ant, bee, cow)" in lines[0]
     assert "train on more data" in lines[0] and not (tmp_path / "one").exists()
+
+
+def test_probes_of_a_classic_student_are_refused_not_ignored(cache, tmp_path):
+    args = ["fit", "--cache", cache, "--student", "sklearn:logistic", "--probe", "knn", "--out", str(tmp_path / "p")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "a scikit-learn student has none: leave out --probe" in result.output
+    assert not (tmp_path / "p").exists()
