@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from softlabels import store
 from softlabels.extras import install_hint
 from softlabels.views import Normalize
 from trainer import checkpoints
@@ -108,7 +109,7 @@ def check_classes(labels: np.ndarray, fitted: np.ndarray, names: list[str]) -> N
             f"only class {only} (of {', '.join(names)}): train on more data (a larger --subset, another split)"
         )
     absent = sorted(set(range(len(names))) - set(np.unique(labels).tolist()))
-    if absent:
+    if absent and (labels != store.NO_LABEL).any():  # unlabelled data learns every class from the teacher
         warnings.warn(
             f"class {', '.join(names[c] for c in absent)} has no training samples: the student learns it from "
             f"teacher targets alone, if at all; train on data with samples of every class",
@@ -128,6 +129,11 @@ def fit_classic(config: FitConfig) -> dict:
         raise ValueError(
             f"scikit-learn students learn from one cache; {len(config.runtime.cache)} are given: train a torch "
             f"student on them together, or pass one --cache"
+        )
+    if config.runtime.probe or config.runtime.probe_teacher:
+        raise ValueError(
+            "--probe scores a torch student's penultimate features; a scikit-learn student has none: leave out "
+            "--probe and --probe-teacher"
         )
     estimator = make_estimator(config.model.student, config.optim.seed)
     out = Path(config.runtime.out)

@@ -8,9 +8,11 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from softlabels import store
+from softlabels.data.specs import eval_spec_for
 from softlabels.ensemble import check_form
 from softlabels.ensemble.member import Member
 from softlabels.models.registry import archive_path
@@ -135,6 +137,8 @@ def check_config(config: FitConfig) -> None:
             f"--loss {objective.name} does not use --teacher; drop it or use --loss {'/'.join(teacher_losses())}"
         )
     check_form(config.objective.ensemble)
+    if config.runtime.probe and config.runtime.eval_dataset == "none":
+        raise ValueError(f"{_probes(config)}; --eval-dataset none turns it off: pass --eval-dataset SPEC")
     _check_numbers(config)
     _check_finite(config)
     _check_augment(config)
@@ -240,6 +244,22 @@ def check_cache_labels(config: FitConfig, caches: Sequence[store.CacheInfo]) -> 
     """`check_labels` from the caches' layouts alone, before their samples are opened (a sweep's runs)."""
     if caches and not any(cache.layout.labelled for cache in caches):
         _refuse_label_term(config, _unlabelled(config, str(caches[0].path)))
+
+
+def check_cache_eval(config: FitConfig, caches: Sequence[store.CacheInfo]) -> None:
+    """`--probe` without the held-out split a run looks for beside its (labelled) cache's image folder,
+    refused from the caches' records before any data is read (a sweep's runs)."""
+    if not (config.runtime.probe and caches) or config.runtime.eval_dataset is not None:
+        return
+    spec = config.data.dataset or next((c for c in caches if c.layout.labelled), caches[0]).dataset.spec
+    if spec and spec.startswith("imagefolder:") and Path(spec[len("imagefolder:") :]).expanduser().is_dir():
+        if eval_spec_for(spec) is None:
+            raise ValueError(f"{_probes(config)}, and {spec} has no test or val split: pass --eval-dataset SPEC")
+
+
+def _probes(config: FitConfig) -> str:
+    probes = " --probe ".join(config.runtime.probe)
+    return f"--probe {probes} scores the student's features on a labelled evaluation set"
 
 
 def _unlabelled(config: FitConfig, one: str) -> str:

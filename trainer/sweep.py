@@ -24,7 +24,14 @@ from softlabels.store import read_info
 from trainer import curves
 from trainer.checkpoints import write_text_atomic
 from trainer.classic import is_classic
-from trainer.config import FitConfig, check_cache_labels, check_cache_targets, check_config, check_mixed_views
+from trainer.config import (
+    FitConfig,
+    check_cache_eval,
+    check_cache_labels,
+    check_cache_targets,
+    check_config,
+    check_mixed_views,
+)
 from trainer.loop import fit
 from trainer.losses import check_kd_settings, default_loss
 from trainer.memory import check_fits
@@ -157,6 +164,7 @@ def sweep(config: SweepConfig, on_result=None) -> list[dict]:
         check_config(run)
         check_cache_targets(run, caches)
         check_cache_labels(run, caches)
+        check_cache_eval(run, caches)
         check_mixed_views(run, caches)
     streams = [[run] for run in runs] if config.sequential else group_streams(runs)
     check_fits(streams, config.base)

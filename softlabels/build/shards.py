@@ -298,9 +298,14 @@ def merge_teachers(
     for info in infos[1:]:
         problems = _same_views_differences(first, info)
         if problems:
+            why = (
+                "they store their targets differently"
+                if problems[0].startswith("layout.")
+                else "their teachers did not see the same samples and views"
+            )
             raise ValueError(
-                f"{Path(info.path).name} and {Path(first.path).name} differ in {problems[0]}: their "
-                f"teachers did not see the same samples and views; refusing to join them"
+                f"{Path(first.path).name} and {Path(info.path).name} differ in {problems[0]}: {why}; "
+                f"refusing to join them"
             )
     records = [record for info in infos for record in _named_members(info)]
     _refuse_repeated_teachers(paths, infos)

@@ -136,7 +136,10 @@ def compute_report(path, config: InspectConfig = InspectConfig()) -> tuple[dict,
             report["probes"] = NO_LABELS
     if sample.embeddings is not None:
         labels = sample.labels if layout.labelled else None
-        report["embedding"] = embedding_section(sample.embeddings, labels, layout.num_classes)
+        features = "stored embeddings, view 0"
+        if layout.num_teachers > 1:  # embeddings are never mixed: the first teacher's, named
+            features = f"stored embeddings of {info.member_names[0]}, teacher 0 of {layout.num_teachers}, view 0"
+        report["embedding"] = embedding_section(sample.embeddings, labels, layout.num_classes, features)
     return report, confusion
 
 

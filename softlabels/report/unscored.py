@@ -52,9 +52,11 @@ def predictions_section(logits: np.ndarray, classes: list[str], temperatures: li
     }
 
 
-def embedding_section(embeddings: np.ndarray, labels: np.ndarray | None, num_classes: int) -> dict:
-    """(n, D) stored embeddings: their size and spread, a PCA picture, and with labels (one per row)
-    the probes' accuracy (fit on the even rows, scored on the odd rows)."""
+def embedding_section(
+    embeddings: np.ndarray, labels: np.ndarray | None, num_classes: int, features: str = "stored embeddings, view 0"
+) -> dict:
+    """(n, D) stored embeddings (what `features` says they are): their size and spread, a PCA picture,
+    and with labels (one per row) the probes' accuracy (fit on the even rows, scored on the odd rows)."""
     x = np.asarray(embeddings, dtype=np.float64)
     norms = np.linalg.norm(x, axis=1)
     centred = x - x.mean(axis=0)
@@ -63,7 +65,7 @@ def embedding_section(embeddings: np.ndarray, labels: np.ndarray | None, num_cla
     keep = np.unique(np.linspace(0, len(x) - 1, min(len(x), MAX_POINTS)).round().astype(np.int64))
     points = centred[keep] @ axes[:2].T
     section: dict = {
-        "features": "stored embeddings, view 0",
+        "features": features,
         "samples": int(len(x)),
         "dimension": int(x.shape[1]),
         "norm": {

@@ -16,6 +16,7 @@ from softlabels.data import open_dataset
 from softlabels.export import export_arrays
 from softlabels.models.features import penultimate_features, pool
 from softlabels.models.teachers import load_teacher
+from softlabels.report.inspect import compute_report
 from softlabels.store.embedding import EmbeddingCodec, cosine, parse_targets
 
 
@@ -135,7 +136,8 @@ def test_an_unknown_layer_is_refused_with_the_near_names(build_options, tmp_path
 def test_merge_refuses_another_embedding_width(flip_options, tmp_path):
     a = build(flip_options, tmp_path, "a.h5", targets="embedding", seed=0)
     b = build(flip_options, tmp_path, "b.h5", targets="embedding", seed=0, embedding_layer="features.3")
-    with pytest.raises(ValueError, match=r"layout.embedding_dim \(256 vs 64\)"):
+    why = r"a.h5 and b.h5 differ in layout.embedding_dim \(256 vs 64\): they store their targets differently"
+    with pytest.raises(ValueError, match=why):
         merge_teachers([a, b], tmp_path / "ab.h5", progress=False)
     c = build(flip_options, tmp_path, "c.h5", targets="embedding", seed=1)
     merged = merge_views([a, c], tmp_path / "ac.h5", progress=False)
@@ -202,3 +204,16 @@ def test_inspect_reports_the_stored_embeddings_with_the_trainers_probes(build_op
     assert "k-NN probe (stored embeddings, view 0)" in markdown and "embedding.png" in markdown
     assert f"embedding probe_knn {expected['probe_knn']:.2%}" in result.output
     assert ("accuracy" in report) == ("logits" in targets)  # with logits the teacher is scored as well
+
+
+def test_inspect_names_the_teacher_whose_embeddings_it_scores(build_options, teacher_weights, tmp_path):
+    path = build(
+        build_options,
+        tmp_path,
+        "two.h5",
+        targets="logits,embedding",
+        teacher=("small_cnn", "small_cnn"),
+        weights=(str(teacher_weights), str(teacher_weights)),
+    )
+    report = compute_report(path)[0]
+    assert report["embedding"]["features"] == "stored embeddings of small_cnn, teacher 0 of 2, view 0"

@@ -1,12 +1,14 @@
 """scikit-learn students trained on a cache's soft targets, in one command."""
 
 import json
+import shutil
 
 import joblib
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from softlabels.build import BuildConfig, build_cache
 from trainer.classic import sample_weights
 from trainer.cli import main
 from trainer.losses import Objective
@@ -142,3 +144,24 @@ def test_training_data_of_one_class_is_refused_with_its_name(tmp_path):
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "the training targets hold only class bee (of ant, bee, cow)" in lines[0]
     assert "train on more data" in lines[0] and not (tmp_path / "one").exists()
+
+
+def test_an_unlabelled_cache_teaches_every_class_without_a_missing_class_warning(build_options, image_folder, tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for index, image in enumerate(sorted((image_folder / "train").rglob("*.png"))):
+        shutil.copy(image, flat / f"{index:03d}.png")
+    options = {**build_options, "dataset": f"imagefolder:{flat}", "out": str(tmp_path / "u.h5"), "num_classes": 3}
+    cache = str(build_cache(BuildConfig.from_options(**options)).path)
+    args = ["fit", "--cache", cache, "--student", "sklearn:logistic", "--alpha", "1", "--workers", "0"]
+    args += ["--eval-dataset", f"imagefolder:{image_folder}", "--out", str(tmp_path / "run")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "no training samples" not in result.output
+
+
+def test_probes_of_a_classic_student_are_refused_not_ignored(cache, tmp_path):
+    args = ["fit", "--cache", cache, "--student", "sklearn:logistic", "--probe", "knn", "--out", str(tmp_path / "p")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "a scikit-learn student has none: leave out --probe" in result.output
+    assert not (tmp_path / "p").exists()

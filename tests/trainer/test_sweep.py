@@ -5,6 +5,8 @@ import re
 
 import pytest
 
+from softlabels.build import BuildConfig, build_cache
+from tests.conftest import make_image_folder
 from trainer import FitConfig, SweepConfig, sweep
 
 
@@ -67,3 +69,19 @@ def test_a_student_from_a_file_names_its_run_folders_by_file_and_function(cache,
     names = [c.runtime.out.rsplit("/", 1)[1] for c in SweepConfig(base, students=students, temperatures=(4.0,)).runs()]
     clash = re.sub(r"[^\w.+-]", "_", f"{tmp_path}/models/net.py:tiny")
     assert names == [f"{clash}-kd-T4-a0.9", clash.replace("models", "other") + "-kd-T4-a0.9", "net.wide-kd-T4-a0.9"]
+
+
+def test_probes_without_an_evaluation_set_stop_the_sweep_before_training(cache, build_options, fit_options, tmp_path):
+    folder = make_image_folder(tmp_path / "flat", splits=("train",)) / "train"  # no test or val split
+    options = {**build_options, "dataset": f"imagefolder:{folder}", "out": str(tmp_path / "flat.h5")}
+    flat = build_cache(BuildConfig.from_options(**options))
+    out = tmp_path / "sweep"
+    for path, eval_dataset, why in [
+        (str(flat.path), None, f"imagefolder:{folder} has no test or val split"),
+        (cache, "none", "--eval-dataset none turns it off"),
+    ]:
+        options = {**fit_options, "out": str(out), "probe": ("knn",), "eval_dataset": eval_dataset}
+        base = FitConfig.from_options(cache=path, **options)
+        with pytest.raises(ValueError, match=f"--probe knn scores the student's features .*{re.escape(why)}"):
+            sweep(SweepConfig(base, students=("linear",)))
+        assert not out.exists()  # no run started, none recorded as failed
