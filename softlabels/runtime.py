@@ -48,8 +48,9 @@ def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Modu
 
 
 @contextlib.contextmanager
-def cpu_threads(device: torch.device, workers: int, threads: int | None = None):
-    """Intra-op threads on CPU: `threads`, else the idle cores, measured (`softlabels.threads`).
+def cpu_threads(device: torch.device, workers: int, threads: int | None = None, hold: bool = False):
+    """Intra-op threads on CPU: `threads`, else the idle cores, measured (`softlabels.threads`); with
+    `hold` (training) the measured count is held after the governor's second decision.
 
     Oversubscription is brutal on small machines (2 threads beside a busy process ran 4-9x slower
     than 1), so the default starts from the cores the loader workers leave free; from the first
@@ -61,7 +62,10 @@ def cpu_threads(device: torch.device, workers: int, threads: int | None = None):
         yield
         return
     governor = threads_module.ThreadGovernor(
-        threads or max(1, min(before, (os.cpu_count() or 1) - workers)), explicit=threads is not None, limit=before
+        threads or max(1, min(before, (os.cpu_count() or 1) - workers)),
+        explicit=threads is not None,
+        limit=before,
+        hold=hold,
     )
     threads_module._active.append(governor)
     try:

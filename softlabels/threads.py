@@ -16,6 +16,13 @@ share of the interval the loop waited for batches (`paced`), and sets the thread
 where 1 thread ran 68: their weights add up, and every preemption stalls the threads at a barrier.
 The first decision comes with the first batch (other processes only: the workers' start-up burst
 says nothing about their pace), then one every second. An explicit thread count is never changed.
+
+Training holds its threads after the second decision (`hold=True`): a thread count changes the order
+of a backward pass's sums (small_cnn's weights differ in the last bit after 5 steps at 1 and 2
+threads; cifar_resnet20's by 1e-3), so a run whose threads moved with the machine's load could never
+be resumed bit for bit. The held count is saved with the run's checkpoints and a resumed run keeps
+it (`hold`). A teacher's forward pass gave the same bits at 1 and 2 threads, so the build follows
+the load throughout.
 """
 
 from __future__ import annotations
@@ -110,8 +117,9 @@ class ThreadGovernor:
     """Sets torch's intra-op threads by `choose_threads` (at most `limit`: torch's own setting, which
     OMP_NUM_THREADS or torchrun may have lowered), from the measurements `paced` reports."""
 
-    def __init__(self, initial: int, explicit: bool, limit: int) -> None:
-        self.limit = limit
+    def __init__(self, initial: int, explicit: bool, limit: int, hold: bool = False) -> None:
+        self.limit, self.explicit = limit, explicit
+        self.decisions_left = 2 if hold else None  # None: decide every second for as long as it runs
         self.load: CpuLoad | None = None
         if not explicit:
             try:
@@ -139,8 +147,37 @@ class ThreadGovernor:
         waiting = self.waited / (now - self.since) if now > self.since else 0.0
         threads = min(self.limit, choose_threads(self.load.cores, other, workers, waiting))
         self.waited, self.since, self.next_check = 0.0, now, now + CHECK_EVERY_S
+        if self.decisions_left is not None:
+            self.decisions_left -= 1
+            if not self.decisions_left:
+                self.load = None  # held from here on
         if threads != torch.get_num_threads():
             torch.set_num_threads(threads)
+
+    @property
+    def held(self) -> bool:
+        """Whether the threads no longer change: explicit, held after the last decision, or no /proc."""
+        return self.load is None
+
+    def hold(self, threads: int) -> None:
+        """Keep `threads` from now on (a resumed run continues with the count it was trained with)."""
+        self.load = None
+        torch.set_num_threads(max(1, min(self.limit, threads)))
+
+
+def held_threads() -> int | None:
+    """The intra-op threads a training run holds (saved with its checkpoints), or None while the governor
+    still decides (or outside `softlabels.runtime.cpu_threads`: on a GPU)."""
+    governor = _active[-1] if _active else None
+    return torch.get_num_threads() if governor is not None and governor.held else None
+
+
+def hold(threads: int | None) -> None:
+    """Hold `threads` (a resumed run's saved count) in the active governor, unless the user gave
+    --threads (an explicit count wins) or there is no governor (a GPU run)."""
+    governor = _active[-1] if _active else None
+    if threads is not None and governor is not None and not governor.explicit:
+        governor.hold(threads)
 
 
 _active: list[ThreadGovernor] = []

@@ -47,7 +47,8 @@ def fit(config: FitConfig, hooks: Sequence[Hook] = ()) -> dict:
     out = Path(config.runtime.out)
     created = rank.is_main and not out.exists()
     try:
-        with cpu_threads(device, config.runtime.workers, config.runtime.threads), process_group(rank, device):
+        runtime = config.runtime
+        with cpu_threads(device, runtime.workers, runtime.threads, hold=True), process_group(rank, device):
             return _fit(config, rank, device, out, hooks)
     except BaseException:
         if created:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from softlabels import threads
 from trainer import checkpoints
 from trainer.setup import Run
 
@@ -58,6 +59,8 @@ def checkpoint_state(run: Run, progress: Progress, resumable: bool) -> dict:
         )
         if run.projection is not None:
             state.update(projection=run.projection.state_dict())
+        if (held := threads.held_threads()) is not None:  # a resumed run sums its gradients the same way
+            state.update(threads=held)
         if progress.step:  # stopped mid-epoch by a signal
             state.update(step=progress.step, epoch_totals=progress.totals, epoch_seconds=progress.seconds)
     return state
@@ -75,6 +78,7 @@ def restore(run: Run, out: Path) -> Progress:
     run.scheduler.load_state_dict(state["scheduler"])
     run.scaler.load_state_dict(state["scaler"])
     checkpoints.set_rng_state(state["rng"])
+    threads.hold(state.get("threads"))
     return Progress(
         int(state["epoch"]),
         list(state["history"]),

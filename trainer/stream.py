@@ -129,7 +129,7 @@ def train_stream(configs: Sequence[FitConfig], on_done: Done) -> None:
     device = device_for(first, rank)
     runtime = first.runtime
     with (
-        cpu_threads(device, runtime.workers, runtime.threads),
+        cpu_threads(device, runtime.workers, runtime.threads, hold=True),
         process_group(rank, device),
         stop_on_signals(runtime.stop_signals) as stop,
     ):

@@ -115,6 +115,33 @@ def test_waits_are_counted_from_the_second_batch_and_decisions_wait_for_the_inte
     assert governor.waited == 5.0
 
 
+def test_training_holds_its_threads_after_the_second_decision():
+    before = torch.get_num_threads()
+    try:
+        governor = threads.ThreadGovernor(1, explicit=False, limit=2, hold=True)
+        governor.load = FakeLoad(other=0.0, workers=0.0)
+        governor.batch_ready(None)  # the first batch: other processes alone
+        governor.since, governor.next_check = governor.since - 1.0, 0.0
+        governor.load.other = 1.5  # a busy neighbour: the second decision, held
+        governor.batch_ready(0.0)
+        assert governor.held and torch.get_num_threads() == 1
+        governor.next_check = 0.0
+        governor.batch_ready(0.0)  # the neighbour is gone, the count stays
+        assert torch.get_num_threads() == 1
+        governor.hold(4)  # a resumed run's saved count, within torch's limit
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_saved_count_does_not_override_an_explicit_one():
+    before = torch.get_num_threads()
+    with cpu_threads(torch.device("cpu"), workers=0, threads=1, hold=True):
+        threads.hold(2)
+        assert torch.get_num_threads() == 1 and threads.held_threads() == 1
+    assert torch.get_num_threads() == before
+
+
 def test_torchs_limit_wins_over_idle_cores():
     before = torch.get_num_threads()
     try:

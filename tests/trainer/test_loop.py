@@ -2,18 +2,20 @@
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from softlabels import store
+from softlabels import store, threads
 from softlabels.build import BuildConfig, build_cache
 from softlabels.models.teachers import load_teacher
 from softlabels.views import Normalize
 from tests.trainer.witness import Witness
 from trainer import FitConfig, fit
 from trainer.config import InconsistentAugmentWarning
+from trainer.engine import Hook
 from trainer.optim import lr_factor
 
 
@@ -78,6 +80,35 @@ def test_resume_continues_exactly(multiview_cache, fit_options, tmp_path):
         assert torch.equal(a["model"][key], b["model"][key]), key
     assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"]
     assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
+
+
+@pytest.fixture
+def two_threads():
+    """torch allowed 2 intra-op threads (the test session runs with 1), whatever the machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_a_resumed_run_keeps_the_threads_it_was_trained_with(cache, fit_options, monkeypatch, two_threads):
+    """A thread count changes the order of a backward pass's sums: the measured count is held and saved,
+    and a resumed run keeps it however many cores the machine has free by then."""
+    monkeypatch.setattr(threads, "CHECK_EVERY_S", 0.0)  # a decision at every batch: held from the second
+    seen = []
+
+    class Threads(Hook):
+        def on_epoch_end(self, run, progress, record):
+            seen.append(torch.get_num_threads())
+
+    monkeypatch.setattr(threads, "choose_threads", lambda *measured: 1)  # a busy machine
+    fit(FitConfig.from_options(cache=cache, stop_after=1, **fit_options), hooks=[Threads()])
+    assert torch.load(Path(fit_options["out"]) / "last.pt", weights_only=True)["threads"] == 1
+    monkeypatch.setattr(threads, "choose_threads", lambda *measured: 2)  # quiet by the time it resumes
+    fit(FitConfig.from_options(cache=cache, resume=True, **fit_options), hooks=[Threads()])
+    assert seen == [1, 1]
+    fit(FitConfig.from_options(cache=cache, **{**fit_options, "out": fit_options["out"] + "-2"}), hooks=[Threads()])
+    assert seen == [1, 1, 2, 2]  # a new run measures for itself
 
 
 def test_resume_refuses_another_student_or_cache(cache, multiview_cache, fit_options):
