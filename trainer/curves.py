@@ -44,28 +44,28 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> Path:
     return _save(figure, path)
 
 
-def plot_leaderboard(rows: list[dict], path: str | Path, title: str = "") -> Path:
-    """Horizontal bars of test accuracy per run, best at the top; failed runs are listed as such."""
-    ranked = sorted(rows, key=lambda r: -1 if r.get("test_accuracy") is None else r["test_accuracy"])
-    labels = [
-        r["run"] + ("" if r.get("test_accuracy") is not None else f" ({r.get('status', 'failed')})") for r in ranked
-    ]
-    values = [100 * (r.get("test_accuracy") or 0.0) for r in ranked]
+def plot_leaderboard(
+    rows: list[dict], path: str | Path, title: str = "", key: str = "test_accuracy", label: str = "test accuracy"
+) -> Path:
+    """Horizontal bars of each run's `key` (an accuracy: `label`), best at the top; failed runs are listed as such."""
+    ranked = sorted(rows, key=lambda r: -1 if r.get(key) is None else r[key])
+    labels = [r["run"] + ("" if r.get(key) is not None else f" ({r.get('status', 'failed')})") for r in ranked]
+    values = [100 * (r.get(key) or 0.0) for r in ranked]
     students = sorted({r["student"] for r in ranked})
     colours = {s: matplotlib.colormaps["tab10"](i % 10) for i, s in enumerate(students)}
     figure, axis = _subplots(figsize=(8, 0.9 + 0.35 * max(1, len(ranked))))
     bars = axis.barh(range(len(ranked)), values, color=[colours[r["student"]] for r in ranked])
     axis.bar_label(
         bars,
-        [f"{v:.2f}" if r.get("test_accuracy") is not None else "" for v, r in zip(values, ranked)],
+        [f"{v:.2f}" if r.get(key) is not None else "" for v, r in zip(values, ranked)],
         padding=3,
         fontsize=8,
     )
     axis.set_yticks(range(len(ranked)), labels, fontsize=8)
-    finite = [v for v, r in zip(values, ranked) if r.get("test_accuracy") is not None]
+    finite = [v for v, r in zip(values, ranked) if r.get(key) is not None]
     if finite:
         axis.set_xlim(max(0.0, min(finite) - 5), min(100.0, max(finite) + 5))
-    axis.set_xlabel("test accuracy (%)")
+    axis.set_xlabel(f"{label} (%)")
     axis.grid(axis="x", alpha=0.3)
     axis.set_title(title or "sweep leaderboard")
     return _save(figure, path)

@@ -38,6 +38,14 @@ from trainer.memory import check_fits
 from trainer.options import SweepOptions
 from trainer.stream import group_streams, train_stream
 
+# What ranks the runs: the first of these any run reports. With --probe the features are what the sweep
+# compares (an embedding loss alone leaves the classifier at chance), so the probe ranks them.
+RANKED_BY = {
+    "probe_linear": "linear-probe accuracy",
+    "probe_knn": "k-NN probe accuracy",
+    "test_accuracy": "test accuracy",
+}
+ACCURACIES = ("test_accuracy", "best_accuracy", "probe_linear", "probe_knn")
 COLUMNS = (
     "rank",
     "run",
@@ -47,6 +55,8 @@ COLUMNS = (
     "alpha",
     "test_accuracy",
     "best_accuracy",
+    "probe_linear",
+    "probe_knn",
     "epochs",
     "wall_seconds",
     "images_per_second",
@@ -148,7 +158,7 @@ def result_row(config: FitConfig, result: dict | BaseException) -> dict:
         Path(config.runtime.out).mkdir(parents=True, exist_ok=True)
         write_text_atomic("".join(traceback.format_exception(result)), Path(config.runtime.out) / "error.txt")
         return {**row, "status": "failed", "error": f"{type(result).__name__}: {message}"}
-    keep = ("test_accuracy", "best_accuracy", "epochs", "wall_seconds", "images_per_second")
+    keep = (*ACCURACIES, "epochs", "wall_seconds", "images_per_second")
     return {**row, **{k: result.get(k) for k in keep}, "status": "ok", "error": ""}
 
 
@@ -184,7 +194,8 @@ def sweep(config: SweepConfig, on_result=None) -> list[dict]:
         """leaderboard.png after each run alone and once per stream (its runs end together: drawn per
         run, each picture of 8 runs was redrawn within a second)."""
         if drawn[0] != len(rows):
-            curves.plot_leaderboard(rank_rows(rows), out / "leaderboard.png")
+            key = ranking(rows)
+            curves.plot_leaderboard(rank_rows(rows), out / "leaderboard.png", key=key, label=RANKED_BY[key])
             drawn[0] = len(rows)
 
     try:
@@ -220,11 +231,17 @@ def _check_out(config: SweepConfig, runs: list[FitConfig], out: Path) -> None:
         )
 
 
+def ranking(rows: list[dict]) -> str:
+    """The row key the leaderboard ranks by (a key of `RANKED_BY`)."""
+    return next((key for key in RANKED_BY if any(row.get(key) is not None for row in rows)), "test_accuracy")
+
+
 def rank_rows(rows: list[dict]) -> list[dict]:
-    """Best test accuracy first (best-epoch accuracy where there is no test set), failures last."""
+    """Best first by `ranking` (test accuracy, or the probe's with --probe), failures last."""
+    key = ranking(rows)
 
     def score(row):
-        value = row.get("test_accuracy")
+        value = row.get(key)
         return -1.0 if value is None else value
 
     ranked = sorted(rows, key=score, reverse=True)
@@ -246,13 +263,14 @@ def _markdown(rows: list[dict]) -> str:
         value = row.get(key)
         if value is None or value == "":
             return ""
-        if key in ("test_accuracy", "best_accuracy"):
+        if key in ACCURACIES:
             return f"{100 * value:.2f}"
         if isinstance(value, float):
             return f"{value:.4g}"
         return str(value).replace("|", "\\|")
 
-    shown = [c for c in COLUMNS if c != "error"]
+    reported = {key for row in rows for key, value in row.items() if value is not None}
+    shown = [c for c in COLUMNS if c != "error" and (not c.startswith("probe_") or c in reported)]
     lines = ["| " + " | ".join(shown) + " |", "|" + "|".join(" --- " for _ in shown) + "|"]
     lines += ["| " + " | ".join(cell(row, c) for c in shown) + " |" for row in rows]
     failures = [f"- {row['run']}: {row['error']}" for row in rows if row.get("status") == "failed"]
@@ -261,7 +279,7 @@ def _markdown(rows: list[dict]) -> str:
             [
                 "# Sweep leaderboard",
                 "",
-                "Accuracies in %.",
+                f"Ranked by {RANKED_BY[ranking(rows)]}; accuracies in %.",
                 "",
                 *lines,
                 *(["", "## Failed runs", "", *failures] if failures else []),

@@ -1,6 +1,7 @@
 """trainer sweep: every combination in its own folder, failures recorded, a leaderboard."""
 
 import csv
+import json
 import re
 
 import pytest
@@ -85,3 +86,16 @@ def test_probes_without_an_evaluation_set_stop_the_sweep_before_training(cache, 
         with pytest.raises(ValueError, match=f"--probe knn scores the student's features .*{re.escape(why)}"):
             sweep(SweepConfig(base, students=("linear",)))
         assert not out.exists()  # no run started, none recorded as failed
+
+
+def test_with_probes_the_leaderboard_shows_and_ranks_by_them(cache, fit_options, tmp_path):
+    out = tmp_path / "sweep"
+    base = FitConfig.from_options(cache=cache, **{**fit_options, "out": str(out), "probe": ("knn",), "epochs": 1})
+    rows = sweep(SweepConfig(base, students=("linear", "small_cnn"), temperatures=(4.0,)))
+    summaries = {row["run"]: json.loads((out / row["run"] / "summary.json").read_text()) for row in rows}
+    assert [row["probe_knn"] for row in rows] == sorted((s["probe_knn"] for s in summaries.values()), reverse=True)
+    assert all(row["probe_knn"] == summaries[row["run"]]["probe_knn"] for row in rows)
+    with open(out / "leaderboard.csv") as file:
+        assert [float(r["probe_knn"]) for r in csv.DictReader(file)] == [row["probe_knn"] for row in rows]
+    board = (out / "leaderboard.md").read_text()
+    assert "Ranked by k-NN probe accuracy" in board and "| probe_knn |" in board and "probe_linear" not in board
