@@ -118,10 +118,9 @@ def check_classes(labels: np.ndarray, fitted: np.ndarray, names: list[str]) -> N
         )
 
 
-def fit_classic(config: FitConfig) -> dict:
-    """Fit a scikit-learn student as `trainer.fit` would train a torch one; returns the summary."""
-    import joblib  # comes with scikit-learn, an optional extra
-
+def check_classic(config: FitConfig) -> None:
+    """What a scikit-learn student cannot do with `config`, refused before any data is read (a sweep
+    checks every run with it before the first trains)."""
     check_config(config)
     if config.objective.teacher:
         raise ValueError("scikit-learn students learn from a cache or from labels, not from an online --teacher")
@@ -135,6 +134,15 @@ def fit_classic(config: FitConfig) -> dict:
             "--probe scores a torch student's penultimate features; a scikit-learn student has none: leave out "
             "--probe and --probe-teacher"
         )
+    # The loss says whether it can weigh classes (an embedding loss or a sum of losses cannot).
+    config.make_objective().loss.class_weights(np.zeros(1, np.int64), np.zeros((1, 2), np.float32), 2)
+
+
+def fit_classic(config: FitConfig) -> dict:
+    """Fit a scikit-learn student as `trainer.fit` would train a torch one; returns the summary."""
+    import joblib  # comes with scikit-learn, an optional extra
+
+    check_classic(config)
     estimator = make_estimator(config.model.student, config.optim.seed)
     out = Path(config.runtime.out)
     if (out / "summary.json").exists() and not config.runtime.overwrite:

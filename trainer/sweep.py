@@ -23,7 +23,7 @@ from softlabels.stopping import Stopped
 from softlabels.store import read_info
 from trainer import curves
 from trainer.checkpoints import write_text_atomic
-from trainer.classic import is_classic
+from trainer.classic import check_classic, is_classic
 from trainer.config import (
     FitConfig,
     check_cache_eval,
@@ -171,7 +171,7 @@ def sweep(config: SweepConfig, on_result=None) -> list[dict]:
         unlabelled = " and ".join(str(cache.path) for cache in caches)
         raise ValueError(f"--with-ce trains on labels alone and {unlabelled} holds no labels: leave out --with-ce")
     for run in runs:  # what any run would fail on (no data, its loss against the caches) stops the sweep now
-        check_config(run)
+        (check_classic if is_classic(run.model.student) else check_config)(run)
         check_cache_targets(run, caches)
         check_cache_labels(run, caches)
         check_cache_eval(run, caches)

@@ -165,3 +165,11 @@ def test_probes_of_a_classic_student_are_refused_not_ignored(cache, tmp_path):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1 and "a scikit-learn student has none: leave out --probe" in result.output
     assert not (tmp_path / "p").exists()
+
+
+def test_a_sweep_refuses_a_loss_a_classic_student_cannot_take_before_any_run(cache, tmp_path):
+    out = tmp_path / "sweep"
+    args = ["sweep", "--cache", cache, "--student", "linear", "--student", "sklearn:logistic", "--loss", "kd+hard"]
+    result = CliRunner().invoke(main, [*args, "--epochs", "1", "--workers", "0", "--no-progress", "--out", str(out)])
+    assert result.exit_code == 1 and "--loss kd+hard is a sum of losses" in result.output
+    assert "Traceback" not in result.output and not (out / "linear-kd+hard-T4-a0.9").exists()
