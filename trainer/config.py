@@ -142,7 +142,6 @@ def check_config(config: FitConfig) -> None:
     _check_numbers(config)
     _check_finite(config)
     _check_augment(config)
-    _check_classifier(config)
 
 
 def _check_numbers(config: FitConfig) -> None:
@@ -191,9 +190,9 @@ def _check_finite(config: FitConfig) -> None:
         raise ValueError(f"--weight-decay cannot be negative, got {opt.weight_decay}")
 
 
-def _check_classifier(config: FitConfig) -> None:
+def warn_untrained_classifier(config: FitConfig) -> None:
     """A loss that never reads the logits leaves the classifier as initialised: say so, unless probes score the
-    features (what such a run is for)."""
+    features (what such a run is for). Said once the run is set up, so that a refused run prints its one line."""
     objective = config.make_objective()
     if objective.loss.trains_classifier or config.runtime.probe:
         return
@@ -202,7 +201,7 @@ def _check_classifier(config: FitConfig) -> None:
         f"--loss {name} trains the student's features, never its classifier: its accuracy stays near chance; "
         f"add a term that reads the logits (--loss ce+{name} or kd+{name}) or score the features with --probe",
         UntrainedClassifierWarning,
-        stacklevel=3,
+        stacklevel=2,
     )
 
 

@@ -20,7 +20,7 @@ from softlabels.runtime import Rank, cpu_threads, current_rank, resolve_device
 from softlabels.stopping import stop_on_signals
 from trainer import engine
 from trainer.classic import fit_classic, is_classic
-from trainer.config import FitConfig, check_config
+from trainer.config import FitConfig, check_config, warn_untrained_classifier
 from trainer.engine import Hook
 from trainer.outputs import output_hooks
 from trainer.resume import LAST, Progress, restore
@@ -62,6 +62,7 @@ def _fit(config: FitConfig, rank: Rank, device: torch.device, out: Path, hooks: 
         run = build_run(config, rank, device, stop)
         try:
             progress = restore(run, out) if config.runtime.resume and (out / LAST).exists() else Progress()
+            warn_untrained_classifier(config)
         except BaseException:
             run.close()
             raise

@@ -30,7 +30,7 @@ from softlabels.runtime import Rank, cpu_threads, current_rank
 from softlabels.stopping import Stopped, StopRequest, stop_on_signals
 from softlabels.store import read_info
 from trainer import checkpoints
-from trainer.config import FitConfig, NonFiniteLoss
+from trainer.config import FitConfig, NonFiniteLoss, warn_untrained_classifier
 from trainer.engine import (
     RESUME_HINT,
     EpochInterrupted,
@@ -184,6 +184,7 @@ def _join(config: FitConfig, rank: Rank, device: torch.device, stop: StopRequest
         check_out(config, out, rank)
         run = build_run(config, rank, device, stop, feed)
         progress = restore(run, out) if config.runtime.resume and (out / LAST).exists() else Progress()
+        warn_untrained_classifier(config)
     except Exception as err:
         on_done(config, err)
         return None

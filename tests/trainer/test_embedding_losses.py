@@ -12,7 +12,7 @@ from softlabels.build import BuildConfig, build_cache
 from softlabels.models.registry import create_model
 from softlabels.replay import ReplayDataset
 from trainer import FitConfig, fit
-from trainer.config import UntrainedClassifierWarning, check_config
+from trainer.config import UntrainedClassifierWarning, warn_untrained_classifier
 from trainer.losses import LOSSES, Embeddings, Objective, get_loss
 from trainer.losses.relational import relational_loss
 from trainer.projection import PROJECTION
@@ -67,20 +67,27 @@ def test_students_train_from_embeddings(embedding_cache, fit_options, loss):
 
 @pytest.mark.parametrize("loss", ["embed-cosine", "embed-relational", "embed-cosine+embed-relational"])
 def test_a_loss_from_embeddings_alone_warns_that_it_trains_no_classifier(loss):
+    def run(**options):
+        return FitConfig.from_options(cache="c.h5", student="small_cnn", out="run", **options)
+
     message = re.escape(f"--loss {loss} trains the student's features, never its classifier")
     with pytest.warns(UntrainedClassifierWarning, match=message):
-        check_config(FitConfig.from_options(cache="c.h5", loss=loss, student="small_cnn", out="run"))
+        warn_untrained_classifier(run(loss=loss))
     with warnings.catch_warnings():  # a term that reads the logits, or probes that score the features: no warning
         warnings.simplefilter("error", UntrainedClassifierWarning)
-        check_config(FitConfig.from_options(cache="c.h5", loss=f"ce+{loss}", student="small_cnn", out="run"))
-        check_config(FitConfig.from_options(cache="c.h5", loss=f"kd+{loss}", student="small_cnn", out="run"))
-        check_config(FitConfig.from_options(cache="c.h5", loss=loss, probe=("linear",), student="small_cnn", out="run"))
+        warn_untrained_classifier(run(loss=f"ce+{loss}"))
+        warn_untrained_classifier(run(loss=f"kd+{loss}"))
+        warn_untrained_classifier(run(loss=loss, probe=("linear",)))
     assert not get_loss(loss).trains_classifier and get_loss(f"ce+{loss}").trains_classifier
 
 
 def test_embedding_losses_refuse_caches_without_embeddings(cache, fit_options):
     with pytest.raises(ValueError, match="stores no embeddings"):
         fit(FitConfig.from_options(cache=cache, loss="ce+embed-cosine", **fit_options))
+    with warnings.catch_warnings():  # a refused run says its one line, not a warning about the run it will not be
+        warnings.simplefilter("error", UntrainedClassifierWarning)
+        with pytest.raises(ValueError, match="stores no embeddings"):
+            fit(FitConfig.from_options(cache=cache, loss="embed-cosine", **fit_options))
     with pytest.raises(ValueError, match="stored embeddings: pass --cache"):
         fit(FitConfig.from_options(dataset="cifar10", loss="embed-relational", **fit_options))
 
