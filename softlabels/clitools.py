@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import re
 import sys
 import traceback
@@ -27,6 +28,7 @@ from softlabels.stopping import command_signals, command_stop
 # Errors a user can act on: printed as one line, never as a traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, OSError, RuntimeError)
 EXIT_ERROR, EXIT_STOPPED, EXIT_INTERRUPTED = 1, 75, 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader went away
 WORKER = re.compile(r"Caught (\w+) in DataLoader worker process")
 # Exceptions of a DataLoader worker that are the data's fault (their message names the sample or file).
 USER_WORKER_ERRORS = ("SampleError", "CacheError")
@@ -101,6 +103,13 @@ class CleanErrors(click.Group):
             raise
         except KeyboardInterrupt:
             fail("interrupted", EXIT_INTERRUPTED)
+        except BrokenPipeError:  # `| head`: the reader is gone; the files the command wrote are kept
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+            fail(
+                "standard output was closed by the program reading it (a pipe into head?): stopped printing "
+                "there; the files written so far are kept",
+                EXIT_BROKEN_PIPE,
+            )
         except Exception as err:
             code = exit_code(err)
             if code is None:  # not the user's: the traceback is what a bug report needs

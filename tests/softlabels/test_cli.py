@@ -216,3 +216,22 @@ assert not heavy, heavy
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[2])
     assert done.returncode == 0, done.stderr
+
+
+def test_output_into_a_closed_pipe_is_one_line_and_the_shells_exit_code(build_args, tmp_path):
+    """`softlabels info CACHE | head -0`: the reader is gone before the first line is printed."""
+    assert CliRunner().invoke(main, [str(arg) for arg in build_args]).exit_code == 0
+    process = subprocess.Popen(
+        [sys.executable, "-m", "softlabels", "info", str(tmp_path / "cache.h5")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[2],
+    )
+    process.stdout.close()
+    error = process.stderr.read()
+    assert process.wait() == 141
+    assert error.splitlines() == [
+        "error: standard output was closed by the program reading it (a pipe into head?): stopped printing there; "
+        "the files written so far are kept"
+    ]
