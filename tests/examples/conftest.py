@@ -32,3 +32,17 @@ def run_steps():
 
 def summary(out: Path, name: str) -> dict:
     return json.loads((out / name / "summary.json").read_text())
+
+
+def teacher_reproduces(out: Path, root: str, samples: int) -> dict:
+    """`softlabels verify CACHE --recompute N`: the teacher's saved weights, run again on `samples` of the
+    cache's samples, give the targets the cache stores (within its dtype's tolerance). Returns the report."""
+    from softlabels.cli import main
+
+    args = ["verify", str(out / "cache.h5"), "--recompute", str(samples), "--data-root", root, "--device", "cpu"]
+    result = CliRunner().invoke(main, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    teacher = next(check for check in report["checks"] if check["check"] == "teacher")
+    assert teacher["ok"] and teacher["samples"] == samples
+    return report

@@ -11,7 +11,7 @@ from examples.speech.__main__ import SpeechConfig, steps
 from softlabels import store
 from softlabels.data import open_dataset
 
-from .conftest import summary
+from .conftest import summary, teacher_reproduces
 
 pytestmark = pytest.mark.skipif(
     shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt-get install espeak-ng; `make install`)"
@@ -39,6 +39,7 @@ def test_spoken_digits_teacher_cache_student(tmp_path, run_steps):
     sample = source.load(7)
     assert sample.shape == (40, 101) and sample.dtype == torch.float32  # log-mel, not an image
     assert info.fingerprint == store.dataset_fingerprint(source.keys, source.labels)
+    teacher_reproduces(out, config.root, samples=30)  # the cache holds this teacher's outputs
 
 
 def test_clips_are_deterministic_and_test_speakers_are_held_out(tmp_path):

@@ -14,7 +14,7 @@ from softlabels import open_cache, store
 from softlabels.data import open_dataset
 from softlabels.probes import probe_accuracy
 
-from .conftest import summary
+from .conftest import summary, teacher_reproduces
 
 pytest.importorskip("transformers", reason="the text example needs transformers: pip install -e '.[text]'")
 pytest.importorskip(
@@ -55,6 +55,7 @@ def test_debian_sections_teacher_cache_student(tmp_path, run_steps):
     sample = source.load(0)
     assert set(sample) == {"input_ids", "attention_mask"} and sample["input_ids"].dtype == torch.int64
     assert sample["input_ids"][0] == 101 and sample["input_ids"].shape == (make_data.MAX_TOKENS,)  # [CLS]
+    teacher_reproduces(out, config.root, samples=18)  # the cache holds this teacher's outputs
 
 
 def test_the_encoder_alone_is_cached_and_distilled_with_a_loss_from_embeddings(tmp_path, run_steps):
