@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import fcntl
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -58,7 +60,7 @@ def fit(config: FitConfig, hooks: Sequence[Hook] = ()) -> dict:
 
 def _fit(config: FitConfig, rank: Rank, device: torch.device, out: Path, hooks: Sequence[Hook]) -> dict:
     check_out(config, out, rank)
-    with stop_on_signals(config.runtime.stop_signals) as stop:
+    with hold_out(out, rank), stop_on_signals(config.runtime.stop_signals) as stop:
         run = build_run(config, rank, device, stop)
         try:
             progress = restore(run, out) if config.runtime.resume and (out / LAST).exists() else Progress()
@@ -105,3 +107,27 @@ def check_out(config: FitConfig, out: Path, rank: Rank) -> None:
         )
     if rank.is_main:
         out.mkdir(parents=True, exist_ok=True)
+
+
+@contextlib.contextmanager
+def hold_out(out: Path, rank: Rank):
+    """Hold --out while this process writes there: a second `trainer fit` or `sweep` writing the same
+    folder at once (their checkpoints and summaries would interleave) is refused in one line. The lock
+    is the folder's flock, released when the run ends or its process dies (kill -9 included)."""
+    if not rank.is_main:
+        yield
+        return
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FileExistsError(
+                f"{out} is being written by another trainer (a fit or sweep with the same --out): "
+                f"wait for it to finish, or choose another --out"
+            ) from None
+        except OSError:
+            pass  # no locks on this file system (NFS): go on without, as the build does
+        yield
+    finally:
+        os.close(fd)

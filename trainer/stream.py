@@ -50,7 +50,7 @@ from trainer.engine import (
     teardown_hooks,
     train_step,
 )
-from trainer.loop import check_out, device_for, process_group
+from trainer.loop import check_out, device_for, hold_out, process_group
 from trainer.outputs import output_hooks
 from trainer.resume import LAST, Progress, restore
 from trainer.setup import Feed, Run, build_feed, build_run, load_views, student_prep
@@ -102,6 +102,7 @@ class Member:
     joined: float = 0.0  # when it joined this epoch (perf_counter)
     loss: torch.Tensor | None = None  # its latest step's, for the progress bar
     failure: BaseException | None = None
+    lock: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)  # its --out, held until teardown
     reported: bool = False  # `on_done` has its result
     started: float = field(default_factory=time.perf_counter)
 
@@ -180,17 +181,20 @@ def _open_feed(configs: list[FitConfig], rank: Rank, device: torch.device, on_do
 def _join(config: FitConfig, rank: Rank, device: torch.device, stop: StopRequest, feed: Feed, on_done: Done):
     """A run built on the shared feed and resumed from its last.pt; None when its set-up failed."""
     out = Path(config.runtime.out)
+    lock = contextlib.ExitStack()
     try:
         check_out(config, out, rank)
+        lock.enter_context(hold_out(out, rank))
         run = build_run(config, rank, device, stop, feed)
         progress = restore(run, out) if config.runtime.resume and (out / LAST).exists() else Progress()
         warn_untrained_classifier(config)
     except Exception as err:
+        lock.close()
         on_done(config, err)
         return None
     run.teacher = None  # the stream asks the online teacher once per batch for every run
     hooks = [*(output_hooks(name=out.name) if rank.is_main else [])]
-    return Member(config, run, progress, hooks, checkpoints.rng_state())
+    return Member(config, run, progress, hooks, checkpoints.rng_state(), lock=lock)
 
 
 def _train(members: list[Member], feed: Feed, on_done: Done) -> None:
@@ -232,6 +236,7 @@ def _teardown(member: Member, failing: bool) -> None:
     with member.own_rng():
         teardown_hooks(member.hooks, member.run, failing)
     member.hooks = []
+    member.lock.close()
 
 
 def _stop_between_epochs(live: list[Member]) -> list[Member]:

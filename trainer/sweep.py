@@ -19,6 +19,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from softlabels.runtime import current_rank
 from softlabels.stopping import Stopped
 from softlabels.store import read_info
 from trainer import curves
@@ -32,7 +33,7 @@ from trainer.config import (
     check_config,
     check_mixed_views,
 )
-from trainer.loop import fit
+from trainer.loop import fit, hold_out
 from trainer.losses import check_kd_settings, default_loss
 from trainer.memory import check_fits
 from trainer.options import SweepOptions
@@ -198,17 +199,18 @@ def sweep(config: SweepConfig, on_result=None) -> list[dict]:
             curves.plot_leaderboard(rank_rows(rows), out / "leaderboard.png", key=key, label=RANKED_BY[key])
             drawn[0] = len(rows)
 
-    try:
-        for stream in streams:
-            alone = [run for run in stream if config.sequential or is_classic(run.model.student)]
-            for run in alone:
-                done(run, _fit_alone(run))
-                draw()
-            together = [run.replace(resume=_resumable(run)) for run in stream if run not in alone]
-            if together:
-                train_stream(together, done)
-    finally:  # also when a stop signal ends the sweep
-        draw()
+    with hold_out(out, current_rank()):  # another sweep or a fit writing this folder at once is refused
+        try:
+            for stream in streams:
+                alone = [run for run in stream if config.sequential or is_classic(run.model.student)]
+                for run in alone:
+                    done(run, _fit_alone(run))
+                    draw()
+                together = [run.replace(resume=_resumable(run)) for run in stream if run not in alone]
+                if together:
+                    train_stream(together, done)
+        finally:  # also when a stop signal ends the sweep
+            draw()
     return rank_rows(rows)
 
 

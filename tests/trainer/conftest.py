@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
+
 import pytest
 
 from softlabels.build import BuildConfig, build_cache
@@ -26,3 +30,29 @@ def fit_options(image_folder, tmp_path):
     return dict(
         student="small_cnn", out=str(tmp_path / "run"), epochs=2, batch_size=4, workers=0, device="cpu", progress=False
     )
+
+
+HOLD_FOLDER = (
+    "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX); "
+    "print('held', flush=True); sys.stdin.read()"
+)
+
+
+@contextlib.contextmanager
+def _holding(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_FOLDER, str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        yield
+    finally:
+        holder.communicate("")
+
+
+@pytest.fixture
+def holding():
+    """`with holding(folder):` another process holds the folder's lock meanwhile, as a running `trainer
+    fit` or `sweep` holds its --out."""
+    return _holding

@@ -272,3 +272,14 @@ def test_long_schedules_on_few_views_without_augmentation_warn(cache, multiview_
     from trainer.cli import describe_summary
 
     assert "each stored view seen 8.33 times" in describe_summary(many, "views")
+
+
+def test_a_second_trainer_writing_the_same_out_at_once_is_refused(cache, fit_options, holding):
+    """Another process writing --out (a running fit or sweep) refuses this run in one line, before it
+    writes anything; once that process is gone the folder is free again."""
+    out = Path(fit_options["out"])
+    with holding(out), pytest.raises(FileExistsError, match=f"^{out} is being written by another trainer .*--out$"):
+        fit(FitConfig.from_options(cache=cache, **fit_options))
+    assert list(out.iterdir()) == []
+    fit(FitConfig.from_options(cache=cache, **fit_options))
+    assert (out / "last.pt").exists()

@@ -99,3 +99,19 @@ def test_with_probes_the_leaderboard_shows_and_ranks_by_them(cache, fit_options,
         assert [float(r["probe_knn"]) for r in csv.DictReader(file)] == [row["probe_knn"] for row in rows]
     board = (out / "leaderboard.md").read_text()
     assert "Ranked by k-NN probe accuracy" in board and "| probe_knn |" in board and "probe_linear" not in board
+
+
+def test_a_sweep_refuses_folders_another_trainer_is_writing(cache, fit_options, tmp_path, holding):
+    """A process writing one run's folder (a fit with that --out) fails that run alone, the shared stream
+    trains the others; one writing the sweep's own folder stops the sweep before it trains."""
+    base = FitConfig.from_options(cache=cache, **{**fit_options, "epochs": 1, "out": str(tmp_path / "sweep")})
+    grid = dict(students=("linear",), temperatures=(1.0, 2.0), alphas=(0.5,))
+    with holding(tmp_path / "sweep" / "linear-kd-T1-a0.5"):
+        rows = {row["run"]: row for row in sweep(SweepConfig(base, **grid))}
+    assert rows["linear-kd-T2-a0.5"]["status"] == "ok"
+    assert rows["linear-kd-T1-a0.5"]["status"] == "failed"
+    assert "sweep/linear-kd-T1-a0.5 is being written by another trainer" in rows["linear-kd-T1-a0.5"]["error"]
+    board = (tmp_path / "sweep" / "leaderboard.md").read_text()
+    with holding(tmp_path / "sweep"), pytest.raises(FileExistsError, match="sweep is being written by another"):
+        sweep(SweepConfig(base.replace(resume=True), **grid))
+    assert (tmp_path / "sweep" / "leaderboard.md").read_text() == board
