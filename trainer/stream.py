@@ -75,7 +75,8 @@ def schedule_key(config: FitConfig, temperature_shapes_targets: bool = False) ->
         for name in names:
             if not (name == "temperature" and temperature_shapes_targets):
                 groups[group].pop(name)
-    return json.dumps(groups, sort_keys=True, default=str)
+    embeddings = config.make_objective().needs_embedding  # a batch holds them only when its loss reads them
+    return json.dumps({**groups, "embeddings": embeddings}, sort_keys=True, default=str)
 
 
 def group_streams(configs: Sequence[FitConfig]) -> list[list[FitConfig]]:

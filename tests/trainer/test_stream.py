@@ -9,6 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from softlabels.build import BuildConfig, build_cache
 from softlabels.stopping import Stopped
 from trainer import FitConfig, SweepConfig, fit, sweep
 from trainer import memory as memory_module
@@ -204,3 +205,17 @@ def test_a_footprint_counts_weights_gradients_optimizer_and_activations():
     assert sgd.activations == 64 * 12 * 4  # the input, saved by the linear layer for its weight gradient
     assert memory_module.measure(model, example, 128).activations == 2 * sgd.activations
     assert not os.environ.get("NEVER_SET")  # the probe leaves no state behind
+
+
+def test_a_grid_with_ce_beside_an_embedding_loss_trains_every_run(build_options, fit_options, tmp_path):
+    """--with-ce reads no embeddings: its run gets a stream of its own, and the embedding loss's run the
+    embeddings (one shared stream read without them failed both runs)."""
+    options = {**build_options, "out": str(tmp_path / "emb.h5"), "targets": "logits,embedding"}
+    cache = str(build_cache(BuildConfig.from_options(**options)).path)
+    base = FitConfig.from_options(
+        cache=cache, loss="kd+embed-cosine", **{**fit_options, "out": str(tmp_path / "sweep")}
+    )
+    config = SweepConfig(base, students=("small_cnn",), temperatures=(4.0,), alphas=(0.5,), with_ce=True)
+    assert len(group_streams(config.runs())) == 2
+    assert [r["status"] for r in sweep(config)] == ["ok"] * 2
+    assert_each_run_equals_it_alone(config, tmp_path)
