@@ -313,6 +313,9 @@ def check_cache_targets(config: FitConfig, caches: Sequence[store.CacheInfo]) ->
             f"--loss {loss.name} needs logits and {cache.path} stores embeddings alone: use "
             f"--loss embed-cosine or embed-relational, or build with --targets logits,embedding"
         )
+    ensemble = config.objective.ensemble
+    if layout.num_teachers == 1 and ensemble not in (None, "mean-prob"):
+        raise ValueError(f"--ensemble {ensemble}: {cache.path} holds one teacher's outputs")
     if loss.needs_embedding and layout.num_teachers > 1 and not Member.claims(config.objective.ensemble or ""):
         raise ValueError(
             f"--loss {loss.name} learns from one teacher's embeddings; {cache.path} holds several: "

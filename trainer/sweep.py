@@ -25,6 +25,7 @@ from softlabels.store import read_info
 from trainer import curves
 from trainer.checkpoints import write_text_atomic
 from trainer.classic import check_classic, is_classic
+from trainer.combined import check_joinable
 from trainer.config import (
     FitConfig,
     check_cache_eval,
@@ -168,6 +169,8 @@ def sweep(config: SweepConfig, on_result=None) -> list[dict]:
     returns the ranked rows (also written under base.out, and rewritten as each run ends)."""
     runs = config.runs()
     caches = [read_info(cache) for cache in config.base.runtime.cache]  # a missing or damaged one stops it now
+    if len(caches) > 1:
+        check_joinable(caches)  # caches of other teachers, targets or classes: every run would fail on them
     if config.with_ce and caches and not any(cache.layout.labelled for cache in caches):
         unlabelled = " and ".join(str(cache.path) for cache in caches)
         raise ValueError(f"--with-ce trains on labels alone and {unlabelled} holds no labels: leave out --with-ce")

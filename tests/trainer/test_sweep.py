@@ -5,6 +5,7 @@ import json
 import re
 
 import pytest
+import torch
 
 from softlabels.build import BuildConfig, build_cache
 from tests.conftest import make_image_folder
@@ -115,3 +116,24 @@ def test_a_sweep_refuses_folders_another_trainer_is_writing(cache, fit_options, 
     with holding(tmp_path / "sweep"), pytest.raises(FileExistsError, match="sweep is being written by another"):
         sweep(SweepConfig(base.replace(resume=True), **grid))
     assert (tmp_path / "sweep" / "leaderboard.md").read_text() == board
+
+
+def test_caches_or_an_ensemble_every_run_would_refuse_stop_the_sweep_before_training(
+    cache, build_options, fit_options, tmp_path
+):
+    """Caches of two teachers, or --ensemble on a one-teacher cache: one line, no folder, no failed rows."""
+    from softlabels.models.registry import create_model
+
+    torch.manual_seed(1)
+    other = create_model("small_cnn", num_classes=3, in_channels=3, image_size=8)
+    torch.save({"state_dict": other.state_dict()}, tmp_path / "other.pt")
+    options = {**build_options, "weights": str(tmp_path / "other.pt"), "out": str(tmp_path / "other.h5")}
+    second = str(build_cache(BuildConfig.from_options(**options)).path)
+    out = tmp_path / "sweep"
+    both = FitConfig.from_options(cache=[cache, second], **{**fit_options, "out": str(out)})
+    with pytest.raises(ValueError, match="cache.h5 and .*other.h5 cannot be trained together: their teachers differ"):
+        sweep(SweepConfig(both, students=("linear",), temperatures=(1.0, 4.0)))
+    one = FitConfig.from_options(cache=cache, ensemble="teacher:0", **{**fit_options, "out": str(out)})
+    with pytest.raises(ValueError, match="^--ensemble teacher:0: .*cache.h5 holds one teacher's outputs$"):
+        sweep(SweepConfig(one, students=("linear",), temperatures=(1.0, 4.0)))
+    assert not out.exists()
