@@ -321,7 +321,7 @@ def _run_pass(
         _stop(background, writer)
         raise SampleError(
             f"{err}; the {writer.done_rows} samples written to {store.partial_path(writer.path)} are kept: "
-            f"fix or remove the file and rerun with --resume"
+            f"fix the file and rerun with --resume, or remove it (the dataset changes) and rerun with --overwrite"
         ) from err
     except OSError as err:
         _stop(background, writer)

@@ -272,6 +272,18 @@ def test_a_bad_image_is_named_with_its_cause_not_called_a_write_error(argv, out,
     assert resumed.exit_code == 0 and "resumed at sample 10" in resumed.output, resumed.output
 
 
+def test_the_advice_for_a_bad_image_works_when_it_is_removed(argv, out, image_folder):
+    """Removing the file changes the dataset, which --resume refuses: the line says --overwrite for that."""
+    broken = image_folder / "train" / "dog" / "0003.png"
+    broken.write_bytes(b"")
+    result = run(*argv(out))
+    assert_refused(result, "cannot read sample dog/0003.png", "fix the file and rerun with --resume, or remove it")
+    broken.unlink()
+    assert run(*argv(out, "--resume")).exit_code == 1  # built with other settings (the dataset)
+    result = run(*argv(out, "--overwrite"))
+    assert result.exit_code == 0 and f"wrote {out}: 17 samples" in result.output, result.output
+
+
 # ----------------------------------------------------------------------------- write errors
 
 
