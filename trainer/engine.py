@@ -199,9 +199,9 @@ def _barrier(run: Run) -> None:
 class EpochInterrupted(Exception):
     """A stop signal ended an epoch early, after `step` optimizer steps; `totals` are its running sums."""
 
-    def __init__(self, step: int, totals: list[float], seconds: float):
+    def __init__(self, step: int, totals: list[float], seconds: float, lr: float):
         super().__init__(f"stopped after step {step}")
-        self.step, self.totals, self.seconds = step, totals, seconds
+        self.step, self.totals, self.seconds, self.lr = step, totals, seconds, lr
 
 
 def train_one_epoch(
@@ -244,7 +244,7 @@ def train_one_epoch(
             _show(bar, sums, started)
         if stop_agreed(run) and step + 1 < steps:
             bar.close()
-            raise EpochInterrupted(step + 1, sums.tolist(), time.perf_counter() - started)
+            raise EpochInterrupted(step + 1, sums.tolist(), time.perf_counter() - started, lr)
     bar.close()
     return epoch_stats(run, sums, lr, time.perf_counter() - started)
 
@@ -433,6 +433,7 @@ def explain_non_finite(err: NonFiniteLoss, out: Path, progress: Progress) -> Non
 def interrupt(run: Run, progress: Progress, epoch: int, stop: EpochInterrupted, hooks: Sequence[Hook]) -> Stopped:
     """Record a mid-epoch stop in `progress`, let the hooks save it; returns the `Stopped` to raise."""
     progress.step, progress.totals, progress.seconds = stop.step, stop.totals, progress.seconds + stop.seconds
+    progress.lr = stop.lr if progress.lr is None else progress.lr  # stopped again: the epoch began before
     for hook in hooks:
         hook.on_interrupt(run, progress)
     _barrier(run)
@@ -446,8 +447,13 @@ def finish_epoch(
     run: Run, progress: Progress, epoch: int, stats: dict, hooks: Sequence[Hook], held_out: dict | None = None
 ) -> None:
     """Record a finished epoch (its training `stats` and `held_out` evaluation) and call the hooks."""
-    stats["seconds"] += progress.seconds
-    progress.step, progress.totals, progress.seconds = 0, None, 0.0
+    if progress.seconds:  # an epoch resumed mid-way: its record counts both parts, as if never stopped
+        images = stats["images_per_second"] * stats["seconds"]
+        stats["seconds"] += progress.seconds
+        stats["images_per_second"] = images / max(stats["seconds"], 1e-9)
+    if progress.lr is not None:
+        stats["lr"] = progress.lr  # when the epoch began
+    progress.step, progress.totals, progress.seconds, progress.lr = 0, None, 0.0, None
     record = {"epoch": epoch + 1, **stats, **(held_out or {})}
     progress.epoch = epoch + 1
     progress.history.append(record)

@@ -25,6 +25,7 @@ class Progress:
     step: int = 0  # optimizer steps done in epoch `epoch` (a mid-epoch checkpoint after a stop signal)
     totals: list | None = None  # that epoch's running sums (loss, correct, images, labelled images)
     seconds: float = 0.0  # and the seconds it had run
+    lr: float | None = None  # and its learning rate when it began (the epoch's record)
 
     def note_best(self, record: dict) -> None:
         """Keep the best eval accuracy and its epoch."""
@@ -63,6 +64,7 @@ def checkpoint_state(run: Run, progress: Progress, resumable: bool) -> dict:
             state.update(threads=held)
         if progress.step:  # stopped mid-epoch by a signal
             state.update(step=progress.step, epoch_totals=progress.totals, epoch_seconds=progress.seconds)
+            state.update(epoch_lr=progress.lr)
     return state
 
 
@@ -87,4 +89,5 @@ def restore(run: Run, out: Path) -> Progress:
         step=int(state.get("step", 0)),
         totals=state.get("epoch_totals"),
         seconds=float(state.get("epoch_seconds", 0.0)),
+        lr=state.get("epoch_lr"),
     )

@@ -336,7 +336,7 @@ def _interrupt(live: list[Member], epoch: int, step: int) -> None:
                 member.run,
                 member.progress,
                 epoch,
-                EpochInterrupted(step + 1, member.sums.tolist(), seconds),
+                EpochInterrupted(step + 1, member.sums.tolist(), seconds, member.lr),
                 member.hooks,
             )
     for member in live:

@@ -119,3 +119,10 @@ def test_a_run_of_several_views_per_decode_resumes_mid_epoch_to_the_same_weights
     resumed = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"]
     whole = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)["model"]
     assert resumed.keys() == whole.keys() and all(torch.equal(resumed[k], whole[k]) for k in whole)
+    # the resumed epoch's record is the uninterrupted one's: its learning rate when it began, every image
+    records = [[json.loads(line) for line in (tmp_path / name / "metrics.jsonl").open()] for name in ("run", "whole")]
+    same = [
+        [(r["epoch"], r["lr"], r["train_loss"], round(r["seconds"] * r["images_per_second"])) for r in rs]
+        for rs in records
+    ]
+    assert same[0] == same[1]
