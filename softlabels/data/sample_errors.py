@@ -48,6 +48,8 @@ def reason(err: BaseException) -> str:
     """The cause in a few words: the OS's text for OS errors, else the exception's own message."""
     if isinstance(err, OSError) and err.strerror and not isinstance(err, Image.UnidentifiedImageError):
         return err.strerror if not err.filename else f"{err.strerror}: {err.filename}"
+    if isinstance(err, Image.UnidentifiedImageError):  # its text names an in-memory buffer, not the file
+        return "not an image PIL can read (an empty file, or another kind of file with an image's name)"
     text = " ".join(str(err).split())
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
