@@ -248,6 +248,13 @@ def check_cache_labels(config: FitConfig, caches: Sequence[store.CacheInfo]) -> 
     """`check_labels` from the caches' layouts alone, before their samples are opened (a sweep's runs)."""
     if caches and not any(cache.layout.labelled for cache in caches):
         _refuse_label_term(config, _unlabelled(config, str(caches[0].path)))
+    if config.data.subset is not None and not all(cache.layout.labelled for cache in caches):  # as subset_indices
+        some = (
+            "part of it is unlabelled"
+            if any(c.layout.labelled for c in caches)
+            else "this dataset is unlabelled: it has none"
+        )
+        raise ValueError(f"--subset {config.data.subset} keeps images per class, but {some}")
 
 
 def check_cache_eval(config: FitConfig, caches: Sequence[store.CacheInfo]) -> None:

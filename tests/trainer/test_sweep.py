@@ -119,9 +119,10 @@ def test_a_sweep_refuses_folders_another_trainer_is_writing(cache, fit_options, 
 
 
 def test_caches_or_an_ensemble_every_run_would_refuse_stop_the_sweep_before_training(
-    cache, build_options, fit_options, tmp_path
+    cache, build_options, image_folder, fit_options, tmp_path
 ):
-    """Caches of two teachers, or --ensemble on a one-teacher cache: one line, no folder, no failed rows."""
+    """Caches of two teachers, --subset on a partly unlabelled set, or --ensemble on a one-teacher cache:
+    one line, no folder, no failed rows."""
     from softlabels.models.registry import create_model
 
     torch.manual_seed(1)
@@ -133,6 +134,21 @@ def test_caches_or_an_ensemble_every_run_would_refuse_stop_the_sweep_before_trai
     both = FitConfig.from_options(cache=[cache, second], **{**fit_options, "out": str(out)})
     with pytest.raises(ValueError, match="cache.h5 and .*other.h5 cannot be trained together: their teachers differ"):
         sweep(SweepConfig(both, students=("linear",), temperatures=(1.0, 4.0)))
+    unlabelled = str(
+        build_cache(
+            BuildConfig.from_options(
+                **{
+                    **build_options,
+                    "dataset": f"imagefolder:{image_folder}/train/cat",
+                    "out": str(tmp_path / "unlabelled.h5"),
+                    "num_classes": 3,
+                }
+            )
+        ).path
+    )
+    part = FitConfig.from_options(cache=[cache, unlabelled], subset=2, **{**fit_options, "out": str(out)})
+    with pytest.raises(ValueError, match="^--subset 2 keeps images per class, but part of it is unlabelled$"):
+        sweep(SweepConfig(part, students=("linear",), temperatures=(1.0, 4.0)))
     one = FitConfig.from_options(cache=cache, ensemble="teacher:0", **{**fit_options, "out": str(out)})
     with pytest.raises(ValueError, match="^--ensemble teacher:0: .*cache.h5 holds one teacher's outputs$"):
         sweep(SweepConfig(one, students=("linear",), temperatures=(1.0, 4.0)))
