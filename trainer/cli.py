@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import warnings
 
@@ -62,9 +63,24 @@ def fit(config_file, **options):
     from softlabels.runtime import current_rank
     from trainer.loop import fit as run_fit
 
-    summary = run_fit(_fit_config(options))
+    with _interrupted(f"{options['out']}/last.pt holds the run up to its last checkpoint"):
+        summary = run_fit(_fit_config(options))
     if current_rank().is_main:
         echo(describe_summary(summary, options["out"]))
+
+
+class Interrupted(RuntimeError):
+    """Ctrl-C stopped a run or sweep: its one line says what is kept and how to go on (exit status 130)."""
+
+    exit_code = 130
+
+
+@contextlib.contextmanager
+def _interrupted(kept: str):
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted: {kept}; run the same command with --resume to continue") from None
 
 
 def describe_summary(summary: dict, out: str) -> str:
@@ -132,7 +148,8 @@ def sweep(config_file, **options):
         result = f"{row['test_accuracy']:.2%}" if row.get("test_accuracy") is not None else row["status"]
         echo(f"[{done}/{total}] {row['run']}: {result}" + (f" ({row['error']})" if row.get("error") else ""))
 
-    rows = run_sweep(config, on_result=report)
+    with _interrupted(f"each run's last.pt under {options['out']} holds it up to its last checkpoint"):
+        rows = run_sweep(config, on_result=report)
     failed = sum(row["status"] == "failed" for row in rows)
     echo(f"wrote {options['out']}/leaderboard.md ({len(rows)} runs, {failed} failed); best: {rows[0]['run']}")
 

@@ -1,12 +1,15 @@
 """`trainer` on the command line: a short real run, and one clear line for every bad input."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
 
 import pytest
 from click.testing import CliRunner
 
+from trainer import engine
 from trainer.cli import main
 
 QUICK = ["--epochs", "1", "--batch-size", "4", "--workers", "0", "--device", "cpu", "--no-progress"]
@@ -154,3 +157,25 @@ def test_a_fits_summary_is_a_sweeps_config(cache, tmp_path):
     result = run("sweep", *again, "--out", tmp_path / "grid")
     assert result.exit_code == 0, result.output
     assert "(2 runs, 0 failed)" in result.output and (tmp_path / "grid" / "linear-kd-T3-a0.9").is_dir()
+
+
+@pytest.mark.parametrize("command", ["fit", "sweep"])
+def test_ctrl_c_says_what_is_kept_and_exits_130(cache, tmp_path, monkeypatch, command):
+    """A real SIGINT at the 7th training step (epoch 2): one line naming the checkpoint and --resume."""
+    step, calls = engine.train_step, [0]
+
+    def interrupted_step(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 7:
+            os.kill(os.getpid(), signal.SIGINT)
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "train_step", interrupted_step)
+    monkeypatch.setattr("trainer.stream.train_step", interrupted_step)
+    out = tmp_path / "run"
+    args = [command, "--cache", cache, "--student", "linear", "--epochs", "2", "--batch-size", "4", "--out", str(out)]
+    result = CliRunner().invoke(main, [*args, "--workers", "0", "--no-progress"])
+    assert result.exit_code == 130, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("error: interrupted: ") and "last.pt" in line and line.endswith("--resume to continue")
+    assert CliRunner().invoke(main, [*args, "--workers", "0", "--no-progress", "--resume"]).exit_code == 0
