@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import glob
+import os
 import sys
 import warnings
 
@@ -63,7 +65,7 @@ def fit(config_file, **options):
     from softlabels.runtime import current_rank
     from trainer.loop import fit as run_fit
 
-    with _interrupted(f"{options['out']}/last.pt holds the run up to its last checkpoint"):
+    with _interrupted(options["out"], "last.pt", f"{options['out']}/last.pt holds the run up to its last checkpoint"):
         summary = run_fit(_fit_config(options))
     if current_rank().is_main:
         echo(describe_summary(summary, options["out"]))
@@ -76,10 +78,13 @@ class Interrupted(RuntimeError):
 
 
 @contextlib.contextmanager
-def _interrupted(kept: str):
+def _interrupted(out: str, checkpoints: str, kept: str):
+    """Ctrl-C as one line: `kept` when a checkpoint matching the glob `checkpoints` exists in `out`."""
     try:
         yield
     except KeyboardInterrupt:
+        if not glob.glob(os.path.join(glob.escape(out), checkpoints)):
+            raise Interrupted("interrupted before the first checkpoint: run the same command again") from None
         raise Interrupted(f"interrupted: {kept}; run the same command with --resume to continue") from None
 
 
@@ -148,7 +153,8 @@ def sweep(config_file, **options):
         result = f"{row['test_accuracy']:.2%}" if row.get("test_accuracy") is not None else row["status"]
         echo(f"[{done}/{total}] {row['run']}: {result}" + (f" ({row['error']})" if row.get("error") else ""))
 
-    with _interrupted(f"each run's last.pt under {options['out']} holds it up to its last checkpoint"):
+    kept = f"each run's last.pt under {options['out']} holds it up to its last checkpoint"
+    with _interrupted(options["out"], "*/last.pt", kept):
         rows = run_sweep(config, on_result=report)
     failed = sum(row["status"] == "failed" for row in rows)
     echo(f"wrote {options['out']}/leaderboard.md ({len(rows)} runs, {failed} failed); best: {rows[0]['run']}")

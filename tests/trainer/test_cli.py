@@ -179,3 +179,10 @@ def test_ctrl_c_says_what_is_kept_and_exits_130(cache, tmp_path, monkeypatch, co
     line = result.output.strip().splitlines()[-1]
     assert line.startswith("error: interrupted: ") and "last.pt" in line and line.endswith("--resume to continue")
     assert CliRunner().invoke(main, [*args, "--workers", "0", "--no-progress", "--resume"]).exit_code == 0
+    calls[0] = 4  # Ctrl-C at the third step of a new run (epoch 1): nothing is kept yet
+    again = [*args[:-1], str(tmp_path / "again"), "--workers", "0", "--no-progress"]
+    result = CliRunner().invoke(main, again)
+    assert (
+        result.exit_code == 130
+        and "error: interrupted before the first checkpoint: run the same command" in result.output
+    )
