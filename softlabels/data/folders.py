@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,22 @@ def _unlabelled_samples(folder: Path, extensions: tuple[str, ...]) -> list[tuple
     return [(str(folder / name), NO_LABEL) for name in names if name.lower().endswith(extensions)]
 
 
+class LooseImagesWarning(UserWarning):
+    """Images beside the class folders of a labelled image folder: in no class, so left out."""
+
+
+def _warn_loose_images(folder: Path, extensions: tuple[str, ...]) -> None:
+    loose = [name for name, _ in _unlabelled_samples(folder, extensions)]
+    if loose:
+        warnings.warn(
+            f"{len(loose)} image(s) directly in {folder} ({Path(loose[0]).name}{', ...' if len(loose) > 1 else ''}) "
+            f"are in no class folder and are left out: move them into their class folder, or into a folder "
+            f"of their own to build them as unlabelled images",
+            LooseImagesWarning,
+            stacklevel=3,
+        )
+
+
 def open_image_folder(spec: str, path: Path, split: str) -> DatasetSource:
     from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
@@ -85,6 +102,7 @@ def open_image_folder(spec: str, path: Path, split: str) -> DatasetSource:
             samples = make_dataset(folder, class_to_idx, extensions=IMG_EXTENSIONS)
         except FileNotFoundError as err:
             raise FileNotFoundError(f"{spec} ({folder}): {err} Expected {folder}/<class>/<image>.") from None
+        _warn_loose_images(folder, IMG_EXTENSIONS)
     if not samples:
         raise FileNotFoundError(
             f"{spec} ({folder}): no images ({', '.join(IMG_EXTENSIONS)}); expected {folder}/<class>/<image>, "

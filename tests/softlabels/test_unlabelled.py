@@ -17,6 +17,7 @@ from softlabels.build import BuildConfig, build_cache
 from softlabels.build.shards import merge_caches
 from softlabels.cli import main
 from softlabels.data import open_dataset
+from softlabels.data.folders import LooseImagesWarning
 
 
 @pytest.fixture
@@ -44,6 +45,14 @@ def test_a_flat_folder_is_an_unlabelled_dataset(flat_folder):
 
 def test_a_folder_with_class_folders_stays_labelled(image_folder):
     assert open_dataset(f"imagefolder:{image_folder}").labelled
+
+
+def test_images_beside_class_folders_are_named_as_left_out(image_folder):
+    train = image_folder / "train"
+    shutil.copy(next(train.rglob("*.png")), train / "stray.png")
+    with pytest.warns(LooseImagesWarning, match=r"1 image\(s\) directly in .*train \(stray.png\) are in no class"):
+        source = open_dataset(f"imagefolder:{image_folder}")
+    assert source.labelled and len(source.keys) == 18 and "stray.png" not in source.keys
 
 
 def test_an_empty_folder_says_what_it_expected(tmp_path):
