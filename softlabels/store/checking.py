@@ -178,7 +178,7 @@ def check_block_arrays(file, layout: Layout, block: int, arrays: dict[str, np.nd
         what = "sample digests" if table == files.DIGESTS_SHA256 else "checksum"
         raise CacheError(
             f"{files.name_of(file)}: {what} mismatch in block {block} (rows {start}..{stop - 1}): the file is "
-            f"damaged; run `softlabels verify` on it, and rebuild or re-copy it"
+            f"damaged (`softlabels verify` lists every damaged block); rebuild or re-copy it"
         )
 
 
