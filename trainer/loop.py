@@ -99,7 +99,14 @@ def process_group(rank: Rank, device: torch.device):
         dist.destroy_process_group()
 
 
+LEADERBOARD = "leaderboard.md"  # what marks a sweep's folder (`trainer.sweep` writes it)
+
+
 def check_out(config: FitConfig, out: Path, rank: Rank) -> None:
+    if (out / LEADERBOARD).exists():
+        raise FileExistsError(
+            f"{out} holds a sweep ({LEADERBOARD}; its runs are its sub-folders): choose another --out for this run"
+        )
     if (out / LAST).exists() and not (config.runtime.resume or config.runtime.overwrite):
         raise FileExistsError(
             f"{out} already holds a run (last.pt): pass --resume to continue it, "

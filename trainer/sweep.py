@@ -34,7 +34,7 @@ from trainer.config import (
     check_config,
     check_mixed_views,
 )
-from trainer.loop import fit, hold_out
+from trainer.loop import LEADERBOARD, fit, hold_out
 from trainer.losses import check_kd_settings, default_loss
 from trainer.memory import check_fits
 from trainer.options import SweepOptions
@@ -228,7 +228,7 @@ def _check_out(config: SweepConfig, runs: list[FitConfig], out: Path) -> None:
     if runtime.resume or runtime.overwrite:
         return
     held = [Path(run.runtime.out).name for run in runs if any((Path(run.runtime.out) / n).exists() for n in RUN_FILES)]
-    if held or (out / "leaderboard.md").exists():
+    if held or (out / LEADERBOARD).exists():
         what = f"runs of this grid ({held[0]}{', ...' if len(held) > 1 else ''})" if held else "a sweep's leaderboard"
         raise FileExistsError(
             f"{out} already holds {what}: pass --resume to continue the sweep, --overwrite to start it again, "
@@ -255,7 +255,7 @@ def rank_rows(rows: list[dict]) -> list[dict]:
 
 def write_leaderboard(rows: list[dict], out: Path) -> None:
     """leaderboard.md and .csv (the sweep draws leaderboard.png)."""
-    write_text_atomic(_markdown(rows), out / "leaderboard.md")
+    write_text_atomic(_markdown(rows), out / LEADERBOARD)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()

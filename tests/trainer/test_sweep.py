@@ -9,7 +9,7 @@ import torch
 
 from softlabels.build import BuildConfig, build_cache
 from tests.conftest import make_image_folder
-from trainer import FitConfig, SweepConfig, sweep
+from trainer import FitConfig, SweepConfig, fit, sweep
 
 
 def test_sweep_ranks_runs_and_records_failures(cache, fit_options, tmp_path):
@@ -153,3 +153,17 @@ def test_caches_or_an_ensemble_every_run_would_refuse_stop_the_sweep_before_trai
     with pytest.raises(ValueError, match="^--ensemble teacher:0: .*cache.h5 holds one teacher's outputs$"):
         sweep(SweepConfig(one, students=("linear",), temperatures=(1.0, 4.0)))
     assert not out.exists()
+
+
+def test_a_fit_into_a_sweeps_folder_is_refused(cache, fit_options, tmp_path):
+    out = tmp_path / "sweep"
+    base = FitConfig.from_options(cache=cache, **{**fit_options, "out": str(out), "epochs": 1})
+    sweep(SweepConfig(base, students=("linear",), temperatures=(4.0,)))
+    with pytest.raises(FileExistsError, match=r"sweep holds a sweep \(leaderboard.md; its runs are its sub-folders\)"):
+        fit(base)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "leaderboard.csv",
+        "leaderboard.md",
+        "leaderboard.png",
+        "linear-kd-T4-a0.9",
+    ]
