@@ -127,11 +127,7 @@ def check_config(config: FitConfig) -> None:
             f"--loss {objective.name} learns from a teacher's stored embeddings: pass --cache FILE built with "
             f"--targets embedding"
         )
-    if "embed-relational" in objective.name.split("+") and config.optim.batch_size < 2:
-        raise ValueError(
-            f"--loss {objective.name} relates the views of a batch to each other, and --batch-size 1 leaves a view "
-            f"none to relate to (the term would be 0 at every step): use --batch-size 2 or more"
-        )
+    objective.loss.check_batch_size(config.optim.batch_size)
     if objective.needs_teacher and not (config.runtime.cache or config.objective.teacher):
         raise ValueError(
             f"--loss {objective.name} needs teacher outputs: pass --cache FILE, or --teacher SPEC "

@@ -73,6 +73,9 @@ class Loss(ABC):
     def check_finite(self) -> None:  # noqa: B027 (most losses have no such settings)
         """Raise ValueError for settings that can only give a non-finite loss in float32."""
 
+    def check_batch_size(self, batch_size: int) -> None:  # noqa: B027 (most losses take any batch)
+        """Raise ValueError for a batch size the loss cannot learn from."""
+
     @abstractmethod
     def __call__(
         self,

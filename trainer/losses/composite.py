@@ -33,6 +33,10 @@ class Composite(Loss):
         for member in self.members:
             member.check_finite()
 
+    def check_batch_size(self, batch_size: int) -> None:
+        for member in self.members:
+            member.check_batch_size(batch_size)
+
     def __call__(self, student_logits, teacher_logits, labels, embeddings=None):
         total = None
         for member in self.members:

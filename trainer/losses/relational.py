@@ -41,6 +41,13 @@ class Relational(Loss):
     needs = frozenset({"embedding"})
     trains_classifier = False
 
+    def check_batch_size(self, batch_size: int) -> None:
+        if batch_size < 2:
+            raise ValueError(
+                f"--loss {self.name} relates the views of a batch to each other, and --batch-size 1 leaves a view "
+                f"none to relate to (the term would be 0 at every step): use --batch-size 2 or more"
+            )
+
     def __call__(self, student_logits, teacher_logits, labels, embeddings: Embeddings | None = None):
         if embeddings is None:
             raise ValueError(f"--loss {self.name} needs the teacher's embeddings")
