@@ -30,7 +30,7 @@ from softlabels import store
 from softlabels.audit import require_same_samples
 from softlabels.data import DatasetSource
 from softlabels.data.sample_errors import SampleError, reading
-from softlabels.ensemble import Ensemble
+from softlabels.ensemble import Ensemble, check_one_teacher
 from softlabels.views import AUGMENTS, Augment, Normalize, ViewPipeline, random_view, replay_pipeline, replay_view
 
 
@@ -191,8 +191,8 @@ class ReplayDataset(Dataset):
         self.ensemble = None
         if targets.layout.num_teachers > 1:
             self.ensemble = Ensemble.parse(ensemble, targets.info.member_names, temperature)
-        elif ensemble not in (None, "mean-prob"):
-            raise ValueError(f"--ensemble {ensemble}: {targets.path} holds one teacher's outputs")
+        else:
+            check_one_teacher(ensemble, targets.path)
         if embeddings and self.ensemble is not None and self.ensemble.member is None:
             raise ValueError(
                 f"{targets.path} holds {targets.layout.num_teachers} teachers' embeddings and they are not mixed: "

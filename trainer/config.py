@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from softlabels import store
 from softlabels.data.specs import eval_spec_for
-from softlabels.ensemble import check_form
+from softlabels.ensemble import check_form, check_one_teacher
 from softlabels.ensemble.member import Member
 from softlabels.models.registry import archive_path
 from softlabels.views import parse_augment, recorded_augment
@@ -321,9 +321,8 @@ def check_cache_targets(config: FitConfig, caches: Sequence[store.CacheInfo]) ->
             f"--loss {loss.name} needs logits and {cache.path} stores embeddings alone: use "
             f"--loss embed-cosine or embed-relational, or build with --targets logits,embedding"
         )
-    ensemble = config.objective.ensemble
-    if layout.num_teachers == 1 and ensemble not in (None, "mean-prob"):
-        raise ValueError(f"--ensemble {ensemble}: {cache.path} holds one teacher's outputs")
+    if layout.num_teachers == 1:
+        check_one_teacher(config.objective.ensemble, cache.path)
     if loss.needs_embedding and layout.num_teachers > 1 and not Member.claims(config.objective.ensemble or ""):
         raise ValueError(
             f"--loss {loss.name} learns from one teacher's embeddings; {cache.path} holds several: "

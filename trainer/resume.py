@@ -63,8 +63,9 @@ def checkpoint_state(run: Run, progress: Progress, resumable: bool) -> dict:
         if (held := threads.held_threads()) is not None:  # a resumed run sums its gradients the same way
             state.update(threads=held)
         if progress.step:  # stopped mid-epoch by a signal
-            state.update(step=progress.step, epoch_totals=progress.totals, epoch_seconds=progress.seconds)
-            state.update(epoch_lr=progress.lr)
+            state.update(
+                step=progress.step, epoch_totals=progress.totals, epoch_seconds=progress.seconds, epoch_lr=progress.lr
+            )
     return state
 
 

@@ -60,4 +60,10 @@ def check_form(text: str | None) -> None:
     rule.check_form(text)
 
 
-__all__ = ["Ensemble", "KINDS", "RULES", "Rule", "check_form"]
+def check_one_teacher(text: str | None, path) -> None:
+    """Refuse an `--ensemble` other than the default for the cache at `path`, which holds one teacher."""
+    if text not in (None, RULES[0].name):
+        raise ValueError(f"--ensemble {text}: {path} holds one teacher's outputs")
+
+
+__all__ = ["Ensemble", "KINDS", "RULES", "Rule", "check_form", "check_one_teacher"]
