@@ -141,7 +141,7 @@ def sweep(config_file, **options):
     if not options["students"]:
         raise click.UsageError("Missing option '--student' (on the command line or as students in --config)")
     require(options, "out")
-    from trainer.sweep import SweepConfig
+    from trainer.sweep import RANKED_BY, SweepConfig, ranking
     from trainer.sweep import sweep as run_sweep
 
     grid = ("students", "temperatures", "alphas", "with_ce", "sequential")
@@ -150,7 +150,8 @@ def sweep(config_file, **options):
     config = SweepConfig(base, tuple(students), tuple(temperatures), tuple(alphas), with_ce, sequential)
 
     def report(row, done, total):
-        result = f"{row['test_accuracy']:.2%}" if row.get("test_accuracy") is not None else row["status"]
+        key = ranking([row])  # what ranks it: test accuracy, or the probe's with --probe
+        result = f"{RANKED_BY[key]} {row[key]:.2%}" if row.get(key) is not None else row["status"]
         echo(f"[{done}/{total}] {row['run']}: {result}" + (f" ({row['error']})" if row.get("error") else ""))
 
     kept = f"each run's last.pt under {options['out']} holds it up to its last checkpoint"
